@@ -1,0 +1,1 @@
+"""Inference backends. Only backends/llama.py imports llama_cpp."""

@@ -1,0 +1,95 @@
+"""A deterministic fake backend: a tiny order-2 Markov 'language model' over bytes.
+
+It drives the real engine, router and CLI in unit tests and demos without any model file.
+Two fakes with the same seed agree exactly; a drafter made with `noise > 0` agrees often but
+not always, which exercises acceptance and rejection paths.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from qroute_cli.types import Message
+
+EOS = 256
+
+
+class FakeBackend:
+    """Byte-level vocabulary (0-255) plus an end-of-sequence token."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        seed: int = 0,
+        noise: float = 0.0,
+        n_ctx: int = 2048,
+        eos_bias: float = -4.0,
+        sharpness: float = 3.0,
+        alphabet: bytes = b"abcdefghij klmnop\n",
+    ) -> None:
+        self.name = name
+        self.n_vocab = 257
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self.noise = noise
+        self.eos_bias = eos_bias
+        self.sharpness = sharpness
+        self._allowed = np.full(self.n_vocab, -30.0, dtype=np.float32)
+        self._allowed[list(alphabet)] = 0.0
+        self._allowed[EOS] = eos_bias
+        self._tokens: list[int] = []
+        self.eval_calls = 0  # how many eval() batches ran (tests check cache reuse)
+        self.evaluated = 0  # how many tokens were evaluated in total
+        self.closed = False
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._tokens)
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        return bytes(t for t in tokens if t < 256)
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def render(self, messages: Sequence[Message]) -> tuple[str, tuple[str, ...]]:
+        text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
+        return text, ()
+
+    def _row(self, context: Sequence[int]) -> np.ndarray:
+        key = (context[-2] if len(context) > 1 else 257, context[-1] if context else 258)
+        rng = np.random.default_rng(zlib.crc32(bytes(f"{self.seed}:{key}", "ascii")))
+        row = rng.standard_normal(self.n_vocab).astype(np.float32) * self.sharpness
+        if self.noise:
+            # The drafter's own view: extra noise keyed by position so it is deterministic.
+            nrng = np.random.default_rng(zlib.crc32(bytes(f"n{len(context)}:{key}", "ascii")))
+            row += nrng.standard_normal(self.n_vocab).astype(np.float32) * self.noise
+        return row + self._allowed
+
+    def eval(self, tokens: Sequence[int], logits: str = "last") -> np.ndarray:
+        if len(self._tokens) + len(tokens) > self.n_ctx:
+            raise ValueError("context window exceeded")
+        rows = []
+        for tok in tokens:
+            self._tokens.append(int(tok))
+            if logits == "all":
+                rows.append(self._row(self._tokens))
+        self.eval_calls += 1
+        self.evaluated += len(tokens)
+        if logits == "last":
+            return self._row(self._tokens)[None, :]
+        if logits == "none":
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        return np.stack(rows)
+
+    def truncate(self, n: int) -> None:
+        del self._tokens[n:]
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,218 @@
+"""models.toml -> a validated Registry of ModelSpec and Pair.
+
+The built-in file is merged with the user's (user config dir, then --config), key by key,
+so a user can override one field of a built-in model or add their own GGUF files.
+Unknown keys are errors that name the file and the key path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qroute_cli import paths
+from qroute_cli.errors import ConfigError, UsageError, did_you_mean
+from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, ModelSpec, Pair, PypiSource
+
+_MODEL_KEYS = {
+    "description": str, "path": str, "url": str, "sha256": str, "size": int, "vocab": str,
+    "vocab_size": int, "n_ctx": int, "prompt_format": str, "template": str, "stop": list,
+    "quality_prior": (int, float), "pypi": dict,
+}
+_PYPI_KEYS = {"packages": list, "member_glob": str}
+_PAIR_KEYS = {"verifier": str, "drafter": str, "description": str}
+_DEFAULT_KEYS = {"pair": str, "budget": str, "strategy": str, "max_tokens": int}
+_TOP_KEYS = {"defaults", "models", "pairs"}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    pair: str = "qwen2.5-coder-1.5b"
+    budget: str = "20s"
+    strategy: str = "quality"
+    max_tokens: int = 256
+
+
+@dataclass
+class Registry:
+    """Every model and pair qroute knows, after merging and validation."""
+
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    pairs: dict[str, Pair] = field(default_factory=dict)
+    defaults: Defaults = field(default_factory=Defaults)
+    sources: tuple[Path, ...] = ()
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise UsageError(f"Unknown model '{name}'.", did_you_mean(name, list(self.models)))
+        return self.models[name]
+
+    def pair(self, name: str) -> Pair:
+        if name not in self.pairs:
+            raise UsageError(f"Unknown pair '{name}'.", did_you_mean(name, list(self.pairs)))
+        return self.pairs[name]
+
+    def pair_models(self, pair: Pair) -> list[ModelSpec]:
+        """The GGUF models a pair needs: verifier first, then a model drafter."""
+        names = [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
+        return [self.models[n] for n in names]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}", "Check the path given to --config.")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", "Fix the syntax error and try again.")
+
+
+def _check_keys(table: dict[str, Any], allowed: dict[str, Any], where: str, path: Path) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            hint = did_you_mean(key, list(allowed))
+            raise ConfigError(f"{path}: unknown key '{where}.{key}'.", hint)
+        expected = allowed[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            names = expected.__name__ if isinstance(expected, type) else "number"
+            raise ConfigError(
+                f"{path}: '{where}.{key}' must be a {names}, got {type(value).__name__}."
+            )
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _validate_file(data: dict[str, Any], path: Path) -> None:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{path}: unknown table '{key}'.", did_you_mean(key, list(_TOP_KEYS)))
+    _check_keys(data.get("defaults", {}), _DEFAULT_KEYS, "defaults", path)
+    for name, table in data.get("models", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'models.{name}' must be a table.")
+        _check_keys(table, _MODEL_KEYS, f"models.{name}", path)
+        if "pypi" in table:
+            _check_keys(table["pypi"], _PYPI_KEYS, f"models.{name}.pypi", path)
+        if table.get("prompt_format", "chat") not in ("chat", "completion"):
+            raise ConfigError(
+                f"{path}: 'models.{name}.prompt_format' must be \"chat\" or \"completion\"."
+            )
+    for name, table in data.get("pairs", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'pairs.{name}' must be a table.")
+        _check_keys(table, _PAIR_KEYS, f"pairs.{name}", path)
+
+
+def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSpec:
+    pypi = None
+    if "pypi" in t:
+        pypi = PypiSource(tuple(t["pypi"].get("packages", ())), t["pypi"].get("member_glob", "*"))
+    model_path = t.get("path")
+    if model_path and base_dir is not None and not Path(model_path).expanduser().is_absolute():
+        model_path = str((base_dir / model_path).resolve())
+    elif model_path:
+        model_path = str(Path(model_path).expanduser())
+    return ModelSpec(
+        name=name,
+        path=model_path,
+        pypi=pypi,
+        url=t.get("url"),
+        sha256=(t.get("sha256") or None) and t["sha256"].lower(),
+        size=t.get("size"),
+        vocab=t.get("vocab"),
+        vocab_size=t.get("vocab_size"),
+        n_ctx=t.get("n_ctx", 4096),
+        prompt_format=t.get("prompt_format", "chat"),
+        template=t.get("template", "{prompt}"),
+        stop=tuple(t.get("stop", ())),
+        quality_prior=float(t.get("quality_prior", 0.5)),
+        description=t.get("description", ""),
+    )
+
+
+def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Registry:
+    """Built-in models.toml, then the user's file, then `extra` (from --config)."""
+    files = [paths.builtin_registry_file()]
+    user = paths.user_config_file()
+    if include_user and user.exists():
+        files.append(user)
+    if extra is not None:
+        files.append(Path(extra).expanduser())
+
+    merged: dict[str, Any] = {}
+    model_dirs: dict[str, Path] = {}
+    for path in files:
+        data = _read_toml(path)
+        _validate_file(data, path)
+        for name in data.get("models", {}):
+            model_dirs[name] = path.parent
+        merged = _merge(merged, data)
+
+    models = {
+        name: _build_model(name, t, model_dirs.get(name)) for name, t in merged.get("models", {}).items()
+    }
+    for spec in models.values():
+        if spec.path is None and spec.pypi is None and spec.url is None:
+            raise ConfigError(
+                f"Model '{spec.name}' has no source.",
+                "Give it a `path` to a GGUF file, `pypi` parts or a `url`.",
+            )
+        if spec.prompt_format == "completion" and "{prompt}" not in spec.template:
+            raise ConfigError(f"Model '{spec.name}': template must contain {{prompt}}.")
+
+    pairs: dict[str, Pair] = {}
+    for name, t in merged.get("pairs", {}).items():
+        if "verifier" not in t:
+            raise ConfigError(f"Pair '{name}' has no verifier.", "Add verifier = \"MODEL\".")
+        pair = Pair(name, t["verifier"], t.get("drafter", DRAFTER_NONE), t.get("description", ""))
+        _check_pair(pair, models)
+        pairs[name] = pair
+
+    d = merged.get("defaults", {})
+    defaults = Defaults(
+        pair=d.get("pair", Defaults.pair),
+        budget=d.get("budget", Defaults.budget),
+        strategy=d.get("strategy", Defaults.strategy),
+        max_tokens=d.get("max_tokens", Defaults.max_tokens),
+    )
+    if pairs and defaults.pair not in pairs:
+        raise ConfigError(
+            f"defaults.pair '{defaults.pair}' is not a pair.", did_you_mean(defaults.pair, list(pairs))
+        )
+    return Registry(models=models, pairs=pairs, defaults=defaults, sources=tuple(files))
+
+
+def _check_pair(pair: Pair, models: dict[str, ModelSpec]) -> None:
+    if pair.verifier not in models:
+        raise ConfigError(
+            f"Pair '{pair.name}': unknown verifier model '{pair.verifier}'.",
+            did_you_mean(pair.verifier, list(models)),
+        )
+    if pair.drafter in (DRAFTER_NONE, DRAFTER_NGRAM):
+        return
+    if pair.drafter not in models:
+        raise ConfigError(
+            f"Pair '{pair.name}': unknown drafter '{pair.drafter}'.",
+            "A drafter is \"none\", \"ngram\" or a model name. "
+            + did_you_mean(pair.drafter, list(models)),
+        )
+    if pair.drafter == pair.verifier:
+        raise ConfigError(f"Pair '{pair.name}': a model cannot draft for itself.")
+    v, d = models[pair.verifier], models[pair.drafter]
+    if v.vocab != d.vocab or (v.vocab_size and d.vocab_size and v.vocab_size != d.vocab_size):
+        raise ConfigError(
+            f"Pair '{pair.name}': drafter '{d.name}' (vocab {d.vocab}) and verifier '{v.name}' "
+            f"(vocab {v.vocab}) use different tokenizers.",
+            "Model drafting needs the same vocabulary; use drafter = \"ngram\" instead.",
+        )

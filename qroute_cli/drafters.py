@@ -1,0 +1,126 @@
+"""Drafters propose tokens; the verifier decides. A drafter never changes the answer.
+
+`propose(history, k)` returns up to k draft tokens and, for model drafters, the
+drafter's probability distribution at each one (needed for exact speculative sampling).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from qroute_cli.backends.base import Backend
+
+
+class Drafter(Protocol):
+    kind: str
+
+    def propose(self, history: Sequence[int], k: int) -> tuple[list[int], list[np.ndarray] | None]:
+        """Up to k tokens that are likely to follow `history` (may be empty)."""
+
+    def reset(self) -> None:
+        """Forget per-generation state."""
+
+
+def ngram_lookup(history: Sequence[int], k: int, n_max: int = 4, n_min: int = 2) -> list[int]:
+    """Prompt-lookup drafting: find the latest earlier occurrence of the history's last
+    n tokens (longest n first) and propose the up-to-k tokens that followed it.
+
+    Pure function on plain sequences; returns [] when nothing matches.
+    """
+    arr = np.asarray(history, dtype=np.int64)
+    size = len(arr)
+    for n in range(min(n_max, size - 1), n_min - 1, -1):
+        tail = arr[size - n:]
+        # Windows of length n that end before the tail itself starts.
+        windows = np.lib.stride_tricks.sliding_window_view(arr[: size - 1], n)
+        hits = np.nonzero((windows == tail).all(axis=1))[0]
+        hits = hits[hits + n < size]  # the match must have a continuation
+        if len(hits):
+            start = int(hits[-1]) + n
+            return arr[start: min(start + k, size)].tolist()
+    return []
+
+
+class NgramDrafter:
+    """Drafts from repeated n-grams in the prompt and the answer so far; free to run."""
+
+    kind = "ngram"
+
+    def __init__(self, n_max: int = 4, n_min: int = 2) -> None:
+        self.n_max = n_max
+        self.n_min = n_min
+
+    def propose(self, history: Sequence[int], k: int) -> tuple[list[int], None]:
+        return ngram_lookup(history, k, self.n_max, self.n_min), None
+
+    def reset(self) -> None:
+        pass
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / max(temperature, 1e-6)
+    z -= z.max()
+    p = np.exp(z)
+    return p / p.sum()
+
+
+class ModelDrafter:
+    """A smaller model with the same vocabulary drafts greedily (or by sampling).
+
+    Its KV cache is kept in step with the verifier's accepted tokens and reused across
+    steps: only tokens it has not seen are evaluated, rejected ones are trimmed. Drafting
+    stops early at a token the drafter itself is unsure of (`min_prob`).
+    """
+
+    kind = "model"
+
+    def __init__(
+        self,
+        backend: Backend,
+        min_prob: float = 0.4,
+        temperature: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.backend = backend
+        self.min_prob = min_prob
+        self.temperature = temperature
+        self.rng = rng or np.random.default_rng()
+
+    def reset(self) -> None:
+        pass
+
+    def _sync(self, history: Sequence[int]) -> np.ndarray:
+        """Bring the KV cache to `history`; return the logits after its last token."""
+        cached = self.backend.tokens
+        common = 0
+        limit = min(len(cached), len(history) - 1)  # re-evaluate at least one token
+        while common < limit and cached[common] == history[common]:
+            common += 1
+        self.backend.truncate(common)
+        return self.backend.eval(list(history[common:]), logits="last")[-1]
+
+    def propose(
+        self, history: Sequence[int], k: int
+    ) -> tuple[list[int], list[np.ndarray] | None]:
+        if k <= 0:
+            return [], None
+        logits = self._sync(history)
+        draft: list[int] = []
+        dists: list[np.ndarray] = []
+        for i in range(k):
+            if self.temperature > 0:
+                q = softmax(logits, self.temperature)
+                tok = int(self.rng.choice(len(q), p=q))
+                dists.append(q)
+                confident = q[tok] >= self.min_prob * 0.5
+            else:
+                tok = int(np.argmax(logits))
+                confident = softmax(logits)[tok] >= self.min_prob
+            if not confident:
+                break  # an unsure guess costs verify time and is likely rejected
+            draft.append(tok)
+            if i + 1 < k:
+                logits = self.backend.eval([tok], logits="last")[-1]
+        return draft, (dists if self.temperature > 0 else None)

@@ -1,0 +1,329 @@
+"""The draft/verify loop: plain decoding and speculative decoding with any Drafter.
+
+Invariant: the verifier's KV cache holds every token of the sequence except the newest
+one (`pending`), whose logits are not computed yet. A plain step evaluates `pending`; a
+speculative step evaluates `pending` plus the draft in one batch, keeps the longest
+accepted prefix and trims the rest.
+
+Greedy (temperature 0) output equals the verifier's own greedy output. With sampling,
+drafts are accepted by speculative sampling (accept with min(1, p/q), resample from
+max(0, p - q) on rejection), so the output distribution is the verifier's.
+
+Drafting adapts: the draft length follows recent acceptance, and when speculative steps
+deliver fewer tokens per second than plain steps the loop stops drafting for a while
+(with a growing back-off), so a drafter that does not pay on this machine costs little.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from qroute_cli.backends.base import Backend
+from qroute_cli.drafters import Drafter, softmax
+from qroute_cli.types import Generation, GenerationConfig, SpecStats
+
+OnText = Callable[[str], None]
+
+
+@dataclass
+class SpeedMemory:
+    """Measured throughput of plain and speculative steps, kept across generations of a pair."""
+
+    plain_tps: float | None = None  # tokens per second of plain steps (EMA)
+    spec_tps: float | None = None  # tokens per second of speculative steps, drafting included
+    plain_n: int = 0
+    spec_n: int = 0
+    backoff: int = 16  # plain tokens to run after speculation lost, doubles each time
+
+    def observe_plain(self, tokens: int, seconds: float, alpha: float = 0.2) -> None:
+        rate = tokens / max(seconds, 1e-9)
+        self.plain_tps = rate if self.plain_tps is None else (1 - alpha) * self.plain_tps + alpha * rate
+        self.plain_n += 1
+
+    def observe_spec(self, tokens: int, seconds: float, alpha: float = 0.3) -> None:
+        rate = tokens / max(seconds, 1e-9)
+        self.spec_tps = rate if self.spec_tps is None else (1 - alpha) * self.spec_tps + alpha * rate
+        self.spec_n += 1
+
+
+@dataclass
+class DraftController:
+    """Chooses the next draft length: 0 (plain step) or 1..k_max."""
+
+    k_max: int = 8
+    k: int = 4
+    adaptive: bool = True
+    memory: SpeedMemory = field(default_factory=SpeedMemory)
+    cooldown: int = 0  # plain tokens left before drafting is tried again
+    warmup_plain: int = 2  # plain steps to measure before the first draft
+
+    def next_k(self) -> int:
+        if not self.adaptive:
+            return self.k_max
+        if self.cooldown > 0:
+            return 0
+        if self.memory.plain_n < self.warmup_plain:
+            return 0
+        return self.k
+
+    def record_plain(self, seconds: float) -> None:
+        self.memory.observe_plain(1, seconds)
+        self.cooldown = max(0, self.cooldown - 1)
+
+    def record_spec(self, drafted: int, accepted: int, produced: int, seconds: float) -> None:
+        mem = self.memory
+        mem.observe_spec(produced, seconds)
+        if not self.adaptive:
+            return
+        if drafted == 0:
+            pass
+        elif accepted == drafted:
+            self.k = min(self.k + 1, self.k_max)
+        else:
+            self.k = max(1, accepted + 1)
+        if mem.spec_n >= 2 and mem.plain_tps and mem.spec_tps is not None:
+            if mem.spec_tps < 0.97 * mem.plain_tps:
+                self.cooldown = mem.backoff
+                mem.backoff = min(mem.backoff * 2, 512)
+                mem.spec_tps = None  # judge afresh after the cool-down
+                mem.spec_n = 0
+            elif mem.spec_tps > 1.05 * mem.plain_tps:
+                mem.backoff = 16
+
+
+class TextStream:
+    """Turns tokens into text as they are accepted, holding back what could start a stop string."""
+
+    def __init__(self, backend: Backend, stops: Sequence[str], on_text: OnText | None) -> None:
+        self.backend = backend
+        self.stops = [s for s in stops if s]
+        self.on_text = on_text
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.emitted = 0
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.stopped = False
+
+    def push(self, token: int) -> bool:
+        """Add one token; True when a stop string completed (the text is cut before it)."""
+        self.text += self.decoder.decode(self.backend.detokenize([token]))
+        for stop in self.stops:
+            at = self.text.find(stop, max(0, self.emitted - len(stop)))
+            if at != -1:
+                self.text = self.text[:at]
+                self.stopped = True
+                self._emit(len(self.text))
+                return True
+        self._emit(len(self.text) - self.hold)
+        return False
+
+    def finish(self) -> str:
+        if not self.stopped:
+            self.text += self.decoder.decode(b"", final=True)
+        self._emit(len(self.text))
+        return self.text
+
+    def _emit(self, upto: int) -> None:
+        if upto > self.emitted:
+            piece = self.text[self.emitted: upto]
+            self.emitted = upto
+            if self.on_text and piece:
+                self.on_text(piece)
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    p = softmax(logits, temperature)
+    return int(rng.choice(len(p), p=p))
+
+
+def verify_draft(
+    rows: np.ndarray,
+    draft: Sequence[int],
+    temperature: float,
+    rng: np.random.Generator,
+    draft_dists: Sequence[np.ndarray] | None = None,
+) -> tuple[int, int]:
+    """Check a draft against the verifier's logits rows (len(draft) + 1 of them).
+
+    Returns (accepted, next_token): how many draft tokens stand and the token that
+    follows them (the verifier's correction, or a bonus token when all stood).
+    """
+    for i, tok in enumerate(draft):
+        if temperature <= 0:
+            best = int(np.argmax(rows[i]))
+            if best != tok:
+                return i, best
+            continue
+        p = softmax(rows[i], temperature)
+        q_tok = float(draft_dists[i][tok]) if draft_dists is not None else 1.0
+        if rng.random() < min(1.0, p[tok] / max(q_tok, 1e-12)):
+            continue
+        if draft_dists is not None:
+            residual = np.maximum(p - draft_dists[i], 0.0)
+        else:  # a deterministic draft is a point mass at `tok`
+            residual = p.copy()
+            residual[tok] = 0.0
+        total = residual.sum()
+        residual = residual / total if total > 0 else p
+        return i, int(rng.choice(len(residual), p=residual))
+    return len(draft), _pick(rows[len(draft)], temperature, rng)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def generate(
+    verifier: Backend,
+    prompt_tokens: Sequence[int],
+    config: GenerationConfig,
+    drafter: Drafter | None = None,
+    on_text: OnText | None = None,
+    stops: Sequence[str] = (),
+    controller: DraftController | None = None,
+) -> Generation:
+    """Generate up to config.max_tokens tokens after `prompt_tokens`, streaming text."""
+    if not prompt_tokens:
+        raise ValueError("empty prompt")
+    rng = np.random.default_rng(config.seed)
+    ctl = controller or DraftController(k_max=config.draft_max, adaptive=config.adaptive)
+    ctl.k_max = config.draft_max
+    ctl.k = min(max(ctl.k, 1), ctl.k_max)
+    ctl.adaptive = config.adaptive
+    ctl.cooldown = 0
+    if drafter is not None:
+        drafter.reset()
+    stream = TextStream(verifier, tuple(stops) + tuple(config.stop), on_text)
+
+    t0 = time.perf_counter()
+    # Prefill, reusing whatever prefix of the prompt the KV cache already holds.
+    cached = common_prefix(verifier.tokens, prompt_tokens)
+    cached = min(cached, len(prompt_tokens) - 1)  # the last prompt token yields the logits
+    verifier.truncate(cached)
+    out: list[int] = []
+    drafted = accepted = draft_steps = plain_steps = 0
+    finish = "length"
+    ttft = 0.0
+    history = list(prompt_tokens)
+
+    def emit(tokens: Sequence[int]) -> bool:
+        """Append accepted tokens; True when generation must end."""
+        nonlocal finish
+        for tok in tokens:
+            if verifier.is_eog(tok):
+                finish = "stop"
+                return True
+            out.append(tok)
+            history.append(tok)
+            if stream.push(tok):
+                finish = "stop"
+                return True
+            if len(out) >= config.max_tokens:
+                finish = "length"
+                return True
+        return False
+
+    try:
+        rows = verifier.eval(list(prompt_tokens[cached:]), logits="last")
+        first = _pick(rows[-1], config.temperature, rng)
+        ttft = time.perf_counter() - t0
+        done = config.max_tokens <= 0 or emit([first])
+        while not done:
+            pending = history[-1]
+            k = ctl.next_k() if drafter is not None else 0
+            k = min(k, config.max_tokens - len(out))
+            step_t0 = time.perf_counter()
+            draft: list[int] = []
+            dists = None
+            if k > 0:
+                draft, dists = drafter.propose(history, k)
+            if not draft:
+                rows = verifier.eval([pending], logits="last")
+                tok = _pick(rows[-1], config.temperature, rng)
+                plain_steps += 1
+                done = emit([tok])
+                if k > 0 and drafter.kind == "model":
+                    # The drafter ran but was unsure of its first token: its time counts
+                    # against speculation, not against plain decoding.
+                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0)
+                else:
+                    ctl.record_plain(time.perf_counter() - step_t0)
+                continue
+            base = len(verifier.tokens)
+            rows = verifier.eval([pending] + draft, logits="all")
+            n_ok, nxt = verify_draft(rows, draft, config.temperature, rng, dists)
+            verifier.truncate(base + 1 + n_ok)
+            drafted += len(draft)
+            accepted += n_ok
+            draft_steps += 1
+            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0)
+            done = emit(draft[:n_ok] + [nxt])
+    except KeyboardInterrupt:
+        finish = "interrupted"
+    text = stream.finish()
+    latency = time.perf_counter() - t0
+    stats = SpecStats(
+        prompt_tokens=len(prompt_tokens),
+        output_tokens=len(out),
+        ttft_s=ttft or latency,
+        latency_s=latency,
+        drafted=drafted,
+        accepted=accepted,
+        draft_steps=draft_steps,
+        plain_steps=plain_steps,
+        prompt_cached=cached,
+    )
+    return Generation(text=text, tokens=tuple(out), stats=stats, finish_reason=finish)
+
+
+def teacher_forced_acceptance(
+    drafter_backend: Backend, prompt_tokens: Sequence[int], output_tokens: Sequence[int]
+) -> float | None:
+    """Share of output tokens the drafter's greedy choice predicts, in one batched pass.
+
+    Used to label training data: no second generation is needed to know how a drafter
+    would have fared on the verifier's answer.
+    """
+    if not output_tokens:
+        return None
+    drafter_backend.truncate(0)
+    drafter_backend.eval(list(prompt_tokens[:-1]), logits="none") if len(prompt_tokens) > 1 else None
+    rows = drafter_backend.eval([prompt_tokens[-1]] + list(output_tokens[:-1]), logits="all")
+    guesses = rows.argmax(axis=1)
+    return float(np.mean(guesses == np.asarray(output_tokens)))
+
+
+def ngram_acceptance(prompt_tokens: Sequence[int], output_tokens: Sequence[int], k: int = 8) -> float | None:
+    """Share of n-gram draft tokens a greedy verifier would accept on this exact answer."""
+    from qroute_cli.drafters import ngram_lookup
+
+    history = list(prompt_tokens)
+    drafted = ok = 0
+    i = 0
+    out = list(output_tokens)
+    while i < len(out):
+        draft = ngram_lookup(history, k)
+        if not draft:
+            history.append(out[i])
+            i += 1
+            continue
+        n = 0
+        while n < len(draft) and i + n < len(out) and draft[n] == out[i + n]:
+            n += 1
+        drafted += len(draft)
+        ok += n
+        step = min(n + 1, len(out) - i)
+        history.extend(out[i: i + step])
+        i += step
+    return ok / drafted if drafted else None

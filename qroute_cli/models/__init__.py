@@ -1,0 +1,1 @@
+"""Model files: where they live, how they are fetched and verified."""

