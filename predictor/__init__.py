@@ -1,0 +1,1 @@
+"""Training data, training, export and report of the quality predictor (not shipped)."""

@@ -1,0 +1,303 @@
+"""Generate the predictor's training data: every built-in verifier's greedy answer to training
+prompts, with its stats, each drafter's acceptance rate on it, and automatic quality scores.
+
+    python -m predictor.datagen --gsm8k 60 --nq 60 --wp 60            # resumes where it stopped
+    python -m predictor.datagen --gsm8k 600 --nq 600 --wp 500 --n-gpu-layers -1   # on a GPU
+
+Output: append-only gzipped JSON Lines (predictor/data/responses.jsonl.gz by default), one
+row per (prompt x verifier) with key "dataset:id:model"; rows already there are skipped, so a
+larger amount extends a smaller run. Work goes in chunks (a few prompts of every data set,
+then every verifier on them), so a run stopped early (`--until 12:35`) still covers all
+verifiers on the same prompts. Acceptance needs no second generation: the drafter reads the
+verifier's answer once, teacher-forced, and n-gram acceptance is token arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from predictor import metrics, splits
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
+
+
+@dataclass(frozen=True)
+class TaskFormat:
+    """How a data set's question becomes the user prompt, and how long an answer may get."""
+
+    template: str
+    max_tokens: int
+
+
+# The prompts are what a user would type; the predictor learns from exactly these strings.
+FORMATS = {
+    # Brevity keeps the 1.5B's worked solutions under the cap (see design notes).
+    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 320),
+    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 64),
+    "wp": TaskFormat("Write a short story (under 150 words) for this prompt: {q}", 200),
+}
+
+
+def prompt_for(row: splits.Row) -> str:
+    q = row.question.strip()
+    if row.dataset == "nq":
+        q = q[:1].upper() + q[1:]
+    return FORMATS[row.dataset].template.format(q=q)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """All complete rows of a (possibly multi-member, possibly cut-off) .jsonl[.gz] file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = _gunzip_tolerant(raw)
+    out = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by an interrupted write
+    return out
+
+
+def _gunzip_tolerant(raw: bytes) -> bytes:
+    """Concatenated gzip members; stops quietly at a truncated last member."""
+    out = io.BytesIO()
+    while raw:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out.write(d.decompress(raw))
+        except zlib.error:
+            break
+        if not d.eof:
+            break
+        raw = d.unused_data
+    return out.getvalue()
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One gzip member per row: a crash loses at most the row being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.write(gzip.compress((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def pack(path: Path) -> int:
+    """Rewrite the file as one gzip stream (smaller), keeping one row per key; returns rows."""
+    rows = {r["key"]: r for r in read_rows(path)}
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
+        for r in rows.values():
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return len(rows)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).parent, timeout=10,
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def chunks(per_dataset: dict[str, list[splits.Row]], size: int) -> Iterator[list[splits.Row]]:
+    """`size` prompts of each data set at a time, so an early stop leaves a balanced set."""
+    i = 0
+    while any(i < len(rows) for rows in per_dataset.values()):
+        yield [r for rows in per_dataset.values() for r in rows[i: i + size]]
+        i += size
+
+
+def drafters_of(registry, verifier: str) -> list[str]:
+    """Drafters the registry pairs with `verifier` (model names and/or 'ngram')."""
+    out = []
+    for p in registry.pairs.values():
+        if p.verifier == verifier and p.drafter != "none" and p.drafter not in out:
+            out.append(p.drafter)
+    return out
+
+
+def plain_pair(registry, verifier: str):
+    from qroute_cli.types import Pair
+
+    for p in registry.pairs.values():
+        if p.verifier == verifier and p.drafter == "none":
+            return p
+    return Pair(verifier, verifier)
+
+
+def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> dict:
+    """Greedy answer of `model` to one training prompt, with stats, acceptance and scores."""
+    from qroute_cli import engine
+    from qroute_cli.service import prompt_tokens, run_prompt, user_messages
+    from qroute_cli.types import GenerationConfig
+
+    prompt = prompt_for(row)
+    messages = user_messages(prompt)
+    fmt = FORMATS[row.dataset]
+    gen = run_prompt(pool, plain_pair(registry, model), messages, GenerationConfig(max_tokens=fmt.max_tokens, temperature=0.0))
+    backend = pool.get(model)
+    ptoks = prompt_tokens(backend, registry.model(model), messages)[0]
+    acceptance: dict[str, float | None] = {}
+    accept_seconds: dict[str, float] = {}
+    for drafter in drafters_of(registry, model):
+        key = f"{model}+{drafter}"
+        if drafter == "ngram":
+            acceptance[key] = engine.ngram_acceptance(ptoks, gen.tokens)
+        else:
+            t0 = time.perf_counter()
+            acceptance[key] = engine.teacher_forced_acceptance(pool.get(drafter), ptoks, gen.tokens)
+            accept_seconds[key] = round(time.perf_counter() - t0, 3)
+    s = gen.stats
+    return {
+        "key": f"{row.dataset}:{row.id}:{model}",
+        "dataset": row.dataset,
+        "id": row.id,
+        "model": model,
+        "prompt": prompt,
+        "text": gen.text,
+        "finish_reason": gen.finish_reason,
+        "max_tokens": fmt.max_tokens,
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "latency_s": round(s.latency_s, 4),
+        "ttft_s": round(s.ttft_s, 4),
+        "tokens_per_s": round(s.tokens_per_s, 3),
+        "acceptance": {k: (None if v is None else round(v, 4)) for k, v in acceptance.items()},
+        "acceptance_seconds": accept_seconds,
+        "scores": {k: round(v, 4) for k, v in metrics.score(row.dataset, gen.text, row.reference).items()},
+        "commit": commit,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class Progress:
+    """A Rich bar on a terminal, plain lines with an ETA in a log file."""
+
+    def __init__(self, total: int, done: int) -> None:
+        self.total, self.done, self.t0, self.new = total, done, time.perf_counter(), 0
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
+            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("datagen", total=total, completed=done)
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        self.new += 1
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, description=label[:40])
+            return
+        rate = (time.perf_counter() - self.t0) / self.new
+        eta = rate * (self.total - self.done)
+        print(f"[{self.done}/{self.total}] {label}  {rate:.1f}s/row  ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _past(until: str | None) -> bool:
+    if not until:
+        return False
+    now = datetime.now(timezone.utc)
+    hh, mm = (int(x) for x in until.split(":"))
+    return (now.hour, now.minute) >= (hh, mm)
+
+
+def run(
+    amounts: dict[str, int],
+    out: Path = DEFAULT_OUT,
+    models: Iterable[str] | None = None,
+    *,
+    registry=None,
+    chunk: int = 10,
+    until: str | None = None,
+    n_gpu_layers: int = 0,
+    data_root: Path | None = None,
+) -> int:
+    """Generate missing rows; returns how many were added."""
+    from qroute_cli.config import load_registry
+    from qroute_cli.pool import ModelPool
+
+    registry = registry or load_registry(None, include_user=False)
+    verifiers = list(models) if models else sorted({p.verifier for p in registry.pairs.values()})
+    per_dataset = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in amounts.items() if n > 0}
+    have = {r["key"] for r in read_rows(out)}
+    total = sum(len(v) for v in per_dataset.values()) * len(verifiers)
+    done = sum(1 for rows in per_dataset.values() for r in rows for m in verifiers if f"{r.dataset}:{r.id}:{m}" in have)
+    commit = git_commit()
+    progress = Progress(total, done)
+    added = 0
+    try:
+        with ModelPool(registry, max_loaded=2, n_gpu_layers=n_gpu_layers) as pool:
+            for block in chunks(per_dataset, chunk):
+                for model in verifiers:  # model-major inside a chunk: few reloads
+                    for row in block:
+                        key = f"{row.dataset}:{row.id}:{model}"
+                        if key in have:
+                            continue
+                        if _past(until):
+                            print(f"Stopped at {until} UTC as asked; rerun to continue.", file=sys.stderr)
+                            return added
+                        rec = generate_one(pool, registry, row, model, commit)
+                        append_row(out, rec)
+                        have.add(key)
+                        added += 1
+                        progress.step(f"{key} {rec['output_tokens']}tok q={rec['scores']['quality']:.2f}")
+    finally:
+        progress.close()
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m predictor.datagen", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gsm8k", type=int, default=60, help="GSM8K train prompts")
+    ap.add_argument("--nq", type=int, default=60, help="NQ-open dev prompts (train side of the split)")
+    ap.add_argument("--wp", type=int, default=60, help="WritingPrompts train-sample prompts")
+    ap.add_argument("--models", default="", help="comma-separated verifier models (default: all built-in)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--chunk", type=int, default=10, help="prompts per data set per chunk")
+    ap.add_argument("--until", default=None, help="HH:MM (UTC): stop starting new rows after this time")
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="-1 offloads everything (CUDA build)")
+    ap.add_argument("--pack", action="store_true", help="only recompress --out into one gzip stream")
+    args = ap.parse_args(argv)
+    if args.pack:
+        print(f"{pack(args.out)} rows in {args.out}")
+        return 0
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or None
+    added = run(
+        {"gsm8k": args.gsm8k, "nq": args.nq, "wp": args.wp}, args.out, models,
+        chunk=args.chunk, until=args.until, n_gpu_layers=args.n_gpu_layers,
+    )
+    print(f"added {added} rows to {args.out} ({platform.node()}, commit {git_commit()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

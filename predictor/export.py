@@ -1,0 +1,163 @@
+"""Trained heads -> one ONNX file that qroute_cli/predict.py runs with onnxruntime.
+
+Graph contract (what predict.py relies on):
+- inputs: "features" float32 (n, n_buckets + N_DENSE) for the hashed architecture; or
+  "input_ids", "attention_mask" int64 (n, L) and "dense" float32 (n, N_DENSE) for the encoder.
+- outputs: "quality" (n, V) in [0, 1], "acceptance" (n, A) in [0, 1], "length" (n, V) >= 1
+  tokens, in the order of metadata "verifiers" and "acceptance_keys" ("VERIFIER+DRAFTER").
+- metadata_props "qroute_predictor": JSON with architecture, featurizer config, the key lists
+  and training facts (rows, commit, date).
+
+Heads are a list of dense layers (W (in, out), b, activation); target scaling is folded
+into the last layer, so the graph's raw output is [quality | acceptance | log1p(length)].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OPSET = 18
+META_KEY = "qroute_predictor"
+
+
+@dataclass
+class Dense:
+    w: np.ndarray  # (in, out)
+    b: np.ndarray  # (out,)
+    act: str = "none"  # "relu" or "none"
+
+
+@dataclass
+class Heads:
+    """Multi-task heads: optional difficulty pre-layer, then dense layers to raw outputs."""
+
+    layers: list[Dense]
+    n_quality: int
+    n_acceptance: int
+    pre: Dense | None = None  # a linear difficulty score appended to the input (clipped to [0, 1])
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The numpy forward pass the ONNX graph must reproduce."""
+        if self.pre is not None:
+            x = np.concatenate([x, np.clip(x @ self.pre.w + self.pre.b, 0.0, 1.0)], axis=1)
+        for layer in self.layers:
+            x = x @ layer.w + layer.b
+            if layer.act == "relu":
+                x = np.maximum(x, 0.0)
+        return x
+
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raw = self.raw(x)
+        v, a = self.n_quality, self.n_acceptance
+        return {
+            "quality": np.clip(raw[:, :v], 0.0, 1.0),
+            "acceptance": np.clip(raw[:, v: v + a], 0.0, 1.0),
+            "length": np.maximum(np.expm1(raw[:, v + a:]), 1.0),
+        }
+
+
+def _head_nodes(heads: Heads, x: str, fp16: bool):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    counter = [0]
+
+    def const(arr, base):
+        counter[0] += 1
+        n = f"head_{base}_{counter[0]}"
+        arr = np.asarray(arr, dtype=np.float32) if np.asarray(arr).dtype.kind == "f" else np.asarray(arr)
+        if fp16 and arr.dtype == np.float32 and arr.size > 4096:
+            inits.append(numpy_helper.from_array(arr.astype(np.float16), n + "_h"))
+            nodes.append(helper.make_node("Cast", [n + "_h"], [n], to=TensorProto.FLOAT))
+        else:
+            inits.append(numpy_helper.from_array(arr, n))
+        return n
+
+    def node(op, inputs, out=None, **attrs):
+        counter[0] += 1
+        out = out or f"head_{op.lower()}_{counter[0]}"
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    zero, one = const(np.array(0.0, np.float32), "zero"), const(np.array(1.0, np.float32), "one")
+    if heads.pre is not None:
+        d = node("Clip", [node("Add", [node("MatMul", [x, const(heads.pre.w, "pw")]), const(heads.pre.b, "pb")]), zero, one])
+        x = node("Concat", [x, d], axis=1)
+    for layer in heads.layers:
+        x = node("Add", [node("MatMul", [x, const(layer.w, "w")]), const(layer.b, "b")])
+        if layer.act == "relu":
+            x = node("Relu", [x])
+    v, a = heads.n_quality, heads.n_acceptance
+    total = heads.layers[-1].b.shape[0]
+    sizes = const(np.array([v, a, total - v - a], np.int64), "split")
+    nodes.append(helper.make_node("Split", [x, sizes], ["q_raw", "a_raw", "l_raw"], axis=1))
+    node("Clip", ["q_raw", zero, one], out="quality")
+    node("Clip", ["a_raw", zero, one], out="acceptance")
+    node("Max", [node("Sub", [node("Exp", ["l_raw"]), one]), one], out="length")
+    return nodes, inits
+
+
+def build(heads: Heads, meta: dict[str, Any], *, encoder_weights: dict | None = None, n_features: int | None = None,
+          fp16: bool = False):
+    """The ONNX ModelProto for hashed features (n_features) or the MiniLM encoder (encoder_weights)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from qroute_cli.features import N_DENSE
+
+    v, a = heads.n_quality, heads.n_acceptance
+    outputs = [
+        helper.make_tensor_value_info("quality", TensorProto.FLOAT, ["n", v]),
+        helper.make_tensor_value_info("acceptance", TensorProto.FLOAT, ["n", a]),
+        helper.make_tensor_value_info("length", TensorProto.FLOAT, ["n", v]),
+    ]
+    if encoder_weights is None:
+        inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", n_features])]
+        nodes, inits = _head_nodes(heads, "features", fp16)
+    else:
+        from predictor import encoder
+
+        inputs = [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["n", "L"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["n", "L"]),
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["n", N_DENSE]),
+        ]
+        enc_nodes, enc_inits = encoder.onnx_nodes(encoder_weights, "input_ids", "attention_mask", "embedding", fp16=fp16)
+        cat = helper.make_node("Concat", ["embedding", "dense"], ["enc_features"], axis=1)
+        head_nodes, head_inits = _head_nodes(heads, "enc_features", fp16)
+        nodes, inits = enc_nodes + [cat] + head_nodes, enc_inits + head_inits
+    graph = helper.make_graph(nodes, "qroute_predictor", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qroute-predictor")
+    model.ir_version = 9  # readable by onnxruntime >= 1.17 (the runtime floor in pyproject)
+    helper.set_model_props(model, {META_KEY: json.dumps(meta)})
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model, path: Path) -> int:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path.stat().st_size
+
+
+def check(path: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float = 1e-3) -> float:
+    """Largest |onnx - numpy| over all outputs; raises when above `atol`."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    worst = 0.0
+    for k, ref in expected.items():
+        scale = np.maximum(1.0, np.abs(ref)) if k == "length" else 1.0  # lengths: relative
+        worst = max(worst, float(np.max(np.abs(got[k] - ref) / scale)))
+    if worst > atol:
+        raise AssertionError(f"{path.name}: ONNX differs from numpy by {worst:.2e} (> {atol})")
+    return worst

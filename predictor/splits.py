@@ -1,0 +1,136 @@
+"""Which questions the predictor may train on, and which the bench may score. Never both.
+
+- GSM8K: train.jsonl trains; test.jsonl is for the bench.
+- NQ-open: the predictor and the bench share NQ-open dev (3,610 questions), and EVOUNA-NQ
+  holds 3,594 of the same questions. Each question goes to one side by a fixed hash of its
+  normalised text: `nq_side(q)` is "train" for about 40% and "bench" for the rest. EVOUNA-NQ
+  rows are used for training only when their question is on the train side.
+  EfficientQA dev is not used by either (kept for a later, independent check).
+- WritingPrompts: wp_train_sample500 trains; wp_test_sample70 is for the bench. HANNA's 96
+  prompts overlap that test sample (7 prompts), so HANNA is used only to validate metrics,
+  never to train.
+
+The bench imports this module: `from predictor.splits import nq_side, bench_rows`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+# Bump only with a new data set: changing it moves questions between train and bench.
+NQ_SPLIT_SALT = "qroute-nq-split-v1"
+NQ_TRAIN_PERCENT = 40
+
+DATASETS = ("gsm8k", "nq", "wp")
+
+
+def data_root() -> Path:
+    """The shared data folder: QROUTE_DATA_DIR, else ../shared/data next to the repo."""
+    env = os.environ.get("QROUTE_DATA_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here.parent / "shared" / "data", here / "shared" / "data"):
+        if cand.exists():
+            return cand
+    return here.parent / "shared" / "data"
+
+
+def normalize_question(q: str) -> str:
+    """Lowercase, drop punctuation, collapse spaces: the key a question is split by."""
+    q = q.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(q.split())
+
+
+def nq_side(question: str) -> str:
+    """'train' or 'bench' for an NQ question, fixed by a salted SHA-256 of its normalised text."""
+    digest = hashlib.sha256((NQ_SPLIT_SALT + normalize_question(question)).encode()).hexdigest()
+    return "train" if int(digest[:8], 16) % 100 < NQ_TRAIN_PERCENT else "bench"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One source example: `id` is stable across runs (row index or source id)."""
+
+    dataset: str
+    id: str
+    question: str  # the raw question / writing prompt
+    reference: Any  # gsm8k: final number (str); nq: list of answers; wp: human story
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def gsm8k_final(answer: str) -> str:
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+def clean_wp_prompt(prompt: str) -> str:
+    """Drop [ WP ]-style tags and undo the tokenised spacing of WritingPrompts."""
+    text = re.sub(r"\[\s*\w+\s*\]", " ", prompt)
+    text = re.sub(r"\s+([.,!?;:'])", r"\1", text)
+    text = text.replace("`` ", '"').replace(" ''", '"').replace(" n't", "n't")
+    return " ".join(text.split())
+
+
+def train_rows(dataset: str, root: Path | None = None) -> list[Row]:
+    """Rows the predictor may train on, in a fixed order (the data generator takes a prefix)."""
+    root = root or data_root()
+    if dataset == "gsm8k":
+        return [
+            Row("gsm8k", f"train-{i}", r["question"], gsm8k_final(r["answer"]))
+            for i, r in enumerate(_jsonl(root / "gsm8k" / "train.jsonl"))
+        ]
+    if dataset == "nq":
+        return [
+            Row("nq", f"dev-{i}", r["question"], list(r["answer"]))
+            for i, r in enumerate(_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
+            if nq_side(r["question"]) == "train"
+        ]
+    if dataset == "wp":
+        return [
+            Row("wp", f"train-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
+            for r in _jsonl(root / "writingprompts" / "wp_train_sample500_with_gpt_completions.jsonl")
+        ]
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def bench_rows(dataset: str, root: Path | None = None) -> list[Row]:
+    """Rows the bench may score: none of them is ever a training row."""
+    root = root or data_root()
+    if dataset == "gsm8k":
+        return [
+            Row("gsm8k", f"test-{i}", r["question"], gsm8k_final(r["answer"]))
+            for i, r in enumerate(_jsonl(root / "gsm8k" / "test.jsonl"))
+        ]
+    if dataset == "nq":
+        return [
+            Row("nq", f"dev-{i}", r["question"], list(r["answer"]))
+            for i, r in enumerate(_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
+            if nq_side(r["question"]) == "bench"
+        ]
+    if dataset == "wp":
+        return [
+            Row("wp", f"test-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
+            for r in _jsonl(root / "writingprompts" / "wp_test_sample70.jsonl")
+        ]
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def sample(rows: list[Row], n: int, seed: int = 0) -> list[Row]:
+    """A fixed pseudo-random order of `rows`, first `n` (a larger n extends a smaller one)."""
+    keyed = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r.dataset}:{r.id}".encode()).hexdigest())
+    return keyed[:n]

@@ -1,0 +1,3 @@
+from qroute_cli.cli import main
+
+main()

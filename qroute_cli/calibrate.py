@@ -1,0 +1,158 @@
+"""Measure what each model costs on this machine, through the Backend protocol only.
+
+Per model: prefill (two prompt sizes -> fixed cost + tokens/s), one plain decode step, the
+verify batch for k = 1..8 draft tokens (all logits, as the engine asks), and for models that
+draft in some pair, one drafted token (decode + the softmax the drafter's confidence check
+runs). Every figure is a median of repeats after a warm-up call, so one hiccup on a busy
+2-core machine does not become the profile.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from qroute_cli.backends.base import Backend
+from qroute_cli.config import Registry
+from qroute_cli.latency import K_MAX, Machine, ModelProfile, Profile, model_identity, now_iso
+
+Advance = Callable[[int], None]
+
+_TEXT = (
+    "The quick brown fox jumps over the lazy dog. def add(a, b):\n    return a + b\n"
+    "Question: how many apples are left if Tom eats 3 of 12? Answer: 9 apples remain.\n"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: --quick keeps the small models under a minute in total."""
+
+    prefill_sizes: tuple[int, int]
+    reps: int
+    decode_steps: int
+
+    @property
+    def steps(self) -> int:
+        """Progress units per model: prefill reps, decode steps, verify reps, draft steps."""
+        return 2 * self.reps + self.decode_steps + K_MAX * self.reps + self.decode_steps
+
+
+QUICK = Plan(prefill_sizes=(16, 128), reps=2, decode_steps=8)
+FULL = Plan(prefill_sizes=(32, 384), reps=5, decode_steps=32)
+
+
+def _tokens(backend: Backend, n: int) -> list[int]:
+    toks = backend.tokenize(_TEXT, add_bos=False, special=False)
+    out = (toks * (n // max(len(toks), 1) + 1))[:n]
+    return [t % backend.n_vocab for t in out]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _softmax_pick(row: np.ndarray) -> int:
+    z = row.astype(np.float64) - row.max()
+    p = np.exp(z)
+    p /= p.sum()
+    return int(p.argmax())
+
+
+def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
+                  drafter: bool, advance: Advance = lambda n: None) -> ModelProfile:
+    """Time prefill, decode, verify batches (and drafting) of one loaded model."""
+    small, large = plan.prefill_sizes
+    large = min(large, max(small + 1, backend.n_ctx - plan.decode_steps * 2 - K_MAX - 8))
+    toks = _tokens(backend, large + plan.decode_steps * 2 + K_MAX + 2)
+    backend.truncate(0)
+    backend.eval(toks[:small], logits="last")  # warm-up: buffers, caches, thread pool
+
+    def prefill(n: int) -> float:
+        times = []
+        for _ in range(plan.reps):
+            backend.truncate(0)
+            times.append(_timed(lambda: backend.eval(toks[:n], logits="last")))
+            advance(1)
+        return statistics.median(times)
+
+    t_small, t_large = prefill(small), prefill(large)
+    slope = (t_large - t_small) / (large - small)
+    if slope <= 0:  # noise swamped the difference: fall back to the plain average
+        slope, base = t_large / large, 0.0
+    else:
+        base = max(t_small - slope * small, 0.0)
+
+    # Decode and verify run after a `small`-token context, like a short real prompt.
+    backend.truncate(small)
+    pos = small
+    decode = []
+    for _ in range(plan.decode_steps):
+        decode.append(_timed(lambda: int(backend.eval([toks[pos]], logits="last")[-1].argmax())))
+        pos += 1
+        advance(1)
+
+    verify = []
+    for k in range(1, K_MAX + 1):
+        times = []
+        for _ in range(plan.reps):
+            start = len(backend.tokens)
+            times.append(_timed(lambda: backend.eval(toks[pos: pos + k + 1], logits="all").argmax(axis=1)))
+            backend.truncate(start)
+            advance(1)
+        verify.append(statistics.median(times))
+
+    draft = None
+    if drafter:
+        steps = []
+        for _ in range(plan.decode_steps):
+            steps.append(_timed(lambda: _softmax_pick(backend.eval([toks[pos]], logits="last")[-1])))
+            pos += 1
+            advance(1)
+        draft = statistics.median(steps)
+    else:
+        advance(plan.decode_steps)
+    backend.truncate(0)
+    return ModelProfile(
+        model=model, identity=identity, prefill_base_s=base, prefill_tps=1.0 / slope,
+        decode_s=statistics.median(decode), verify_s=tuple(verify), draft_token_s=draft,
+        quick=plan is QUICK, measured_at=now_iso(),
+    )
+
+
+def measure_ngram(reps: int = 50) -> float:
+    """One n-gram lookup over a 512-token history (what the n-gram drafter costs per step)."""
+    from qroute_cli.drafters import ngram_lookup
+
+    history = list(np.random.default_rng(0).integers(0, 500, 512))
+    times = [_timed(lambda: ngram_lookup(history, 8)) for _ in range(reps)]
+    return statistics.median(times)
+
+
+def drafter_models(registry: Registry) -> set[str]:
+    return {p.drafter for p in registry.pairs.values() if p.drafter_kind == "model"}
+
+
+def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
+              base: Profile | None = None, advance: Advance = lambda n: None,
+              on_model: Callable[[str], None] = lambda name: None) -> Profile:
+    """Measure `names` (loading them through the pool) into `base` or a fresh profile."""
+    registry: Registry = pool.registry
+    plan = QUICK if quick else FULL
+    profile = base if base is not None and base.machine == machine else Profile(machine)
+    drafters = drafter_models(registry)
+    for name in names:
+        on_model(name)
+        spec = registry.model(name)
+        backend = pool.get(name)
+        profile.models[name] = measure_model(
+            backend, name, model_identity(spec), plan, drafter=name in drafters, advance=advance
+        )
+    profile.ngram_s = measure_ngram()
+    return profile

@@ -1,0 +1,133 @@
+"""`qroute models list | pull | verify | add`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+models_app = typer.Typer(help="List, fetch, verify and add GGUF models.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print models and pairs as one JSON object."),
+) -> None:
+    """Show every model (with cache status) and every pair."""
+    from qroute_cli.cli import registry
+    from qroute_cli.models import store
+    from qroute_cli.pool import is_fake
+    from qroute_cli.render import console, models_table, pairs_table
+
+    reg = registry()
+    statuses = [store.status(spec) for spec in reg.models.values()]
+    for spec, st in zip(reg.models.values(), statuses):
+        if is_fake(spec):
+            statuses[statuses.index(st)] = store.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size)
+    if as_json:
+        payload = {
+            "models": [st.__dict__ for st in statuses],
+            "pairs": [{"name": p.name, "verifier": p.verifier, "drafter": p.drafter} for p in reg.pairs.values()],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    out = console()
+    out.print(models_table(reg, statuses))
+    out.print(pairs_table(reg, {st.name: st for st in statuses}))
+    missing = [st.name for st in statuses if not st.present]
+    if missing:
+        out.print(f"[dim]Fetch missing models with: qroute models pull {' '.join(missing)}[/]")
+
+
+@models_app.command("pull")
+def pull(
+    names: Optional[List[str]] = typer.Argument(None, help="Models to fetch (default: all built-in models)."),
+    force: bool = typer.Option(False, "--force", help="Fetch again even if present."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fetch models into the cache, assemble their parts and check size and SHA-256."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from qroute_cli.cli import registry, state
+    from qroute_cli.models import fetch, store
+    from qroute_cli.pool import is_fake
+    from qroute_cli.render import err_console
+
+    reg = registry()
+    targets = [reg.model(n) for n in names] if names else [m for m in reg.models.values() if not is_fake(m)]
+    results = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=err_console(), disable=state.quiet or as_json, transient=False,
+    ) as progress:
+        for spec in targets:
+            if is_fake(spec):
+                continue
+            task = progress.add_task(spec.name, total=spec.size)
+            already = store.model_path(spec).exists() and not force
+            path = fetch.pull(spec, progress=lambda n, t=task: progress.advance(t, n), force=force)
+            progress.update(task, completed=spec.size or path.stat().st_size)
+            results.append({"name": spec.name, "path": str(path), "fetched": not already, "verified": True})
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    elif not state.quiet:
+        for r in results:
+            verb = "fetched" if r["fetched"] else "already present"
+            err_console().print(f"[green]✓[/] {r['name']} {verb}, SHA-256 verified: {r['path']}", soft_wrap=True)
+
+
+@models_app.command("verify")
+def verify(
+    names: Optional[List[str]] = typer.Argument(None, help="Models to check (default: all present)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Re-hash model files and compare with the registry's SHA-256."""
+    from qroute_cli.cli import registry
+    from qroute_cli.errors import QrouteError
+    from qroute_cli.models import store
+    from qroute_cli.pool import is_fake
+    from qroute_cli.render import err_console
+
+    reg = registry()
+    targets = [reg.model(n) for n in names] if names else [
+        m for m in reg.models.values() if not is_fake(m) and store.model_path(m).exists()
+    ]
+    results, failed = [], 0
+    for spec in targets:
+        try:
+            digest = store.verify(spec)
+            results.append({"name": spec.name, "ok": True, "sha256": digest})
+            if not as_json:
+                err_console().print(f"[green]✓[/] {spec.name} ok")
+        except QrouteError as exc:
+            failed += 1
+            results.append({"name": spec.name, "ok": False, "error": exc.message})
+            if not as_json:
+                err_console().print(f"[red]✗[/] {exc.message}\n  [dim]{exc.hint or ''}[/]")
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    if not targets and not as_json:
+        err_console().print("No model files present. Fetch them with: qroute models pull")
+    if failed:
+        raise typer.Exit(3)
+
+
+@models_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Name for the model, e.g. my-llama-3b."),
+    path: Path = typer.Argument(..., help="Path to a GGUF file.", exists=False),
+    vocab: Optional[str] = typer.Option(None, help="Tokenizer family; pairs need the same vocab for model drafting."),
+    drafter: List[str] = typer.Option([], "--pair-with", help="Also add pairs: 'ngram', 'none' or a drafter model name."),
+    hash_file: bool = typer.Option(True, "--hash/--no-hash", help="Record the file's SHA-256 (reads the whole file)."),
+) -> None:
+    """Add your own GGUF file to the user models.toml (with a plain pair for it)."""
+    from qroute_cli.models.user import add_user_model
+
+    written = add_user_model(name, path, vocab=vocab, drafters=drafter, hash_file=hash_file)
+    typer.echo(f"Added '{name}' to {written}.")

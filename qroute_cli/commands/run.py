@@ -1,0 +1,167 @@
+"""`qroute run`: answer prompts from the argument or stdin, routed per prompt."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterator, Optional
+
+import typer
+
+from qroute_cli.errors import QrouteError, UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def read_prompts(stream) -> Iterator[dict]:
+    """Prompts from stdin: one per line, or JSON Lines with a `prompt` field (and optional `system`)."""
+    for lineno, line in enumerate(stream, 1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"stdin line {lineno}: invalid JSON ({exc.msg}).")
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+                raise UsageError(f"stdin line {lineno}: a JSON line needs a string 'prompt' field.")
+            yield obj
+        else:
+            yield {"prompt": line}
+
+
+def run(
+    prompt: Optional[str] = typer.Argument(None, help="The prompt. Omit it to read prompts from stdin, one per line or JSON Lines with a 'prompt' field."),
+    pair: Optional[str] = typer.Option(None, "--pair", "-p", help="Force this pair (see `qroute models list`) instead of routing."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="quality (default), cost, random or static:PAIR."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per prompt, e.g. 5s or 800ms (default from config)."),
+    explain: bool = typer.Option(False, "--explain", help="Show every candidate pair and why one was chosen."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens to generate (default from config)."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples (speculation stays exact)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling and the random strategy."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt (JSON Lines) instead of streamed text."),
+    draft_max: int = typer.Option(8, "--draft-max", min=1, max=32, help="Upper bound of the adaptive draft length."),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Back off from drafting when it does not pay."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+) -> None:
+    """Answer a prompt (or every prompt on stdin) with the best pair that fits the budget.
+
+    Examples:
+
+      qroute run "Write a Python function that reverses a string"
+
+      qroute run "What is 17 * 23?" --budget 3s --explain
+
+      cat prompts.txt | qroute run --json > answers.jsonl
+    """
+    from qroute_cli.cli import registry, state
+    from qroute_cli.pool import ModelPool
+    from qroute_cli.render import err_console
+    from qroute_cli.routing import Router, parse_budget
+    from qroute_cli.types import GenerationConfig
+
+    reg = registry()
+    if pair:
+        reg.pair(pair)  # unknown pair: fail before reading stdin
+    if prompt is None and sys.stdin.isatty():
+        raise UsageError("No prompt given.", 'Pass one (qroute run "...") or pipe prompts on stdin.')
+    budget_s = parse_budget(budget or reg.defaults.budget)
+    config = GenerationConfig(
+        max_tokens=max_tokens or reg.defaults.max_tokens, temperature=temperature, seed=seed,
+        draft_max=draft_max, adaptive=adaptive,
+    )
+    prompts = iter([{"prompt": prompt}]) if prompt is not None else read_prompts(sys.stdin)
+    err = err_console()
+    show_status = not state.quiet and not as_json
+    failures = 0
+    router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err)
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
+        try:
+            for item in prompts:
+                ok = _answer_one(item, pool, router, config, pair, system, explain, as_json, show_status, err)
+                if ok is None:  # interrupted
+                    raise typer.Exit(130)
+                failures = max(failures, 0 if ok is True else ok)
+        except BrokenPipeError:
+            _silence_stdout()
+            return
+        finally:
+            router.close()
+    if failures:
+        raise typer.Exit(failures)  # the exit code of the worst error; the other prompts were answered
+
+
+def _answer_one(item, pool, router, config, forced, system, explain, as_json, show_status, err) -> bool | int | None:
+    """Route and answer one prompt: True on success, an exit code after a reported error, None if interrupted."""
+    from dataclasses import replace
+
+    from qroute_cli.render import explain_table, stats_line
+    from qroute_cli.service import run_prompt, user_messages
+
+    text = item["prompt"]
+    messages = user_messages(text, item.get("system") or system)
+    try:
+        decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced)
+        if explain and not as_json:
+            err.print(explain_table(decision))
+        cfg = replace(config, max_tokens=decision.max_tokens) if decision.max_tokens else config
+        pair = pool.registry.pair(decision.chosen)
+        on_text = None if as_json else _write_stdout
+        gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
+    except QrouteError as exc:
+        if as_json:
+            _write_stdout(json.dumps({"prompt": text, "error": exc.message, "hint": exc.hint}) + "\n")
+        err.print(f"[bold red]Error:[/] {exc.message}" + (f"\n[dim]{exc.hint}[/]" if exc.hint else ""))
+        return exc.exit_code
+    router.record(decision, gen, messages)
+    if as_json:
+        _write_stdout(json.dumps(result_json(text, gen, decision, pool.registry), ensure_ascii=False) + "\n")
+    else:
+        _write_stdout("\n")
+        if show_status:
+            err.print(stats_line(gen, router.budget_s), highlight=False)
+    return None if gen.finish_reason == "interrupted" else True
+
+
+def result_json(prompt: str, gen, decision, reg) -> dict:
+    """The documented --json shape of one answer."""
+    pair = reg.pair(gen.pair)
+    s = gen.stats
+    return {
+        "prompt": prompt,
+        "text": gen.text,
+        "pair": pair.name,
+        "verifier": pair.verifier,
+        "drafter": pair.drafter,
+        "tokens": s.output_tokens,
+        "prompt_tokens": s.prompt_tokens,
+        "latency_s": round(s.latency_s, 4),
+        "ttft_s": round(s.ttft_s, 4),
+        "tokens_per_s": round(s.tokens_per_s, 2),
+        "drafted": s.drafted,
+        "accepted": s.accepted,
+        "acceptance": None if s.acceptance is None else round(s.acceptance, 4),
+        "finish_reason": gen.finish_reason,
+        "route": decision.to_json(),
+    }
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """After the reader closed the pipe, point stdout at /dev/null so exit does not complain."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

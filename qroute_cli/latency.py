@@ -1,0 +1,237 @@
+"""Calibrated profile of this machine -> predicted latency of a pair on a prompt.
+
+predicted latency = prefill(prompt tokens) + expected output tokens x time per output token.
+A plain pair's time per token is its measured decode cost. A speculative pair's follows from
+the drafter's per-token cost c, the verify-batch cost V(k) and the expected acceptance a:
+one step drafts k tokens and yields E[k, a] = (1 - a^(k+1)) / (1 - a) tokens, so it costs
+(k c + V(k)) / E[k, a] per token; the engine adapts k and stops drafting when that loses,
+so the model takes the best k and never more than plain decoding.
+
+Prompt tokens are estimated from text (models are not loaded just to route): characters x a
+per-model tokens-per-character ratio, 1/3.5 until the run log has learned the real one, plus
+a fixed chat-template overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from qroute_cli import paths
+from qroute_cli.config import Registry
+from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
+
+PROFILE_VERSION = 1
+DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
+TEMPLATE_TOKENS = 12.0  # chat-template tokens around a single user turn
+K_MAX = 8
+# Acceptance before anything is known: a same-family model drafter agrees often; an n-gram
+# drafter's drafts are often right but it rarely finds one, and its "effective" rate is lower.
+PRIOR_ACCEPTANCE = {"model": 0.6, DRAFTER_NGRAM: 0.3}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a profile is valid for: the CPU, the thread count and the llama.cpp build."""
+
+    cpu: str
+    threads: int
+    llama_cpp: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.cpu} | {self.threads} threads | llama-cpp-python {self.llama_cpp}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def llama_cpp_build() -> str:
+    """llama-cpp-python's version from package metadata: no need to load the native library."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def current_machine(threads: int | None = None) -> Machine:
+    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build())
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Measured costs of one model on this machine, in seconds."""
+
+    model: str
+    identity: str  # sha256 or path of the file measured: a replaced file is measured again
+    prefill_base_s: float  # fixed cost of one prefill call
+    prefill_tps: float  # prompt tokens per second on top of the fixed cost
+    decode_s: float  # one plain decode step (one token, its logits)
+    verify_s: tuple[float, ...]  # [k-1]: evaluate the pending token + k draft tokens, all logits
+    draft_token_s: float | None = None  # one drafted token (decode + pick), for model drafters
+    quick: bool = False
+    measured_at: str = ""
+
+    def prefill(self, n_tokens: float) -> float:
+        return self.prefill_base_s + max(n_tokens, 1.0) / self.prefill_tps
+
+    def verify(self, k: int) -> float:
+        k = max(1, min(k, len(self.verify_s)))
+        return self.verify_s[k - 1]
+
+
+@dataclass
+class Profile:
+    """Every model's profile on one machine; saved as JSON in the user data dir."""
+
+    machine: Machine
+    models: dict[str, ModelProfile] = field(default_factory=dict)
+    ngram_s: float = 5e-5  # one n-gram lookup (pure Python/numpy, measured with the models)
+
+    def to_json(self) -> dict:
+        return {
+            "version": PROFILE_VERSION,
+            "machine": asdict(self.machine),
+            "ngram_s": self.ngram_s,
+            "models": {name: asdict(m) for name, m in self.models.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Profile":
+        if data.get("version") != PROFILE_VERSION:
+            raise ValueError(f"profile version {data.get('version')!r}, expected {PROFILE_VERSION}")
+        models = {}
+        for name, m in data["models"].items():
+            m = dict(m)
+            m["verify_s"] = tuple(float(x) for x in m["verify_s"])
+            models[name] = ModelProfile(**m)
+        return cls(Machine(**data["machine"]), models, float(data.get("ngram_s", 5e-5)))
+
+
+def profile_path() -> Path:
+    return paths.data_dir() / "profile.json"
+
+
+def load_profile(path: Path | None = None) -> Profile | None:
+    """The saved profile, or None when there is none. Raises ValueError when it is unreadable."""
+    path = path or profile_path()
+    if not path.exists():
+        return None
+    try:
+        return Profile.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def save_profile(profile: Profile, path: Path | None = None) -> Path:
+    """Write atomically, so a crash never leaves half a profile."""
+    path = path or profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(profile.to_json(), indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def model_identity(spec) -> str:
+    return spec.sha256 or spec.path or spec.name
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- the latency model -----------------------------------------------------------------
+
+
+def expected_tokens_per_step(acceptance: float, k: int) -> float:
+    """Tokens one draft/verify step yields: accepted prefix + the verifier's own token."""
+    a = min(max(acceptance, 0.0), 0.999)
+    return (1 - a ** (k + 1)) / (1 - a)
+
+
+def spec_time_per_token(
+    draft_cost: float, verify: Sequence[float], decode_s: float, acceptance: float
+) -> tuple[float, int]:
+    """Best (seconds per token, draft length) over k = 1..len(verify); k = 0 is plain decoding."""
+    best, best_k = decode_s, 0
+    for k in range(1, len(verify) + 1):
+        t = (k * draft_cost + verify[k - 1]) / expected_tokens_per_step(acceptance, k)
+        if t < best:
+            best, best_k = t, k
+    return best, best_k
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Predicted cost of one pair on one prompt."""
+
+    pair: str
+    prefill_s: float
+    per_token_s: float
+    tokens: float  # expected output tokens (already capped at max_tokens)
+    acceptance: float | None = None
+    draft_len: int = 0
+
+    @property
+    def latency_s(self) -> float:
+        return self.prefill_s + self.tokens * self.per_token_s
+
+    def tokens_within(self, budget_s: float) -> int:
+        """How many output tokens fit in `budget_s` after the prefill."""
+        return max(0, int((budget_s - self.prefill_s) / max(self.per_token_s, 1e-9)))
+
+
+def base_prefill(profile: Profile, registry: Registry, pair: Pair, prompt_tokens: float) -> float:
+    """Prefill of the verifier, plus the model drafter's own first pass over the prompt."""
+    t = profile.models[pair.verifier].prefill(prompt_tokens)
+    if pair.drafter_kind == "model":
+        t += profile.models[pair.drafter].prefill(prompt_tokens)
+    return t
+
+
+def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tuple[float, int]:
+    """Seconds per output token from the profile alone, and the draft length it assumes."""
+    v = profile.models[pair.verifier]
+    if pair.drafter == DRAFTER_NONE or acceptance is None:
+        return v.decode_s, 0
+    if pair.drafter == DRAFTER_NGRAM:
+        cost = profile.ngram_s
+    else:
+        d = profile.models[pair.drafter]
+        cost = d.draft_token_s if d.draft_token_s is not None else d.decode_s
+    return spec_time_per_token(cost, v.verify_s, v.decode_s, acceptance)
+
+
+def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[Pair]) -> list[str]:
+    """Models the pairs need that the profile has not measured (or measured from another file)."""
+    need: list[str] = []
+    for pair in pairs:
+        for spec in registry.pair_models(pair):
+            have = profile.models.get(spec.name) if profile else None
+            if (have is None or have.identity != model_identity(spec)) and spec.name not in need:
+                need.append(spec.name)
+    return need
+
+
+def log_ratio(observed: float, predicted: float) -> float | None:
+    if observed <= 0 or predicted <= 0:
+        return None
+    return math.log(observed / predicted)

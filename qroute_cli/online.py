@@ -1,0 +1,233 @@
+"""Online estimates learned from the run log: what the profile and the prior get wrong.
+
+Why these updates (and not a bandit):
+- Latency errors are multiplicative (a busier machine, fewer threads, a longer context slow
+  every step by a factor) and drift over time. So the learner tracks log(observed/predicted)
+  with a Kalman filter on a random walk - the Bayesian update for a drifting Gaussian - over
+  a shared machine factor plus one factor per pair (decode) or per verifier (prefill). The
+  shared factor moves every pair's estimate after a few runs of any of them, which is what
+  makes a wrong profile recover quickly; the per-pair factors catch what is pair-specific.
+- Acceptance is a rate of Bernoulli trials (drafted tokens accepted or not): a Beta posterior
+  per (pair, task type) with forgetting, shrunk towards the pair's pooled rate.
+- Output length: a shrunk running mean per (verifier, task type) of finished answers.
+- The budget threshold: the router treats a pair as fitting when predicted x margin <= budget;
+  the margin is the empirical quantile of recent observed/predicted ratios that gives the
+  target hit rate. It is the quality/latency trade-off threshold learned from use.
+A bandit would need the quality of unchosen pairs, which a local CLI never observes; every
+quantity here is observed on each run, so plain Bayesian estimation is enough.
+
+The estimates are a fold over the run log (replayed at start-up, then updated per run), so
+the store stays the single source of truth and several processes never disagree for long.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qroute_cli.config import Registry
+from qroute_cli.latency import (
+    DEFAULT_TOKENS_PER_CHAR,
+    PRIOR_ACCEPTANCE,
+    Estimate,
+    TEMPLATE_TOKENS,
+    Profile,
+    base_per_token,
+    base_prefill,
+    log_ratio,
+)
+from qroute_cli.store import RunRecord
+from qroute_cli.types import DRAFTER_NONE
+
+
+class LogFactorFilter:
+    """Kalman filter over log factors: a shared one (index 0) plus one per key."""
+
+    def __init__(self, shared_var: float = 0.5**2, local_var: float = 0.2**2,
+                 obs_var: float = 0.15**2, drift_var: float = 0.03**2) -> None:
+        self.local_var = local_var
+        self.obs_var = obs_var
+        self.drift_var = drift_var  # random-walk step per observation: old evidence fades
+        self.index: dict[str, int] = {}
+        self.mean = np.zeros(1)
+        self.cov = np.array([[shared_var]])
+
+    def _slot(self, key: str) -> int:
+        if key not in self.index:
+            n = len(self.mean)
+            self.index[key] = n
+            self.mean = np.append(self.mean, 0.0)
+            cov = np.zeros((n + 1, n + 1))
+            cov[:n, :n] = self.cov
+            cov[n, n] = self.local_var
+            self.cov = cov
+        return self.index[key]
+
+    def factor(self, key: str) -> float:
+        """exp(shared + local): the multiplier to apply to the profile's estimate."""
+        local = self.mean[self.index[key]] if key in self.index else 0.0
+        return math.exp(self.mean[0] + local)
+
+    def update(self, key: str, y: float) -> None:
+        """Observe y = log(observed / profile estimate) for `key`."""
+        i = self._slot(key)
+        self.cov = self.cov + np.eye(len(self.mean)) * self.drift_var
+        h = np.zeros(len(self.mean))
+        h[0] = h[i] = 1.0
+        s = h @ self.cov @ h + self.obs_var
+        gain = self.cov @ h / s
+        self.mean = self.mean + gain * (y - h @ self.mean)
+        self.cov = self.cov - np.outer(gain, h @ self.cov)
+
+
+@dataclass
+class BetaRate:
+    """Beta posterior of a rate with exponential forgetting of old trials."""
+
+    ok: float = 0.0
+    total: float = 0.0
+    decay: float = 0.98  # per update: ~50 runs of memory
+
+    def update(self, ok: int, total: int) -> None:
+        self.ok = self.ok * self.decay + ok
+        self.total = self.total * self.decay + total
+
+    def mean(self, prior: float, strength: float = 20.0) -> float:
+        return (self.ok + prior * strength) / (self.total + strength)
+
+
+@dataclass
+class RunningMean:
+    n: float = 0.0
+    total: float = 0.0
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+
+    def mean(self, prior: float, strength: float = 3.0) -> float:
+        return (self.total + prior * strength) / (self.n + strength)
+
+
+@dataclass
+class OnlineEstimates:
+    """Corrections on top of the profile and the scorer, updated by every run."""
+
+    target_hit_rate: float = 0.8
+    default_margin: float = 1.1  # before there is evidence: a little slack
+    decode: LogFactorFilter = field(default_factory=LogFactorFilter)
+    prefill: LogFactorFilter = field(default_factory=LogFactorFilter)
+    acceptance: dict[tuple[str, str], BetaRate] = field(default_factory=dict)
+    length: dict[tuple[str, str], RunningMean] = field(default_factory=dict)
+    chars: dict[str, list[float]] = field(default_factory=dict)  # verifier -> [chars, tokens]
+    errors: deque = field(default_factory=lambda: deque(maxlen=30))  # recent log(obs/pred)
+    runs: int = 0
+
+    # -- reading ------------------------------------------------------------------
+
+    def tokens_per_char(self, verifier: str) -> float:
+        c = self.chars.get(verifier)
+        if not c or c[0] < 200:  # too little text to trust the ratio
+            return DEFAULT_TOKENS_PER_CHAR
+        return max(c[1], 1.0) / c[0]
+
+    def prompt_tokens(self, verifier: str, chars: int) -> float:
+        return TEMPLATE_TOKENS + chars * self.tokens_per_char(verifier)
+
+    def acceptance_for(self, pair: str, task: str, prior: float) -> tuple[float, bool]:
+        """(rate, learned?): per task shrunk to the pair's pooled rate, shrunk to the prior."""
+        pooled = self.acceptance.get((pair, "*"))
+        if pooled is None or pooled.total == 0:
+            return prior, False
+        base = pooled.mean(prior)
+        task_rate = self.acceptance.get((pair, task))
+        return (task_rate.mean(base) if task_rate else base), True
+
+    def length_for(self, verifier: str, task: str, prior: float) -> tuple[float, bool]:
+        for key in ((verifier, task), (verifier, "*")):
+            m = self.length.get(key)
+            if m is not None and m.n > 0:
+                return m.mean(prior), True
+        return prior, False
+
+    def margin(self) -> float:
+        """Multiplier on predicted latency so that about target_hit_rate of runs fit."""
+        if len(self.errors) < 5:
+            return self.default_margin
+        q = float(np.quantile(np.array(self.errors), self.target_hit_rate))
+        return min(max(math.exp(q), 1.0), 3.0)
+
+    # -- learning -----------------------------------------------------------------
+
+    def observe(self, rec: RunRecord, profile: Profile | None, registry: Registry) -> None:
+        """Fold one run into the estimates."""
+        self.runs += 1
+        pair = registry.pairs.get(rec.pair)
+        if rec.drafted:
+            for key in ((rec.pair, rec.task), (rec.pair, "*")):
+                self.acceptance.setdefault(key, BetaRate()).update(rec.accepted, rec.drafted)
+        if rec.finish == "stop" and rec.output_tokens > 0:
+            for key in ((rec.verifier, rec.task), (rec.verifier, "*")):
+                self.length.setdefault(key, RunningMean()).update(rec.output_tokens)
+        if rec.prompt_chars > 0 and rec.prompt_tokens > TEMPLATE_TOKENS:
+            c = self.chars.setdefault(rec.verifier, [0.0, 0.0])
+            c[0] += rec.prompt_chars
+            c[1] += rec.prompt_tokens - TEMPLATE_TOKENS
+        if rec.predicted_latency_s:
+            y = log_ratio(rec.observed_latency_s, rec.predicted_latency_s)
+            if y is not None:
+                self.errors.append(y)
+        if pair is None or profile is None or not all(m in profile.models for m in _models(pair)):
+            return
+        new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
+        y = log_ratio(rec.ttft_s, base_prefill(profile, registry, pair, new_tokens))
+        if y is not None:
+            self.prefill.update(pair.verifier, y)
+        if rec.output_tokens >= 2:
+            per_token = (rec.observed_latency_s - rec.ttft_s) / (rec.output_tokens - 1)
+            base, _ = base_per_token(profile, pair, rec.acceptance)
+            y = log_ratio(per_token, base)
+            if y is not None:
+                self.decode.update(pair.name, y)
+
+
+def _models(pair) -> list[str]:
+    return [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
+
+
+def estimate(
+    profile: Profile,
+    registry: Registry,
+    online: OnlineEstimates,
+    pair_name: str,
+    *,
+    chars: int,
+    task: str,
+    prediction,
+    max_tokens: int,
+) -> Estimate:
+    """Predicted prefill, per-token time and length of one pair on one prompt.
+
+    Acceptance and length come from a trained predictor when there is one, else from the
+    running averages of this pair and task type, else from the priors.
+    """
+    pair = registry.pairs[pair_name]
+    trained = prediction.scorer != "prior"
+    n_prompt = online.prompt_tokens(pair.verifier, chars)
+    prefill = base_prefill(profile, registry, pair, n_prompt) * online.prefill.factor(pair.verifier)
+
+    prior_len = float(prediction.length.get(pair.verifier, 200.0))
+    tokens = prior_len if trained else online.length_for(pair.verifier, task, prior_len)[0]
+    acceptance = None
+    if pair.drafter_kind != DRAFTER_NONE:
+        prior_acc = PRIOR_ACCEPTANCE[pair.drafter_kind]
+        if trained and pair.name in prediction.acceptance:
+            acceptance = float(prediction.acceptance[pair.name])
+        else:
+            acceptance = online.acceptance_for(pair.name, task, prior_acc)[0]
+    per_token, k = base_per_token(profile, pair, acceptance)
+    per_token *= online.decode.factor(pair.name)
+    return Estimate(pair.name, prefill, per_token, min(max(tokens, 1.0), float(max_tokens)), acceptance, k)

@@ -1,0 +1,93 @@
+"""Rich rendering: consoles, tables and status lines. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+
+from rich.console import Console
+from rich.table import Table
+
+
+@lru_cache(maxsize=1)
+def console() -> Console:
+    return Console(highlight=False)
+
+
+@lru_cache(maxsize=1)
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def models_table(reg, statuses) -> Table:
+    table = Table(title="Models", title_justify="left")
+    for col in ("name", "present", "verified", "size", "vocab", "path"):
+        table.add_column(col, overflow="fold")
+    for st in statuses:
+        spec = reg.models[st.name]
+        table.add_row(
+            st.name,
+            "[green]yes[/]" if st.present else "[red]no[/]",
+            "[green]yes[/]" if st.verified else "-",
+            _size(st.size_bytes),
+            f"{spec.vocab or '?'} ({spec.vocab_size or '?'})",
+            st.path,
+        )
+    return table
+
+
+def pairs_table(reg, status_by_name) -> Table:
+    table = Table(title="Pairs", title_justify="left")
+    for col in ("pair", "verifier", "drafter", "ready"):
+        table.add_column(col)
+    for pair in reg.pairs.values():
+        needed = [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
+        ready = all(status_by_name[n].present for n in needed if n in status_by_name)
+        table.add_row(pair.name, pair.verifier, pair.drafter, "[green]yes[/]" if ready else "[red]no[/]")
+    return table
+
+
+def stats_line(gen, budget_s: float | None = None) -> str:
+    """One compact line: pair, tokens, speed, acceptance, latency vs. budget."""
+    s = gen.stats
+    parts = [f"[bold]{gen.pair}[/]", f"{s.output_tokens} tok", f"{s.tokens_per_s:.1f} tok/s",
+             f"ttft {s.ttft_s * 1000:.0f} ms"]
+    if s.acceptance is not None:
+        parts.append(f"accepted {s.accepted}/{s.drafted} ({s.acceptance:.0%})")
+    lat = f"{s.latency_s:.2f}s"
+    if budget_s:
+        colour = "green" if s.latency_s <= budget_s else "red"
+        lat = f"[{colour}]{lat}[/] / {budget_s:g}s budget"
+    parts.append(lat)
+    if gen.finish_reason == "length":
+        parts.append("[yellow]cut at max tokens[/]")
+    elif gen.finish_reason == "interrupted":
+        parts.append("[yellow]interrupted[/]")
+    return " · ".join(parts)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def explain_table(decision) -> Table:
+    """Every candidate pair the router weighed, with the choice and its reason."""
+    budget = f"{decision.budget_s:g}s" if decision.budget_s else "none"
+    table = Table(
+        title=f"Route ({decision.strategy}, budget {budget})", title_justify="left",
+        caption=decision.reason, caption_justify="left",
+    )
+    for col in ("pair", "pred. quality", "pred. latency", "fits", "chosen"):
+        table.add_column(col)
+    for c in decision.candidates:
+        table.add_row(
+            c.pair, f"{c.predicted_quality:.3f}", f"{c.predicted_latency_s:.2f}s",
+            "[green]yes[/]" if c.fits else "[red]no[/]", "[bold green]◀[/]" if c.pair == decision.chosen else "",
+        )
+    return table

@@ -1,0 +1,292 @@
+"""The Router: scorer + calibrated latency model + online estimates -> a pair per prompt.
+
+It wires the parts together and keeps state; the decision itself is the pure function in
+router.py. Routing overhead (task type, prediction, latency estimates, decision) is timed
+per prompt; loading the store, the profile and the scorer happens once, before that.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import replace
+from typing import Sequence
+
+from qroute_cli import router as decision
+from qroute_cli.config import Registry
+from qroute_cli.errors import QrouteError, UsageError
+from qroute_cli.latency import Machine, Profile, current_machine, missing_models
+from qroute_cli.online import OnlineEstimates, estimate
+from qroute_cli.scoring import PriorScorer, Scorer, prompt_text
+from qroute_cli.store import RunRecord, Store, prompt_hash
+from qroute_cli.types import Generation, Message, Pair, RouteDecision
+
+_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(ms|s|sec|secs|seconds?)?\s*$", re.I)
+
+
+def parse_budget(text: str) -> float:
+    """'5s', '800ms', '2.5' (seconds) -> seconds; zero, negative or garbage -> UsageError."""
+    hint = "Give seconds or milliseconds, e.g. --budget 5s or --budget 800ms."
+    raw = str(text).strip()
+    if raw.startswith("-"):
+        raise UsageError(f"The budget must be positive, got '{raw}'.", hint)
+    m = _BUDGET.match(raw)
+    if not m:
+        raise UsageError(f"Cannot read the budget '{raw}'.", hint)
+    value = float(m.group(1)) / (1000.0 if (m.group(2) or "").lower() == "ms" else 1.0)
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"The budget must be positive, got '{raw}'.", hint)
+    return value
+
+
+_CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bcode\b|\bpython\b|\bjavascript\b|\bsql\b|[{};]\s*$", re.I | re.M)
+_MATH = re.compile(r"\bhow (many|much)\b|\bcalculate\b|\bsolve\b|\btotal\b|\d+\s*[-+*/x%]\s*\d+", re.I)
+_STORY = re.compile(r"\bstory\b|\bpoem\b|\btale\b|\bwrite (a|an|me)\b|\bimagine\b", re.I)
+
+
+def task_type(prompt: str) -> str:
+    """A coarse task label (code, math, story, qa) for per-task running averages; regexes, <0.1 ms."""
+    if _CODE.search(prompt):
+        return "code"
+    if _MATH.search(prompt):
+        return "math"
+    if _STORY.search(prompt):
+        return "story"
+    return "qa"
+
+
+def default_scorer(registry: Registry, warn) -> Scorer:
+    """The trained predictor when it is installed and loads, else the models.toml priors."""
+    import importlib.util
+
+    if importlib.util.find_spec("qroute_cli.predict") is None:
+        return PriorScorer(registry)
+    try:
+        from qroute_cli import predict
+
+        return predict.load_default(registry)
+    except (QrouteError, ImportError, AttributeError) as exc:
+        message = getattr(exc, "message", str(exc))
+        warn(f"The quality predictor is unavailable ({message}); using the per-model priors of models.toml.")
+        return PriorScorer(registry)
+
+
+def installed(spec) -> bool:
+    from qroute_cli.models.store import model_path
+    from qroute_cli.pool import is_fake
+
+    return is_fake(spec) or model_path(spec).exists()
+
+
+class Router:
+    """Chooses a pair per prompt and learns from every run."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        strategy: str | None = None,
+        budget_s: float | None = None,
+        scorer: Scorer | None = None,
+        store: Store | None = None,
+        profile: Profile | None = None,
+        console=None,
+        pool=None,
+        seed: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.strategy_text = strategy or registry.defaults.strategy
+        self.strategy, self.static_pair = decision.parse_strategy(self.strategy_text, list(registry.pairs))
+        if budget_s is None:
+            budget_s = parse_budget(registry.defaults.budget)
+        if not math.isfinite(budget_s) or budget_s <= 0:
+            raise UsageError(f"The budget must be positive, got {budget_s:g} s.")
+        self.budget_s = budget_s
+        self.console = console
+        self.pool = pool
+        self.seed = seed
+        self._scorer = scorer
+        self._store = store
+        self._own_store = store is None
+        self.profile = profile
+        self._profile_given = profile is not None
+        self.online = OnlineEstimates()
+        self._ready = False
+        self._warned: set[str] = set()
+        # Per decision (by id) what record() needs: task, chars, predicted latency/tokens/acceptance.
+        self._pending: dict[int, tuple] = {}
+        self._n = 0
+        self._machine: Machine | None = None
+
+    # -- messages -----------------------------------------------------------------
+
+    def _say(self, text: str, style: str = "yellow") -> None:
+        if self.console is None:
+            from qroute_cli.render import err_console
+
+            self.console = err_console()
+        self.console.print(f"[{style}]{text}[/]", highlight=False)
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            self._say(text)
+
+    # -- lazy state ---------------------------------------------------------------
+
+    @property
+    def machine(self) -> Machine:
+        if self._machine is None:
+            threads = getattr(self.pool, "_llama_kwargs", {}).get("n_threads") if self.pool else None
+            self._machine = current_machine(threads)
+        return self._machine
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            self._scorer = default_scorer(self.registry, self._warn_once)
+        return self._scorer
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            keep = os.environ.get("QROUTE_LOG_PROMPTS") == "1"
+            self._store = Store(keep_prompts=keep, notify=self._say)
+        return self._store
+
+    def candidates(self) -> list[Pair]:
+        """Pairs whose model files are present (fake models always are)."""
+        return [p for p in self.registry.pairs.values() if all(installed(s) for s in self.registry.pair_models(p))]
+
+    def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
+        """Load profile, store and scorer once; measure models the profile lacks."""
+        if not self._ready:
+            if not self._profile_given:
+                self.profile = self._load_profile()
+            _ = self.scorer
+            for rec in self._replay():
+                self.online.observe(rec, self.profile, self.registry)
+            self._ready = True
+        if measure and not self._profile_given:
+            need = missing_models(self.profile, self.registry, pairs)
+            if need:
+                self._measure(need)
+
+    def _load_profile(self) -> Profile | None:
+        from qroute_cli.latency import load_profile, profile_path
+
+        try:
+            profile = load_profile()
+        except ValueError as exc:
+            self._say(f"The calibration profile is unreadable ({exc}); it will be measured again.")
+            return None
+        if profile is not None and profile.machine != self.machine:
+            backup = profile_path().with_name("profile.other-machine.json")
+            profile_path().replace(backup)
+            self._say(
+                f"The calibration profile was measured on another setup ({profile.machine.key}); this is "
+                f"{self.machine.key}. It was kept as {backup.name} and will be measured again."
+            )
+            return None
+        return profile
+
+    def _replay(self) -> list[RunRecord]:
+        try:
+            return self.store.recent(2000, machine=self.machine.key)
+        except Exception as exc:  # a broken store must never stop routing
+            self._warn_once(f"Could not read the learning store: {exc}")
+            return []
+
+    def _measure(self, names: list[str]) -> None:
+        from qroute_cli.calibrate import calibrate
+        from qroute_cli.latency import save_profile
+        from qroute_cli.pool import ModelPool
+
+        self._say(
+            f"No calibration for {', '.join(names)} on this machine yet: measuring now (quick). "
+            "Run `qroute calibrate` for a full profile."
+        )
+        pool = self.pool or ModelPool(self.registry)
+        try:
+            self.profile = calibrate(pool, names, self.machine, quick=True, base=self.profile)
+        finally:
+            if pool is not self.pool:
+                pool.close()
+        save_profile(self.profile)
+
+    # -- deciding -----------------------------------------------------------------
+
+    def decide(self, messages: Sequence[Message], *, max_tokens: int, forced_pair: str | None = None) -> RouteDecision:
+        """Choose a pair for `messages` (or take `forced_pair`) and say why."""
+        if forced_pair is not None:
+            self.registry.pair(forced_pair)
+        pairs = self.candidates()
+        self._ensure_ready(pairs, measure=forced_pair is None)
+        t0 = time.perf_counter()
+        text = prompt_text(messages)
+        chars = sum(len(m.content) for m in messages)
+        task = task_type(text)
+        prediction = self.scorer.predict(text)
+        options = []
+        profile = self.profile
+        for pair in pairs:
+            if profile is None or missing_models(profile, self.registry, [pair]):
+                continue  # only with --pair and no profile: nothing to predict from
+            est = estimate(profile, self.registry, self.online, pair.name, chars=chars, task=task,
+                           prediction=prediction, max_tokens=max_tokens)
+            quality = float(prediction.quality.get(pair.verifier, self.registry.models[pair.verifier].quality_prior))
+            options.append(decision.Option(pair.name, quality, est))
+        seed = None if self.seed is None else self.seed + self._n
+        ctx = decision.Context(budget_s=self.budget_s, max_tokens=max_tokens, margin=self.online.margin(),
+                               static_pair=self.static_pair, seed=seed)
+        result = decision.decide(self.strategy, options, ctx, forced=forced_pair)
+        overhead = (time.perf_counter() - t0) * 1000
+        self._n += 1
+        result = replace(result, overhead_ms=overhead)
+        chosen = next((o for o in options if o.pair == result.chosen), None)
+        if len(self._pending) > 64:  # decisions that were never run
+            self._pending.clear()
+        self._pending[id(result)] = (
+            task, chars,
+            chosen.latency_s if chosen else None,
+            chosen.estimate.tokens if chosen else None,
+            chosen.estimate.acceptance if chosen else None,
+        )
+        if options and not any(c.fits for c in result.candidates) and forced_pair is None \
+                and self.strategy in ("quality", "cost"):
+            self._say(f"Warning: {result.reason}")
+        return result
+
+    # -- learning -----------------------------------------------------------------
+
+    def record(self, decision_: RouteDecision, generation: Generation, messages: Sequence[Message]) -> None:
+        """Log the run and update the online estimates; a store failure only warns."""
+        text = prompt_text(messages)
+        task, chars, pred_latency, pred_tokens, pred_acc = self._pending.pop(
+            id(decision_), (task_type(text), sum(len(m.content) for m in messages), None, None, None)
+        )
+        pair = self.registry.pair(generation.pair or decision_.chosen)
+        s = generation.stats
+        cap = decision_.max_tokens
+        rec = RunRecord(
+            ts=time.time(), machine=self.machine.key, prompt_hash=prompt_hash(text), task=task,
+            prompt_chars=chars, pair=pair.name, verifier=pair.verifier, drafter=pair.drafter,
+            strategy=decision_.strategy, scorer=getattr(self.scorer, "name", "?"),
+            observed_latency_s=s.latency_s, ttft_s=s.ttft_s, prompt_tokens=s.prompt_tokens,
+            output_tokens=s.output_tokens, prompt_cached=s.prompt_cached, drafted=s.drafted,
+            accepted=s.accepted, finish=generation.finish_reason, budget_s=decision_.budget_s,
+            max_tokens=cap, predicted_latency_s=pred_latency, predicted_tokens=pred_tokens,
+            predicted_acceptance=pred_acc, overhead_ms=decision_.overhead_ms, prompt=text,
+        )
+        try:
+            self.store.append(rec)
+        except QrouteError as exc:
+            self._warn_once(f"{exc.message} Learning is off for this run.")
+        self.online.observe(rec, self.profile, self.registry)
+
+    def close(self) -> None:
+        if self._store is not None and self._own_store:
+            self._store.close()
+            self._store = None

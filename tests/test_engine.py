@@ -1,0 +1,180 @@
+"""The draft/verify loop on the deterministic fake backend: exactness, adaptivity, streaming."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from qroute_cli.backends.fake import FakeBackend
+from qroute_cli.drafters import ModelDrafter, NgramDrafter, ngram_lookup
+from qroute_cli.engine import DraftController, TextStream, generate, ngram_acceptance, verify_draft
+from qroute_cli.types import GenerationConfig
+
+PROMPT = list(b"<user>tell me a story about the sea\n<assistant>")
+
+
+def plain(max_tokens=80, **kw):
+    return generate(FakeBackend(seed=1), PROMPT, GenerationConfig(max_tokens=max_tokens, **kw))
+
+
+def test_plain_is_deterministic_and_respects_max_tokens():
+    a, b = plain(), plain()
+    assert a.tokens == b.tokens
+    assert 0 < len(a.tokens) <= 80
+    assert a.stats.output_tokens == len(a.tokens)
+    assert a.stats.drafted == 0 and a.stats.acceptance is None
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.8, 3.0])
+def test_model_draft_greedy_equals_plain(noise):
+    ref = plain(120)
+    drafter = ModelDrafter(FakeBackend(seed=1, noise=noise), min_prob=0.0)
+    ctl = DraftController(k_max=6, adaptive=False)
+    out = generate(FakeBackend(seed=1), PROMPT, GenerationConfig(max_tokens=120, draft_max=6, adaptive=False),
+                   drafter, controller=ctl)
+    assert out.tokens == ref.tokens
+    assert out.stats.drafted > 0
+    if noise == 0.0:
+        assert out.stats.acceptance == 1.0  # an identical drafter is always right
+    else:
+        assert out.stats.accepted < out.stats.drafted
+
+
+def test_ngram_draft_greedy_equals_plain():
+    ref = plain(200)
+    out = generate(FakeBackend(seed=1), PROMPT, GenerationConfig(max_tokens=200, adaptive=False), NgramDrafter())
+    assert out.tokens == ref.tokens
+    assert out.stats.drafted > 0  # the fake's order-2 chain repeats, so n-grams match
+
+
+def test_drafter_kv_cache_is_reused_not_rebuilt():
+    draft_backend = FakeBackend(seed=1, noise=0.8)
+    drafter = ModelDrafter(draft_backend, min_prob=0.0)
+    out = generate(FakeBackend(seed=1), PROMPT, GenerationConfig(max_tokens=100, adaptive=False), drafter)
+    # Without reuse every step would re-evaluate the whole history.
+    assert draft_backend.evaluated < len(PROMPT) + 3 * len(out.tokens) + out.stats.draft_steps * 8
+    assert draft_backend.tokens == (PROMPT + list(out.tokens))[: len(draft_backend.tokens)]
+
+
+def test_verifier_cache_matches_sequence_after_rejections():
+    verifier = FakeBackend(seed=1)
+    drafter = ModelDrafter(FakeBackend(seed=1, noise=2.0), min_prob=0.0)
+    out = generate(verifier, PROMPT, GenerationConfig(max_tokens=60, adaptive=False), drafter)
+    seq = PROMPT + list(out.tokens)
+    # The cache holds everything except at most the newest (pending) token, and no rejected draft.
+    assert verifier.tokens == seq[: len(verifier.tokens)]
+    assert len(verifier.tokens) >= len(seq) - 1
+
+
+def test_prompt_prefix_is_reused_from_the_cache():
+    verifier = FakeBackend(seed=1)
+    generate(verifier, PROMPT, GenerationConfig(max_tokens=5))
+    second = generate(verifier, PROMPT + list(b"more"), GenerationConfig(max_tokens=5))
+    assert second.stats.prompt_cached == len(PROMPT)
+
+
+def _first_tokens(drafter_factory, n_runs, temperature=1.0):
+    counts = Counter()
+    for seed in range(n_runs):
+        d = drafter_factory(seed) if drafter_factory else None
+        out = generate(FakeBackend(seed=3, sharpness=1.0), PROMPT,
+                       GenerationConfig(max_tokens=3, temperature=temperature, seed=seed, adaptive=False), d)
+        counts[tuple(out.tokens[:3])[1:3]] += 1
+    return counts
+
+
+def test_speculative_sampling_matches_verifier_distribution():
+    """Tokens 2-3 come out of the draft/verify path; their joint law must be the verifier's."""
+    n = 1500
+    ref = _first_tokens(None, n)
+    spec = _first_tokens(lambda s: ModelDrafter(FakeBackend(seed=3, sharpness=1.0, noise=1.0), min_prob=0.0,
+                                               temperature=1.0, rng=np.random.default_rng(10_000 + s)), n)
+    keys = [k for k, v in ref.most_common(8)]
+    for k in keys:
+        p_ref, p_spec = ref[k] / n, spec[k] / n
+        assert abs(p_ref - p_spec) < 4 * np.sqrt(p_ref * (1 - p_ref) / n) + 0.01, (k, p_ref, p_spec)
+
+
+def test_verify_draft_residual_math_for_point_mass():
+    rng = np.random.default_rng(0)
+    rows = np.log(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=np.float64))
+    outcomes = Counter()
+    for _ in range(20000):
+        n_ok, nxt = verify_draft(rows, [0], 1.0, rng)
+        outcomes[(n_ok, nxt if n_ok == 0 else None)] += 1
+    # Token 0 is accepted with p(0) = 0.5; on rejection the next token follows p without 0.
+    assert abs(outcomes[(1, None)] / 20000 - 0.5) < 0.02
+    assert abs(outcomes[(0, 1)] / 20000 - 0.3) < 0.02
+    assert abs(outcomes[(0, 2)] / 20000 - 0.2) < 0.02
+
+
+def test_ngram_lookup_pure():
+    assert ngram_lookup([1, 2, 3, 4, 5, 1, 2, 3], 3) == [4, 5, 1]
+    assert ngram_lookup([1, 2, 3, 9, 9, 1, 2], 2) == [3, 9]
+    assert ngram_lookup([1, 2, 3, 4], 3) == []
+    # The latest earlier occurrence wins.
+    assert ngram_lookup([7, 8, 1, 7, 8, 2, 7, 8], 1) == [2]
+
+
+def test_ngram_acceptance_counts_agreeing_tokens():
+    prompt = [1, 2, 3, 4, 5, 6]
+    # After "1 2" repeats, the lookup drafts "3 4 5 6 1 2": the first four stand.
+    assert ngram_acceptance(prompt, [1, 2, 3, 4, 5, 6]) == pytest.approx(4 / 6)
+    assert ngram_acceptance(prompt, [9, 9, 9]) is None  # nothing to draft from
+    assert 0 < ngram_acceptance(prompt, [1, 2, 3, 4, 0, 0]) < 1
+
+
+def test_controller_backs_off_when_speculation_is_slower():
+    ctl = DraftController(k_max=4)
+    for _ in range(3):
+        ctl.record_plain(0.01)  # 100 tok/s plain
+    assert ctl.next_k() > 0
+    for _ in range(3):
+        ctl.record_spec(4, 0, 1, 0.05)  # 20 tok/s speculative
+    assert ctl.next_k() == 0 and ctl.cooldown > 0
+    for _ in range(ctl.cooldown):
+        ctl.record_plain(0.01)
+    assert ctl.next_k() > 0  # probes again after the cool-down
+    first = ctl.memory.backoff
+    for _ in range(3):
+        ctl.record_spec(4, 0, 1, 0.05)
+    assert ctl.memory.backoff > first // 2 and ctl.cooldown >= 16
+
+
+def test_controller_keeps_drafting_when_it_pays():
+    ctl = DraftController(k_max=6)
+    for _ in range(3):
+        ctl.record_plain(0.01)
+    for _ in range(10):
+        ctl.record_spec(4, 4, 5, 0.02)  # 250 tok/s
+    assert ctl.next_k() == 6 and ctl.cooldown == 0
+
+
+def test_text_stream_holds_back_and_cuts_stop_strings():
+    pieces = []
+    stream = TextStream(FakeBackend(), ["STOP"], pieces.append)
+    stopped = False
+    for b in b"hello STOP world":
+        if stream.push(b):
+            stopped = True
+            break
+    assert stopped
+    assert stream.finish() == "hello "
+    assert "".join(pieces) == "hello "
+
+
+def test_text_stream_handles_split_utf8():
+    pieces = []
+    stream = TextStream(FakeBackend(), [], pieces.append)
+    for b in "héllo ✓".encode():
+        stream.push(b)
+    assert stream.finish() == "héllo ✓"
+    assert "".join(pieces) == "héllo ✓"
+
+
+def test_eos_ends_generation_with_stop():
+    out = generate(FakeBackend(seed=1, eos_bias=8.0), PROMPT, GenerationConfig(max_tokens=50))
+    assert out.finish_reason == "stop"
+    assert len(out.tokens) < 50

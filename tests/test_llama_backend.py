@@ -1,0 +1,175 @@
+"""Real llama.cpp: a synthetic 2-layer GGUF, smollm2-135m, and a smoke test of the Qwen pair."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MODELS_DIR, require_model
+from qroute_cli.config import load_registry
+from qroute_cli.pool import ModelPool
+from qroute_cli.service import prompt_tokens, run_prompt, user_messages
+from qroute_cli.types import GenerationConfig
+
+pytestmark = pytest.mark.real
+
+CODE_EDIT = (
+    "Add type hints to this function and keep everything else the same:\n\n"
+    "def total_price(items, tax_rate):\n"
+    "    subtotal = 0\n"
+    "    for item in items:\n"
+    "        subtotal += item.price * item.quantity\n"
+    "    return subtotal * (1 + tax_rate)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory):
+    """Registry with the synthetic model (same tokenizer as smollm2) added from a user file."""
+    from synth_gguf import write_tiny_llama
+
+    source = require_model("smollm2-135m")
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny = write_tiny_llama(source, folder / "tiny.gguf")
+    cfg = folder / "models.toml"
+    cfg.write_text(
+        f'[models.tiny]\npath = "{tiny}"\nvocab = "smollm2"\nvocab_size = 49152\nn_ctx = 512\n\n'
+        '[pairs.tiny]\nverifier = "tiny"\n\n[pairs."tiny+ngram"]\nverifier = "tiny"\ndrafter = "ngram"\n\n'
+        '[pairs."smollm2-135m+tiny"]\nverifier = "smollm2-135m"\ndrafter = "tiny"\n'
+    )
+    return load_registry(cfg, include_user=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tiny_registry):
+    import os
+
+    os.environ["QROUTE_MODELS"] = str(MODELS_DIR)
+    with ModelPool(tiny_registry) as pool:
+        yield pool
+
+
+def test_tiny_gguf_loads_and_generates(tiny_pool):
+    gen = run_prompt(tiny_pool, tiny_pool.registry.pair("tiny"), user_messages("Hello there"),
+                     GenerationConfig(max_tokens=20))
+    assert gen.stats.output_tokens > 0
+    assert gen.stats.prompt_tokens > 5
+    assert gen.stats.latency_s > 0 and gen.stats.ttft_s <= gen.stats.latency_s
+
+
+def test_batched_logits_agree_with_single_steps(tiny_pool):
+    """Verification relies on batch logits; measure how far they are from one-token steps."""
+    backend = tiny_pool.get("tiny")
+    tokens = backend.tokenize("The quick brown fox jumps over the lazy dog again and again")
+    backend.truncate(0)
+    batched = backend.eval(tokens, logits="all")
+    backend.truncate(0)
+    single = np.concatenate([backend.eval([t], logits="last") for t in tokens])
+    agree = float(np.mean(batched.argmax(1) == single.argmax(1)))
+    max_diff = float(np.abs(batched - single).max())
+    print(f"batched vs single-step: argmax agreement {agree:.3f}, max |diff| {max_diff:.2e}")
+    assert agree >= 0.9
+    assert max_diff < 1e-1
+
+
+def test_kv_truncate_then_recompute_is_consistent(tiny_pool):
+    backend = tiny_pool.get("tiny")
+    tokens = backend.tokenize("one two three four five six")
+    backend.truncate(0)
+    full = backend.eval(tokens, logits="last")
+    backend.truncate(3)
+    again = backend.eval(tokens[3:], logits="last")
+    assert backend.tokens == tokens
+    assert int(full.argmax()) == int(again.argmax())
+
+
+def test_ngram_speculation_equals_plain_on_real_model(smollm_pool):
+    pair_plain = smollm_pool.registry.pair("smollm2-135m")
+    pair_ngram = smollm_pool.registry.pair("smollm2-135m+ngram")
+    cfg = GenerationConfig(max_tokens=64, adaptive=False)
+    a = run_prompt(smollm_pool, pair_plain, user_messages(CODE_EDIT), cfg)
+    b = run_prompt(smollm_pool, pair_ngram, user_messages(CODE_EDIT), cfg)
+    assert b.stats.drafted > 0
+    assert a.tokens == b.tokens
+    assert a.text == b.text
+
+
+def test_model_draft_equals_plain_on_real_model(tiny_registry, tiny_pool):
+    """smollm2 verifies drafts of the synthetic model (same tokenizer): output unchanged."""
+    cfg = GenerationConfig(max_tokens=32, adaptive=False, draft_min_prob=0.0, draft_max=4)
+    a = run_prompt(tiny_pool, tiny_registry.pair("smollm2-135m"), user_messages("List three colours."), cfg)
+    b = run_prompt(tiny_pool, tiny_registry.pair("smollm2-135m+tiny"), user_messages("List three colours."), cfg)
+    assert b.stats.drafted > 0
+    assert a.tokens == b.tokens
+
+
+def test_sampling_with_seed_is_reproducible(smollm_pool):
+    pair = smollm_pool.registry.pair("smollm2-135m+ngram")
+    cfg = GenerationConfig(max_tokens=24, temperature=0.8, seed=42)
+    a = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), cfg)
+    b = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), cfg)
+    assert a.tokens == b.tokens
+    c = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), replace(cfg, seed=7))
+    assert c.stats.output_tokens > 0
+
+
+def test_pool_reuses_loaded_models(smollm_pool):
+    first = smollm_pool.get("smollm2-135m")
+    assert smollm_pool.get("smollm2-135m") is first
+    assert "smollm2-135m" in smollm_pool.loaded()
+
+
+def test_chat_template_from_gguf(smollm_pool):
+    spec = smollm_pool.registry.model("smollm2-135m")
+    tokens, _ = prompt_tokens(smollm_pool.get("smollm2-135m"), spec, user_messages("hi", "Be brief."))
+    text = smollm_pool.get("smollm2-135m").detokenize(tokens).decode()
+    assert "<|im_start|>system\nBe brief." in text and text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_prompt_too_long_is_a_clear_error(smollm_pool):
+    from qroute_cli.errors import PromptTooLongError
+
+    with pytest.raises(PromptTooLongError, match="context"):
+        run_prompt(smollm_pool, smollm_pool.registry.pair("smollm2-135m"), user_messages("word " * 5000),
+                   GenerationConfig(max_tokens=8))
+    # The pool still works afterwards.
+    gen = run_prompt(smollm_pool, smollm_pool.registry.pair("smollm2-135m"), user_messages("Hi"),
+                     GenerationConfig(max_tokens=4))
+    assert gen.stats.output_tokens > 0
+
+
+def test_corrupt_model_file_is_reported(tmp_path):
+    from qroute_cli.errors import ModelCorruptError
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 1000)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'[models.bad]\npath = "{bad}"\n[pairs.bad]\nverifier = "bad"\n')
+    reg = load_registry(cfg, include_user=False)
+    with ModelPool(reg) as pool, pytest.raises(ModelCorruptError, match="could not load"):
+        pool.get("bad")
+
+
+@pytest.mark.qwen
+def test_qwen_pair_smoke():
+    """The natural pair: 0.5B drafts for 1.5B; speculative output equals plain output."""
+    require_model("qwen2.5-coder-1.5b")
+    require_model("qwen2.5-coder-0.5b")
+    import os
+
+    os.environ["QROUTE_MODELS"] = str(MODELS_DIR)
+    reg = load_registry(None, include_user=False)
+    cfg = GenerationConfig(max_tokens=24, adaptive=False, draft_max=4)
+    msgs = user_messages("Write a Python function that returns the square of a number.")
+    with ModelPool(reg) as pool:
+        plain = run_prompt(pool, reg.pair("qwen2.5-coder-1.5b"), msgs, cfg)
+        spec = run_prompt(pool, reg.pair("qwen2.5-coder-1.5b+0.5b"), msgs, cfg)
+        ngram = run_prompt(pool, reg.pair("qwen2.5-coder-1.5b+ngram"), msgs, cfg)
+    assert plain.stats.output_tokens == 24
+    assert spec.stats.drafted > 0 and spec.stats.accepted > 0
+    assert spec.tokens == plain.tokens
+    assert ngram.tokens == plain.tokens
+    assert "def" in plain.text
