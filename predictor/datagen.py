@@ -45,9 +45,9 @@ class TaskFormat:
 # The prompts are what a user would type; the predictor learns from exactly these strings.
 FORMATS = {
     # Brevity keeps the 1.5B's worked solutions under the cap (see design notes).
-    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 320),
-    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 64),
-    "wp": TaskFormat("Write a short story (under 150 words) for this prompt: {q}", 200),
+    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 256),
+    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 48),
+    "wp": TaskFormat("Write a very short story (under 100 words) for this prompt: {q}", 128),
 }
 
 
@@ -80,11 +80,12 @@ def _gunzip_tolerant(raw: bytes) -> bytes:
     while raw:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            out.write(d.decompress(raw))
+            data = d.decompress(raw)
         except zlib.error:
             break
         if not d.eof:
-            break
+            break  # an unfinished member: its row was never fully written
+        out.write(data)
         raw = d.unused_data
     return out.getvalue()
 
@@ -239,7 +240,10 @@ def run(
     chunk: int = 10,
     until: str | None = None,
     n_gpu_layers: int = 0,
+    n_threads: int | None = 1,
     data_root: Path | None = None,
+    workers: int = 1,
+    worker: int = 0,
 ) -> int:
     """Generate missing rows; returns how many were added."""
     from qroute_cli.config import load_registry
@@ -249,27 +253,29 @@ def run(
     verifiers = list(models) if models else sorted({p.verifier for p in registry.pairs.values()})
     per_dataset = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in amounts.items() if n > 0}
     have = {r["key"] for r in read_rows(out)}
-    total = sum(len(v) for v in per_dataset.values()) * len(verifiers)
-    done = sum(1 for rows in per_dataset.values() for r in rows for m in verifiers if f"{r.dataset}:{r.id}:{m}" in have)
+    # Workers split the same ordered work list row by row, so parallel processes finish
+    # chunks together instead of one racing ahead on the cheap models.
+    order = [(m, r) for block in chunks(per_dataset, chunk) for m in verifiers for r in block]
+    mine = [(m, r) for i, (m, r) in enumerate(order) if i % workers == worker]
+    total = len(mine)
+    done = sum(1 for m, r in mine if f"{r.dataset}:{r.id}:{m}" in have)
     commit = git_commit()
     progress = Progress(total, done)
     added = 0
     try:
-        with ModelPool(registry, max_loaded=2, n_gpu_layers=n_gpu_layers) as pool:
-            for block in chunks(per_dataset, chunk):
-                for model in verifiers:  # model-major inside a chunk: few reloads
-                    for row in block:
-                        key = f"{row.dataset}:{row.id}:{model}"
-                        if key in have:
-                            continue
-                        if _past(until):
-                            print(f"Stopped at {until} UTC as asked; rerun to continue.", file=sys.stderr)
-                            return added
-                        rec = generate_one(pool, registry, row, model, commit)
-                        append_row(out, rec)
-                        have.add(key)
-                        added += 1
-                        progress.step(f"{key} {rec['output_tokens']}tok q={rec['scores']['quality']:.2f}")
+        with ModelPool(registry, max_loaded=2, n_gpu_layers=n_gpu_layers, n_threads=n_threads) as pool:
+            for model, row in mine:  # chunk by chunk, model-major inside a chunk: few reloads
+                key = f"{row.dataset}:{row.id}:{model}"
+                if key in have:
+                    continue
+                if _past(until):
+                    print(f"Stopped at {until} UTC as asked; rerun to continue.", file=sys.stderr)
+                    return added
+                rec = generate_one(pool, registry, row, model, commit)
+                append_row(out, rec)
+                have.add(key)
+                added += 1
+                progress.step(f"{key} {rec['output_tokens']}tok q={rec['scores']['quality']:.2f}")
     finally:
         progress.close()
     return added
@@ -284,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--chunk", type=int, default=10, help="prompts per data set per chunk")
     ap.add_argument("--until", default=None, help="HH:MM (UTC): stop starting new rows after this time")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads; 1 is far faster than 2 on a busy 2-core machine (0: llama's default)")
     ap.add_argument("--n-gpu-layers", type=int, default=0, help="-1 offloads everything (CUDA build)")
+    ap.add_argument("--workers", type=int, default=1, help="parallel processes sharing the work (each gets --worker)")
+    ap.add_argument("--worker", type=int, default=0, help="this process's index, 0 .. workers-1")
     ap.add_argument("--pack", action="store_true", help="only recompress --out into one gzip stream")
     args = ap.parse_args(argv)
     if args.pack:
@@ -293,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     added = run(
         {"gsm8k": args.gsm8k, "nq": args.nq, "wp": args.wp}, args.out, models,
-        chunk=args.chunk, until=args.until, n_gpu_layers=args.n_gpu_layers,
+        chunk=args.chunk, until=args.until, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads or None,
+        workers=args.workers, worker=args.worker,
     )
     print(f"added {added} rows to {args.out} ({platform.node()}, commit {git_commit()})")
     return 0

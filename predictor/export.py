@@ -161,3 +161,26 @@ def check(path: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarr
     if worst > atol:
         raise AssertionError(f"{path.name}: ONNX differs from numpy by {worst:.2e} (> {atol})")
     return worst
+
+
+def random_predictor(path: Path, verifiers: list[str], acceptance_keys: list[str], seed: int = 0, hidden: int = 8) -> Heads:
+    """A small hashed-feature predictor with random weights (tests and demos); returns its heads."""
+    from qroute_cli.features import PREDICTOR_DIR, TOKENIZER_FILE, FeaturizerConfig
+
+    cfg = FeaturizerConfig(n_buckets=256)
+    rng = np.random.default_rng(seed)
+    n_in = cfg.n_buckets + 8
+    n_out = 2 * len(verifiers) + len(acceptance_keys)
+    bias = np.concatenate([np.full(len(verifiers) + len(acceptance_keys), 0.5), np.full(len(verifiers), np.log(50.0))])
+    heads = Heads(
+        [Dense(rng.normal(0, 0.5, (n_in, hidden)).astype(np.float32), np.zeros(hidden, np.float32), "relu"),
+         Dense(rng.normal(0, 0.3, (hidden, n_out)).astype(np.float32), bias.astype(np.float32))],
+        len(verifiers), len(acceptance_keys),
+    )
+    meta = {"name": f"random-{seed}", "architecture": "random", "inputs": "hashed", "featurizer": cfg.to_json(),
+            "tokenizer": TOKENIZER_FILE, "verifiers": list(verifiers), "acceptance_keys": list(acceptance_keys)}
+    save(build(heads, meta, n_features=n_in), Path(path))
+    tok = Path(path).parent / TOKENIZER_FILE
+    if not tok.exists():
+        tok.write_bytes((PREDICTOR_DIR / TOKENIZER_FILE).read_bytes())
+    return heads

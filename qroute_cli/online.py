@@ -219,8 +219,11 @@ def estimate(
     n_prompt = online.prompt_tokens(pair.verifier, chars)
     prefill = base_prefill(profile, registry, pair, n_prompt) * online.prefill.factor(pair.verifier)
 
-    prior_len = float(prediction.length.get(pair.verifier, 200.0))
-    tokens = prior_len if trained else online.length_for(pair.verifier, task, prior_len)[0]
+    if trained and pair.verifier in prediction.length:
+        tokens = float(prediction.length[pair.verifier])
+    else:
+        prior_len = float(prediction.length.get(pair.verifier, 200.0))
+        tokens = online.length_for(pair.verifier, task, prior_len)[0]
     acceptance = None
     if pair.drafter_kind != DRAFTER_NONE:
         prior_acc = PRIOR_ACCEPTANCE[pair.drafter_kind]

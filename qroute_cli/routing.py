@@ -59,13 +59,14 @@ def task_type(prompt: str) -> str:
 
 def default_scorer(registry: Registry, warn) -> Scorer:
     """The trained predictor when it is installed and loads, else the models.toml priors."""
-    import importlib.util
-
-    if importlib.util.find_spec("qroute_cli.predict") is None:
-        return PriorScorer(registry)
     try:
         from qroute_cli import predict
-
+    except ModuleNotFoundError as exc:
+        if exc.name == "qroute_cli.predict":
+            return PriorScorer(registry)  # no predictor in this install: the priors are the design
+        warn(f"The quality predictor is unavailable ({exc}); using the per-model priors of models.toml.")
+        return PriorScorer(registry)
+    try:
         return predict.load_default(registry)
     except (QrouteError, ImportError, AttributeError) as exc:
         message = getattr(exc, "message", str(exc))

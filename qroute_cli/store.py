@@ -211,3 +211,28 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def summarize(records: list[RunRecord]) -> dict:
+    """Per pair and overall: runs, acceptance, latency error (MAPE), budget hit rate, overhead."""
+    import statistics
+
+    def block(recs: list[RunRecord]) -> dict:
+        drafted = sum(r.drafted for r in recs)
+        errors = [abs(r.observed_latency_s - r.predicted_latency_s) / r.observed_latency_s
+                  for r in recs if r.predicted_latency_s and r.observed_latency_s > 0]
+        hits = [r.hit for r in recs if r.hit is not None]
+        overheads = [r.overhead_ms for r in recs if r.overhead_ms is not None]
+        return {
+            "runs": len(recs),
+            "acceptance": sum(r.accepted for r in recs) / drafted if drafted else None,
+            "latency_mape": statistics.median(errors) if errors else None,
+            "budget_hit_rate": sum(hits) / len(hits) if hits else None,
+            "mean_latency_s": statistics.fmean(r.observed_latency_s for r in recs) if recs else None,
+            "overhead_ms_p50": statistics.median(overheads) if overheads else None,
+        }
+
+    pairs: dict[str, list[RunRecord]] = {}
+    for r in records:
+        pairs.setdefault(r.pair, []).append(r)
+    return {"total": block(records), "pairs": {name: block(recs) for name, recs in sorted(pairs.items())}}

@@ -189,3 +189,41 @@ def llama_cpp_version() -> str:
     import llama_cpp
 
     return getattr(llama_cpp, "__version__", "unknown")
+
+
+def reference_completion(
+    spec: ModelSpec,
+    path: Path,
+    prompt_tokens: Sequence[int],
+    max_tokens: int,
+    *,
+    prompt_lookup: int = 0,
+    n_threads: int | None = None,
+    llm=None,
+) -> tuple[list[int], float, object]:
+    """llama-cpp-python's own greedy generation (optionally with its prompt-lookup
+    `draft_model`), for side-by-side benchmarks. Returns (tokens, seconds, llm) so the
+    caller can reuse the loaded model.
+    """
+    import time
+
+    import llama_cpp
+    from llama_cpp import Llama
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    if llm is None:
+        threads = n_threads or default_threads()
+        draft = LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup) if prompt_lookup else None
+        with _quiet_stderr():
+            llm = Llama(model_path=str(path), n_ctx=spec.n_ctx, n_threads=threads, n_threads_batch=threads,
+                        draft_model=draft, verbose=False)
+    llm.reset()
+    t0 = time.perf_counter()
+    out: list[int] = []
+    for tok in llm.generate(list(prompt_tokens), temp=0.0, top_k=1, reset=True):
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
+            break
+        out.append(int(tok))
+        if len(out) >= max_tokens:
+            break
+    return out, time.perf_counter() - t0, llm

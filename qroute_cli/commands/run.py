@@ -79,8 +79,10 @@ def run(
     err = err_console()
     show_status = not state.quiet and not as_json
     failures = 0
-    router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err)
     with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
+        # The router calibrates missing models through this pool (they stay loaded for the run).
+        router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
+                        pool=pool, seed=seed)
         try:
             for item in prompts:
                 ok = _answer_one(item, pool, router, config, pair, system, explain, as_json, show_status, err)

@@ -1,0 +1,93 @@
+"""`qroute calibrate`: measure prefill, decode, verify-batch and drafting costs on this machine."""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from qroute_cli.errors import QrouteError, UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)
+
+
+def calibrate(
+    models: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Measure only this model (repeatable; default: every installed model)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer repeats: under a minute for the small models."),
+    show: bool = typer.Option(False, "--show", help="Print the saved profile instead of measuring."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores); part of the profile's key."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Replace a profile from another machine without asking."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+) -> None:
+    """Measure what each model costs on this machine and save the profile the router uses.
+
+    Examples:
+
+      qroute calibrate --quick
+
+      qroute calibrate --show
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from qroute_cli.calibrate import FULL, QUICK, calibrate as measure
+    from qroute_cli.cli import registry, state
+    from qroute_cli.latency import current_machine, load_profile, profile_path, save_profile
+    from qroute_cli.pool import ModelPool
+    from qroute_cli.render import console, err_console
+    from qroute_cli.render_route import profile_table
+    from qroute_cli.routing import installed
+
+    reg = registry()
+    machine = current_machine(threads)
+    try:
+        saved = load_profile()
+    except ValueError as exc:
+        err_console().print(f"[yellow]The saved profile is unreadable ({exc}); it will be replaced.[/]")
+        saved = None
+    if show:
+        if saved is None:
+            raise QrouteError("No calibration profile yet.", "Measure one with: qroute calibrate --quick")
+        if as_json:
+            typer.echo(json.dumps(saved.to_json(), indent=1))
+        else:
+            console().print(profile_table(saved, machine))
+        return
+
+    if saved is not None and saved.machine != machine:
+        err_console().print(f"The saved profile was measured on another setup: {saved.machine.key}\n"
+                            f"This one is: {machine.key}")
+        if not yes and not typer.confirm("Measure this machine and replace it?", default=True, err=True):
+            raise typer.Exit(1)
+        saved = None
+    names = list(models or [])
+    for name in names:
+        reg.model(name)  # unknown model -> "Did you mean"
+    if not names:
+        names = [m.name for m in reg.models.values() if installed(m)]
+    missing = [n for n in names if not installed(reg.models[n])]
+    if missing:
+        raise UsageError(f"Not installed: {', '.join(missing)}.", f"Fetch with: qroute models pull {' '.join(missing)}")
+    if not names:
+        raise UsageError("No model is installed.", "Fetch one with: qroute models pull smollm2-135m")
+
+    plan = QUICK if quick else FULL
+    with ModelPool(reg, n_threads=threads, max_loaded=1) as pool, Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console(), disable=state.quiet or as_json, transient=False,
+    ) as progress:
+        task = progress.add_task("calibrating", total=len(names) * plan.steps)
+        profile = measure(
+            pool, names, machine, quick=quick, base=saved,
+            advance=lambda n: progress.advance(task, n),
+            on_model=lambda name: progress.update(task, description=f"{name:<22}"),
+        )
+    path = save_profile(profile)
+    if as_json:
+        typer.echo(json.dumps(profile.to_json(), indent=1))
+        return
+    console().print(profile_table(profile, machine))
+    if not state.quiet:
+        err_console().print(f"[dim]Saved to {path}[/]")

@@ -1,0 +1,133 @@
+"""Training-data generation (predictor/datagen.py), its splits and its automatic scores."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from conftest import require_model
+from predictor import datagen, metrics, splits
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A tiny copy of the shared data layout: 3 rows per training set."""
+    root = tmp_path / "data"
+    (root / "gsm8k").mkdir(parents=True)
+    (root / "nq_open").mkdir()
+    (root / "writingprompts").mkdir()
+    with open(root / "gsm8k" / "train.jsonl", "w") as fh:
+        for i in range(3):
+            fh.write(json.dumps({"question": f"Tom has {i} apples and buys 2. How many?", "answer": f"...\n#### {i + 2}"}) + "\n")
+    with open(root / "nq_open" / "NQ-open.dev.jsonl", "w") as fh:
+        for i in range(40):  # ~40% land on the train side of the split
+            fh.write(json.dumps({"question": f"who was president number {i}", "answer": [f"person {i}"]}) + "\n")
+    with open(root / "writingprompts" / "wp_train_sample500_with_gpt_completions.jsonl", "w") as fh:
+        for i in range(3):
+            fh.write(json.dumps({"row_id": i, "prompt": f"[ WP ] A dragon number {i} learns to knit .", "story": "Once upon a time a dragon knitted."}) + "\n")
+    return root
+
+
+def test_fake_run_writes_scored_rows_with_acceptance(tmp_path, data_root, fake_registry):
+    out = tmp_path / "rows.jsonl.gz"
+    added = datagen.run({"gsm8k": 2, "nq": 2, "wp": 1}, out, ["fake-big", "fake-small"], registry=fake_registry,
+                        chunk=1, n_threads=None, data_root=data_root)
+    rows = datagen.read_rows(out)
+    assert added == len(rows) == 10
+    assert len({r["key"] for r in rows}) == 10
+    big = [r for r in rows if r["model"] == "fake-big"]
+    # fake-big is drafted for by fake-small (teacher-forced) and by the n-gram drafter.
+    assert all(set(r["acceptance"]) == {"fake-big+fake-small", "fake-big+ngram"} for r in big)
+    assert all(r["acceptance"]["fake-big+fake-small"] is None or 0 <= r["acceptance"]["fake-big+fake-small"] <= 1 for r in big)
+    assert all(r["acceptance"] == {} for r in rows if r["model"] == "fake-small")
+    for r in rows:
+        assert r["output_tokens"] > 0 and r["latency_s"] > 0 and "quality" in r["scores"]
+    assert {r["dataset"] for r in rows} == {"gsm8k", "nq", "wp"}
+    wp = next(r for r in rows if r["dataset"] == "wp")
+    assert "[ WP ]" not in wp["prompt"] and "A dragon number" in wp["prompt"]
+
+
+def test_resume_skips_done_rows_and_extends(tmp_path, data_root, fake_registry):
+    out = tmp_path / "rows.jsonl.gz"
+    kw = dict(registry=fake_registry, chunk=2, n_threads=None, data_root=data_root)
+    assert datagen.run({"gsm8k": 1, "nq": 0, "wp": 0}, out, ["fake-small"], **kw) == 1
+    assert datagen.run({"gsm8k": 1, "nq": 0, "wp": 0}, out, ["fake-small"], **kw) == 0
+    assert datagen.run({"gsm8k": 3, "nq": 0, "wp": 0}, out, ["fake-small"], **kw) == 2
+    assert len(datagen.read_rows(out)) == 3
+
+
+def test_a_cut_off_write_loses_only_the_last_row(tmp_path):
+    out = tmp_path / "rows.jsonl.gz"
+    for i in range(3):
+        datagen.append_row(out, {"key": f"k{i}"})
+    raw = out.read_bytes()
+    out.write_bytes(raw[:-7])  # the last gzip member is cut mid-way
+    assert [r["key"] for r in datagen.read_rows(out)] == ["k0", "k1"]
+    datagen.append_row(out, {"key": "k1"})  # a duplicate key, as a rerun would write
+    assert datagen.pack(out) == 2
+    with gzip.open(out, "rt") as fh:  # one plain gzip stream now
+        assert [json.loads(line)["key"] for line in fh] == ["k0", "k1"]
+
+
+def test_chunks_take_every_dataset_in_turn():
+    rows = {d: [splits.Row(d, str(i), "", None) for i in range(n)] for d, n in (("a", 3), ("b", 1))}
+    blocks = list(datagen.chunks(rows, 2))
+    assert [[(r.dataset, r.id) for r in b] for b in blocks] == [[("a", "0"), ("a", "1"), ("b", "0")], [("a", "2")]]
+
+
+def test_nq_split_is_fixed_and_disjoint_from_the_bench():
+    train, bench = splits.train_rows("nq"), splits.bench_rows("nq")
+    assert train and bench
+    assert not {splits.normalize_question(r.question) for r in train} & {splits.normalize_question(r.question) for r in bench}
+    assert 0.3 < len(train) / (len(train) + len(bench)) < 0.5
+    # Fixed: a known question always lands on the same side, whatever its spelling.
+    q = "when was the last time anyone was on the moon"
+    assert splits.nq_side(q) == splits.nq_side("When was the last time anyone was on the Moon?")
+    for d in ("gsm8k", "wp"):
+        assert not {r.question for r in splits.train_rows(d)} & {r.question for r in splits.bench_rows(d)}
+
+
+def test_sample_is_a_stable_prefix():
+    rows = [splits.Row("x", str(i), "", None) for i in range(50)]
+    assert splits.sample(rows, 10) == splits.sample(rows, 20)[:10]
+
+
+def test_automatic_scores():
+    assert metrics.score("gsm8k", "so 5 + 3 = 8.\nThe answer is 1,200.", "1200")["quality"] == 1.0
+    assert metrics.score("gsm8k", "The answer is 12. Then 7 more", "7")["quality"] == 0.0  # 'answer is' wins
+    assert metrics.score("gsm8k", "no number here", "7")["quality"] == 0.0
+    nq = metrics.score("nq", "The December 1972.\nBecause Apollo 17...", ["14 December 1972 UTC", "December 1972"])
+    assert nq["em"] == 1.0 and nq["f1"] == 1.0 and nq["correct"] == 1.0
+    part = metrics.score("nq", "in December", ["December 1972"])
+    assert part["em"] == 0.0 and 0 < part["f1"] < 1
+    wp = metrics.score("wp", "the dog ran far away", "the dog ran far away from home")
+    assert 0.5 < wp["rouge_l"] < 1 and 0 < wp["bleu"] < 1 and wp["quality"] == wp["rouge_l"]
+
+
+@pytest.mark.real
+def test_real_datagen_on_smollm(tmp_path, data_root, real_registry):
+    """Two prompts answered by smollm2-135m through llama.cpp, with n-gram acceptance."""
+    require_model("smollm2-135m")
+    out = tmp_path / "rows.jsonl.gz"
+    added = datagen.run({"gsm8k": 1, "nq": 1, "wp": 0}, out, ["smollm2-135m"], registry=real_registry,
+                        chunk=1, data_root=data_root)
+    rows = datagen.read_rows(out)
+    assert added == len(rows) == 2
+    for r in rows:
+        assert r["model"] == "smollm2-135m" and r["text"].strip()
+        assert 0 < r["output_tokens"] <= r["max_tokens"] and r["prompt_tokens"] > 5
+        assert set(r["acceptance"]) == {"smollm2-135m+ngram"}
+        acc = r["acceptance"]["smollm2-135m+ngram"]
+        assert acc is None or 0.0 <= acc <= 1.0
+        assert 0.0 <= r["scores"]["quality"] <= 1.0
+
+
+def test_workers_split_the_work_without_overlap(tmp_path, data_root, fake_registry):
+    out = tmp_path / "rows.jsonl.gz"
+    kw = dict(registry=fake_registry, chunk=1, n_threads=None, data_root=data_root, workers=2)
+    a = datagen.run({"gsm8k": 2, "nq": 1, "wp": 0}, out, ["fake-big", "fake-small"], worker=0, **kw)
+    b = datagen.run({"gsm8k": 2, "nq": 1, "wp": 0}, out, ["fake-big", "fake-small"], worker=1, **kw)
+    keys = [r["key"] for r in datagen.read_rows(out)]
+    assert (a, b) == (3, 3) and len(keys) == len(set(keys)) == 6

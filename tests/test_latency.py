@@ -1,0 +1,308 @@
+"""Latency model, profile, online estimates and the Router wired together (fake backend)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from qroute_cli import latency
+from qroute_cli.errors import QrouteError
+from qroute_cli.latency import (
+    Machine,
+    ModelProfile,
+    Profile,
+    expected_tokens_per_step,
+    load_profile,
+    save_profile,
+    spec_time_per_token,
+)
+from qroute_cli.online import LogFactorFilter, OnlineEstimates
+from qroute_cli.routing import Router, task_type
+from qroute_cli.scoring import PriorScorer
+from qroute_cli.service import user_messages
+from qroute_cli.store import Store
+from qroute_cli.types import Generation, Prediction, SpecStats
+
+
+@pytest.fixture(autouse=True)
+def no_real_models(tmp_path, monkeypatch):
+    """The fake registry also lists the built-in models: hide their files so only fakes route."""
+    monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "no-models"))
+
+
+def fake_pairs(registry) -> list:
+    return [p for p in registry.pairs.values() if p.name.startswith("fake")]
+
+
+def mp(name: str, decode: float, prefill_tps: float = 1000.0, verify_extra: float = 0.1,
+       draft: float | None = None, identity: str | None = None) -> ModelProfile:
+    """A model profile whose verify batch of k costs decode x (1 + verify_extra x k)."""
+    verify = tuple(decode * (1 + verify_extra * k) for k in range(1, 9))
+    return ModelProfile(name, identity or name, 0.0, prefill_tps, decode, verify, draft)
+
+
+def fake_profile(registry, slow: float = 1.0) -> Profile:
+    """A hand-made profile for tests/fake_models.toml; `slow` scales every cost."""
+    ident = {n: latency.model_identity(s) for n, s in registry.models.items()}
+    return Profile(latency.current_machine(), {
+        "fake-big": mp("fake-big", 0.010 * slow, 1000 / slow, identity=ident["fake-big"]),
+        "fake-small": mp("fake-small", 0.004 * slow, 2500 / slow, draft=0.004 * slow, identity=ident["fake-small"]),
+        "fake-other": mp("fake-other", 0.003 * slow, 3000 / slow, identity=ident["fake-other"]),
+    }, ngram_s=1e-5)
+
+
+def quiet_console() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+# -- the cost model -----------------------------------------------------------------
+
+
+def test_expected_tokens_per_step():
+    assert expected_tokens_per_step(0.0, 4) == pytest.approx(1.0)
+    assert expected_tokens_per_step(0.5, 2) == pytest.approx(1.75)
+    assert expected_tokens_per_step(1.0, 4) == pytest.approx(5.0, rel=0.01)
+
+
+def test_speculation_only_when_it_pays():
+    verify = [0.012 + 0.002 * k for k in range(1, 9)]  # cheap batches
+    t, k = spec_time_per_token(0.001, verify, 0.010, acceptance=0.9)
+    assert k > 0 and t < 0.010
+    t, k = spec_time_per_token(0.001, verify, 0.010, acceptance=0.05)
+    assert k == 0 and t == 0.010  # plain decoding wins
+    t, k = spec_time_per_token(0.009, verify, 0.010, acceptance=0.9)  # drafter as slow as verifier
+    assert k == 0
+
+
+def test_prefill_is_linear_with_fixed_cost():
+    m = ModelProfile("m", "m", 0.05, 200.0, 0.01, (0.02,) * 8)
+    assert m.prefill(100) == pytest.approx(0.55)
+    assert m.prefill(300) - m.prefill(100) == pytest.approx(1.0)
+
+
+# -- the profile file ---------------------------------------------------------------
+
+
+def test_profile_round_trip_and_corruption(tmp_path):
+    prof = Profile(Machine("cpu X", 4, "0.3.36"), {"m": mp("m", 0.01, draft=0.005)}, ngram_s=2e-5)
+    path = save_profile(prof, tmp_path / "p.json")
+    back = load_profile(path)
+    assert back == prof
+    assert load_profile(tmp_path / "none.json") is None
+    path.write_text("{not json")
+    with pytest.raises(ValueError):
+        load_profile(path)
+    data = prof.to_json()
+    data["version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="version"):
+        load_profile(path)
+
+
+def test_machine_key_has_cpu_threads_and_build():
+    m = latency.current_machine(3)
+    assert m.threads == 3 and m.cpu and m.llama_cpp
+    assert m.key != latency.current_machine(5).key
+    with open("/proc/cpuinfo") as fh:
+        names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+    if names:
+        assert m.cpu == names[0]
+
+
+def test_missing_models_follow_identity(fake_registry):
+    prof = fake_profile(fake_registry)
+    pairs = fake_pairs(fake_registry)
+    assert latency.missing_models(prof, fake_registry, pairs) == []
+    del prof.models["fake-small"]
+    assert latency.missing_models(prof, fake_registry, pairs) == ["fake-small"]
+    prof.models["fake-big"] = mp("fake-big", 0.01, identity="another file")
+    assert set(latency.missing_models(prof, fake_registry, pairs)) == {"fake-big", "fake-small"}
+    assert set(latency.missing_models(None, fake_registry, pairs[:1])) == {"fake-big"}
+
+
+# -- online estimates ---------------------------------------------------------------
+
+
+def test_log_factor_filter_learns_shared_and_local():
+    f = LogFactorFilter()
+    for _ in range(10):
+        f.update("a", math.log(2.0))
+    assert f.factor("a") == pytest.approx(2.0, rel=0.05)
+    # Never observed, but the shared factor moved it most of the way: the machine is slower.
+    assert 1.3 < f.factor("b") <= 2.05
+    for _ in range(15):
+        f.update("b", math.log(1.0))
+    assert f.factor("b") == pytest.approx(1.0, rel=0.1)
+    assert f.factor("a") > 1.5  # what is special about "a" stays
+
+
+def test_margin_is_quantile_of_recent_errors():
+    o = OnlineEstimates(target_hit_rate=0.8)
+    assert o.margin() == o.default_margin
+    o.errors.extend([math.log(x) for x in (0.9, 1.0, 1.1, 1.2, 1.5, 1.0, 1.0, 1.3, 1.4, 2.0)])
+    expect = math.exp(np.quantile([math.log(x) for x in (0.9, 1.0, 1.1, 1.2, 1.5, 1.0, 1.0, 1.3, 1.4, 2.0)], 0.8))
+    assert o.margin() == pytest.approx(expect)
+    o.errors.clear()
+    o.errors.extend([math.log(0.5)] * 10)
+    assert o.margin() == 1.0  # never below 1
+
+
+def test_acceptance_and_length_shrink_to_prior():
+    o = OnlineEstimates()
+    assert o.acceptance_for("p", "qa", 0.6) == (0.6, False)
+    from qroute_cli.online import BetaRate
+
+    o.acceptance[("p", "*")] = BetaRate(90, 100)
+    o.acceptance[("p", "code")] = BetaRate(10, 100)
+    rate, learned = o.acceptance_for("p", "qa", 0.6)
+    assert learned and 0.8 < rate < 0.9
+    assert o.acceptance_for("p", "code", 0.6)[0] < 0.35
+
+
+# -- the Router end to end on fake models ---------------------------------------------
+
+
+def fake_generation(pair: str, latency_s: float, tokens: int, prompt_tokens: int, ttft: float) -> Generation:
+    stats = SpecStats(prompt_tokens=prompt_tokens, output_tokens=tokens, ttft_s=ttft, latency_s=latency_s)
+    return Generation(text="x" * tokens, tokens=tuple([1] * tokens), stats=stats, finish_reason="stop", pair=pair)
+
+
+def simulate(registry, *, learn: bool, runs: int = 20, true_slow: float = 2.5, budget: float = 1.6,
+             store_path=None):
+    """Profile says 1x, the machine runs `true_slow` x slower. Returns per-run budget hits."""
+    truth = fake_profile(registry, slow=true_slow)
+    router = Router(registry, strategy="quality", budget_s=budget, profile=fake_profile(registry),
+                    scorer=PriorScorer(registry, default_length=100), store=Store(store_path),
+                    console=quiet_console())
+    rng = np.random.default_rng(0)
+    hits = []
+    for i in range(runs):
+        msgs = user_messages(f"question number {i} about things")
+        d = router.decide(msgs, max_tokens=100)
+        pair = registry.pairs[d.chosen]
+        m = truth.models[pair.verifier]
+        n_prompt = 30
+        tokens = d.max_tokens or 100
+        ttft = m.prefill(n_prompt) * rng.lognormal(0, 0.05)
+        lat = ttft + (tokens - 1) * m.decode_s * rng.lognormal(0, 0.05)
+        hits.append(lat <= budget)
+        if learn:
+            router.record(d, fake_generation(d.chosen, lat, tokens, n_prompt, ttft), msgs)
+    router.close()
+    return hits
+
+
+def test_online_learning_recovers_budget_hit_rate(fake_registry, tmp_path):
+    """A profile 2.5x too optimistic: the router misses at first and recovers after N prompts."""
+    hits = simulate(fake_registry, learn=True)
+    first_ok = hits.index(True)
+    assert not hits[0]  # the wrong profile really does miss the budget
+    assert first_ok <= 3, hits  # N: prompts until the first hit
+    assert all(hits[first_ok:]), hits
+    # Without learning the same router keeps missing: the recovery comes from the updates.
+    assert sum(simulate(fake_registry, learn=False, store_path=tmp_path / "empty.db")) == 0
+
+
+def test_learning_survives_restart(fake_registry):
+    """Estimates are replayed from the store: a new Router starts where the last one stopped."""
+    simulate(fake_registry, learn=True, runs=6)
+    fresh = Router(fake_registry, budget_s=1.6, profile=fake_profile(fake_registry),
+                   scorer=PriorScorer(fake_registry, default_length=100), console=quiet_console())
+    d = fresh.decide(user_messages("question"), max_tokens=100)
+    assert fresh.online.runs == 6
+    assert d.chosen != "fake-big"  # it remembers that fake-big is too slow here
+    fresh.close()
+
+
+def test_missing_profile_is_measured_with_notice(fake_registry):
+    out = io.StringIO()
+    router = Router(fake_registry, budget_s=5.0, console=Console(file=out, width=200))
+    d = router.decide(user_messages("hello"), max_tokens=50)
+    assert "measuring now" in out.getvalue()
+    assert latency.profile_path().exists()
+    saved = load_profile()
+    assert set(saved.models) == {"fake-big", "fake-small", "fake-other"}
+    assert saved.models["fake-small"].draft_token_s is not None  # it drafts in fake-big+small
+    assert d.overhead_ms > 0
+    router.close()
+    out2 = io.StringIO()
+    Router(fake_registry, budget_s=5.0, console=Console(file=out2)).decide(user_messages("hi"), max_tokens=5)
+    assert "measuring" not in out2.getvalue()  # measured once, reused after
+
+
+def test_profile_from_other_machine_is_remeasured(fake_registry):
+    prof = fake_profile(fake_registry)
+    prof.machine = Machine("Some Other CPU", 64, "0.0.1")
+    save_profile(prof)
+    out = io.StringIO()
+    router = Router(fake_registry, budget_s=5.0, console=Console(file=out, width=300))
+    router.decide(user_messages("hello"), max_tokens=10)
+    assert "another setup" in out.getvalue() and "measuring now" in out.getvalue()
+    assert load_profile().machine == latency.current_machine()
+    assert (latency.profile_path().parent / "profile.other-machine.json").exists()
+
+
+def test_routing_overhead_is_small(fake_registry):
+    router = Router(fake_registry, budget_s=1.0, profile=fake_profile(fake_registry),
+                    scorer=PriorScorer(fake_registry), store=Store(), console=quiet_console())
+    times = [router.decide(user_messages(f"prompt {i} " * 20), max_tokens=64).overhead_ms for i in range(50)]
+    assert 0 < float(np.median(times)) < 5.0
+
+
+class ScriptedScorer:
+    """A trained-predictor stand-in: fixed per-model quality and length."""
+
+    name = "scripted"
+
+    def __init__(self, quality: dict, length: dict) -> None:
+        self.quality, self.length = quality, length
+
+    def predict(self, prompt: str) -> Prediction:
+        return Prediction(self.quality, {}, self.length, scorer=self.name)
+
+
+def test_predictor_quality_and_length_drive_the_choice(fake_registry):
+    scorer = ScriptedScorer({"fake-big": 0.2, "fake-small": 0.9, "fake-other": 0.5},
+                            {"fake-big": 10, "fake-small": 10, "fake-other": 10})
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), scorer=scorer,
+                    store=Store(), console=quiet_console())
+    d = router.decide(user_messages("hi"), max_tokens=500)
+    assert d.chosen == "fake-small"
+    lat = {c.pair: c.predicted_latency_s for c in d.candidates}
+    scorer.length = {k: 100 for k in scorer.length}
+    d2 = router.decide(user_messages("hi"), max_tokens=500)
+    assert {c.pair: c.predicted_latency_s for c in d2.candidates}["fake-big"] > 5 * lat["fake-big"]
+
+
+def test_predict_module_used_or_falls_back(fake_registry, monkeypatch):
+    mod = types.ModuleType("qroute_cli.predict")
+
+    def broken(registry):
+        raise QrouteError("predictor file is corrupt")
+
+    mod.load_default = broken
+    monkeypatch.setitem(sys.modules, "qroute_cli.predict", mod)
+    import qroute_cli
+
+    monkeypatch.setattr(qroute_cli, "predict", mod, raising=False)
+    out = io.StringIO()
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), console=Console(file=out, width=300))
+    assert isinstance(router.scorer, PriorScorer)
+    assert "predictor is unavailable" in out.getvalue()
+    scripted = ScriptedScorer({"fake-big": 0.1}, {})
+    mod.load_default = lambda registry: scripted
+    assert Router(fake_registry, budget_s=5.0).scorer is scripted
+
+
+def test_task_type():
+    assert task_type("def add(a, b): return a+b  -- add type hints") == "code"
+    assert task_type("Tom has 3 apples and buys 4 more. How many apples does he have?") == "math"
+    assert task_type("Write a story about a dragon") == "story"
+    assert task_type("who wrote the iliad") == "qa"

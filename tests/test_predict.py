@@ -1,0 +1,144 @@
+"""The ONNX predictor at run time: key mapping, ranges, failure messages, the shipped file."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from qroute_cli import predict
+from qroute_cli.errors import QrouteError
+
+PROMPTS = [
+    "Natalia sold clips to 48 friends in April and half as many in May. How many in total?",
+    "Who wrote the lyrics of he ain't heavy he's my brother?",
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "Write a Python function that reverses a linked list.",
+    "hi",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A random-weight predictor trained on the fake registry's names."""
+    pytest.importorskip("onnx")
+    from predictor import export
+
+    path = tmp_path / "p" / "predictor.onnx"
+    path.parent.mkdir()
+    heads = export.random_predictor(path, ["fake-big", "fake-small"], ["fake-big+fake-small", "fake-big+ngram", "other+ngram"])
+    return path, heads
+
+
+def test_keys_follow_the_registry(tiny, fake_registry):
+    path, _ = tiny
+    scorer = predict.load_default(fake_registry, path)
+    pred = scorer.predict("What is 2 + 2?")
+    assert set(pred.quality) == set(pred.length) == {"fake-big", "fake-small"}  # fake-other: no opinion
+    # Acceptance is keyed by pair name: "fake-big+small" is (fake-big, drafter fake-small).
+    assert set(pred.acceptance) == {"fake-big+small", "fake-big+ngram"}
+    assert pred.scorer == scorer.name == "random-0"
+
+
+def test_outputs_match_numpy_and_stay_in_range(tiny, fake_registry):
+    from qroute_cli.features import Featurizer, FeaturizerConfig
+
+    path, heads = tiny
+    scorer = predict.load_default(fake_registry, path)
+    preds = scorer.predict_many(PROMPTS)
+    x = Featurizer(path.parent / "tokenizer.json", FeaturizerConfig(n_buckets=256)).hashed(PROMPTS)
+    ref = heads.outputs(x)
+    got_q = np.array([[p.quality["fake-big"], p.quality["fake-small"]] for p in preds])
+    got_len = np.array([[p.length["fake-big"], p.length["fake-small"]] for p in preds])
+    assert np.allclose(got_q, ref["quality"], atol=1e-5)
+    assert np.allclose(got_len, ref["length"], rtol=1e-4)
+    for p in preds:
+        assert all(0.0 <= v <= 1.0 for v in list(p.quality.values()) + list(p.acceptance.values()))
+        assert all(v >= 1.0 for v in p.length.values())
+
+
+def test_missing_file_is_a_clear_error(tmp_path, fake_registry):
+    with pytest.raises(predict.PredictorMissingError) as exc:
+        predict.load_default(fake_registry, tmp_path / "nope.onnx")
+    assert isinstance(exc.value, QrouteError)
+    assert "not found" in exc.value.message and "predictor.train" in exc.value.hint
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path, fake_registry):
+    bad = tmp_path / "predictor.onnx"
+    bad.write_bytes(b"this is not an onnx file" * 10)
+    with pytest.raises(predict.PredictorCorruptError) as exc:
+        predict.load_default(fake_registry, bad)
+    assert str(bad) in exc.value.message and exc.value.hint
+
+
+def test_truncated_file_is_corrupt(tiny, fake_registry):
+    path, _ = tiny
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(predict.PredictorCorruptError):
+        predict.load_default(fake_registry, path)
+
+
+def test_onnx_without_metadata_is_corrupt(tmp_path, fake_registry):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("quality", TensorProto.FLOAT, ["n", 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["features"], ["quality"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path = tmp_path / "predictor.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(predict.PredictorCorruptError) as exc:
+        predict.load_default(fake_registry, path)
+    assert "metadata" in exc.value.message
+
+
+def test_missing_tokenizer_is_a_clear_error(tiny, fake_registry):
+    path, _ = tiny
+    (path.parent / "tokenizer.json").unlink()
+    with pytest.raises(predict.PredictorMissingError) as exc:
+        predict.load_default(fake_registry, path)
+    assert "tokenizer" in exc.value.message
+
+
+def test_load_or_prior_warns_and_falls_back(tmp_path, fake_registry):
+    warnings: list[str] = []
+    scorer = predict.load_or_prior(fake_registry, tmp_path / "missing.onnx", warn=warnings.append)
+    assert scorer.name == "prior" and len(warnings) == 1 and "prior" in warnings[0]
+    assert scorer.predict("x").quality["fake-big"] == pytest.approx(0.8)
+
+
+def test_env_var_chooses_the_file(tmp_path, monkeypatch, fake_registry):
+    monkeypatch.setenv("QROUTE_PREDICTOR", str(tmp_path / "elsewhere.onnx"))
+    assert predict.default_path() == tmp_path / "elsewhere.onnx"
+    with pytest.raises(predict.PredictorMissingError):
+        predict.load_default(fake_registry)
+
+
+def test_shipped_predictor_is_real_small_and_fast(real_registry):
+    """The file inside the package: loads with onnxruntime, predicts every built-in verifier."""
+    assert predict.DEFAULT_FILE.exists(), "run: python -m predictor.train"
+    size = predict.DEFAULT_FILE.stat().st_size
+    assert size < 5_000_000, f"shipped predictor is {size} bytes"
+    scorer = predict.load_default(real_registry, predict.DEFAULT_FILE)
+    verifiers = {p.verifier for p in real_registry.pairs.values()}
+    drafted = {p.name for p in real_registry.pairs.values() if p.drafter != "none"}
+    preds = scorer.predict_many(PROMPTS)
+    for p in preds:
+        assert set(p.quality) == set(p.length) == verifiers
+        assert set(p.acceptance) == drafted
+        assert all(0.0 <= v <= 1.0 for v in list(p.quality.values()) + list(p.acceptance.values()))
+        assert all(1.0 <= v <= 4096 for v in p.length.values())
+    # Different prompts get different predictions (the model is not a constant).
+    assert len({round(p.quality["qwen2.5-coder-1.5b"], 6) for p in preds}) > 1
+    scorer.predict(PROMPTS[0])  # warm up
+    times = []
+    for prompt in PROMPTS * 4:
+        t0 = time.perf_counter()
+        scorer.predict(prompt)
+        times.append((time.perf_counter() - t0) * 1000)
+    print(f"shipped predictor {scorer.name}: {size / 1e6:.2f} MB, p50 {np.median(times):.3f} ms, "
+          f"p95 {np.percentile(times, 95):.3f} ms")

@@ -1,0 +1,143 @@
+"""The SQLite run log: round trip, privacy, WAL, several writers, crashes, corruption."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qroute_cli.store import SCHEMA_VERSION, RunRecord, Store, prompt_hash, store_path, summarize
+
+
+def rec(i: int = 0, **kw) -> RunRecord:
+    base = dict(
+        ts=time.time(), machine="m1", prompt_hash=prompt_hash(f"p{i}"), task="qa", prompt_chars=10 + i,
+        pair="a", verifier="a", drafter="none", strategy="quality", scorer="prior",
+        observed_latency_s=1.0 + i, ttft_s=0.1, prompt_tokens=20, output_tokens=50,
+    )
+    base.update(kw)
+    return RunRecord(**base)
+
+
+def test_round_trip_order_and_machine_filter():
+    with Store() as s:
+        assert s.path == store_path() and s.path.exists()
+        for i in range(5):
+            s.append(rec(i, machine="m1" if i % 2 == 0 else "m2", drafted=10, accepted=i))
+        got = s.recent()
+        assert [r.prompt_chars for r in got] == [10, 11, 12, 13, 14]
+        assert got[3] == rec(3, machine="m2", drafted=10, accepted=3, ts=got[3].ts)
+        assert [r.prompt_chars for r in s.recent(machine="m1")] == [10, 12, 14]
+        assert [r.prompt_chars for r in s.recent(limit=2)] == [13, 14]
+
+
+def test_prompt_text_only_when_opted_in(tmp_path):
+    with Store(tmp_path / "a.db") as s:
+        s.append(rec(prompt="my secret prompt"))
+        assert s.recent()[0].prompt is None
+    with Store(tmp_path / "b.db", keep_prompts=True) as s:
+        s.append(rec(prompt="my secret prompt"))
+        assert s.recent()[0].prompt == "my secret prompt"
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("a.db*"))
+    assert b"my secret prompt" not in raw
+    assert b"my secret prompt" in b"".join(p.read_bytes() for p in tmp_path.glob("b.db*"))
+
+
+def test_wal_mode_and_schema_version():
+    Store().close()
+    conn = sqlite3.connect(store_path())
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def _writer(path: str, n: int, tag: int) -> None:
+    with Store(path) as s:
+        for i in range(n):
+            s.append(rec(i, pair=f"w{tag}"))
+
+
+def test_several_processes_write_at_once(tmp_path):
+    path = str(tmp_path / "shared.db")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, 40, t)) for t in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with Store(path) as s:
+        assert s.count() == 120
+        assert {r.pair for r in s.recent()} == {"w0", "w1", "w2"}
+
+
+def test_crash_mid_write_keeps_committed_rows(tmp_path):
+    path = tmp_path / "crash.db"
+    code = (
+        "import os, sys; sys.path.insert(0, 'tests'); from test_store import rec; from qroute_cli.store import Store;"
+        f"s = Store({str(path)!r});"
+        "[s.append(rec(i)) for i in range(7)];"
+        "s._conn.execute('BEGIN'); s._conn.execute('DELETE FROM runs');"
+        "os._exit(9)"  # dies inside an open transaction that would have deleted everything
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 9, out.stderr
+    with Store(path) as s:
+        assert s.count() == 7
+        assert s.moved_to is None
+
+
+def test_corrupted_store_is_moved_aside(tmp_path):
+    path = tmp_path / "runs.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    messages = []
+    with Store(path, notify=messages.append) as s:
+        assert s.moved_to is not None and s.moved_to.exists()
+        assert "moved to" in messages[0]
+        s.append(rec())
+        assert s.count() == 1
+    assert path.exists()
+
+
+def test_store_from_newer_version_is_moved_aside(tmp_path):
+    path = tmp_path / "runs.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    messages = []
+    with Store(path, notify=messages.append) as s:
+        assert s.moved_to is not None and "newer" in messages[0]
+        assert s.count() == 0
+
+
+def test_reset_clears():
+    with Store() as s:
+        for i in range(3):
+            s.append(rec(i))
+        assert s.reset() == 3
+        assert s.count() == 0 and s.recent() == []
+
+
+def test_summarize_figures():
+    records = [
+        rec(0, pair="a", observed_latency_s=1.0, predicted_latency_s=1.5, budget_s=2.0, drafted=10, accepted=5, overhead_ms=1.0),
+        rec(1, pair="a", observed_latency_s=2.0, predicted_latency_s=1.0, budget_s=1.5, drafted=30, accepted=30, overhead_ms=3.0),
+        rec(2, pair="b", observed_latency_s=4.0, predicted_latency_s=None, budget_s=None),
+    ]
+    out = summarize(records)
+    a = out["pairs"]["a"]
+    assert a["runs"] == 2
+    assert a["acceptance"] == pytest.approx(35 / 40)
+    assert a["latency_mape"] == pytest.approx(0.5)  # |1-1.5|/1 and |2-1|/2: median of 0.5, 0.5
+    assert a["budget_hit_rate"] == pytest.approx(0.5)
+    assert a["overhead_ms_p50"] == pytest.approx(2.0)
+    assert out["pairs"]["b"]["acceptance"] is None and out["pairs"]["b"]["budget_hit_rate"] is None
+    assert out["total"]["runs"] == 3
+    assert out["total"]["mean_latency_s"] == pytest.approx(7 / 3)
