@@ -34,8 +34,10 @@ def profile_table(profile: Profile, machine: Machine) -> Table:
 
 def stats_table(summary: dict) -> Table:
     """Runs per pair, observed acceptance, latency error, budget hit rate, routing overhead."""
-    table = Table(title="Run log", title_justify="left")
-    for col in ("pair", "runs", "acceptance", "latency error (MAPE)", "budget hits", "mean latency", "overhead p50"):
+    table = Table(title="Run log", title_justify="left", caption_justify="left", caption=(
+        "accept: drafted tokens accepted; lat err: median |predicted - observed| / observed; "
+        "hits: runs within their budget; overhead: routing time per prompt (median)"))
+    for col in ("pair", "runs", "accept", "lat err", "hits", "latency", "overhead"):
         table.add_column(col, justify="left" if col == "pair" else "right")
     rows = list(summary["pairs"].items()) + [("all", summary["total"])]
     for name, b in rows:

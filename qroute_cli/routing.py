@@ -120,6 +120,7 @@ class Router:
         self._pending: dict[int, tuple] = {}
         self._n = 0
         self._machine: Machine | None = None
+        self.last_estimates: dict = {}
 
     # -- messages -----------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class Router:
         result = decision.decide(self.strategy, options, ctx, forced=forced_pair)
         overhead = (time.perf_counter() - t0) * 1000
         self._n += 1
+        self.last_estimates = {o.pair: o.estimate for o in options}  # for --explain views and the bench
         result = replace(result, overhead_ms=overhead)
         chosen = next((o for o in options if o.pair == result.chosen), None)
         if len(self._pending) > 64:  # decisions that were never run

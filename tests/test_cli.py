@@ -135,3 +135,22 @@ def test_models_add_user_gguf(tmp_path):
     out = qroute("run", "hi", "--pair", "mine+ngram", "--json", "-n", "5", config=None)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["verifier"] == "mine"
+
+
+@pytest.mark.real
+def test_ctrl_c_stops_cleanly():
+    import signal
+    import time
+
+    require_model("smollm2-135m")
+    cmd = [sys.executable, "-m", "qroute_cli", "run", "Write a very long story about a dragon.",
+           "--pair", "smollm2-135m", "-n", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    first = os.read(proc.stdout.fileno(), 1)  # generation has started
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    out, err = first + out, err.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(out) > 0  # what was generated before Ctrl-C was kept

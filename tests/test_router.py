@@ -129,3 +129,19 @@ def test_decision_json_shape():
     assert set(out) >= {"strategy", "budget_s", "chosen", "reason", "candidates"}
     assert set(out["candidates"][0]) == {"pair", "predicted_quality", "predicted_latency_s", "fits"}
     assert out["candidates"][2]["predicted_latency_s"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("text,seconds", [("5s", 5.0), ("800ms", 0.8), ("2.5", 2.5), (" 3 s ", 3.0), ("1e3ms", 1.0), ("20seconds", 20.0)])
+def test_parse_budget(text, seconds):
+    from qroute_cli.routing import parse_budget
+
+    assert parse_budget(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["0", "0ms", "-1s", "-5", "abc", "5 parsecs", "", "inf", "nan", "5s5"])
+def test_parse_budget_rejects(text):
+    from qroute_cli.routing import parse_budget
+
+    with pytest.raises(UsageError) as exc:
+        parse_budget(text)
+    assert "budget" in exc.value.message.lower() and exc.value.hint

@@ -102,7 +102,7 @@ def test_stats_and_reset(fake_registry):
     assert sum(p["runs"] for p in data["pairs"].values()) == 3
     assert data["total"]["budget_hit_rate"] is not None and data["total"]["overhead_ms_p50"] > 0
     table = qroute("stats")
-    assert table.returncode == 0 and "budget hits" in table.stdout
+    assert table.returncode == 0 and "hits" in table.stdout and "lat err" in table.stdout
     r = qroute("stats", "--reset", input="n\n")
     assert r.returncode == 1
     assert json.loads(qroute("stats", "--json").stdout)["total"]["runs"] == 3
