@@ -161,10 +161,10 @@ def recovery(pool: ModelPool, reg: Registry, profile: Profile, *, wrong: float, 
     return rows
 
 
-def recovered_after(hits: list[bool], window: int = 3) -> int | None:
-    """N: prompts before the first run of `window` consecutive hits that lasts to the end."""
-    for n in range(len(hits) - window + 1):
-        if all(hits[n:]):
+def recovered_after(hits: list[bool], target: float = 0.8) -> int | None:
+    """N: the fewest leading prompts after which the hit rate of the rest reaches `target`."""
+    for n in range(len(hits) - 2):
+        if hits[n] and sum(hits[n:]) / len(hits[n:]) >= target:
             return n
     return None
 
@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="+", default=["smollm2-135m", "smollm2-135m+ngram"])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--quick-calibration", action="store_true", help="QUICK plan (default: FULL)")
-    ap.add_argument("--wrong", type=float, default=0.4, help="profile costs x this in the recovery test")
+    ap.add_argument("--wrong", type=float, default=0.3, help="profile costs x this in the recovery test")
     ap.add_argument("--runs", type=int, default=12, help="prompts in the recovery test")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency_error.json")
@@ -192,13 +192,16 @@ def main() -> None:
         scorer = PriorScorer(reg, default_length=args.max_tokens)
         rows = measure_error(pool, reg, profile, scorer, args.max_tokens)
 
-        # Budget for the recovery test: 60% of what a full-length answer took, so only a capped
-        # answer can hit it.
-        full = [r["measured_s"] for r in rows if r["tokens"] >= args.max_tokens] or [r["measured_s"] for r in rows]
+        # Budget for the recovery test: 60% of what a full-length answer takes right now (the
+        # machine is shared, so its speed drifts), so only a capped answer can hit it.
+        # Re-measure first: on a shared machine the speed of ten minutes ago is not today's.
+        now = calibrate(pool, list(reg.models), machine, quick=True)
+        full = [run_prompt(pool, reg.pair(args.pairs[0]), user_messages(p), GenerationConfig(max_tokens=args.max_tokens))
+                .stats.latency_s for p in LONG_PROMPTS[:3]]
         budget = 0.6 * statistics.median(full)
-        learn = recovery(pool, reg, profile, wrong=args.wrong, budget=budget, max_tokens=args.max_tokens,
+        learn = recovery(pool, reg, now, wrong=args.wrong, budget=budget, max_tokens=args.max_tokens,
                          runs=args.runs, learn=True)
-        control = recovery(pool, reg, profile, wrong=args.wrong, budget=budget, max_tokens=args.max_tokens,
+        control = recovery(pool, reg, now, wrong=args.wrong, budget=budget, max_tokens=args.max_tokens,
                            runs=max(4, args.runs // 2), learn=False)
 
     pred = [r["predicted_s"] for r in rows]

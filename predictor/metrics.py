@@ -14,6 +14,8 @@ from collections import Counter
 from typing import Any
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ANSWER_IS = re.compile(r"answer is[^\d\-]*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -42,9 +44,8 @@ def gsm8k_em(text: str, reference: str) -> float:
 
 def normalize_answer(s: str) -> str:
     """ORQA/SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    s = s.lower().translate(_NO_PUNCT)
+    s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 
 

@@ -7,9 +7,9 @@ one step drafts k tokens and yields E[k, a] = (1 - a^(k+1)) / (1 - a) tokens, so
 (k c + V(k)) / E[k, a] per token; the engine adapts k and stops drafting when that loses,
 so the model takes the best k and never more than plain decoding.
 
-Prompt tokens are estimated from text (models are not loaded just to route): characters x a
-per-model tokens-per-character ratio, 1/3.5 until the run log has learned the real one, plus
-a fixed chat-template overhead.
+Prompt tokens are estimated from text (models are not loaded just to route): a fixed chat-
+template overhead plus characters / 3.5 until the run log has learned, per verifier, a line
+tokens = a + b x characters and the prefix the KV cache usually reuses (online.py).
 """
 
 from __future__ import annotations

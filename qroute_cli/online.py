@@ -113,6 +113,47 @@ class RunningMean:
 
 
 @dataclass
+class LinearFit:
+    """Least squares y = a + b x from running sums (prompt tokens from characters)."""
+
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def update(self, x: float, y: float) -> None:
+        self.n += 1
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+
+    def predict(self, x: float, a0: float, b0: float) -> float:
+        """The fit, or the default line until 3 points with spread in x exist."""
+        if self.n < 3:
+            return a0 + b0 * x
+        var = self.sxx - self.sx * self.sx / self.n
+        if var < 1e-9 * max(self.sxx, 1.0) or var / self.n < 25.0:  # all prompts about as long
+            return self.sy / self.n + b0 * (x - self.sx / self.n)
+        b = (self.sxy - self.sx * self.sy / self.n) / var
+        a = (self.sy - b * self.sx) / self.n
+        return a + max(b, 0.0) * x
+
+
+@dataclass(frozen=True)
+class Residual:
+    """What one run needs to be re-predicted with today's factors (for the margin)."""
+
+    pair: str
+    verifier: str
+    prefill_s: float  # profile-only prefill for the prompt as predicted
+    per_token_s: float  # profile-only time per token at the observed acceptance
+    tokens: float  # output tokens as predicted before the run
+    observed_s: float
+
+
+@dataclass
 class OnlineEstimates:
     """Corrections on top of the profile and the scorer, updated by every run."""
 
@@ -122,20 +163,20 @@ class OnlineEstimates:
     prefill: LogFactorFilter = field(default_factory=LogFactorFilter)
     acceptance: dict[tuple[str, str], BetaRate] = field(default_factory=dict)
     length: dict[tuple[str, str], RunningMean] = field(default_factory=dict)
-    chars: dict[str, list[float]] = field(default_factory=dict)  # verifier -> [chars, tokens]
-    errors: deque = field(default_factory=lambda: deque(maxlen=30))  # recent log(obs/pred)
+    chars: dict[str, LinearFit] = field(default_factory=dict)  # verifier: prompt tokens ~ chars
+    cached: dict[str, RunningMean] = field(default_factory=dict)  # verifier: prompt tokens reused
+    residuals: deque = field(default_factory=lambda: deque(maxlen=30))  # recent runs, for the margin
     runs: int = 0
 
     # -- reading ------------------------------------------------------------------
 
-    def tokens_per_char(self, verifier: str) -> float:
-        c = self.chars.get(verifier)
-        if not c or c[0] < 200:  # too little text to trust the ratio
-            return DEFAULT_TOKENS_PER_CHAR
-        return max(c[1], 1.0) / c[0]
-
     def prompt_tokens(self, verifier: str, chars: int) -> float:
-        return TEMPLATE_TOKENS + chars * self.tokens_per_char(verifier)
+        """Prompt tokens to prefill: a learned line in characters, less the usual cached prefix."""
+        fit = self.chars.get(verifier)
+        total = fit.predict(chars, TEMPLATE_TOKENS, DEFAULT_TOKENS_PER_CHAR) if fit else \
+            TEMPLATE_TOKENS + chars * DEFAULT_TOKENS_PER_CHAR
+        cached = self.cached[verifier].mean(0.0) if verifier in self.cached else 0.0
+        return max(total - cached, 1.0)
 
     def acceptance_for(self, pair: str, task: str, prior: float) -> tuple[float, bool]:
         """(rate, learned?): per task shrunk to the pair's pooled rate, shrunk to the prior."""
@@ -154,10 +195,22 @@ class OnlineEstimates:
         return prior, False
 
     def margin(self) -> float:
-        """Multiplier on predicted latency so that about target_hit_rate of runs fit."""
-        if len(self.errors) < 5:
+        """Multiplier on predicted latency so that about target_hit_rate of runs fit.
+
+        Recent runs are re-predicted with today's factors, so the margin measures what the
+        model still gets wrong (length, noise), not errors it has already learned away.
+        """
+        if len(self.residuals) < 5:
             return self.default_margin
-        q = float(np.quantile(np.array(self.errors), self.target_hit_rate))
+        logs = []
+        for r in self.residuals:
+            pred = (r.prefill_s * self.prefill.factor(r.verifier)
+                    + r.tokens * r.per_token_s * self.decode.factor(r.pair))
+            if pred > 0 and r.observed_s > 0:
+                logs.append(math.log(r.observed_s / pred))
+        if len(logs) < 5:
+            return self.default_margin
+        q = float(np.quantile(np.array(logs), self.target_hit_rate))
         return min(max(math.exp(q), 1.0), 3.0)
 
     # -- learning -----------------------------------------------------------------
@@ -169,27 +222,27 @@ class OnlineEstimates:
         if rec.drafted:
             for key in ((rec.pair, rec.task), (rec.pair, "*")):
                 self.acceptance.setdefault(key, BetaRate()).update(rec.accepted, rec.drafted)
-        if rec.finish == "stop" and rec.output_tokens > 0:
+        if rec.output_tokens > 0 and rec.finish != "interrupted":
+            # Runs cut at max_tokens count as they are: what we predict is min(length, max_tokens).
             for key in ((rec.verifier, rec.task), (rec.verifier, "*")):
                 self.length.setdefault(key, RunningMean()).update(rec.output_tokens)
-        if rec.prompt_chars > 0 and rec.prompt_tokens > TEMPLATE_TOKENS:
-            c = self.chars.setdefault(rec.verifier, [0.0, 0.0])
-            c[0] += rec.prompt_chars
-            c[1] += rec.prompt_tokens - TEMPLATE_TOKENS
-        if rec.predicted_latency_s:
-            y = log_ratio(rec.observed_latency_s, rec.predicted_latency_s)
-            if y is not None:
-                self.errors.append(y)
+        if rec.prompt_chars > 0 and rec.prompt_tokens > 0:
+            self.chars.setdefault(rec.verifier, LinearFit()).update(rec.prompt_chars, rec.prompt_tokens)
+            self.cached.setdefault(rec.verifier, RunningMean()).update(rec.prompt_cached)
         if pair is None or profile is None or not all(m in profile.models for m in _models(pair)):
             return
         new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
-        y = log_ratio(rec.ttft_s, base_prefill(profile, registry, pair, new_tokens))
+        prefill_base = base_prefill(profile, registry, pair, new_tokens)
+        per_token_base, _ = base_per_token(profile, pair, rec.acceptance)
+        if rec.predicted_tokens:
+            self.residuals.append(Residual(pair.name, pair.verifier, prefill_base, per_token_base,
+                                           rec.predicted_tokens, rec.observed_latency_s))
+        y = log_ratio(rec.ttft_s, prefill_base)
         if y is not None:
             self.prefill.update(pair.verifier, y)
         if rec.output_tokens >= 2:
             per_token = (rec.observed_latency_s - rec.ttft_s) / (rec.output_tokens - 1)
-            base, _ = base_per_token(profile, pair, rec.acceptance)
-            y = log_ratio(per_token, base)
+            y = log_ratio(per_token, per_token_base)
             if y is not None:
                 self.decode.update(pair.name, y)
 
@@ -211,8 +264,8 @@ def estimate(
 ) -> Estimate:
     """Predicted prefill, per-token time and length of one pair on one prompt.
 
-    Acceptance and length come from a trained predictor when there is one, else from the
-    running averages of this pair and task type, else from the priors.
+    Acceptance and length come from a trained predictor when it covers the pair, else from
+    the running averages of this pair (or verifier) and task type, else from the priors.
     """
     pair = registry.pairs[pair_name]
     trained = prediction.scorer != "prior"

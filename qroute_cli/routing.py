@@ -254,7 +254,7 @@ class Router:
         self._pending[id(result)] = (
             task, chars,
             chosen.latency_s if chosen else None,
-            chosen.estimate.tokens if chosen else None,
+            min(chosen.estimate.tokens, result.max_tokens or max_tokens) if chosen else None,
             chosen.estimate.acceptance if chosen else None,
         )
         if options and not any(c.fits for c in result.candidates) and forced_pair is None \

@@ -143,15 +143,34 @@ def test_log_factor_filter_learns_shared_and_local():
     assert f.factor("a") > 1.5  # what is special about "a" stays
 
 
-def test_margin_is_quantile_of_recent_errors():
+def test_margin_is_quantile_of_recent_errors_under_current_factors():
+    from qroute_cli.online import Residual
+
     o = OnlineEstimates(target_hit_rate=0.8)
     assert o.margin() == o.default_margin
-    o.errors.extend([math.log(x) for x in (0.9, 1.0, 1.1, 1.2, 1.5, 1.0, 1.0, 1.3, 1.4, 2.0)])
-    expect = math.exp(np.quantile([math.log(x) for x in (0.9, 1.0, 1.1, 1.2, 1.5, 1.0, 1.0, 1.3, 1.4, 2.0)], 0.8))
-    assert o.margin() == pytest.approx(expect)
-    o.errors.clear()
-    o.errors.extend([math.log(0.5)] * 10)
+    ratios = (0.9, 1.0, 1.1, 1.2, 1.5, 1.0, 1.0, 1.3, 1.4, 2.0)
+    o.residuals.extend(Residual("p", "v", 0.0, 0.01, 100, x) for x in ratios)  # predicted 1.0 s each
+    assert o.margin() == pytest.approx(float(np.quantile(ratios, 0.8)), rel=0.05)
+    # Once the filter has learned that "p" runs 1.5x slower, the same runs need less slack.
+    for _ in range(20):
+        o.decode.update("p", math.log(1.5))
+    assert o.margin() == 1.0
+    o.residuals.clear()
+    o.residuals.extend(Residual("q", "v", 0.0, 0.01, 100, 0.5) for _ in range(10))
     assert o.margin() == 1.0  # never below 1
+
+
+def test_prompt_tokens_learn_line_and_cached_prefix():
+    o = OnlineEstimates()
+    assert o.prompt_tokens("v", 350) == pytest.approx(latency.TEMPLATE_TOKENS + 100)
+    from qroute_cli.online import LinearFit, RunningMean
+
+    fit = o.chars.setdefault("v", LinearFit())
+    for chars in (20, 100, 400, 900):
+        fit.update(chars, 40 + chars / 5)  # 40 template tokens, 5 characters per token
+    assert o.prompt_tokens("v", 500) == pytest.approx(140.0)
+    o.cached["v"] = RunningMean(2, 60)  # 30 prompt tokens were reused on average
+    assert o.prompt_tokens("v", 500) == pytest.approx(140.0 - 60 / 5, rel=0.01)
 
 
 def test_acceptance_and_length_shrink_to_prior():

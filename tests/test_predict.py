@@ -142,3 +142,39 @@ def test_shipped_predictor_is_real_small_and_fast(real_registry):
         times.append((time.perf_counter() - t0) * 1000)
     print(f"shipped predictor {scorer.name}: {size / 1e6:.2f} MB, p50 {np.median(times):.3f} ms, "
           f"p95 {np.percentile(times, 95):.3f} ms")
+
+
+def test_training_pipeline_end_to_end(tmp_path, fake_registry):
+    """predictor.train on a small synthetic table: CV figures, export check, a loadable file."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("onnx")
+    import json
+
+    from predictor import datagen, splits, train
+
+    if not (splits.data_root() / "human_quality" / "evouna_tq.json").exists():
+        pytest.skip("shared data (EVOUNA, HANNA) not found")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "rows.jsonl.gz"
+    for d, base in (("gsm8k", 0.6), ("nq", 0.3), ("wp", 0.1)):
+        for row in splits.sample(splits.train_rows(d), 8):
+            for m, skill in (("fake-big", 1.0), ("fake-small", 0.4)):
+                datagen.append_row(data, {
+                    "key": f"{d}:{row.id}:{m}", "dataset": d, "id": row.id, "model": m, "prompt": datagen.prompt_for(row),
+                    "output_tokens": int(rng.integers(5, 200)),
+                    "acceptance": {"fake-big+ngram": float(rng.random())} if m == "fake-big" else {},
+                    "scores": {"quality": float(min(1.0, base * skill + 0.1 * rng.random()))},
+                })
+    ship = tmp_path / "ship" / "predictor.onnx"
+    rc = train.main(["--data", str(data), "--no-encoder", "--folds", "3", "--build-dir", str(tmp_path / "build"),
+                     "--ship-to", str(ship), "--results", str(tmp_path / "cv.json")])
+    assert rc == 0
+    cv = json.loads((tmp_path / "cv.json").read_text())
+    assert cv["data"]["prompts"] == 24 and cv["shipped"].startswith("hashed")
+    assert {"hashed-ridge", "hashed-mlp", "dataset-mean", "length-only"} <= set(cv["results"])
+    assert all(e["max_abs_diff_vs_numpy"] < 1e-4 for e in cv["exported"].values())
+    # fake-big is better everywhere: the predictor must rank it first on held-out prompts.
+    assert cv["results"]["hashed-ridge"]["all"]["better_of_two"]["accuracy"] > 0.8
+    pred = predict.load_default(fake_registry, ship).predict("What is 3 + 4?")
+    assert pred.quality["fake-big"] > pred.quality["fake-small"]
+    assert set(pred.acceptance) == {"fake-big+ngram"}

@@ -1,0 +1,99 @@
+"""`qroute bench`: quality-speed comparison of routing strategies on GSM8K, NQ and WritingPrompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qroute_cli.errors import UsageError
+
+PRESETS = {"quick": 3, "full": 20}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+
+
+def bench(
+    tasks: str = typer.Option("gsm8k,nq,wp", "--tasks", help="Comma-separated: gsm8k, nq, wp."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Prompts per task (overrides the preset)."),
+    quick: bool = typer.Option(False, "--quick", help="3 prompts per task: a few minutes on 2 cores."),
+    full: bool = typer.Option(False, "--full", help="20 prompts per task: the preset behind bench/REPORT.md."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated pairs (default: all with models present)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for random and bandit baselines."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON, CSV, PNG plots and summary.json here."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Result cache (default: in the user data dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
+) -> None:
+    """Run every (prompt, pair) once, then compare strategies on the same results.
+
+    Compares each static pair, cost-only routing, random, a MetaLLM-style bandit, an
+    LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets and the oracle:
+    Pareto frontiers, hypervolume, quality at matched latency and APGR. Results are cached, so
+    an interrupted bench resumes.
+
+    Examples:
+
+      qroute bench --quick
+
+      qroute bench --full --out bench/results
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from qroute_cli import paths
+    from qroute_cli.cli import registry, state
+    from qroute_cli.evaluation.bench import BenchConfig, run_bench
+    from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
+    from qroute_cli.models import store
+    from qroute_cli.pool import ModelPool, is_fake
+    from qroute_cli.render import console, err_console
+    from qroute_cli.routing import Router
+
+    if quick and full:
+        raise UsageError("Choose one of --quick and --full.")
+    reg = registry()
+    n = limit or PRESETS["full" if full else "quick"]
+    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    if pairs:
+        pair_list = tuple(reg.pair(p.strip()).name for p in pairs.split(",") if p.strip())
+    else:
+        pair_list = tuple(
+            p.name for p in reg.pairs.values()
+            if all(is_fake(m) or store.model_path(m).exists() for m in reg.pair_models(p))
+        )
+    if len(pair_list) < 2:
+        raise UsageError("The bench needs at least two pairs with their models present.",
+                         "Fetch models with: qroute models pull")
+    cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir)
+    from qroute_cli.evaluation.bench import select_items
+
+    total = len(select_items(cfg)) * len(pair_list)
+    cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
+    err = err_console()
+    with ModelPool(reg, max_loaded=3) as pool:
+        router = Router(reg, strategy="quality", pool=pool, console=err, seed=seed)
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=err, disable=state.quiet) as progress:
+                bar = progress.add_task("running prompts x pairs", total=total)
+
+                def on_cell(item, pair, cell, cached):
+                    progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
+
+                res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell)
+        finally:
+            router.close()
+    if out is not None:
+        written = write_outputs(res, out)
+        err.print(f"[dim]wrote {len(written)} files to {out}[/]")
+    if as_json:
+        typer.echo(json.dumps(res.summary, indent=1))
+        return
+    c = console()
+    c.print(matrix_table(res))
+    c.print(summary_table(res))
+    c.print(headline_table(res))

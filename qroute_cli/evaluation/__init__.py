@@ -1,0 +1,1 @@
+"""Evaluation: task formats and data, answer metrics, the bench's result matrix and strategies."""

@@ -1,0 +1,148 @@
+"""`qroute bench`: run the result matrix, evaluate every strategy on it, report.
+
+Flow: tasks -> items -> matrix (every prompt x pair, cached) -> strategies (static pairs,
+cost, random, bandit sweep, QualityRoute budget sweep, oracle, ensemble) -> frontiers and
+headline figures -> tables, JSON/CSV, PNG plots, summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from qroute_cli.evaluation import frontier, strategies
+from qroute_cli.evaluation.matrix import Matrix, run_matrix
+from qroute_cli.evaluation.strategies import Outcome
+from qroute_cli.evaluation.tasks import TASKS, Item, load
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    tasks: tuple[str, ...] = TASKS
+    limit: int = 4  # prompts per task
+    pairs: tuple[str, ...] = ()  # empty: every pair whose models are present
+    seed: int = 0
+    data_dir: Path | None = None
+    budgets: tuple[float, ...] = ()  # empty: derived from the measured latencies
+    lambdas: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3)
+    random_seeds: int = 5
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    items: list[Item]
+    matrix: Matrix
+    outcomes: list[Outcome] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    by_task: dict = field(default_factory=dict)
+
+
+def select_items(cfg: BenchConfig) -> list[Item]:
+    items: list[Item] = []
+    for task in cfg.tasks:
+        rows = load(task, cfg.data_dir)
+        items.extend(rows[: cfg.limit])
+    return items
+
+
+def default_budgets(m: Matrix, items: Sequence[Item]) -> tuple[float, ...]:
+    """A sweep from the fastest pair's typical latency to past the slowest's."""
+    lats = sorted(m.cell(it, p).latency_s for it in items for p in m.pairs)
+    lo, hi = max(lats[0], 0.05), lats[-1] * 1.2
+    n = 12
+    return tuple(round(lo * (hi / lo) ** (i / (n - 1)), 3) for i in range(n))
+
+
+def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, router=None,
+             scorers: dict | None = None) -> list[Outcome]:
+    """Every strategy on the same matrix."""
+    out: list[Outcome] = [strategies.static(m, items, p) for p in m.pairs]
+    budgets = cfg.budgets or default_budgets(m, items)
+    out += [strategies.oracle(m, items, b) for b in budgets] + [strategies.oracle(m, items, None)]
+    rnd = [strategies.random_choice(m, items, cfg.seed + s) for s in range(cfg.random_seeds)]
+    out.append(Outcome("random", f"mean of {cfg.random_seeds} seeds", rnd[0].choices,
+                       [statistics.mean(q) for q in zip(*(r.quality for r in rnd))],
+                       [statistics.mean(lat) for lat in zip(*(r.latency for r in rnd))]))
+    out += [strategies.bandit(m, items, lam, seed=cfg.seed) for lam in cfg.lambdas]
+    plain = [p for p in m.pairs if registry.pair(p).drafter == "none"]
+    if len(plain) > 1:
+        out.append(strategies.ensemble(m, items, plain))
+    if router is not None:
+        scorers = scorers or {"default": None}
+        for name, scorer in scorers.items():
+            if scorer is not None:
+                router._scorer = scorer
+            suffix = "" if name == "default" else f" [{name}]"
+            cost = strategies.routed(m, items, router, "cost", None, "fastest predicted")
+            cost.strategy += suffix
+            out.append(cost)
+            for b in budgets:
+                o = strategies.routed(m, items, router, "quality", b)
+                o.strategy += suffix
+                out.append(o)
+    return out
+
+
+def points(outcomes: Sequence[Outcome], strategy: str) -> list[frontier.Point]:
+    return [(o.mean_latency, o.mean_quality) for o in outcomes if o.strategy == strategy]
+
+
+def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
+    """The three headline figures plus context, on one set of outcomes."""
+    statics = [o for o in outcomes if o.strategy == "static"]
+    qr = points(outcomes, "quality")
+    all_lat = [o.mean_latency for o in outcomes if o.strategy != "ensemble"]
+    ref = max(all_lat) * 1.1 if all_lat else 1.0
+    best_static = max(statics, key=lambda o: frontier.hypervolume([(o.mean_latency, o.mean_quality)], ref))
+    hv_static = frontier.hypervolume([(best_static.mean_latency, best_static.mean_quality)], ref)
+    hv_qr = frontier.hypervolume(qr, ref) if qr else None
+    cost = next((o for o in outcomes if o.strategy == "cost"), None)
+    gain = None
+    if cost is not None and qr:
+        q_match = frontier.quality_at(qr, cost.mean_latency * 1.0)
+        if q_match is not None and cost.mean_quality > 0:
+            gain = (q_match - cost.mean_quality) / cost.mean_quality
+    weak = min(statics, key=lambda o: o.mean_latency)
+    strong = max(statics, key=lambda o: (o.mean_quality, -o.mean_latency))
+    ap = frontier.apgr(qr, (weak.mean_latency, weak.mean_quality), (strong.mean_latency, strong.mean_quality)) if qr else None
+    oracle_free = next((o for o in outcomes if o.strategy == "oracle" and o.budget_s is None), None)
+    return {
+        "n_prompts": len(items),
+        "tasks": sorted({it.task for it in items}),
+        "hypervolume_ratio_vs_best_static": None if hv_qr is None or hv_static <= 0 else round(hv_qr / hv_static, 4),
+        "best_static_pair": best_static.setting,
+        "quality_gain_vs_cost_at_matched_latency": None if gain is None else round(gain, 4),
+        "cost_point": None if cost is None else [round(cost.mean_latency, 3), round(cost.mean_quality, 4)],
+        "apgr": None if ap is None else round(ap, 4),
+        "weak_pair": weak.setting,
+        "strong_pair": strong.setting,
+        "oracle_quality": None if oracle_free is None else round(oracle_free.mean_quality, 4),
+        "hypervolume_reference_latency_s": round(ref, 3),
+    }
+
+
+def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
+              on_cell: Callable | None = None) -> BenchResult:
+    items = select_items(cfg)
+    pairs = list(cfg.pairs) or list(pool.registry.pairs)
+    t0 = time.perf_counter()
+    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
+    outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers)
+    res = BenchResult(cfg, items, matrix, outcomes)
+    res.summary = headline(outcomes, items)
+    res.summary["matrix_seconds"] = round(time.perf_counter() - t0, 1)
+    for task in sorted({it.task for it in items}):
+        idx = [i for i, it in enumerate(items) if it.task == task]
+        sub = [_subset(o, idx) for o in outcomes]
+        res.by_task[task] = {"summary": headline(sub, [items[i] for i in idx]), "outcomes": sub}
+    return res
+
+
+def _subset(o: Outcome, idx: list[int]) -> Outcome:
+    return Outcome(o.strategy, o.setting, [o.choices[i] for i in idx], [o.quality[i] for i in idx],
+                   [o.latency[i] for i in idx], o.budget_s, dict(o.extra))

@@ -1,0 +1,126 @@
+"""The bench's result matrix: every (prompt, pair) run once, scored, cached on disk.
+
+The cache is append-only JSON Lines keyed by the pair's model hashes, the prompt and the
+generation settings, so an interrupted bench resumes where it stopped and a changed model
+or setting is never mixed with old results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from qroute_cli.config import Registry
+from qroute_cli.evaluation import metrics
+from qroute_cli.evaluation.tasks import FORMATS, Item
+from qroute_cli.types import GenerationConfig, Pair
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pair's answer to one prompt."""
+
+    quality: float
+    scores: dict
+    latency_s: float
+    ttft_s: float
+    tokens: int
+    prompt_tokens: int
+    drafted: int
+    accepted: int
+    text: str
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+
+@dataclass
+class Matrix:
+    items: list[Item]
+    pairs: list[str]
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+
+    def cell(self, item: Item, pair: str) -> Cell:
+        return self.cells[(item.id, pair)]
+
+    def complete_items(self) -> list[Item]:
+        return [it for it in self.items if all((it.id, p) in self.cells for p in self.pairs)]
+
+
+def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig) -> str:
+    models = [registry.model(pair.verifier)] + (
+        [registry.model(pair.drafter)] if pair.drafter_kind == "model" else []
+    )
+    ident = {
+        "v": CACHE_VERSION,
+        "models": [m.sha256 or m.path or m.name for m in models],
+        "drafter": pair.drafter_kind,
+        "prompt": item.prompt,
+        "max_tokens": config.max_tokens,
+        "temperature": config.temperature,
+        "draft_max": config.draft_max,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_cache(path: Path) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    if not path.exists():
+        return out
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+                out[row["key"]] = row
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a crash: run that cell again
+    return out
+
+
+def run_matrix(
+    pool,
+    items: Sequence[Item],
+    pairs: Sequence[str],
+    cache_path: Path,
+    *,
+    on_cell: Callable[[Item, str, Cell, bool], None] | None = None,
+) -> Matrix:
+    """Run every (item, pair) not yet in the cache; pair-major so models load once."""
+    from qroute_cli.service import run_prompt, user_messages
+
+    registry = pool.registry
+    cache = load_cache(cache_path)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    matrix = Matrix(list(items), list(pairs))
+    with cache_path.open("a", encoding="utf-8") as log:
+        for pair_name in pairs:
+            pair = registry.pair(pair_name)
+            for item in items:
+                config = GenerationConfig(max_tokens=FORMATS[item.task].max_tokens, temperature=0.0)
+                key = cell_key(registry, pair, item, config)
+                if key in cache:
+                    cell = Cell(**cache[key]["cell"])
+                    matrix.cells[(item.id, pair_name)] = cell
+                    if on_cell:
+                        on_cell(item, pair_name, cell, True)
+                    continue
+                gen = run_prompt(pool, pair, user_messages(item.prompt), config)
+                scores = metrics.score(item.task, gen.text, item.reference)
+                s = gen.stats
+                cell = Cell(
+                    quality=float(scores["quality"]), scores=scores, latency_s=s.latency_s, ttft_s=s.ttft_s,
+                    tokens=s.output_tokens, prompt_tokens=s.prompt_tokens, drafted=s.drafted,
+                    accepted=s.accepted, text=gen.text,
+                )
+                log.write(json.dumps({"key": key, "item": item.id, "pair": pair_name, "cell": asdict(cell)}) + "\n")
+                log.flush()
+                matrix.cells[(item.id, pair_name)] = cell
+                if on_cell:
+                    on_cell(item, pair_name, cell, False)
+    return matrix

@@ -1,0 +1,107 @@
+"""Automatic quality of one answer: GSM8K exact match, NQ normalised EM / token F1,
+WritingPrompts ROUGE-L / BLEU against the human story.
+
+`quality(dataset, text, reference)` gives the number in [0, 1] the predictor learns:
+GSM8K exact match (0/1), NQ token F1 (1.0 on an exact match), WritingPrompts ROUGE-L F1.
+`correct` (for AUC) is EM for GSM8K and F1 >= 0.5 for NQ; WritingPrompts has none.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from typing import Any
+
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_IS = re.compile(r"answer is[^\d\-]*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+
+
+def _num(s: str) -> str:
+    s = s.replace(",", "").rstrip(".")
+    try:
+        v = float(s)
+    except ValueError:
+        return s
+    return str(int(v)) if v == int(v) else repr(v)
+
+
+def gsm8k_extract(text: str) -> str | None:
+    """The final number: after the last 'answer is' if present, else the last number."""
+    m = _ANSWER_IS.findall(text)
+    if m:
+        return _num(m[-1])
+    nums = _NUM.findall(text)
+    return _num(nums[-1]) if nums else None
+
+
+def gsm8k_em(text: str, reference: str) -> float:
+    got = gsm8k_extract(text)
+    return float(got is not None and got == _num(reference))
+
+
+def normalize_answer(s: str) -> str:
+    """ORQA/SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _nq_candidates(text: str) -> list[str]:
+    """The answer line: small models often add an explanation after the first line."""
+    first = text.strip().split("\n")[0] if text.strip() else ""
+    first = re.sub(r"^(answer|a)\s*:\s*", "", first, flags=re.IGNORECASE)
+    return [first]
+
+
+def nq_em(text: str, answers: list[str]) -> float:
+    pred = normalize_answer(_nq_candidates(text)[0])
+    return float(any(pred == normalize_answer(a) for a in answers))
+
+
+def token_f1(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g or same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def nq_f1(text: str, answers: list[str]) -> float:
+    pred = _nq_candidates(text)[0]
+    return max((token_f1(pred, a) for a in answers), default=0.0)
+
+
+_rouge = None
+
+
+def rouge_l(text: str, reference: str) -> float:
+    global _rouge
+    if _rouge is None:
+        from rouge_score import rouge_scorer
+
+        _rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(_rouge.score(reference, text)["rougeL"].fmeasure)
+
+
+def bleu(text: str, reference: str) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.sentence_bleu(text, [reference]).score) / 100.0
+
+
+def score(dataset: str, text: str, reference: Any) -> dict[str, float]:
+    """All automatic scores of one answer, plus `quality` and (where defined) `correct`."""
+    if dataset == "gsm8k":
+        em = gsm8k_em(text, reference)
+        return {"em": em, "quality": em, "correct": em}
+    if dataset == "nq":
+        em, f1 = nq_em(text, reference), nq_f1(text, reference)
+        return {"em": em, "f1": f1, "quality": f1, "correct": float(f1 >= 0.5)}
+    if dataset == "wp":
+        rl = rouge_l(text, reference)
+        return {"rouge_l": rl, "bleu": bleu(text, reference), "quality": rl}
+    raise ValueError(f"unknown dataset {dataset!r}")

@@ -1,0 +1,147 @@
+"""Bench output: Rich tables, JSON/CSV rows, PNG plots of the quality-latency plane."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.table import Table
+
+from qroute_cli.evaluation import frontier
+from qroute_cli.evaluation.bench import BenchResult
+
+
+def outcome_row(o, task: str = "all") -> dict:
+    overhead = o.extra.get("overhead_ms")
+    return {
+        "task": task, "strategy": o.strategy, "setting": o.setting,
+        "mean_quality": round(o.mean_quality, 4), "mean_latency_s": round(o.mean_latency, 3),
+        "p50_latency_s": round(o.percentile(50), 3), "p95_latency_s": round(o.percentile(95), 3),
+        "budget_s": o.budget_s, "budget_hit_rate": None if o.hit_rate is None else round(o.hit_rate, 3),
+        "routing_overhead_ms_p50": None if not overhead else round(sorted(overhead)[len(overhead) // 2], 3),
+        "choices": dict(sorted({p: o.choices.count(p) for p in set(o.choices)}.items())),
+    }
+
+
+def summary_table(res: BenchResult, title: str = "Strategies on the result matrix") -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("strategy", "setting", "quality", "mean lat.", "p95 lat.", "hit rate", "most chosen"):
+        t.add_column(col)
+    for o in res.outcomes:
+        top = max(set(o.choices), key=o.choices.count)
+        t.add_row(o.strategy, o.setting, f"{o.mean_quality:.3f}", f"{o.mean_latency:.2f}s",
+                  f"{o.percentile(95):.2f}s", "-" if o.hit_rate is None else f"{o.hit_rate:.0%}",
+                  f"{top} ({o.choices.count(top)}/{len(o.choices)})")
+    return t
+
+
+def matrix_table(res: BenchResult) -> Table:
+    t = Table(title="Pairs measured (every prompt run once)", title_justify="left")
+    for col in ("pair", "quality", "mean lat.", "tok/s", "acceptance"):
+        t.add_column(col)
+    m = res.matrix
+    for p in m.pairs:
+        cells = [m.cell(it, p) for it in res.items]
+        toks = sum(c.tokens for c in cells)
+        secs = sum(c.latency_s for c in cells)
+        drafted = sum(c.drafted for c in cells)
+        acc = sum(c.accepted for c in cells) / drafted if drafted else None
+        t.add_row(p, f"{sum(c.quality for c in cells) / len(cells):.3f}", f"{secs / len(cells):.2f}s",
+                  f"{toks / secs:.1f}" if secs else "-", "-" if acc is None else f"{acc:.0%}")
+    return t
+
+
+def headline_table(res: BenchResult) -> Table:
+    t = Table(title="Headline figures", title_justify="left")
+    for col in ("scope", "hypervolume vs best static", "quality vs cost @ matched latency", "APGR", "n"):
+        t.add_column(col)
+
+    def fmt(v, pct=False):
+        if v is None:
+            return "-"
+        return f"{v:+.1%}" if pct else f"{v:.3f}"
+
+    rows = [("all", res.summary)] + [(task, d["summary"]) for task, d in res.by_task.items()]
+    for scope, s in rows:
+        t.add_row(scope, fmt(s["hypervolume_ratio_vs_best_static"]),
+                  fmt(s["quality_gain_vs_cost_at_matched_latency"], pct=True), fmt(s["apgr"]), str(s["n_prompts"]))
+    return t
+
+
+def routing_analysis(res: BenchResult) -> list[dict]:
+    """Which pair QualityRoute chose per task and prompt-length bucket, at each budget."""
+    rows = []
+    for o in res.outcomes:
+        if o.strategy != "quality":
+            continue
+        for task in sorted({it.task for it in res.items}):
+            for bucket, (lo, hi) in {"short": (0, 200), "medium": (200, 600), "long": (600, 10**9)}.items():
+                picks = [c for it, c in zip(res.items, o.choices) if it.task == task and lo <= len(it.prompt) < hi]
+                if picks:
+                    rows.append({"budget": o.setting, "task": task, "length": bucket,
+                                 "choices": dict(sorted({p: picks.count(p) for p in set(picks)}.items()))})
+    return rows
+
+
+def write_outputs(res: BenchResult, out: Path) -> list[Path]:
+    """JSON + CSV of every row, summary.json, and one PNG plot per task (and overall)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    rows = [outcome_row(o) for o in res.outcomes]
+    for task, d in res.by_task.items():
+        rows += [outcome_row(o, task) for o in d["outcomes"]]
+    (out / "strategies.json").write_text(json.dumps(rows, indent=1))
+    with (out / "strategies.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "choices": json.dumps(r["choices"])})
+    cells = [{"item": it.id, "task": it.task, "pair": p, **{k: v for k, v in asdict(res.matrix.cell(it, p)).items()}}
+             for it in res.items for p in res.matrix.pairs]
+    (out / "matrix.json").write_text(json.dumps(cells, indent=1, ensure_ascii=False))
+    summary = dict(res.summary)
+    summary["by_task"] = {task: d["summary"] for task, d in res.by_task.items()}
+    summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res.config).items()}
+    summary["routing_analysis"] = routing_analysis(res)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    written += [out / "strategies.json", out / "strategies.csv", out / "matrix.json", out / "summary.json"]
+    written += plot(res, out)
+    return written
+
+
+def plot(res: BenchResult, out: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    scopes = [("all", res.outcomes)] + [(t, d["outcomes"]) for t, d in res.by_task.items()]
+    styles = {"static": "s", "quality": "o", "cost": "v", "oracle": "*", "random": "x", "bandit": "^", "ensemble": "D"}
+    for scope, outcomes in scopes:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for strat in sorted({o.strategy for o in outcomes}):
+            pts = [(o.mean_latency, o.mean_quality) for o in outcomes if o.strategy == strat]
+            base = strat.split(" ")[0]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=styles.get(base, "."), label=strat, alpha=0.8)
+            if base in ("quality", "oracle", "bandit") and len(pts) > 1:
+                fr = frontier.pareto(pts)
+                ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", alpha=0.5)
+        for o in outcomes:
+            if o.strategy == "static":
+                ax.annotate(o.setting, (o.mean_latency, o.mean_quality), fontsize=6, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_xlabel("mean latency per prompt (s, log)")
+        ax.set_ylabel("mean quality")
+        ax.set_title(f"qroute bench: {scope}")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = out / f"pareto_{scope}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,154 @@
+"""Strategies evaluated on one result matrix: each yields, per prompt, the pair it would run.
+
+`quality`, `cost` and `random` ask qroute's own Router (predictions only, nothing runs);
+`oracle` looks at the measured matrix in hindsight; `bandit` learns online over the prompt
+stream from the rewards it observes; `ensemble` runs every verifier and keeps one answer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from qroute_cli.evaluation import metrics
+from qroute_cli.evaluation.matrix import Matrix
+from qroute_cli.evaluation.tasks import Item
+
+
+@dataclass
+class Outcome:
+    """A strategy at one setting: per-prompt choices and what they cost and earned."""
+
+    strategy: str
+    setting: str
+    choices: list[str]  # pair per item ("ensemble" rows name the answer's pair)
+    quality: list[float]
+    latency: list[float]
+    budget_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mean_quality(self) -> float:
+        return sum(self.quality) / max(len(self.quality), 1)
+
+    @property
+    def mean_latency(self) -> float:
+        return sum(self.latency) / max(len(self.latency), 1)
+
+    def percentile(self, p: float) -> float:
+        xs = sorted(self.latency)
+        if not xs:
+            return 0.0
+        k = min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))
+        return xs[k]
+
+    @property
+    def hit_rate(self) -> float | None:
+        if self.budget_s is None:
+            return None
+        return sum(lat <= self.budget_s for lat in self.latency) / max(len(self.latency), 1)
+
+
+def from_choices(m: Matrix, items: Sequence[Item], strategy: str, setting: str, choices: list[str],
+                 budget_s: float | None = None) -> Outcome:
+    cells = [m.cell(it, p) for it, p in zip(items, choices)]
+    return Outcome(strategy, setting, choices, [c.quality for c in cells], [c.latency_s for c in cells], budget_s)
+
+
+def static(m: Matrix, items: Sequence[Item], pair: str) -> Outcome:
+    return from_choices(m, items, "static", pair, [pair] * len(items))
+
+
+def oracle(m: Matrix, items: Sequence[Item], budget_s: float | None) -> Outcome:
+    """Best measured quality among pairs that met the budget (ties: faster); else the fastest."""
+    choices = []
+    for it in items:
+        cells = {p: m.cell(it, p) for p in m.pairs}
+        fit = [p for p, c in cells.items() if budget_s is None or c.latency_s <= budget_s]
+        if fit:
+            best = max(cells[p].quality for p in fit)
+            choices.append(min((p for p in fit if cells[p].quality >= best - 1e-9), key=lambda p: cells[p].latency_s))
+        else:
+            choices.append(min(cells, key=lambda p: cells[p].latency_s))
+    label = "no budget" if budget_s is None else f"{budget_s:g}s"
+    return from_choices(m, items, "oracle", label, choices, budget_s)
+
+
+def random_choice(m: Matrix, items: Sequence[Item], seed: int) -> Outcome:
+    rng = random.Random(seed)
+    return from_choices(m, items, "random", f"seed {seed}", [rng.choice(m.pairs) for _ in items])
+
+
+def bandit(m: Matrix, items: Sequence[Item], lam: float, seed: int = 0, explore: float = 0.1) -> Outcome:
+    """MetaLLM-style: per-pair reward = quality - lam x latency, learned online (epsilon-greedy
+    with optimistic start) over the prompt stream; it sees each reward only after choosing."""
+    rng = random.Random(seed)
+    total: dict[str, float] = defaultdict(float)
+    count: Counter = Counter()
+    choices = []
+    for it in items:
+        untried = [p for p in m.pairs if count[p] == 0]
+        if untried:
+            pick = untried[0]
+        elif rng.random() < explore:
+            pick = rng.choice(m.pairs)
+        else:
+            pick = max(m.pairs, key=lambda p: total[p] / count[p])
+        c = m.cell(it, pick)
+        total[pick] += c.quality - lam * c.latency_s
+        count[pick] += 1
+        choices.append(pick)
+    return from_choices(m, items, "bandit", f"lambda {lam:g}", choices)
+
+
+def _consensus_pick(task: str, texts: dict[str, str]) -> str:
+    """An unsupervised ranker: the answer that agrees most with the others (MBR)."""
+    names = list(texts)
+    if task == "gsm8k":
+        votes = Counter(metrics.gsm8k_extract(texts[n]) for n in names)
+        votes.pop(None, None)
+        if votes:
+            top = votes.most_common(1)[0][0]
+            return next(n for n in names if metrics.gsm8k_extract(texts[n]) == top)
+        return names[0]
+
+    def sim(a: str, b: str) -> float:
+        return metrics.token_f1(a, b) if task == "nq" else metrics.rouge_l(a, b)
+
+    return max(names, key=lambda n: sum(sim(texts[n], texts[o]) for o in names if o != n))
+
+
+def ensemble(m: Matrix, items: Sequence[Item], verifier_pairs: Sequence[str]) -> Outcome:
+    """LLM-Blender-style: run every verifier (plain pairs, one after another on this machine),
+    keep the consensus answer; latency is the sum of all runs."""
+    choices, quality, latency = [], [], []
+    for it in items:
+        texts = {p: m.cell(it, p).text for p in verifier_pairs}
+        pick = _consensus_pick(it.task, texts)
+        choices.append(pick)
+        quality.append(m.cell(it, pick).quality)
+        latency.append(sum(m.cell(it, p).latency_s for p in verifier_pairs))
+    return Outcome("ensemble", f"{len(verifier_pairs)} verifiers", choices, quality, latency)
+
+
+def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: float | None,
+           setting: str | None = None) -> Outcome:
+    """Ask qroute's Router for each prompt (predictions only) and read the result off the matrix."""
+    from qroute_cli.router import parse_strategy
+    from qroute_cli.service import user_messages
+    from qroute_cli.evaluation.tasks import FORMATS
+
+    router.strategy, router.static_pair = parse_strategy(strategy, list(router.registry.pairs))
+    router.budget_s = budget_s if budget_s is not None else 1e9
+    choices, overhead = [], []
+    for it in items:
+        d = router.decide(user_messages(it.prompt), max_tokens=FORMATS[it.task].max_tokens)
+        choices.append(d.chosen if d.chosen in m.pairs else m.pairs[0])
+        overhead.append(d.overhead_ms)
+    label = setting or (f"{budget_s:g}s" if budget_s is not None else strategy)
+    out = from_choices(m, items, strategy, label, choices, budget_s)
+    out.extra["overhead_ms"] = overhead
+    return out

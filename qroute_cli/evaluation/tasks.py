@@ -1,0 +1,89 @@
+"""Bench tasks: how a data set's question becomes a prompt, and the rows the bench scores.
+
+The package ships small, licensed subsets (qroute_cli/data/bench, made by bench/make_data.py
+from the predictor's bench side of the split, so no row is ever one the predictor trained on):
+GSM8K test (MIT), NQ-open dev questions on the bench side (CC BY-SA 3.0), and HANNA's 96
+WritingPrompts prompts with human stories (MIT). `--data-dir` points at a folder laid out
+like ../shared/data instead (then WritingPrompts uses wp_test_sample70.jsonl).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qroute_cli.errors import UsageError
+
+TASKS = ("gsm8k", "nq", "wp")
+SHIPPED = Path(__file__).resolve().parent.parent / "data" / "bench"
+
+
+@dataclass(frozen=True)
+class TaskFormat:
+    """How a question becomes the user prompt, and how long an answer may get."""
+
+    template: str
+    max_tokens: int
+
+
+# The same strings the predictor was trained on (predictor/datagen.py uses these).
+FORMATS = {
+    # Brevity keeps the 1.5B's worked solutions under the cap.
+    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 256),
+    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 48),
+    "wp": TaskFormat("Write a very short story (under 100 words) for this prompt: {q}", 128),
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    id: str
+    question: str
+    reference: Any  # GSM8K: final number; NQ: list of answers; WP: the human story
+
+    @property
+    def prompt(self) -> str:
+        q = self.question.strip()
+        if self.task == "nq":
+            q = q[:1].upper() + q[1:]
+        return FORMATS[self.task].template.format(q=q)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def load(task: str, data_dir: Path | None = None) -> list[Item]:
+    """Bench rows of a task, in a fixed shuffled order (take a prefix for --limit)."""
+    if task not in TASKS:
+        from qroute_cli.errors import did_you_mean
+
+        raise UsageError(f"Unknown task '{task}'.", did_you_mean(task, list(TASKS)))
+    if data_dir is None:
+        path = SHIPPED / f"{task}.jsonl.gz"
+        if not path.exists():
+            raise UsageError(f"Bench data {path} is missing.", "Reinstall qroute or pass --data-dir.")
+        return [Item(task, r["id"], r["question"], r["reference"]) for r in _read_jsonl(path)]
+    return _from_data_dir(task, Path(data_dir))
+
+
+def _from_data_dir(task: str, root: Path) -> list[Item]:
+    """A user's copy of the source data sets; the NQ split by question is applied here too."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    try:
+        from predictor import splits  # the one place the split is defined
+    except ImportError as exc:
+        raise UsageError("--data-dir needs the qroute source tree (predictor/splits.py).") from exc
+    try:
+        rows = splits.sample(splits.bench_rows(task, root), 10**9, seed=0)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{root}: {exc.filename} not found.", "Point --data-dir at a folder laid out like shared/data.")
+    return [Item(task, r.id, r.question, r.reference) for r in rows]

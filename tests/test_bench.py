@@ -1,0 +1,128 @@
+"""The bench: metric functions on known values, frontier math, strategies on a hand-made
+matrix, and the whole pipeline end to end on the fake backend and on smollm2-135m."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FAKE_CONFIG, require_model
+from qroute_cli.evaluation import frontier, metrics, strategies
+from qroute_cli.evaluation.matrix import Cell, Matrix
+from qroute_cli.evaluation.tasks import Item, load
+
+
+def test_metrics_known_values():
+    assert metrics.gsm8k_em("So 3 + 4 = 7. The answer is 7.", "7") == 1.0
+    assert metrics.gsm8k_em("The answer is 1,250.", "1250") == 1.0
+    assert metrics.gsm8k_em("It is 8", "7") == 0.0
+    assert metrics.nq_em("The Beatles", ["Beatles"]) == 1.0  # articles dropped
+    assert metrics.token_f1("paris france", "paris") == pytest.approx(2 / 3)
+    assert metrics.rouge_l("the cat sat", "the cat sat") == pytest.approx(1.0)
+    assert metrics.rouge_l("dog", "the cat sat") == 0.0
+    assert metrics.bleu("the cat sat on the mat today", "the cat sat on the mat today") == pytest.approx(1.0)
+    assert metrics.bleu("completely different words here", "the cat sat on the mat today") < 0.1
+
+
+def test_frontier_math():
+    pts = [(1.0, 0.2), (2.0, 0.5), (3.0, 0.4), (4.0, 0.9)]
+    assert frontier.pareto(pts) == [(1.0, 0.2), (2.0, 0.5), (4.0, 0.9)]
+    # Staircase area under reference latency 5: 4*0.2 + 3*0.3 + 1*0.4
+    assert frontier.hypervolume(pts, 5.0) == pytest.approx(0.8 + 0.9 + 0.4)
+    assert frontier.quality_at(pts, 2.5) == 0.5 and frontier.quality_at(pts, 0.5) is None
+    # A router that jumps straight to the strong quality recovers the whole gap.
+    assert frontier.apgr([(1.0, 0.9)], weak=(1.0, 0.2), strong=(4.0, 0.9)) == pytest.approx(1.0)
+    assert frontier.apgr([(1.0, 0.2)], weak=(1.0, 0.2), strong=(4.0, 0.9)) == pytest.approx(0.0)
+
+
+def _cell(q, lat, text=""):
+    return Cell(quality=q, scores={"quality": q}, latency_s=lat, ttft_s=0.01, tokens=10, prompt_tokens=5,
+                drafted=0, accepted=0, text=text)
+
+
+@pytest.fixture
+def tiny_matrix():
+    items = [Item("nq", f"q{i}", f"question {i}", ["x"]) for i in range(4)]
+    m = Matrix(items, ["fast", "slow"])
+    for i, it in enumerate(items):
+        m.cells[(it.id, "fast")] = _cell(1.0 if i < 2 else 0.0, 1.0, "x")
+        m.cells[(it.id, "slow")] = _cell(1.0, 5.0, "x")
+    return m, items
+
+
+def test_oracle_uses_hindsight_within_budget(tiny_matrix):
+    m, items = tiny_matrix
+    free = strategies.oracle(m, items, None)
+    assert free.choices == ["fast", "fast", "slow", "slow"] and free.mean_quality == 1.0
+    tight = strategies.oracle(m, items, 2.0)
+    assert tight.choices == ["fast"] * 4 and tight.hit_rate == 1.0
+
+
+def test_bandit_learns_the_better_reward(tiny_matrix):
+    m, items = tiny_matrix
+    items = items * 10
+    cheap = strategies.bandit(m, items, lam=1.0, explore=0.0)
+    assert cheap.choices.count("fast") > 30  # a high latency price favours the fast pair
+    free = strategies.bandit(m, items, lam=0.0, explore=0.0)
+    assert free.choices.count("slow") > 30  # no price: the better pair
+
+
+def test_ensemble_counts_every_verifier(tiny_matrix):
+    m, items = tiny_matrix
+    e = strategies.ensemble(m, items, ["fast", "slow"])
+    assert all(lat == 6.0 for lat in e.latency)
+
+
+def test_shipped_bench_data_is_never_training_data():
+    sys.path.insert(0, str(FAKE_CONFIG.parent.parent))
+    from predictor import splits
+
+    for task in ("gsm8k", "nq", "wp"):
+        items = load(task)
+        assert len(items) >= 50
+        if task == "nq":
+            assert all(splits.nq_side(it.question) == "bench" for it in items)
+    train_q = {splits.normalize_question(r.question) for r in splits.train_rows("gsm8k")}
+    assert not any(splits.normalize_question(it.question) in train_q for it in load("gsm8k"))
+
+
+def _bench_cli(*args, config=FAKE_CONFIG):
+    cmd = [sys.executable, "-m", "qroute_cli"] + (["--config", str(config)] if config else []) + ["bench", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+
+
+def test_bench_end_to_end_on_fake_backend(tmp_path):
+    out = tmp_path / "out"
+    r = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    for key in ("hypervolume_ratio_vs_best_static", "quality_gain_vs_cost_at_matched_latency", "apgr",
+                "n_prompts", "tasks"):
+        assert key in summary
+    assert summary["n_prompts"] == 6 and summary["tasks"] == ["gsm8k", "nq", "wp"]
+    rows = json.loads((out / "strategies.json").read_text())
+    strategies_seen = {r["strategy"] for r in rows}
+    assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality"} <= strategies_seen
+    assert (out / "pareto_all.png").stat().st_size > 1000
+    # A second run is served from the cache.
+    again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["n_prompts"] == 6
+
+
+def test_bench_rejects_unknown_task():
+    r = _bench_cli("--tasks", "gsm8kk", "--limit", "1", "--pairs", "fake-big,fake-small")
+    assert r.returncode == 2 and "Did you mean 'gsm8k'" in r.stderr
+
+
+@pytest.mark.real
+def test_bench_on_smollm(tmp_path):
+    require_model("smollm2-135m")
+    r = _bench_cli("--limit", "1", "--tasks", "nq,gsm8k", "--pairs", "smollm2-135m,smollm2-135m+ngram",
+                   "--json", config=None)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["n_prompts"] == 2
