@@ -121,6 +121,8 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict]) -> str:
               "MiniLM files store weights as float16 (cast to float32 at load); they are not shipped (45 MB)."]
 
     ev, mc, hn = cv["evouna_difficulty"], cv["evouna_metric_check"], cv["hanna_check"]
+    if not (ev and mc and hn):
+        return "\n".join(lines) + "\n"
     lines += [
         "", "## What the human-annotated sets add", "",
         f"- **EVOUNA difficulty signal** (`hashed-mlp+evouna`): a ridge model on the same hashed features, "

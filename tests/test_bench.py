@@ -106,7 +106,7 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     assert summary["n_prompts"] == 6 and summary["tasks"] == ["gsm8k", "nq", "wp"]
     rows = json.loads((out / "strategies.json").read_text())
     strategies_seen = {r["strategy"] for r in rows}
-    assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality"} <= strategies_seen
+    assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality", "quality+online"} <= strategies_seen
     assert (out / "pareto_all.png").stat().st_size > 1000
     # A second run is served from the cache.
     again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json")

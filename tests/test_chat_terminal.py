@@ -120,6 +120,7 @@ def test_real_chat_answer_commands_interrupt_and_exit(tmp_path, qroute_home):
         if len(turns) == 3:
             assert turns[2]["finish_reason"] == "interrupted"
 
+        command(child, "/max-tokens 8", "Max tokens: 8")
         child.sendline("Thanks!")  # the chat still answers after an interrupt
         child.expect(status("smollm2-135m+ngram"))
         child.expect(PROMPT)

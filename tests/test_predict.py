@@ -152,8 +152,8 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
 
     from predictor import datagen, splits, train
 
-    if not (splits.data_root() / "human_quality" / "evouna_tq.json").exists():
-        pytest.skip("shared data (EVOUNA, HANNA) not found")
+    if not (splits.data_root() / "gsm8k" / "train.jsonl").exists():
+        pytest.skip("shared data not found")
     rng = np.random.default_rng(0)
     data = tmp_path / "rows.jsonl.gz"
     for d, base in (("gsm8k", 0.6), ("nq", 0.3), ("wp", 0.1)):
@@ -166,7 +166,7 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
                     "scores": {"quality": float(min(1.0, base * skill + 0.1 * rng.random()))},
                 })
     ship = tmp_path / "ship" / "predictor.onnx"
-    rc = train.main(["--data", str(data), "--no-encoder", "--folds", "3", "--build-dir", str(tmp_path / "build"),
+    rc = train.main(["--data", str(data), "--no-encoder", "--no-human", "--folds", "3", "--build-dir", str(tmp_path / "build"),
                      "--ship-to", str(ship), "--results", str(tmp_path / "cv.json")])
     assert rc == 0
     cv = json.loads((tmp_path / "cv.json").read_text())

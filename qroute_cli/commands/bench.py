@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -74,8 +75,10 @@ def bench(
     total = len(select_items(cfg)) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
     err = err_console()
-    with ModelPool(reg, max_loaded=3) as pool:
-        router = Router(reg, strategy="quality", pool=pool, console=err, seed=seed)
+    # The router weighs only the benched pairs (and calibrates only their models).
+    bench_reg = replace(reg, pairs={p: reg.pairs[p] for p in pair_list})
+    with ModelPool(bench_reg, max_loaded=3) as pool:
+        router = Router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed)
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeRemainingColumn(), console=err, disable=state.quiet) as progress:

@@ -85,7 +85,38 @@ def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, route
                 o = strategies.routed(m, items, router, "quality", b)
                 o.strategy += suffix
                 out.append(o)
+        out += online_learning(m, items, cfg, registry, router, budgets)
     return out
+
+
+def online_learning(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, router,
+                    budgets: Sequence[float]) -> list[Outcome]:
+    """QualityRoute with every chosen run fed back into a fresh learning store, over a
+    shuffled prompt stream (as a user would send them), at each budget."""
+    import random
+    import tempfile
+
+    from qroute_cli.routing import Router
+    from qroute_cli.store import Store
+
+    order = list(range(len(items)))
+    random.Random(cfg.seed).shuffle(order)
+    stream = [items[i] for i in order]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
+        for b in budgets:
+            store = Store(Path(tmp) / f"runs-{b}.sqlite")
+            learner = Router(registry, strategy="quality", budget_s=b, scorer=router.scorer, store=store,
+                             profile=router.profile, pool=router.pool, console=router.console, seed=cfg.seed)
+            o = strategies.routed(m, stream, learner, "quality", b, learn=True)
+            learner.close()
+            store.close()
+            back = sorted(range(len(order)), key=lambda k: order[k])  # stream position -> item order
+            results.append(Outcome("quality+online", o.setting, [o.choices[k] for k in back],
+                                   [o.quality[k] for k in back], [o.latency[k] for k in back], b,
+                                   {"overhead_ms": o.extra.get("overhead_ms"),
+                                    "stream_hits": [lat <= b for lat in o.latency]}))
+    return results
 
 
 def points(outcomes: Sequence[Outcome], strategy: str) -> list[frontier.Point]:

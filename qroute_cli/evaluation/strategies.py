@@ -134,9 +134,21 @@ def ensemble(m: Matrix, items: Sequence[Item], verifier_pairs: Sequence[str]) ->
     return Outcome("ensemble", f"{len(verifier_pairs)} verifiers", choices, quality, latency)
 
 
+def _as_generation(cell, pair: str):
+    from qroute_cli.types import Generation, SpecStats
+
+    stats = SpecStats(prompt_tokens=cell.prompt_tokens, output_tokens=cell.tokens, ttft_s=cell.ttft_s,
+                      latency_s=cell.latency_s, drafted=cell.drafted, accepted=cell.accepted)
+    return Generation(text=cell.text, tokens=(), stats=stats, finish_reason="stop", pair=pair)
+
+
 def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: float | None,
-           setting: str | None = None) -> Outcome:
-    """Ask qroute's Router for each prompt (predictions only) and read the result off the matrix."""
+           setting: str | None = None, learn: bool = False) -> Outcome:
+    """Ask qroute's Router for each prompt (predictions only) and read the result off the matrix.
+
+    With `learn`, every chosen run's measured outcome is fed back through `router.record`
+    as it would be in live use, so later decisions use the learned estimates.
+    """
     from qroute_cli.router import parse_strategy
     from qroute_cli.service import user_messages
     from qroute_cli.evaluation.tasks import FORMATS
@@ -145,9 +157,13 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
     router.budget_s = budget_s if budget_s is not None else 1e9
     choices, overhead = [], []
     for it in items:
-        d = router.decide(user_messages(it.prompt), max_tokens=FORMATS[it.task].max_tokens)
-        choices.append(d.chosen if d.chosen in m.pairs else m.pairs[0])
+        msgs = user_messages(it.prompt)
+        d = router.decide(msgs, max_tokens=FORMATS[it.task].max_tokens)
+        chosen = d.chosen if d.chosen in m.pairs else m.pairs[0]
+        choices.append(chosen)
         overhead.append(d.overhead_ms)
+        if learn:
+            router.record(d, _as_generation(m.cell(it, chosen), chosen), msgs)
     label = setting or (f"{budget_s:g}s" if budget_s is not None else strategy)
     out = from_choices(m, items, strategy, label, choices, budget_s)
     out.extra["overhead_ms"] = overhead
