@@ -87,9 +87,13 @@ class ModelDrafter:
         self.min_prob = min_prob
         self.temperature = temperature
         self.rng = rng or np.random.default_rng()
+        # Seconds the last propose() spent catching up on many unseen tokens (e.g. the prompt
+        # after a pause in drafting): a one-off cost the speed controller should not count
+        # against steady-state drafting.
+        self.last_catchup_s = 0.0
 
     def reset(self) -> None:
-        pass
+        self.last_catchup_s = 0.0
 
     def _sync(self, history: Sequence[int]) -> np.ndarray:
         """Bring the KV cache to `history`; return the logits after its last token."""
@@ -106,7 +110,12 @@ class ModelDrafter:
     ) -> tuple[list[int], list[np.ndarray] | None]:
         if k <= 0:
             return [], None
+        import time
+
+        t0 = time.perf_counter()
+        unseen = len(history) - len(self.backend.tokens)
         logits = self._sync(history)
+        self.last_catchup_s = time.perf_counter() - t0 if unseen > 4 else 0.0
         draft: list[int] = []
         dists: list[np.ndarray] = []
         for i in range(k):

@@ -86,7 +86,9 @@ class DraftController:
             self.k = min(self.k + 1, self.k_max)
         else:
             self.k = max(1, accepted + 1)
-        if mem.spec_n >= 2 and mem.plain_tps and mem.spec_tps is not None:
+        # One losing step is enough evidence once speculation has lost before on this pair.
+        needed = 1 if mem.backoff > 16 else 2
+        if mem.spec_n >= needed and mem.plain_tps and mem.spec_tps is not None:
             if mem.spec_tps < 0.97 * mem.plain_tps:
                 self.cooldown = mem.backoff
                 mem.backoff = min(mem.backoff * 2, 512)
@@ -256,7 +258,7 @@ def generate(
                 if k > 0 and drafter.kind == "model":
                     # The drafter ran but was unsure of its first token: its time counts
                     # against speculation, not against plain decoding.
-                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0)
+                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0 - getattr(drafter, "last_catchup_s", 0.0))
                 else:
                     ctl.record_plain(time.perf_counter() - step_t0)
                 continue
@@ -267,7 +269,8 @@ def generate(
             drafted += len(draft)
             accepted += n_ok
             draft_steps += 1
-            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0)
+            catchup = getattr(drafter, "last_catchup_s", 0.0)
+            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0 - catchup)
             done = emit(draft[:n_ok] + [nxt])
     except KeyboardInterrupt:
         finish = "interrupted"
