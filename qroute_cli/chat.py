@@ -250,9 +250,11 @@ class View:
         self.err.print(renderable, highlight=False)
 
     def error(self, exc: QrouteError) -> None:
-        self.err.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+        from rich.markup import escape
+
+        self.err.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            self.err.print(f"[dim]{exc.hint}[/]", highlight=False)
+            self.err.print(f"[dim]{escape(exc.hint)}[/]", highlight=False)
 
     def json_line(self, obj: dict) -> None:
         self._write_raw(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -330,6 +332,8 @@ class Chat:
 
     def command(self, cmd: Command) -> bool:
         """Run one slash command; False for /exit."""
+        from rich.text import Text
+
         v, arg = self.view, cmd.arg
         if cmd.name == "exit":
             return False
@@ -368,7 +372,7 @@ class Chat:
                 v.info(turns_table(self.history))
         elif cmd.name == "system":
             if not arg:
-                v.info(f"System: {self.history.system or '(none)'}")
+                v.info(Text(f"System: {self.history.system or '(none)'}"))
             else:
                 self.history.system = None if arg.lower() == "off" else arg
                 v.info("System message cleared." if self.history.system is None else "System message set.")
@@ -387,7 +391,7 @@ class Chat:
                 raise UsageError("/save needs a file name.", "e.g. /save chat.md or /save chat.json")
             path = Path(arg).expanduser()
             kind = self.history.save(path)
-            v.info(f"Saved {len(self.history.turns)} turns to {path} ({kind}).")
+            v.info(Text(f"Saved {len(self.history.turns)} turns to {path} ({kind})."))
         return True
 
     def set_strategy(self, text: str) -> None:
@@ -432,12 +436,13 @@ class Chat:
             raise PromptTooLongError(exc.message, "Shorten the message, or /system off if the system message is long.")
         if gen.finish_reason == "interrupted":
             self._after_interrupt(pair)
-        self.view.end(gen.text)
-        if gen.finish_reason == "interrupted" and not gen.text.strip():
-            self.view.notice("Interrupted before the first word: the question was dropped.")
-            return gen
+            if not gen.text.strip():
+                self.view.end(gen.text)
+                self.view.notice("Interrupted before the first word: the question was dropped.")
+                return gen
         self.history.add(Turn(text, gen.text, gen.pair, gen.finish_reason, gen.stats))
         self.router.record(decision, gen, messages)
+        self.view.end(gen.text)  # after the turn is kept: a Ctrl-C while drawing loses nothing
         if self.view.as_json:
             self.view.json_line(self.turn_json(text, gen, decision))
         self.view.status(self.status_line(gen))

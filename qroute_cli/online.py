@@ -40,7 +40,7 @@ from qroute_cli.latency import (
     log_ratio,
 )
 from qroute_cli.store import RunRecord
-from qroute_cli.types import DRAFTER_NONE
+from qroute_cli.types import DRAFTER_NONE, Prediction
 
 
 class LogFactorFilter:
@@ -259,7 +259,7 @@ def estimate(
     *,
     chars: int,
     task: str,
-    prediction,
+    prediction: Prediction,
     max_tokens: int,
 ) -> Estimate:
     """Predicted prefill, per-token time and length of one pair on one prompt.

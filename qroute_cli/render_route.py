@@ -24,7 +24,9 @@ def profile_table(profile: Profile, machine: Machine) -> Table:
     for col in ("model", "prefill tok/s", "decode tok/s", "verify k=1/4/8", "draft/tok", "mode"):
         table.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for m in profile.models.values():
-        verify = "/".join(f"{m.verify(k) * 1000:.1f}" for k in (1, 4, 8)) + " ms"
+        triple = [m.verify(k) for k in (1, 4, 8)]
+        verify = ("/".join(f"{v:.2f}" for v in triple) + " s") if max(triple) >= 1 else \
+            ("/".join(f"{v * 1000:.0f}" if v >= 0.01 else f"{v * 1000:.2f}" for v in triple) + " ms")
         table.add_row(
             m.model, f"{m.prefill_tps:,.0f}", f"{1 / m.decode_s:,.1f}", verify, _ms(m.draft_token_s),
             "quick" if m.quick else "full",

@@ -68,10 +68,11 @@ def _fallback(options: Sequence[Option], ctx: Context, prefer_quality: bool) -> 
     if room:
         pick = _best_then_fastest(room, ctx.epsilon) if prefer_quality else min(room, key=lambda o: o.latency_s)
         cap = min(ctx.tokens_in_budget(pick), ctx.max_tokens)
-        what = "the best predicted quality attainable" if prefer_quality else "the fastest"
+        why = (f"has the best predicted quality attainable ({pick.quality:.2f})" if prefer_quality
+               else "is the fastest pair")
         return pick.pair, (
             f"No pair can finish the expected ~{longest:.0f}-token answer within {budget}; {pick.pair} "
-            f"has {what} ({pick.quality:.2f}), so the answer is capped at {cap} tokens."
+            f"{why}, so the answer is capped at {cap} tokens."
         ), cap
     pick = min(options, key=lambda o: o.latency_s)
     return pick.pair, (

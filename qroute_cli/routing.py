@@ -210,9 +210,20 @@ class Router:
             f"No calibration for {', '.join(names)} on this machine yet: measuring now (quick). "
             "Run `qroute calibrate` for a full profile."
         )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from qroute_cli.calibrate import QUICK
+
         pool = self.pool or ModelPool(self.registry)
         try:
-            self.profile = calibrate(pool, names, self.machine, quick=True, base=self.profile)
+            with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                          console=self.console, transient=True) as progress:
+                bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
+                self.profile = calibrate(
+                    pool, names, self.machine, quick=True, base=self.profile,
+                    advance=lambda n: progress.advance(bar, n),
+                    on_model=lambda name: progress.update(bar, description=f"calibrating {name}"),
+                )
         finally:
             if pool is not self.pool:
                 pool.close()

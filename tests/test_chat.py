@@ -168,6 +168,10 @@ def test_commands_change_settings_and_bad_input_is_a_message(fake_pool, tmp_path
     assert "This chat" in screen.err
     chat.handle(f"/save {tmp_path / 'chat.json'}")
     assert json.loads((tmp_path / "chat.json").read_text())["system"] == "You are terse."
+    chat.handle("/system Use [/b] and [bold]")  # user text is never read as Rich markup
+    chat.handle("/system")
+    chat.handle("/[/x]")
+    assert "System: Use [/b] and [bold]" in screen.err and "Unknown command '/[/x]'" in screen.err
     chat.handle("/system off")
     chat.handle("/reset")
     assert chat.history.messages() == [] and chat.history.turns == []

@@ -98,6 +98,7 @@ def test_real_chat_answer_commands_interrupt_and_exit(tmp_path, qroute_home):
         child.expect(PROMPT)
 
         out = strip_ansi(command(child, "/explain", r"Route \(forced, budget 3s\)"))
+        assert "smollm2-135m+ngram" in out
         command(child, "/stats", "This chat")
         saved = tmp_path / "chat.json"
         command(child, f"/save {saved}", "Saved 2 turns")

@@ -1,0 +1,98 @@
+"""Regenerate bench/REPORT.md from the files in bench/results/.
+
+    bash bench/run_full.sh          # runs everything, then this script
+    .venv/bin/python bench/write_report.py   # only re-renders from existing results
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _f(v, fmt="{:.3f}"):
+    return "–" if v is None else fmt.format(v)
+
+
+def strategies_section(rows: list[dict], task: str) -> list[str]:
+    out = ["| strategy | setting | quality | mean latency | p95 latency | budget hit rate | chosen |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["task"] != task:
+            continue
+        chosen = ", ".join(f"{k} {v}" for k, v in sorted(r["choices"].items(), key=lambda kv: -kv[1])[:3])
+        out.append(f"| {r['strategy']} | {r['setting']} | {r['mean_quality']:.3f} | {r['mean_latency_s']:.2f}s | "
+                   f"{r['p95_latency_s']:.2f}s | {_f(r['budget_hit_rate'], '{:.0%}')} | {chosen} |")
+    return out
+
+
+def main() -> None:
+    summary = _load("summary.json")
+    rows = _load("strategies.json") or []
+    engine = _load("engine.json")
+    lat = _load("latency_error.json")
+    chat = _load("chat_ttft.json")
+    lines = ["# qroute bench report", "",
+             "Regenerate with `bash bench/run_full.sh` (runs the benches, then `bench/write_report.py`).",
+             "All figures below were measured on the 2-core CPU machine described in the design brief,",
+             "side by side in one run per section.", ""]
+    if summary:
+        cfg = summary.get("config", {})
+        lines += ["## Routing: quality vs. latency", "",
+                  f"{summary['n_prompts']} prompts ({cfg.get('limit')} per task: {', '.join(summary['tasks'])}), "
+                  f"every prompt run once on every pair ({len(cfg.get('pairs', []))} pairs), strategies compared on "
+                  "the same result matrix. Quality: GSM8K exact match, NQ token F1, WritingPrompts ROUGE-L "
+                  "against the human story (HANNA prompts).", "",
+                  "| scope | hypervolume vs best static | quality vs cost-only @ matched latency | APGR | oracle quality | n |",
+                  "|---|---|---|---|---|---|"]
+        scopes = [("all", summary)] + list(summary.get("by_task", {}).items())
+        for scope, s in scopes:
+            lines.append(f"| {scope} | {_f(s['hypervolume_ratio_vs_best_static'])} | "
+                         f"{_f(s['quality_gain_vs_cost_at_matched_latency'], '{:+.1%}')} | {_f(s['apgr'])} | "
+                         f"{_f(s.get('oracle_quality'))} | {s['n_prompts']} |")
+        lines += ["", f"Best static pair (by hypervolume): `{summary['best_static_pair']}`; fastest: "
+                  f"`{summary['weak_pair']}`; best quality: `{summary['strong_pair']}`.", "",
+                  "![all tasks](results/pareto_all.png)", ""]
+        for task in summary.get("by_task", {}):
+            lines += [f"![{task}](results/pareto_{task}.png)"]
+        lines += ["", "### Every strategy (all tasks)", ""] + strategies_section(rows, "all") + [""]
+        ra = summary.get("routing_analysis", [])
+        if ra:
+            lines += ["### What QualityRoute chose, by task and prompt length", "",
+                      "| budget | task | prompt length | choices |", "|---|---|---|---|"]
+            for r in ra:
+                lines.append(f"| {r['budget']} | {r['task']} | {r['length']} | "
+                             + ", ".join(f"{k}: {v}" for k, v in r["choices"].items()) + " |")
+            lines.append("")
+    if engine:
+        m = engine["meta"]
+        lines += ["## Engine: plain vs. speculative decoding", "",
+                  f"`bench/engine.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, "
+                  f"median of {m['repeats']} alternating runs, llama-cpp-python {m['llama_cpp_python']}.", "",
+                  "| prompt | mode | tokens/s | × qroute plain | acceptance | agreement with plain |",
+                  "|---|---|---|---|---|---|"]
+        for r in engine["rows"]:
+            lines.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['ratio_vs_qroute_plain']:.2f} | "
+                         f"{_f(r['acceptance'], '{:.0%}')} | {r['agreement_with_plain']:.0%} |")
+        lines.append("")
+    if lat:
+        lines += ["## Latency model", "", "From `bench/latency_error.py` (see its JSON for every row):", "",
+                  "```json", json.dumps({k: v for k, v in lat.items() if not isinstance(v, list)}, indent=1)[:3000],
+                  "```", ""]
+    if chat:
+        lines += ["## Chat: time to first token with and without KV reuse", "", "```json",
+                  json.dumps(chat, indent=1)[:2000], "```", ""]
+    (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {HERE / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()
