@@ -82,7 +82,11 @@ def installed(spec) -> bool:
 
 
 class Router:
-    """Chooses a pair per prompt and learns from every run."""
+    """Chooses a pair per prompt and learns from every run.
+
+    `pool` (optional) lends its loaded models to first-use calibration; `seed` makes the
+    random strategy repeatable. Store, profile and scorer default to the user data dir.
+    """
 
     def __init__(
         self,

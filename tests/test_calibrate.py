@@ -10,7 +10,7 @@ import pytest
 
 from conftest import require_model
 from qroute_cli.backends.fake import FakeBackend
-from qroute_cli.calibrate import QUICK, Plan, calibrate, measure_model
+from qroute_cli.calibrate import Plan, calibrate, measure_model
 from qroute_cli.latency import current_machine
 from qroute_cli.pool import ModelPool
 

@@ -34,7 +34,7 @@ def calibrate(
 
     from qroute_cli.calibrate import FULL, QUICK, calibrate as measure
     from qroute_cli.cli import registry, state
-    from qroute_cli.latency import current_machine, load_profile, profile_path, save_profile
+    from qroute_cli.latency import current_machine, load_profile, save_profile
     from qroute_cli.pool import ModelPool
     from qroute_cli.render import console, err_console
     from qroute_cli.render_route import profile_table

@@ -71,7 +71,11 @@ def pull(
                 continue
             task = progress.add_task(spec.name, total=spec.size)
             already = store.model_path(spec).exists() and not force
-            path = fetch.pull(spec, progress=lambda n, t=task: progress.advance(t, n), force=force)
+            path = fetch.pull(
+                spec, progress=lambda n, t=task: progress.advance(t, n), force=force,
+                status=lambda text, t=task, name=spec.name: progress.update(t, description=f"{name} ({text})"),
+            )
+            progress.update(task, description=spec.name)
             progress.update(task, completed=spec.size or path.stat().st_size)
             results.append({"name": spec.name, "path": str(path), "fetched": not already, "verified": True})
     if as_json:

