@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(s["model"], "yes" if s["mode"] == "reuse" else "no", f"{s['prompt_tokens']:.0f}",
                       f"{s['prefilled']:.0f}", f"{s['ttft_ms_median']:.0f} ms", f"{s['first_text_ms_median']:.0f} ms",
                       f"{s['last_turn_ttft_ms']:.0f} ms")
-    Console().print(table)
+    Console(width=110).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "threads": args.threads},

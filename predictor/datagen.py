@@ -110,6 +110,23 @@ def pack(path: Path) -> int:
     return len(rows)
 
 
+def rescore(path: Path, data_root: Path | None = None) -> int:
+    """Recompute `scores` of every row from its text (after a metric fix); returns rows changed."""
+    refs = {(r.dataset, r.id): r.reference for d in splits.DATASETS for r in splits.train_rows(d, data_root)}
+    rows = {r["key"]: r for r in read_rows(path)}
+    changed = 0
+    for r in rows.values():
+        new = {k: round(v, 4) for k, v in metrics.score(r["dataset"], r["text"], refs[(r["dataset"], r["id"])]).items()}
+        changed += new != r["scores"]
+        r["scores"] = new
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
+        for r in rows.values():
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return changed
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(
@@ -296,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="parallel processes sharing the work (each gets --worker)")
     ap.add_argument("--worker", type=int, default=0, help="this process's index, 0 .. workers-1")
     ap.add_argument("--pack", action="store_true", help="only recompress --out into one gzip stream")
+    ap.add_argument("--rescore", action="store_true", help="only recompute the scores from the stored texts (then pack)")
     args = ap.parse_args(argv)
-    if args.pack:
+    if args.rescore:
+        print(f"rescored: {rescore(args.out)} rows changed")
+    if args.pack or args.rescore:
         print(f"{pack(args.out)} rows in {args.out}")
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None

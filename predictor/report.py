@@ -58,7 +58,8 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict]) -> str:
         "",
         f"{cv['data']['prompts']} training prompts x {len(vs)} verifiers = {cv['data']['rows']} greedy answers "
         f"({', '.join(f'{k} {v}' for k, v in cv['data']['per_dataset'].items())}); "
-        "see predictor/README.md for how they were made. Quality: GSM8K exact match, NQ token F1, "
+        "see predictor/README.md for how they were made. Quality: GSM8K exact match, NQ max(token F1, "
+        "gold answer contained in the first line), "
         "WritingPrompts ROUGE-L F1 against the human story.",
         "",
         "| data set | verifier | mean quality | mean output tokens | cut at cap |",
@@ -84,7 +85,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict]) -> str:
         f"## Held-out quality ({cv['folds']}-fold cross-validation by prompt, out-of-fold predictions)",
         "",
         "Spearman ρ of predicted vs. actual quality and AUC against correct/incorrect (GSM8K: exact "
-        "match; NQ: F1 ≥ 0.5; WritingPrompts: ROUGE-L above the set's median), per verifier; "
+        "match; NQ: quality ≥ 0.5; WritingPrompts: ROUGE-L above the set's median), per verifier; "
         "'better of 2': share of (prompt, verifier pair) cases with different actual quality where the "
         "predictor ranks the two the right way round. 'dataset-mean' knows the data set and predicts "
         "its training mean (a constant within a data set, so ρ and AUC are undefined there, shown –); "
@@ -135,8 +136,10 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict]) -> str:
         f"questions), token F1 ranks correct above incorrect answers with AUC {mc['auc_f1']:.2f}; "
         f"agreement with the human label is {mc['acc_em']:.0%} for exact match, {mc['acc_f1_ge_0.5']:.0%} for "
         f"F1 ≥ 0.5 and {mc['acc_contains']:.0%} for 'a gold answer is contained in the answer' "
-        f"(humans judged {mc['human_correct_rate']:.0%} correct). Exact match undercounts long, correct "
-        "answers; our NQ prompt asks for a few words and the score uses the answer's first line to limit that.",
+        f"(humans judged {mc['human_correct_rate']:.0%} correct). Exact match and F1 undercount long, correct "
+        "answers, so the NQ quality the predictor learns is max(F1, containment) of the answer's first line: "
+        f"it agrees with the human label {mc['acc_quality_ge_0.5']:.0%} of the time (at ≥ 0.5; AUC "
+        f"{mc['auc_quality']:.2f}). This choice is what EVOUNA changed in the predictor.",
         f"- **HANNA** has human ratings of {hn['stories']} human-written stories only (the machine stories' "
         "texts are not available), so it cannot validate ROUGE-L of model stories against a reference. "
         "What it shows: story length vs. human rating, Spearman "

@@ -180,12 +180,16 @@ def evouna_metric_check(root: Path | None = None) -> dict:
             if isinstance(judge, bool) and isinstance(ans, str):
                 f1s.append(max(metrics.token_f1(ans, g) for g in gold))
                 ems.append(float(any(metrics.normalize_answer(ans) == metrics.normalize_answer(g) for g in gold)))
-                contained = any(metrics.normalize_answer(g) in metrics.normalize_answer(ans) for g in gold)
+                contained = metrics.nq_contains(ans, gold) if "\n" not in ans.strip() else float(
+                    any(f" {metrics.normalize_answer(g)} " in f" {metrics.normalize_answer(ans)} " for g in gold))
                 labels.append((judge, contained))
     y = np.array([j for j, _ in labels], float)
     contains = np.array([c for _, c in labels], float)
     f1 = np.array(f1s)
+    ours = np.maximum(f1, contains)  # the NQ quality the predictor learns (metrics.score)
     return {
+        "auc_quality": float(roc_auc_score(y, ours)),
+        "acc_quality_ge_0.5": float(np.mean((ours >= 0.5) == (y == 1))),
         "answers": len(y),
         "human_correct_rate": float(y.mean()),
         "auc_f1": float(roc_auc_score(y, f1)),

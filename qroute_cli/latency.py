@@ -189,22 +189,28 @@ class Estimate:
     tokens: float  # expected output tokens (already capped at max_tokens)
     acceptance: float | None = None
     draft_len: int = 0
+    draft_prefill_s: float = 0.0  # a model drafter reads the prompt too, after the first token
 
     @property
     def latency_s(self) -> float:
-        return self.prefill_s + self.tokens * self.per_token_s
+        return self.prefill_s + self.draft_prefill_s + self.tokens * self.per_token_s
 
     def tokens_within(self, budget_s: float) -> int:
         """How many output tokens fit in `budget_s` after the prefill."""
-        return max(0, int((budget_s - self.prefill_s) / max(self.per_token_s, 1e-9)))
+        fixed = self.prefill_s + self.draft_prefill_s
+        return max(0, int((budget_s - fixed) / max(self.per_token_s, 1e-9)))
 
 
 def base_prefill(profile: Profile, registry: Registry, pair: Pair, prompt_tokens: float) -> float:
-    """Prefill of the verifier, plus the model drafter's own first pass over the prompt."""
-    t = profile.models[pair.verifier].prefill(prompt_tokens)
-    if pair.drafter_kind == "model":
-        t += profile.models[pair.drafter].prefill(prompt_tokens)
-    return t
+    """The verifier's prefill: what stands between the prompt and the first token."""
+    return profile.models[pair.verifier].prefill(prompt_tokens)
+
+
+def draft_prefill(profile: Profile, pair: Pair, prompt_tokens: float) -> float:
+    """A model drafter's own first pass over the prompt (paid after the first token)."""
+    if pair.drafter_kind != "model":
+        return 0.0
+    return profile.models[pair.drafter].prefill(prompt_tokens)
 
 
 def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tuple[float, int]:

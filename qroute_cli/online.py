@@ -37,6 +37,7 @@ from qroute_cli.latency import (
     Profile,
     base_per_token,
     base_prefill,
+    draft_prefill,
     log_ratio,
 )
 from qroute_cli.store import RunRecord
@@ -233,15 +234,17 @@ class OnlineEstimates:
             return
         new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
         prefill_base = base_prefill(profile, registry, pair, new_tokens)
+        drafter_prefill = draft_prefill(profile, pair, new_tokens) * self.prefill.factor(pair.drafter)
         per_token_base, _ = base_per_token(profile, pair, rec.acceptance)
         if rec.predicted_tokens:
             self.residuals.append(Residual(pair.name, pair.verifier, prefill_base, per_token_base,
-                                           rec.predicted_tokens, rec.observed_latency_s))
+                                           rec.predicted_tokens, rec.observed_latency_s - drafter_prefill))
         y = log_ratio(rec.ttft_s, prefill_base)
         if y is not None:
             self.prefill.update(pair.verifier, y)
         if rec.output_tokens >= 2:
-            per_token = (rec.observed_latency_s - rec.ttft_s) / (rec.output_tokens - 1)
+            # The drafter reads the prompt after the first token: not the decode loop's cost.
+            per_token = (rec.observed_latency_s - rec.ttft_s - drafter_prefill) / (rec.output_tokens - 1)
             y = log_ratio(per_token, per_token_base)
             if y is not None:
                 self.decode.update(pair.name, y)
@@ -271,6 +274,7 @@ def estimate(
     trained = prediction.scorer != "prior"
     n_prompt = online.prompt_tokens(pair.verifier, chars)
     prefill = base_prefill(profile, registry, pair, n_prompt) * online.prefill.factor(pair.verifier)
+    drafter_prefill = draft_prefill(profile, pair, n_prompt) * online.prefill.factor(pair.drafter)
 
     if trained and pair.verifier in prediction.length:
         tokens = float(prediction.length[pair.verifier])
@@ -286,4 +290,5 @@ def estimate(
             acceptance = online.acceptance_for(pair.name, task, prior_acc)[0]
     per_token, k = base_per_token(profile, pair, acceptance)
     per_token *= online.decode.factor(pair.name)
-    return Estimate(pair.name, prefill, per_token, min(max(tokens, 1.0), float(max_tokens)), acceptance, k)
+    tokens = min(max(tokens, 1.0), float(max_tokens))
+    return Estimate(pair.name, prefill, per_token, tokens, acceptance, k, drafter_prefill)

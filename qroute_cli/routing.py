@@ -168,17 +168,18 @@ class Router:
 
     def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
         """Load profile, store and scorer once; measure models the profile lacks."""
-        if not self._ready:
-            if not self._profile_given:
-                self.profile = self._load_profile()
-            _ = self.scorer
-            for rec in self._replay():
-                self.online.observe(rec, self.profile, self.registry)
-            self._ready = True
+        if not self._ready and not self._profile_given:
+            self.profile = self._load_profile()
         if measure and not self._profile_given:
             need = missing_models(self.profile, self.registry, pairs)
             if need:
                 self._measure(need)
+                self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profile
+        if not self._ready:
+            _ = self.scorer
+            for rec in self._replay():  # after measuring: the factors are relative to the profile
+                self.online.observe(rec, self.profile, self.registry)
+            self._ready = True
 
     def _load_profile(self) -> Profile | None:
         from qroute_cli.latency import load_profile, profile_path
@@ -206,7 +207,9 @@ class Router:
             return []
 
     def _measure(self, names: list[str]) -> None:
-        from qroute_cli.calibrate import calibrate
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from qroute_cli.calibrate import QUICK, calibrate
         from qroute_cli.latency import save_profile
         from qroute_cli.pool import ModelPool
 
@@ -214,10 +217,6 @@ class Router:
             f"No calibration for {', '.join(names)} on this machine yet: measuring now (quick). "
             "Run `qroute calibrate` for a full profile."
         )
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from qroute_cli.calibrate import QUICK
-
         pool = self.pool or ModelPool(self.registry)
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

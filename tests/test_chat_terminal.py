@@ -75,7 +75,7 @@ def test_fake_chat_in_a_terminal_ctrl_c_clears_the_line_and_ctrl_d_leaves(qroute
 @pytest.mark.real
 def test_real_chat_answer_commands_interrupt_and_exit(tmp_path, qroute_home):
     require_model("smollm2-135m")
-    child = spawn("chat", "--pair", "smollm2-135m", "-n", "16", "--threads", "2")
+    child = spawn("chat", "--pair", "smollm2-135m", "-n", "16", "--threads", "1")
     try:
         child.expect(PROMPT)
         child.sendline("What is the capital of France?")

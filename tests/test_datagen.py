@@ -131,3 +131,15 @@ def test_workers_split_the_work_without_overlap(tmp_path, data_root, fake_regist
     b = datagen.run({"gsm8k": 2, "nq": 1, "wp": 0}, out, ["fake-big", "fake-small"], worker=1, **kw)
     keys = [r["key"] for r in datagen.read_rows(out)]
     assert (a, b) == (3, 3) and len(keys) == len(set(keys)) == 6
+
+
+def test_rescore_recomputes_scores_from_texts(tmp_path, data_root, fake_registry):
+    out = tmp_path / "rows.jsonl.gz"
+    datagen.run({"gsm8k": 1, "nq": 0, "wp": 0}, out, ["fake-big"], registry=fake_registry, n_threads=None, data_root=data_root)
+    row = datagen.read_rows(out)[0]
+    ref = next(r.reference for r in splits.train_rows("gsm8k", data_root) if r.id == row["id"])
+    row["text"] = f"work work \\(\\boxed{{{ref}}}\\) and 7 more"  # right answer, boxed, not last
+    out.unlink()
+    datagen.append_row(out, row)
+    assert datagen.rescore(out, data_root) == 1
+    assert datagen.read_rows(out)[0]["scores"]["quality"] == 1.0

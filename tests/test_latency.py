@@ -268,6 +268,15 @@ def test_profile_from_other_machine_is_remeasured(fake_registry):
     assert (latency.profile_path().parent / "profile.other-machine.json").exists()
 
 
+def test_unreadable_profile_is_measured_again(fake_registry):
+    latency.profile_path().parent.mkdir(parents=True, exist_ok=True)
+    latency.profile_path().write_text("{ broken")
+    out = io.StringIO()
+    Router(fake_registry, budget_s=5.0, console=Console(file=out, width=300)).decide(user_messages("hi"), max_tokens=5)
+    assert "unreadable" in out.getvalue() and "measuring now" in out.getvalue()
+    assert set(load_profile().models) == {"fake-big", "fake-small", "fake-other"}
+
+
 def test_routing_overhead_is_small(fake_registry):
     router = Router(fake_registry, budget_s=1.0, profile=fake_profile(fake_registry),
                     scorer=PriorScorer(fake_registry), store=Store(), console=quiet_console())
@@ -285,6 +294,18 @@ class ScriptedScorer:
 
     def predict(self, prompt: str) -> Prediction:
         return Prediction(self.quality, {}, self.length, scorer=self.name)
+
+
+def test_model_drafter_reads_the_prompt_too(fake_registry):
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry),
+                    scorer=PriorScorer(fake_registry, default_length=50), store=Store(), console=quiet_console())
+    router.decide(user_messages("x" * 700), max_tokens=50)
+    est = router.last_estimates
+    assert est["fake-big"].draft_prefill_s == 0.0 and est["fake-big+ngram"].draft_prefill_s == 0.0
+    # fake-small prefills 2500 tok/s: ~200 prompt tokens cost it ~0.08 s
+    assert est["fake-big+small"].draft_prefill_s == pytest.approx(212 / 2500, rel=0.1)
+    assert est["fake-big+small"].latency_s == pytest.approx(
+        est["fake-big+small"].prefill_s + est["fake-big+small"].draft_prefill_s + 50 * est["fake-big+small"].per_token_s)
 
 
 def test_predictor_quality_and_length_drive_the_choice(fake_registry):
