@@ -158,7 +158,7 @@ class Residual:
 class OnlineEstimates:
     """Corrections on top of the profile and the scorer, updated by every run."""
 
-    target_hit_rate: float = 0.8
+    target_hit_rate: float = 0.9  # a budget is a promise: miss it in at most 1 run in 10
     default_margin: float = 1.1  # before there is evidence: a little slack
     decode: LogFactorFilter = field(default_factory=LogFactorFilter)
     prefill: LogFactorFilter = field(default_factory=LogFactorFilter)
@@ -235,7 +235,11 @@ class OnlineEstimates:
         new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
         prefill_base = base_prefill(profile, registry, pair, new_tokens)
         drafter_prefill = draft_prefill(profile, pair, new_tokens) * self.prefill.factor(pair.drafter)
-        per_token_base, _ = base_per_token(profile, pair, rec.acceptance)
+        # Judge the speed model at the acceptance it predicted with, not the observed one: the
+        # drafter stops at unsure tokens, so observed acceptance overstates tokens per step, and
+        # learning against it would bias every later prediction.
+        acc = rec.predicted_acceptance if rec.predicted_acceptance is not None else rec.acceptance
+        per_token_base, _ = base_per_token(profile, pair, acc)
         if rec.predicted_tokens:
             self.residuals.append(Residual(pair.name, pair.verifier, prefill_base, per_token_base,
                                            rec.predicted_tokens, rec.observed_latency_s - drafter_prefill))
