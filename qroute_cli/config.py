@@ -24,7 +24,7 @@ _MODEL_KEYS = {
 _PYPI_KEYS = {"packages": list, "member_glob": str}
 _PAIR_KEYS = {"verifier": str, "drafter": str, "description": str}
 _DEFAULT_KEYS = {"pair": str, "budget": str, "strategy": str, "max_tokens": int}
-_TOP_KEYS = {"defaults", "models", "pairs"}
+_TOP_KEYS = {"defaults", "models", "pairs", "include_builtin"}
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,23 @@ def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSp
 
 
 def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Registry:
-    """Built-in models.toml, then the user's file, then `extra` (from --config)."""
+    """Built-in models.toml, then the user's file, then `extra` (from --config).
+
+    A file with `include_builtin = false` at the top starts from nothing instead of the
+    built-in models (for a registry of only your own models).
+    """
     files = [paths.builtin_registry_file()]
     user = paths.user_config_file()
     if include_user and user.exists():
         files.append(user)
     if extra is not None:
         files.append(Path(extra).expanduser())
+    for path in files[1:]:
+        flag = _read_toml(path).get("include_builtin", True)
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{path}: 'include_builtin' must be true or false.")
+        if flag is False:
+            files = files[files.index(path):]
 
     merged: dict[str, Any] = {}
     model_dirs: dict[str, Path] = {}

@@ -59,3 +59,8 @@ def test_unknown_names_suggest(fake_registry):
     with pytest.raises(UsageError) as info:
         fake_registry.pair("fake-bgi")
     assert "Did you mean 'fake-big'" in info.value.hint
+
+
+def test_include_builtin_false_starts_from_nothing(fake_registry):
+    assert set(fake_registry.models) == {"fake-big", "fake-small", "fake-other"}
+    assert "qwen2.5-coder-1.5b+0.5b" not in fake_registry.pairs
