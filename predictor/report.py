@@ -101,6 +101,17 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict]) -> str:
             cells = [f"{_f(r['quality'][v]['spearman'])} / {_f(r['quality'][v]['auc'])}" for v in vs]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {_f(r['better_of_two']['accuracy'])} |")
 
+    lines += [
+        "", "### Reading these figures", "",
+        f"With {cv['data']['prompts']} prompts and few correct answers per verifier (see the data table), "
+        "within-set ρ and AUC are noisy and biased downwards: holding a rare correct answer out of a fold "
+        "lowers that fold's mean, so its own prediction drops (the same effect gives 'length-only' negative ρ). "
+        "No learned architecture is consistently above chance within a data set here; what the predictor learns is the "
+        "task-level pattern (which verifier is good at which kind of prompt, how long it answers), which "
+        "'dataset-mean' gets from the data-set label and the predictor has to infer from the prompt text "
+        "alone. Compare the learned rows with 'dataset-mean' in the 'all' table and the length columns below "
+        "for that. More data (the same datagen command on a GPU) is the lever for within-set skill.",
+    ]
     lines += ["", "## Held-out acceptance and length (all data sets)", "",
               "| method | " + " | ".join(f"{k} MAE" for k in table.acc_keys) + " | "
               + " | ".join(f"{v} length MAE (median rel.)" for v in vs) + " |",
