@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -34,21 +33,9 @@ from predictor import metrics, splits
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
 
 
-@dataclass(frozen=True)
-class TaskFormat:
-    """How a data set's question becomes the user prompt, and how long an answer may get."""
-
-    template: str
-    max_tokens: int
-
-
-# The prompts are what a user would type; the predictor learns from exactly these strings.
-FORMATS = {
-    # Brevity keeps the 1.5B's worked solutions under the cap (see design notes).
-    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 256),
-    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 48),
-    "wp": TaskFormat("Write a very short story (under 100 words) for this prompt: {q}", 128),
-}
+# The prompts are what a user would type; the predictor learns from exactly these strings,
+# and the bench asks them the same way (one definition, in the package).
+from qroute_cli.evaluation.tasks import FORMATS, TaskFormat  # noqa: E402,F401
 
 
 def prompt_for(row: splits.Row) -> str:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up qroute in ./.venv: Python packages, and llama-cpp-python compiled for this CPU.
 #
-#   bash scripts/setup.sh            runtime + test dependencies
-#   QROUTE_EXTRAS=bench,train bash scripts/setup.sh   more extras
+#   bash scripts/setup.sh            runtime, test and predictor-training dependencies
+#   QROUTE_EXTRAS=test bash scripts/setup.sh   fewer extras
 #
 # llama.cpp is compiled from source (about 5 minutes on 2 cores). The wheel is kept in
 # ~/.cache/qroute/wheels under a key of the version and build flags, so a second setup on
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 LLAMA_VERSION="0.3.36"
 PY="${PYTHON:-python3}"
-EXTRAS="${QROUTE_EXTRAS:-test,bench}"
+EXTRAS="${QROUTE_EXTRAS:-test,train}"
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -106,6 +106,9 @@ def run_matrix(
                 key = cell_key(registry, pair, item, config)
                 if key in cache:
                     cell = Cell(**cache[key]["cell"])
+                    # Score again from the stored text: a metric fix applies to cached runs too.
+                    scores = metrics.score(item.task, cell.text, item.reference)
+                    cell = replace(cell, scores=scores, quality=float(scores["quality"]))
                     matrix.cells[(item.id, pair_name)] = cell
                     if on_cell:
                         on_cell(item, pair_name, cell, True)
