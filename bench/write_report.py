@@ -58,6 +58,13 @@ def main() -> None:
             lines.append(f"| {scope} | {_f(s['hypervolume_ratio_vs_best_static'])} | "
                          f"{_f(s['quality_gain_vs_cost_at_matched_latency'], '{:+.1%}')} | {_f(s['apgr'])} | "
                          f"{_f(s.get('oracle_quality'))} | {s['n_prompts']} |")
+        abl = summary.get("ablation", {})
+        if abl:
+            lines += ["", "Ablations (all tasks): " + "; ".join(
+                f"`{k}`: hypervolume ratio {_f(v['hypervolume_ratio_vs_best_static'])}, APGR {_f(v['apgr'])}"
+                for k, v in abl.items()) + ". `quality [prior]` routes with per-model constant qualities "
+                "instead of the predictor; `quality+online` feeds every run back into a fresh learning "
+                "store over a shuffled prompt stream."]
         lines += ["", f"Best static pair (by hypervolume): `{summary['best_static_pair']}`; fastest: "
                   f"`{summary['weak_pair']}`; best quality: `{summary['strong_pair']}`.", "",
                   "![all tasks](results/pareto_all.png)", ""]

@@ -87,7 +87,11 @@ def bench(
                 def on_cell(item, pair, cell, cached):
                     progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
 
-                res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell)
+                # Ablation: the same router with per-model constant qualities instead of the predictor.
+                from qroute_cli.scoring import PriorScorer
+
+                res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
+                                scorers={"prior": PriorScorer(bench_reg)})
         finally:
             router.close()
     if out is not None:

@@ -73,10 +73,10 @@ def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, route
     if len(plain) > 1:
         out.append(strategies.ensemble(m, items, plain))
     if router is not None:
-        scorers = scorers or {"default": None}
+        default_scorer = router.scorer
+        scorers = {"default": None, **(scorers or {})}
         for name, scorer in scorers.items():
-            if scorer is not None:
-                router._scorer = scorer
+            router._scorer = scorer if scorer is not None else default_scorer
             suffix = "" if name == "default" else f" [{name}]"
             cost = strategies.routed(m, items, router, "cost", None, "fastest predicted")
             cost.strategy += suffix
@@ -85,6 +85,7 @@ def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, route
                 o = strategies.routed(m, items, router, "quality", b)
                 o.strategy += suffix
                 out.append(o)
+        router._scorer = default_scorer
         out += online_learning(m, items, cfg, registry, router, budgets)
     return out
 
@@ -142,7 +143,17 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     strong = max(statics, key=lambda o: (o.mean_quality, -o.mean_latency))
     ap = frontier.apgr(qr, (weak.mean_latency, weak.mean_quality), (strong.mean_latency, strong.mean_quality)) if qr else None
     oracle_free = next((o for o in outcomes if o.strategy == "oracle" and o.budget_s is None), None)
+    ablation = {}
+    for variant in ("quality [prior]", "quality+online"):
+        pts = points(outcomes, variant)
+        if pts and hv_static > 0:
+            ablation[variant] = {
+                "hypervolume_ratio_vs_best_static": round(frontier.hypervolume(pts, ref) / hv_static, 4),
+                "apgr": frontier.apgr(pts, (weak.mean_latency, weak.mean_quality),
+                                      (strong.mean_latency, strong.mean_quality)),
+            }
     return {
+        "ablation": ablation,
         "n_prompts": len(items),
         "tasks": sorted({it.task for it in items}),
         "hypervolume_ratio_vs_best_static": None if hv_qr is None or hv_static <= 0 else round(hv_qr / hv_static, 4),
