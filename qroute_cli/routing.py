@@ -200,11 +200,25 @@ class Router:
         return profile
 
     def _replay(self) -> list[RunRecord]:
+        """Past runs to learn from: those since the profile was last measured (a fresh
+        calibration is a reset point: older runs may have been timed under other load)."""
         try:
-            return self.store.recent(2000, machine=self.machine.key)
+            records = self.store.recent(2000, machine=self.machine.key)
+            return [r for r in records if r.ts >= self._calibrated_since()]
         except Exception as exc:  # a broken store must never stop routing
             self._warn_once(f"Could not read the learning store: {exc}")
             return []
+
+    def _calibrated_since(self) -> float:
+        from datetime import datetime
+
+        stamps = []
+        for m in (self.profile.models.values() if self.profile else ()):
+            try:
+                stamps.append(datetime.fromisoformat(m.measured_at).timestamp())
+            except (TypeError, ValueError):
+                continue
+        return max(stamps, default=0.0)
 
     def _measure(self, names: list[str]) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
