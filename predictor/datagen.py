@@ -35,7 +35,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
 
 # The prompts are what a user would type; the predictor learns from exactly these strings,
 # and the bench asks them the same way (one definition, in the package).
-from qroute_cli.evaluation.tasks import FORMATS, TaskFormat  # noqa: E402,F401
+from qroute_cli.evaluation.tasks import FORMATS  # noqa: E402
 
 
 def prompt_for(row: splits.Row) -> str:

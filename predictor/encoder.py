@@ -88,7 +88,9 @@ def embed_prompts(w, featurizer, prompts, batch: int = 16) -> np.ndarray:
 
 def onnx_nodes(w: dict[str, np.ndarray], ids_name: str, mask_name: str, out_name: str, fp16: bool = False):
     """ONNX nodes and initializers computing `embed` from int64 ids and mask (opset 17)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
+
+    from predictor.export import add_initializer
 
     nodes, inits = [], []
     counter = [0]
@@ -98,15 +100,7 @@ def onnx_nodes(w: dict[str, np.ndarray], ids_name: str, mask_name: str, out_name
         return f"enc_{base}_{counter[0]}"
 
     def const(arr: np.ndarray, base: str) -> str:
-        n = name(base)
-        arr = np.asarray(arr)
-        if fp16 and arr.dtype == np.float32 and arr.size > 4096:
-            # Big matrices stored as float16 and cast back at load: half the file size.
-            inits.append(numpy_helper.from_array(arr.astype(np.float16), n + "_h"))
-            nodes.append(helper.make_node("Cast", [n + "_h"], [n], to=TensorProto.FLOAT))
-        else:
-            inits.append(numpy_helper.from_array(arr, n))
-        return n
+        return add_initializer(nodes, inits, np.asarray(arr), name(base), fp16)
 
     def node(op: str, inputs: list[str], **attrs) -> str:
         out = name(op.lower())

@@ -62,22 +62,29 @@ class Heads:
         }
 
 
-def _head_nodes(heads: Heads, x: str, fp16: bool):
+def add_initializer(nodes: list, inits: list, arr: np.ndarray, name: str, fp16: bool) -> str:
+    """Add `arr` as a graph constant named `name`; big float32 matrices are stored as float16
+    and cast back at load (half the file size) when `fp16` is set."""
     from onnx import TensorProto, helper, numpy_helper
+
+    if fp16 and arr.dtype == np.float32 and arr.size > 4096:
+        inits.append(numpy_helper.from_array(arr.astype(np.float16), name + "_h"))
+        nodes.append(helper.make_node("Cast", [name + "_h"], [name], to=TensorProto.FLOAT))
+    else:
+        inits.append(numpy_helper.from_array(arr, name))
+    return name
+
+
+def _head_nodes(heads: Heads, x: str, fp16: bool):
+    from onnx import helper
 
     nodes, inits = [], []
     counter = [0]
 
     def const(arr, base):
         counter[0] += 1
-        n = f"head_{base}_{counter[0]}"
         arr = np.asarray(arr, dtype=np.float32) if np.asarray(arr).dtype.kind == "f" else np.asarray(arr)
-        if fp16 and arr.dtype == np.float32 and arr.size > 4096:
-            inits.append(numpy_helper.from_array(arr.astype(np.float16), n + "_h"))
-            nodes.append(helper.make_node("Cast", [n + "_h"], [n], to=TensorProto.FLOAT))
-        else:
-            inits.append(numpy_helper.from_array(arr, n))
-        return n
+        return add_initializer(nodes, inits, arr, f"head_{base}_{counter[0]}", fp16)
 
     def node(op, inputs, out=None, **attrs):
         counter[0] += 1

@@ -1,6 +1,5 @@
 """Answer metrics live in the package (the bench scores with them too): re-exported here."""
 
-from qroute_cli.evaluation.metrics import *  # noqa: F401,F403
 from qroute_cli.evaluation.metrics import (  # noqa: F401  (names used by predictor modules and tests)
     bleu,
     gsm8k_em,

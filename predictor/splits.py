@@ -86,48 +86,45 @@ def clean_wp_prompt(prompt: str) -> str:
     return " ".join(text.split())
 
 
-def train_rows(dataset: str, root: Path | None = None) -> list[Row]:
-    """Rows the predictor may train on, in a fixed order (the data generator takes a prefix)."""
+# Per side: GSM8K file and id prefix, WritingPrompts file and id prefix. NQ-open dev feeds
+# both sides, divided question by question by `nq_side`.
+_SOURCES = {
+    "train": {"gsm8k": ("train.jsonl", "train"), "wp": ("wp_train_sample500_with_gpt_completions.jsonl", "train")},
+    "bench": {"gsm8k": ("test.jsonl", "test"), "wp": ("wp_test_sample70.jsonl", "test")},
+}
+
+
+def _rows(dataset: str, side: str, root: Path | None) -> list[Row]:
     root = root or data_root()
     if dataset == "gsm8k":
+        file, prefix = _SOURCES[side]["gsm8k"]
         return [
-            Row("gsm8k", f"train-{i}", r["question"], gsm8k_final(r["answer"]))
-            for i, r in enumerate(_jsonl(root / "gsm8k" / "train.jsonl"))
+            Row("gsm8k", f"{prefix}-{i}", r["question"], gsm8k_final(r["answer"]))
+            for i, r in enumerate(_jsonl(root / "gsm8k" / file))
         ]
     if dataset == "nq":
         return [
             Row("nq", f"dev-{i}", r["question"], list(r["answer"]))
             for i, r in enumerate(_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
-            if nq_side(r["question"]) == "train"
+            if nq_side(r["question"]) == side
         ]
     if dataset == "wp":
+        file, prefix = _SOURCES[side]["wp"]
         return [
-            Row("wp", f"train-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
-            for r in _jsonl(root / "writingprompts" / "wp_train_sample500_with_gpt_completions.jsonl")
+            Row("wp", f"{prefix}-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
+            for r in _jsonl(root / "writingprompts" / file)
         ]
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def train_rows(dataset: str, root: Path | None = None) -> list[Row]:
+    """Rows the predictor may train on, in a fixed order (the data generator takes a prefix)."""
+    return _rows(dataset, "train", root)
 
 
 def bench_rows(dataset: str, root: Path | None = None) -> list[Row]:
     """Rows the bench may score: none of them is ever a training row."""
-    root = root or data_root()
-    if dataset == "gsm8k":
-        return [
-            Row("gsm8k", f"test-{i}", r["question"], gsm8k_final(r["answer"]))
-            for i, r in enumerate(_jsonl(root / "gsm8k" / "test.jsonl"))
-        ]
-    if dataset == "nq":
-        return [
-            Row("nq", f"dev-{i}", r["question"], list(r["answer"]))
-            for i, r in enumerate(_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
-            if nq_side(r["question"]) == "bench"
-        ]
-    if dataset == "wp":
-        return [
-            Row("wp", f"test-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
-            for r in _jsonl(root / "writingprompts" / "wp_test_sample70.jsonl")
-        ]
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return _rows(dataset, "bench", root)
 
 
 def sample(rows: list[Row], n: int, seed: int = 0) -> list[Row]:

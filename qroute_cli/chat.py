@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from qroute_cli.cli import write_stdout
 from qroute_cli.errors import PromptTooLongError, QrouteError, UsageError, did_you_mean
 from qroute_cli.types import Generation, GenerationConfig, Message, RouteDecision, SpecStats
 
@@ -203,7 +203,7 @@ class View:
                  status: bool = True, as_json: bool = False) -> None:
         self.out = out  # a Rich console on stdout
         self.err = err
-        self._write_raw = write or _write_stdout
+        self._write_raw = write or write_stdout
         self.markdown = markdown
         self.show_status = status
         self.as_json = as_json
@@ -258,11 +258,6 @@ class View:
 
     def json_line(self, obj: dict) -> None:
         self._write_raw(json.dumps(obj, ensure_ascii=False) + "\n")
-
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 # -- the chat ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ Commands live in qroute_cli/commands/, one thin module each, and import heavy li
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -67,6 +66,21 @@ def registry():
     return load_registry(state.config)
 
 
+def write_stdout(text: str) -> None:
+    """Answer text goes straight out, so it streams through pipes."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def silence_stdout() -> None:
+    """After the reader closed the pipe, point stdout at /dev/null so exit does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
 def _register_commands() -> None:
     from qroute_cli.commands import COMMANDS
 
@@ -92,11 +106,7 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         # The reader went away (e.g. `qroute run ... | head -1`): leave quietly.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
+        silence_stdout()
         sys.exit(0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -6,6 +6,7 @@ drafter's probability distribution at each one (needed for exact speculative sam
 
 from __future__ import annotations
 
+import time
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -110,8 +111,6 @@ class ModelDrafter:
     ) -> tuple[list[int], list[np.ndarray] | None]:
         if k <= 0:
             return [], None
-        import time
-
         t0 = time.perf_counter()
         unseen = len(history) - len(self.backend.tokens)
         logits = self._sync(history)

@@ -301,7 +301,8 @@ def teacher_forced_acceptance(
     if not output_tokens:
         return None
     drafter_backend.truncate(0)
-    drafter_backend.eval(list(prompt_tokens[:-1]), logits="none") if len(prompt_tokens) > 1 else None
+    if len(prompt_tokens) > 1:
+        drafter_backend.eval(list(prompt_tokens[:-1]), logits="none")
     rows = drafter_backend.eval([prompt_tokens[-1]] + list(output_tokens[:-1]), logits="all")
     guesses = rows.argmax(axis=1)
     return float(np.mean(guesses == np.asarray(output_tokens)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,7 +203,6 @@ def test_qwen_pair_smoke():
         ngram = run_prompt(pool, reg.pair("qwen2.5-coder-1.5b+ngram"), msgs, cfg)
     assert plain.stats.output_tokens == 24
     assert spec.stats.drafted > 0 and spec.stats.accepted > 0
-    verifier = pool_backend = None
     assert "def" in plain.text
     with ModelPool(reg) as pool:
         verifier = pool.get("qwen2.5-coder-1.5b")

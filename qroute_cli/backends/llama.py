@@ -9,7 +9,6 @@ rejected draft.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from pathlib import Path
 from typing import Sequence

@@ -72,7 +72,8 @@ def bench(
     cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir)
     from qroute_cli.evaluation.bench import select_items
 
-    total = len(select_items(cfg)) * len(pair_list)
+    items = select_items(cfg)
+    total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
     err = err_console()
     # The router weighs only the benched pairs (and calibrates only their models).
@@ -91,7 +92,7 @@ def bench(
                 from qroute_cli.scoring import PriorScorer
 
                 res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
-                                scorers={"prior": PriorScorer(bench_reg)})
+                                scorers={"prior": PriorScorer(bench_reg)}, items=items)
         finally:
             router.close()
     if out is not None:

@@ -26,10 +26,10 @@ def list_models(
     from qroute_cli.render import console, models_table, pairs_table
 
     reg = registry()
-    statuses = [store.status(spec) for spec in reg.models.values()]
-    for spec, st in zip(reg.models.values(), statuses):
-        if is_fake(spec):
-            statuses[statuses.index(st)] = store.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size)
+    statuses = [
+        store.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if is_fake(spec) else store.status(spec)
+        for spec in reg.models.values()
+    ]
     if as_json:
         payload = {
             "models": [st.__dict__ for st in statuses],

@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 
 import typer
 
+from qroute_cli.cli import silence_stdout, write_stdout
 from qroute_cli.errors import QrouteError, UsageError
 
 
@@ -90,7 +91,7 @@ def run(
                     raise typer.Exit(130)
                 failures = max(failures, 0 if ok is True else ok)
         except BrokenPipeError:
-            _silence_stdout()
+            silence_stdout()
             return
         finally:
             router.close()
@@ -113,18 +114,18 @@ def _answer_one(item, pool, router, config, forced, system, explain, as_json, sh
             err.print(explain_table(decision))
         cfg = replace(config, max_tokens=decision.max_tokens) if decision.max_tokens else config
         pair = pool.registry.pair(decision.chosen)
-        on_text = None if as_json else _write_stdout
+        on_text = None if as_json else write_stdout
         gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
     except QrouteError as exc:
         if as_json:
-            _write_stdout(json.dumps({"prompt": text, "error": exc.message, "hint": exc.hint}) + "\n")
+            write_stdout(json.dumps({"prompt": text, "error": exc.message, "hint": exc.hint}) + "\n")
         err.print(f"[bold red]Error:[/] {exc.message}" + (f"\n[dim]{exc.hint}[/]" if exc.hint else ""))
         return exc.exit_code
     router.record(decision, gen, messages)
     if as_json:
-        _write_stdout(json.dumps(result_json(text, gen, decision, pool.registry), ensure_ascii=False) + "\n")
+        write_stdout(json.dumps(result_json(text, gen, decision, pool.registry), ensure_ascii=False) + "\n")
     else:
-        _write_stdout("\n")
+        write_stdout("\n")
         if show_status:
             err.print(stats_line(gen, router.budget_s), highlight=False)
     return None if gen.finish_reason == "interrupted" else True
@@ -152,18 +153,3 @@ def result_json(prompt: str, gen, decision, reg) -> dict:
         "route": decision.to_json(),
     }
 
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _silence_stdout() -> None:
-    """After the reader closed the pipe, point stdout at /dev/null so exit does not complain."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass

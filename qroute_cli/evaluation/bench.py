@@ -7,7 +7,6 @@ headline figures -> tables, JSON/CSV, PNG plots, summary.json.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -169,8 +168,8 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
 
 
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
-              on_cell: Callable | None = None) -> BenchResult:
-    items = select_items(cfg)
+              on_cell: Callable | None = None, items: list[Item] | None = None) -> BenchResult:
+    items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
