@@ -390,11 +390,7 @@ class Chat:
         return True
 
     def set_strategy(self, text: str) -> None:
-        from qroute_cli.router import parse_strategy
-
-        name, static = parse_strategy(text, list(self.registry.pairs))
-        r = self.router
-        r.strategy_text, r.strategy, r.static_pair = text.strip(), name, static
+        self.router.set_strategy(text)
 
     # -- answering ---------------------------------------------------------------------
 

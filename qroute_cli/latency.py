@@ -113,6 +113,12 @@ class Profile:
             "models": {name: asdict(m) for name, m in self.models.items()},
         }
 
+    def only(self, names) -> "Profile":
+        """This profile without the models that are not in `names` (the registry's models):
+        measurements of removed or renamed models are dropped when a profile is saved."""
+        keep = set(names)
+        return Profile(self.machine, {n: m for n, m in self.models.items() if n in keep}, self.ngram_s)
+
     @classmethod
     def from_json(cls, data: dict) -> "Profile":
         if data.get("version") != PROFILE_VERSION:

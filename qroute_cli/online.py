@@ -9,7 +9,10 @@ Why these updates (and not a bandit):
   makes a wrong profile recover quickly; the per-pair factors catch what is pair-specific.
 - Acceptance is a rate of Bernoulli trials (drafted tokens accepted or not): a Beta posterior
   per (pair, task type) with forgetting, shrunk towards the pair's pooled rate.
-- Output length: a shrunk running mean per (verifier, task type) of finished answers.
+- Output length: a shrunk running mean per (verifier, task type) of finished answers; when
+  a trained predictor gives the length, a log-scale correction per (verifier, task type)
+  of its bias instead (it was trained on questions, maths and stories, and guesses far too
+  short for code: a few runs of a task teach the factor).
 - The budget threshold: the router treats a pair as fitting when predicted x margin <= budget;
   the margin is the empirical quantile of recent observed/predicted ratios that gives the
   target hit rate. It is the quality/latency trade-off threshold learned from use.
@@ -101,6 +104,27 @@ class BetaRate:
 
 
 @dataclass
+class LogCorrection:
+    """A drifting log-scale bias learned from innovations log(observed / predicted), where
+    the prediction already included the correction (scalar Kalman on a random walk)."""
+
+    mean: float = 0.0
+    var: float = 0.7**2  # prior: a factor within about 2x either way
+    obs_var: float = 0.6**2  # answer lengths vary a lot from prompt to prompt
+    drift_var: float = 0.02**2
+
+    def update(self, innovation: float) -> None:
+        self.var += self.drift_var
+        gain = self.var / (self.var + self.obs_var)
+        self.mean += gain * innovation
+        self.var *= 1.0 - gain
+
+    @property
+    def factor(self) -> float:
+        return math.exp(min(max(self.mean, -3.0), 3.0))
+
+
+@dataclass
 class RunningMean:
     n: float = 0.0
     total: float = 0.0
@@ -164,6 +188,7 @@ class OnlineEstimates:
     prefill: LogFactorFilter = field(default_factory=LogFactorFilter)
     acceptance: dict[tuple[str, str], BetaRate] = field(default_factory=dict)
     length: dict[tuple[str, str], RunningMean] = field(default_factory=dict)
+    length_bias: dict[tuple[str, str], LogCorrection] = field(default_factory=dict)  # trained lengths
     chars: dict[str, LinearFit] = field(default_factory=dict)  # verifier: prompt tokens ~ chars
     cached: dict[str, RunningMean] = field(default_factory=dict)  # verifier: prompt tokens reused
     residuals: deque = field(default_factory=lambda: deque(maxlen=30))  # recent runs, for the margin
@@ -195,6 +220,11 @@ class OnlineEstimates:
                 return m.mean(prior), True
         return prior, False
 
+    def length_factor(self, verifier: str, task: str) -> float:
+        """What to multiply a trained predictor's length by for this verifier and task type."""
+        bias = self.length_bias.get((verifier, task))
+        return bias.factor if bias else 1.0
+
     def margin(self) -> float:
         """Multiplier on predicted latency so that about target_hit_rate of runs fit.
 
@@ -216,8 +246,9 @@ class OnlineEstimates:
 
     # -- learning -----------------------------------------------------------------
 
-    def observe(self, rec: RunRecord, profile: Profile | None, registry: Registry) -> None:
-        """Fold one run into the estimates."""
+    def observe(self, rec: RunRecord, profile: Profile | None, registry: Registry, *, timing: bool = True) -> None:
+        """Fold one run into the estimates; timing=False learns only acceptance and lengths
+        (for runs timed before the current calibration)."""
         self.runs += 1
         pair = registry.pairs.get(rec.pair)
         if rec.drafted:
@@ -227,9 +258,15 @@ class OnlineEstimates:
             # Runs cut at max_tokens count as they are: what we predict is min(length, max_tokens).
             for key in ((rec.verifier, rec.task), (rec.verifier, "*")):
                 self.length.setdefault(key, RunningMean()).update(rec.output_tokens)
+            if rec.predicted_tokens and rec.scorer != "prior":
+                # The prediction included the correction, so the log ratio is the innovation.
+                self.length_bias.setdefault((rec.verifier, rec.task), LogCorrection()).update(
+                    math.log(rec.output_tokens / rec.predicted_tokens))
         if rec.prompt_chars > 0 and rec.prompt_tokens > 0:
             self.chars.setdefault(rec.verifier, LinearFit()).update(rec.prompt_chars, rec.prompt_tokens)
             self.cached.setdefault(rec.verifier, RunningMean()).update(rec.prompt_cached)
+        if not timing:
+            return
         if pair is None or profile is None or not all(m in profile.models for m in _models(pair)):
             return
         new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
@@ -281,7 +318,7 @@ def estimate(
     drafter_prefill = draft_prefill(profile, pair, n_prompt) * online.prefill.factor(pair.drafter)
 
     if trained and pair.verifier in prediction.length:
-        tokens = float(prediction.length[pair.verifier])
+        tokens = float(prediction.length[pair.verifier]) * online.length_factor(pair.verifier, task)
     else:
         prior_len = float(prediction.length.get(pair.verifier, 200.0))
         tokens = online.length_for(pair.verifier, task, prior_len)[0]

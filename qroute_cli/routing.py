@@ -102,8 +102,7 @@ class Router:
         seed: int | None = None,
     ) -> None:
         self.registry = registry
-        self.strategy_text = strategy or registry.defaults.strategy
-        self.strategy, self.static_pair = decision.parse_strategy(self.strategy_text, list(registry.pairs))
+        self.set_strategy(strategy or registry.defaults.strategy)
         if budget_s is None:
             budget_s = parse_budget(registry.defaults.budget)
         if not math.isfinite(budget_s) or budget_s <= 0:
@@ -125,6 +124,11 @@ class Router:
         self._n = 0
         self._machine: Machine | None = None
         self.last_estimates: dict = {}
+
+    def set_strategy(self, text: str) -> None:
+        """Switch strategy ('quality', 'cost', 'random', 'static:PAIR'); UsageError when unknown."""
+        self.strategy, self.static_pair = decision.parse_strategy(text, list(self.registry.pairs))
+        self.strategy_text = text.strip()
 
     # -- messages -----------------------------------------------------------------
 
@@ -177,8 +181,11 @@ class Router:
                 self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profile
         if not self._ready:
             _ = self.scorer
+            since = self._calibrated_since()
             for rec in self._replay():  # after measuring: the factors are relative to the profile
-                self.online.observe(rec, self.profile, self.registry)
+                # A calibration resets what runs taught about speed (they may have been timed
+                # under other load); acceptance and answer lengths stay learned.
+                self.online.observe(rec, self.profile, self.registry, timing=rec.ts >= since)
             self._ready = True
 
     def _load_profile(self) -> Profile | None:
@@ -200,11 +207,9 @@ class Router:
         return profile
 
     def _replay(self) -> list[RunRecord]:
-        """Past runs to learn from: those since the profile was last measured (a fresh
-        calibration is a reset point: older runs may have been timed under other load)."""
+        """Past runs on this machine to learn from, oldest first."""
         try:
-            records = self.store.recent(2000, machine=self.machine.key)
-            return [r for r in records if r.ts >= self._calibrated_since()]
+            return self.store.recent(2000, machine=self.machine.key)
         except Exception as exc:  # a broken store must never stop routing
             self._warn_once(f"Could not read the learning store: {exc}")
             return []
@@ -244,6 +249,7 @@ class Router:
         finally:
             if pool is not self.pool:
                 pool.close()
+        self.profile = self.profile.only(self.registry.models)
         save_profile(self.profile)
 
     # -- deciding -----------------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 import math
 import sys
 import types
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -346,3 +348,68 @@ def test_task_type():
     assert task_type("Tom has 3 apples and buys 4 more. How many apples does he have?") == "math"
     assert task_type("Write a story about a dragon") == "story"
     assert task_type("who wrote the iliad") == "qa"
+
+
+def test_calibration_resets_speed_learning_but_keeps_lengths(fake_registry):
+    """Runs timed before the latest calibration teach lengths, not speed factors."""
+    simulate(fake_registry, learn=True, runs=6)  # timed 2.5x slower than the profile
+    learned = Router(fake_registry, budget_s=1.6, profile=fake_profile(fake_registry), console=quiet_console(),
+                     scorer=PriorScorer(fake_registry, default_length=100))
+    learned.decide(user_messages("question"), max_tokens=100)
+    assert learned.online.decode.factor(next(iter(learned.online.decode.index))) > 1.5
+    learned.close()
+
+    fresh_profile = fake_profile(fake_registry)
+    stamp = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()  # after every run above
+    fresh_profile.models.update({n: replace(m, measured_at=stamp) for n, m in fresh_profile.models.items()})
+    later = Router(fake_registry, budget_s=1.6, profile=fresh_profile, console=quiet_console(),
+                   scorer=PriorScorer(fake_registry, default_length=100))
+    later.decide(user_messages("question"), max_tokens=100)
+    assert later.online.runs == 6
+    assert not later.online.decode.index and not later.online.prefill.index  # speed: from the new profile
+    assert later.online.length  # answer lengths are still known
+    later.close()
+
+
+def test_trained_length_bias_is_learned_per_task(fake_registry):
+    """A predictor that guesses code answers 8x too short is corrected after a few code runs."""
+    scorer = ScriptedScorer({"fake-big": 0.9, "fake-small": 0.5, "fake-other": 0.5},
+                            {"fake-big": 20, "fake-small": 20, "fake-other": 20})
+    router = Router(fake_registry, strategy="static:fake-big", budget_s=50.0, profile=fake_profile(fake_registry),
+                    scorer=scorer, store=Store(), console=quiet_console())
+    code, qa = user_messages("write a python function that reverses a list"), user_messages("who wrote hamlet?")
+    router.decide(code, max_tokens=400)
+    assert router.last_estimates["fake-big"].tokens == pytest.approx(20)  # the predictor as it is
+    for _ in range(4):
+        d = router.decide(code, max_tokens=400)
+        router.record(d, fake_generation("fake-big", 2.0, 160, 30, 0.05), code)
+    router.decide(qa, max_tokens=400)
+    assert router.last_estimates["fake-big"].tokens == pytest.approx(20)  # qa: untouched
+    router.decide(code, max_tokens=400)
+    assert router.last_estimates["fake-big"].tokens > 100  # code: learned from 4 runs of 160
+    router.close()
+
+
+def test_set_strategy_switches_and_rejects_unknown(fake_registry):
+    from qroute_cli.errors import UsageError
+
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), store=Store(),
+                    console=quiet_console())
+    router.set_strategy("static:fake-other")
+    assert router.decide(user_messages("hi"), max_tokens=10).chosen == "fake-other"
+    assert router.strategy_text == "static:fake-other"
+    with pytest.raises(UsageError):
+        router.set_strategy("fastest-please")
+    assert router.strategy_text == "static:fake-other"  # a bad name changes nothing
+    router.close()
+
+
+def test_saved_profile_drops_models_the_registry_no_longer_has(fake_registry):
+    stale = fake_profile(fake_registry)
+    stale.models["removed-model"] = mp("removed-model", 0.01)
+    del stale.models["fake-other"]  # missing: the router measures it and saves
+    save_profile(stale)
+    router = Router(fake_registry, budget_s=5.0, console=quiet_console(), store=Store())
+    router.decide(user_messages("hi"), max_tokens=5)
+    router.close()
+    assert set(load_profile().models) == {"fake-big", "fake-small", "fake-other"}
