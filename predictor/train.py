@@ -126,6 +126,29 @@ def fit_heads(arch: str, x: np.ndarray, y: np.ndarray, nv: int, na: int, pre: ex
     return export.Heads(layers, nv, na, pre=pre)
 
 
+def length_only_heads(x: np.ndarray, y: np.ndarray, nv: int, na: int) -> export.Heads:
+    """The 'length-only' baseline as hashed-input heads: a linear fit on the log_tokens column
+    alone (every other weight zero), so the bench can route with it like any predictor file."""
+    from sklearn.linear_model import LinearRegression
+
+    col = x.shape[1] - N_DENSE  # log_tokens, the first dense feature
+    fit = LinearRegression().fit(x[:, col:col + 1], y)
+    w = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
+    w[col] = fit.coef_[:, 0]
+    return export.Heads([export.Dense(w, fit.intercept_.astype(np.float32))], nv, na)
+
+
+def export_length_only(table: "Table", feat: Featurizer, x: np.ndarray, y: np.ndarray, build_dir: Path,
+                       commit: str) -> tuple[Path, int, float]:
+    heads = length_only_heads(x, y, len(table.verifiers), len(table.acc_keys))
+    model = export.build(heads, _meta("length-only", table, feat.config, "hashed", commit), n_features=feat.n_features)
+    path = build_dir / "length-only.onnx"
+    size = export.save(model, path)
+    check = table.prompts[:8]
+    xc = feat.hashed(check)
+    return path, size, export.check(path, {"features": xc}, heads.outputs(xc), atol=1e-4)
+
+
 # --------------------------------------------------------------------------- EVOUNA difficulty
 
 def evouna_difficulty(featurizer: Featurizer, root: Path | None = None) -> tuple[export.Dense, dict]:
@@ -357,7 +380,8 @@ def _meta(arch: str, t: Table, cfg: FeaturizerConfig, inputs: str, commit: str) 
         "verifiers": t.verifiers,
         "acceptance_keys": t.acc_keys,
         "quality": "gsm8k exact match / nq token F1 / writingprompts ROUGE-L, in [0, 1]",
-        "length": "expected output tokens at the training caps (gsm8k 320, nq 64, wp 200)",
+        "length": "expected output tokens at the training caps ("
+                  + ", ".join(f"{d} {f.max_tokens}" for d, f in datagen.FORMATS.items()) + ")",
         "trained_on": {"prompts": len(t.prompts), "rows": t.n_rows, "per_dataset": counts},
         "commit": commit,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -448,6 +472,10 @@ def _train(args) -> int:
         err = export.check(path, feeds, heads.outputs(xc), atol=2e-2 if inputs == "encoder" else 1e-4)
         exported[arch] = {"path": path.name, "bytes": size, "max_abs_diff_vs_numpy": err}
         print(f"exported {arch}: {size / 1e6:.2f} MB, ONNX vs numpy max diff {err:.2e}")
+
+    path, size, err = export_length_only(table, feat, feats["hashed"], y, args.build_dir, commit)
+    exported["length-only"] = {"path": path.name, "bytes": size, "max_abs_diff_vs_numpy": err}
+    print(f"exported length-only: {size / 1e6:.2f} MB, ONNX vs numpy max diff {err:.2e}")
 
     light = [a for a in ARCHS if a.startswith("hashed") and a in exported]
     ship = args.ship

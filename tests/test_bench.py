@@ -7,8 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import qroute_cli
 
 from conftest import FAKE_CONFIG, require_model
 from qroute_cli.evaluation import frontier, metrics, strategies
@@ -100,7 +103,9 @@ def _bench_cli(*args, config=FAKE_CONFIG):
 
 def test_bench_end_to_end_on_fake_backend(tmp_path):
     out = tmp_path / "out"
-    r = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--out", str(out), "--json")
+    shipped = Path(qroute_cli.__file__).parent / "data" / "predictor" / "predictor.onnx"
+    r = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--out", str(out), "--json",
+                   "--scorer", f"copy={shipped}")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     for key in ("hypervolume_ratio_vs_best_static", "quality_gain_vs_cost_at_matched_latency", "apgr",
@@ -109,11 +114,32 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     assert summary["n_prompts"] == 6 and summary["tasks"] == ["gsm8k", "nq", "wp"]
     rows = json.loads((out / "strategies.json").read_text())
     strategies_seen = {r["strategy"] for r in rows}
-    assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality", "quality+online"} <= strategies_seen
+    assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality", "quality+online",
+            "quality [prior]", "quality [copy]", "quality+online (live)"} <= strategies_seen
+    assert {"quality [prior]", "quality [copy]", "quality+online", "quality+online (live)"} <= set(summary["ablation"])
+    # The live loop ran every prompt once, in stream order, and learned from each run.
+    live = summary["live_online"]
+    assert live["first_half"]["n"] + live["second_half"]["n"] == 6
+    assert 0.0 <= live["hit_rate"] <= 1.0 and live["mean_latency_s"] > 0
+    live_row = next(r for r in rows if r["strategy"] == "quality+online (live)" and r["task"] == "all")
+    assert sum(live_row["choices"].values()) == 6
     assert (out / "pareto_all.png").stat().st_size > 1000
     # A second run is served from the cache.
     again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["n_prompts"] == 6
+
+
+def test_bench_rejects_bad_scorer_option(tmp_path):
+    r = _bench_cli("--limit", "1", "--pairs", "fake-big,fake-small", "--scorer", "nofile")
+    assert r.returncode == 2 and "NAME=FILE.onnx" in r.stderr
+    r = _bench_cli("--limit", "1", "--pairs", "fake-big,fake-small", "--scorer", f"x={tmp_path / 'missing.onnx'}")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = _bench_cli("--limit", "1", "--pairs", "fake-big,fake-small", "--scorer", f"x={bad}", "--no-live")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "cannot be loaded" in said and "Traceback" not in said
+    assert "running prompts" not in said  # refused before any model ran
 
 
 def test_bench_rejects_unknown_task():
@@ -129,3 +155,4 @@ def test_bench_on_smollm(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["n_prompts"] == 2
+    assert s["live_online"]["mean_latency_s"] > 0  # the live loop ran the real model

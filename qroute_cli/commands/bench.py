@@ -28,14 +28,21 @@ def bench(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON, CSV, PNG plots and summary.json here."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Result cache (default: in the user data dir)."),
+    scorer: Optional[list[str]] = typer.Option(
+        None, "--scorer", metavar="NAME=FILE.onnx",
+        help="Also route with this predictor file, as an ablation (repeatable), e.g. "
+             "--scorer length-only=predictor/build/length-only.onnx"),
+    live: bool = typer.Option(True, "--live/--no-live",
+                              help="After the matrix, run the online-learning loop for real over the prompt stream."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
 ) -> None:
     """Run every (prompt, pair) once, then compare strategies on the same results.
 
     Compares each static pair, cost-only routing, random, a MetaLLM-style bandit, an
-    LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets and the oracle:
-    Pareto frontiers, hypervolume, quality at matched latency and APGR. Results are cached, so
-    an interrupted bench resumes.
+    LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets (with the
+    trained predictor, the per-model priors and any --scorer files), online learning replayed
+    on the matrix and run live, and the oracle: Pareto frontiers, hypervolume, quality at
+    matched latency and APGR. Results are cached, so an interrupted bench resumes.
 
     Examples:
 
@@ -69,7 +76,8 @@ def bench(
     if len(pair_list) < 2:
         raise UsageError("The bench needs at least two pairs with their models present.",
                          "Fetch models with: qroute models pull")
-    cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir)
+    extra_scorers = _scorer_files(scorer or [])
+    cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live)
     from qroute_cli.evaluation.bench import select_items
 
     items = select_items(cfg)
@@ -78,6 +86,16 @@ def bench(
     err = err_console()
     # The router weighs only the benched pairs (and calibrates only their models).
     bench_reg = replace(reg, pairs={p: reg.pairs[p] for p in pair_list})
+    # Ablations: the same router with per-model constant qualities, and any --scorer files.
+    from qroute_cli.predict import OnnxScorer, PredictorError
+    from qroute_cli.scoring import PriorScorer
+
+    scorers = {"prior": PriorScorer(bench_reg)}
+    for name, path in extra_scorers.items():
+        try:
+            scorers[name] = OnnxScorer(path, bench_reg)
+        except PredictorError as exc:
+            raise UsageError(f"--scorer {name}: {exc.message}") from exc
     with ModelPool(bench_reg, max_loaded=3) as pool:
         router = Router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed)
         try:
@@ -88,11 +106,13 @@ def bench(
                 def on_cell(item, pair, cell, cached):
                     progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
 
-                # Ablation: the same router with per-model constant qualities instead of the predictor.
-                from qroute_cli.scoring import PriorScorer
+                live_bar = progress.add_task("live: route, run and learn", total=len(items), visible=live)
+
+                def on_live(item, pair):
+                    progress.update(live_bar, advance=1, description=f"live: {pair} · {item.task}")
 
                 res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
-                                scorers={"prior": PriorScorer(bench_reg)}, items=items)
+                                scorers=scorers, items=items, on_live=on_live)
         finally:
             router.close()
     if out is not None:
@@ -105,3 +125,21 @@ def bench(
     c.print(matrix_table(res))
     c.print(summary_table(res))
     c.print(headline_table(res))
+
+
+def _scorer_files(specs: list[str]) -> dict[str, Path]:
+    """'NAME=FILE' options -> {name: path}; a clear error for a bad one."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        name, path = name.strip(), Path(file.strip()).expanduser()
+        if not sep or not name or not file.strip():
+            raise UsageError(f"Cannot read --scorer '{spec}'.", "Write it as NAME=FILE.onnx, e.g. "
+                             "--scorer length-only=predictor/build/length-only.onnx")
+        if name in ("default", "prior") or name in out:
+            raise UsageError(f"--scorer name '{name}' is taken; choose another.")
+        if not path.is_file():
+            raise UsageError(f"--scorer {name}: no such file {path}.",
+                             "Build the ablation predictors with: python -m predictor.train")
+        out[name] = path
+    return out

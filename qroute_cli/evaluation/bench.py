@@ -29,6 +29,7 @@ class BenchConfig:
     budgets: tuple[float, ...] = ()  # empty: derived from the measured latencies
     lambdas: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3)
     random_seeds: int = 5
+    live: bool = True  # also run the online-learning loop for real over the prompt stream
 
 
 @dataclass
@@ -143,7 +144,8 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     ap = frontier.apgr(qr, (weak.mean_latency, weak.mean_quality), (strong.mean_latency, strong.mean_quality)) if qr else None
     oracle_free = next((o for o in outcomes if o.strategy == "oracle" and o.budget_s is None), None)
     ablation = {}
-    for variant in ("quality [prior]", "quality+online"):
+    variants = sorted({o.strategy for o in outcomes if o.strategy.startswith(("quality [", "quality+online"))})
+    for variant in variants:
         pts = points(outcomes, variant)
         if pts and hv_static > 0:
             ablation[variant] = {
@@ -167,16 +169,40 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     }
 
 
+def live_budget(m: Matrix, items: Sequence[Item], cfg: BenchConfig) -> float:
+    """The budget of the live run: the middle of the sweep, where the choice matters most."""
+    budgets = cfg.budgets or default_budgets(m, items)
+    return budgets[len(budgets) // 2]
+
+
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
-              on_cell: Callable | None = None, items: list[Item] | None = None) -> BenchResult:
+              on_cell: Callable | None = None, items: list[Item] | None = None,
+              on_live: Callable | None = None) -> BenchResult:
+    """The matrix, every strategy on it, and (with a router and cfg.live) the live learning loop."""
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers)
+    if router is not None and cfg.live:
+        from qroute_cli.evaluation.live import live_online
+
+        outcomes.append(live_online(pool, items, router, live_budget(matrix, items, cfg), seed=cfg.seed,
+                                    on_run=on_live))
     res = BenchResult(cfg, items, matrix, outcomes)
     res.summary = headline(outcomes, items)
     res.summary["matrix_seconds"] = round(time.perf_counter() - t0, 1)
+    live = next((o for o in outcomes if o.strategy.endswith("(live)")), None)
+    if live is not None:
+        replay = next((o for o in outcomes if o.strategy == "quality+online" and o.budget_s == live.budget_s), None)
+        res.summary["live_online"] = {
+            "budget_s": live.budget_s, "mean_quality": round(live.mean_quality, 4),
+            "mean_latency_s": round(live.mean_latency, 3), "hit_rate": round(live.hit_rate, 4),
+            "first_half": live.extra["first_half"], "second_half": live.extra["second_half"],
+            "replay_at_same_budget": None if replay is None else {
+                "mean_quality": round(replay.mean_quality, 4), "mean_latency_s": round(replay.mean_latency, 3),
+                "hit_rate": round(replay.hit_rate, 4)},
+        }
     for task in sorted({it.task for it in items}):
         idx = [i for i, it in enumerate(items) if it.task == task]
         sub = [_subset(o, idx) for o in outcomes]
