@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # Regenerate bench/results and bench/REPORT.md (the figures in the report).
-# Needs the built-in models: `.venv/bin/qroute models pull`. Takes about an hour on 2 cores.
+# Needs the built-in models (`.venv/bin/qroute models pull`) and a quiet machine: every
+# figure is a timing. Takes about 1.5 hours on 2 cores.
+#
+# The routing ablations use the predictor files of `python -m predictor.train` in
+# predictor/build (length-only, and the MiniLM model when its weights are installed, see
+# predictor/README.md); whichever is missing is left out of the comparison.
+# bench/results/build_speed.jsonl (two llama.cpp builds side by side) is made by hand: see
+# the "Decode speed" section of bench/REPORT.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+SPEED=bench/results/decode_speed.jsonl
+rm -f "$SPEED"
+$PY bench/decode_speed.py --models smollm2-135m,qwen2.5-coder-0.5b --threads 2 --label "2 threads" --out "$SPEED"
+$PY bench/decode_speed.py --models smollm2-135m,qwen2.5-coder-0.5b --threads 1 --label "1 thread" --out "$SPEED"
+$PY bench/decode_speed.py --models smollm2-135m --threads 2 --hog --label "2 threads, one core busy" --out "$SPEED"
+$PY bench/decode_speed.py --models smollm2-135m --threads 1 --hog --label "1 thread, one core busy" --out "$SPEED"
 $PY bench/engine.py --out bench/results/engine.json
-.venv/bin/qroute bench --full --out bench/results
-[ -f bench/latency_error.py ] && $PY bench/latency_error.py || true
+.venv/bin/qroute calibrate --quick --yes
+SCORERS=()
+[ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
+[ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
+.venv/bin/qroute bench --full --out bench/results "${SCORERS[@]}"
+$PY bench/latency_error.py
 $PY bench/write_report.py

@@ -40,6 +40,8 @@ def main() -> None:
     engine = _load("engine.json")
     lat = _load("latency_error.json")
     chat = _load("chat_ttft.json")
+    speed_path = RESULTS / "decode_speed.jsonl"
+    speed = [json.loads(x) for x in speed_path.read_text().splitlines() if x.strip()] if speed_path.exists() else []
     lines = ["# qroute bench report", "",
              "Regenerate with `bash bench/run_full.sh` (runs the benches, then `bench/write_report.py`).",
              "All figures below were measured on the 2-core CPU machine described in the design brief,",
@@ -64,11 +66,31 @@ def main() -> None:
                          f"{_f(s.get('oracle_quality'))} | {s['n_prompts']} |")
         abl = summary.get("ablation", {})
         if abl:
-            lines += ["", "Ablations (all tasks): " + "; ".join(
-                f"`{k}`: hypervolume ratio {_f(v['hypervolume_ratio_vs_best_static'])}, APGR {_f(v['apgr'])}"
-                for k, v in abl.items()) + ". `quality [prior]` routes with per-model constant qualities "
-                "instead of the predictor; `quality+online` feeds every run back into a fresh learning "
-                "store over a shuffled prompt stream."]
+            lines += ["", "### Ablations (all tasks)", "",
+                      "| variant | hypervolume vs best static | APGR |", "|---|---|---|",
+                      f"| `quality` (shipped predictor) | {_f(summary['hypervolume_ratio_vs_best_static'])} | "
+                      f"{_f(summary['apgr'])} |"]
+            lines += [f"| `{k}` | {_f(v['hypervolume_ratio_vs_best_static'])} | {_f(v['apgr'])} |" for k, v in abl.items()]
+            lines += ["", "- `quality [prior]`: per-model constant qualities from models.toml instead of a predictor.",
+                      "- `quality [NAME]`: another predictor file from `python -m predictor.train` "
+                      "(`length-only`: prompt length alone; `minilm`: the MiniLM sentence-encoder model).",
+                      "- `quality+online`: every chosen run of the matrix fed back into a fresh learning store "
+                      "over a shuffled prompt stream (replayed).",
+                      "- `quality+online (live)`: the same loop run for real at one budget (below)."]
+        live = summary.get("live_online")
+        if live:
+            fh, sh, rp = live["first_half"], live["second_half"], live.get("replay_at_same_budget") or {}
+            lines += ["", "### Online learning, live", "",
+                      f"QualityRoute at a {live['budget_s']:g} s budget over a shuffled stream of the same prompts, "
+                      "each routed, run through llama.cpp, scored and recorded into a fresh learning store "
+                      "that starts from the calibrated profile and no history.", "",
+                      "| part of the stream | prompts | latency error (MAPE) | budget hit rate |", "|---|---|---|---|",
+                      f"| first half | {fh['n']} | {_f(fh['latency_mape'], '{:.1%}')} | {_f(fh['hit_rate'], '{:.0%}')} |",
+                      f"| second half | {sh['n']} | {_f(sh['latency_mape'], '{:.1%}')} | {_f(sh['hit_rate'], '{:.0%}')} |",
+                      "", f"Live: quality {live['mean_quality']:.3f}, mean latency {live['mean_latency_s']:.2f} s, "
+                      f"hit rate {live['hit_rate']:.0%}. Replayed on the matrix at the same budget: quality "
+                      f"{_f(rp.get('mean_quality'))}, mean latency {_f(rp.get('mean_latency_s'), '{:.2f}')} s, "
+                      f"hit rate {_f(rp.get('hit_rate'), '{:.0%}')}."]
         lines += ["", f"Best static pair (by hypervolume): `{summary['best_static_pair']}`; fastest: "
                   f"`{summary['weak_pair']}`; best quality: `{summary['strong_pair']}`.", "",
                   "![all tasks](results/pareto_all.png)", ""]
@@ -93,6 +115,16 @@ def main() -> None:
         for r in engine["rows"]:
             lines.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['ratio_vs_qroute_plain']:.2f} | "
                          f"{_f(r['acceptance'], '{:.0%}')} | {r['agreement_with_plain']:.0%} |")
+        lines.append("")
+    if speed:
+        lines += ["## Decode speed per llama.cpp build and thread setting", "",
+                  "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "
+                  "process keeps one core busy meanwhile.", "",
+                  "| setting | model | threads | hog | OMP_WAIT_POLICY | prompt tok/s | generation tok/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in speed:
+            lines.append(f"| {r['label']} | {r['model']} | {r['threads']} | {'yes' if r['hog'] else 'no'} | "
+                         f"{r['omp_wait_policy'] or '–'} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
         lines.append("")
     if lat:
         lines += ["## Latency model", "", "From `bench/latency_error.py` (see its JSON for every row):", "",

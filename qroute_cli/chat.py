@@ -495,7 +495,7 @@ class Chat:
     def turn_json(self, text: str, gen: Generation, decision: RouteDecision) -> dict:
         from qroute_cli.commands.run import result_json
 
-        obj = result_json(text, gen, decision, self.registry)
+        obj = result_json(text, gen, decision, self.registry, self.pool.last_threads)
         obj["turn"] = len(self.history.turns)
         obj["prompt_cached"] = gen.stats.prompt_cached
         return obj

@@ -55,6 +55,10 @@ class ModelPool:
         self.max_loaded = max_loaded
         self._loader = loader
         self._llama_kwargs = {"n_threads": n_threads, "n_gpu_layers": n_gpu_layers}
+        # Threads follow the machine's load unless the user fixed them (or layers run on a GPU).
+        self.adaptive_threads = n_threads is None and n_gpu_layers == 0
+        self._cpu_load = None
+        self.last_threads: int | None = None
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
         self.speed: dict[str, SpeedMemory] = {}  # per pair: measured plain vs. speculative speed
         self.load_seconds: dict[str, float] = {}
@@ -79,6 +83,25 @@ class ModelPool:
             _, old = self._loaded.popitem(last=False)
             old.close()
         return backend
+
+    def fit_threads(self, backends) -> int | None:
+        """Before an answer: give the backends the cores other processes leave free."""
+        if not self.adaptive_threads:
+            return None
+        ready = [b for b in backends if b is not None and hasattr(b, "set_threads")]
+        if not ready:
+            return None
+        import os
+
+        from qroute_cli.cpuload import CpuLoad, threads_for
+
+        if self._cpu_load is None:
+            self._cpu_load = CpuLoad()
+        n = threads_for(os.cpu_count() or 1, self._cpu_load.others())
+        for b in ready:
+            b.set_threads(n)
+        self.last_threads = n
+        return n
 
     def loaded(self) -> list[str]:
         return list(self._loaded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 
@@ -53,8 +54,9 @@ def pairs_table(reg, status_by_name) -> Table:
     return table
 
 
-def stats_line(gen, budget_s: float | None = None) -> str:
-    """One compact line: pair, tokens, speed, acceptance, latency vs. budget."""
+def stats_line(gen, budget_s: float | None = None, threads: int | None = None) -> str:
+    """One compact line: pair, tokens, speed, acceptance, latency vs. budget (and the thread
+    count when other processes' load made qroute use fewer threads than cores)."""
     s = gen.stats
     parts = [f"[bold]{gen.pair}[/]", f"{s.output_tokens} tok", f"{s.tokens_per_s:.1f} tok/s",
              f"ttft {s.ttft_s * 1000:.0f} ms"]
@@ -65,6 +67,8 @@ def stats_line(gen, budget_s: float | None = None) -> str:
         colour = "green" if s.latency_s <= budget_s else "red"
         lat = f"[{colour}]{lat}[/] / {budget_s:g}s budget"
     parts.append(lat)
+    if threads is not None and threads < (os.cpu_count() or 1):
+        parts.append(f"[yellow]{threads} thread{'s' if threads > 1 else ''} (other processes busy)[/]")
     if gen.finish_reason == "length":
         parts.append("[yellow]cut at max tokens[/]")
     elif gen.finish_reason == "interrupted":

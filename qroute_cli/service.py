@@ -85,6 +85,7 @@ def run_prompt(
     if config.max_tokens > room:
         config = replace(config, max_tokens=room)
     drafter = make_drafter(pool, pair, config, verifier)
+    pool.fit_threads([verifier, getattr(drafter, "backend", None)])
     controller = DraftController(k_max=config.draft_max, adaptive=config.adaptive, memory=pool.speed_memory(pair.name))
     if drafter is not None and drafter.kind == "ngram":
         controller.k = config.draft_max  # n-gram drafts cost nothing to make

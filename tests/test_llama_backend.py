@@ -209,3 +209,21 @@ def test_qwen_pair_smoke():
         prompt, _ = prompt_tokens(verifier, reg.model("qwen2.5-coder-1.5b"), msgs)
         assert assert_same_up_to_near_ties(verifier, prompt, plain, spec) >= 12
         assert assert_same_up_to_near_ties(verifier, prompt, plain, ngram) >= 12
+
+
+def test_thread_count_changes_between_answers_on_real_model(smollm_pool):
+    """llama.cpp takes a new thread count per answer; greedy output stays the same."""
+    backend = smollm_pool.get("smollm2-135m")
+    pair = smollm_pool.registry.pair("smollm2-135m")
+    cfg = GenerationConfig(max_tokens=16, temperature=0.0)
+    start = backend.threads
+    backend.set_threads(1)
+    assert backend.threads == 1
+    one = run_prompt(ModelPool(smollm_pool.registry, n_threads=1, loader=lambda spec: backend),
+                     pair, user_messages("Name three colours."), cfg)
+    backend.set_threads(start)
+    again = run_prompt(ModelPool(smollm_pool.registry, n_threads=start, loader=lambda spec: backend),
+                       pair, user_messages("Name three colours."), cfg)
+    assert backend.threads == start
+    assert one.stats.output_tokens > 0
+    assert one.tokens[:8] == again.tokens[:8]

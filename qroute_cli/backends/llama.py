@@ -62,6 +62,13 @@ class LlamaBackend:
         self._bos_text = ""
         self._eos_text = ""
         self._closed = False
+        self.threads = llm.n_threads if hasattr(llm, "n_threads") else default_threads()
+
+    def set_threads(self, n: int) -> None:
+        """CPU threads for the next evals (decode and batches alike)."""
+        if n != self.threads and not self._closed:
+            self._lib.llama_set_n_threads(self._ctx, n, n)
+            self.threads = n
 
     @classmethod
     def load(

@@ -123,15 +123,16 @@ def _answer_one(item, pool, router, config, forced, system, explain, as_json, sh
         return exc.exit_code
     router.record(decision, gen, messages)
     if as_json:
-        write_stdout(json.dumps(result_json(text, gen, decision, pool.registry), ensure_ascii=False) + "\n")
+        write_stdout(json.dumps(result_json(text, gen, decision, pool.registry, pool.last_threads),
+                                ensure_ascii=False) + "\n")
     else:
         write_stdout("\n")
         if show_status:
-            err.print(stats_line(gen, router.budget_s), highlight=False)
+            err.print(stats_line(gen, router.budget_s, pool.last_threads), highlight=False)
     return None if gen.finish_reason == "interrupted" else True
 
 
-def result_json(prompt: str, gen, decision, reg) -> dict:
+def result_json(prompt: str, gen, decision, reg, threads: int | None = None) -> dict:
     """The documented --json shape of one answer."""
     pair = reg.pair(gen.pair)
     s = gen.stats
@@ -150,6 +151,7 @@ def result_json(prompt: str, gen, decision, reg) -> dict:
         "accepted": s.accepted,
         "acceptance": None if s.acceptance is None else round(s.acceptance, 4),
         "finish_reason": gen.finish_reason,
+        "threads": threads,  # llama.cpp threads used (fewer than cores when other processes were busy)
         "route": decision.to_json(),
     }
 

@@ -29,10 +29,11 @@ class TaskFormat:
     max_tokens: int
 
 
-# The same strings the predictor was trained on (predictor/datagen.py uses these).
+# The same strings the predictor was trained on (predictor/datagen.py uses these). The GSM8K
+# cap was 256 when the committed training data was made; at 256 half of the 1.5B's worked
+# solutions were cut before their answer, so the bench now allows 384.
 FORMATS = {
-    # Brevity keeps the 1.5B's worked solutions under the cap.
-    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 256),
+    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 384),
     "nq": TaskFormat("{q}?\nAnswer in a few words only.", 48),
     "wp": TaskFormat("Write a very short story (under 100 words) for this prompt: {q}", 128),
 }
