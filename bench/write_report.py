@@ -42,6 +42,8 @@ def main() -> None:
     chat = _load("chat_ttft.json")
     speed_path = RESULTS / "decode_speed.jsonl"
     speed = [json.loads(x) for x in speed_path.read_text().splitlines() if x.strip()] if speed_path.exists() else []
+    build_path = RESULTS / "build_speed.jsonl"
+    builds = [json.loads(x) for x in build_path.read_text().splitlines() if x.strip()] if build_path.exists() else []
     lines = ["# qroute bench report", "",
              "Regenerate with `bash bench/run_full.sh` (runs the benches, then `bench/write_report.py`).",
              "All figures below were measured on the 2-core CPU machine described in the design brief,",
@@ -125,7 +127,22 @@ def main() -> None:
         for r in speed:
             lines.append(f"| {r['label']} | {r['model']} | {r['threads']} | {'yes' if r['hog'] else 'no'} | "
                          f"{r['omp_wait_policy'] or '–'} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
-        lines.append("")
+        lines += ["", "With one core taken by another process, two spinning llama.cpp threads decode many times "
+                  "slower than one; OMP_WAIT_POLICY=PASSIVE helps under load but costs most of the quiet-machine "
+                  "speed. So qroute picks the thread count per answer from the other processes' recent CPU use "
+                  "(qroute_cli/cpuload.py); `--threads` fixes it.", ""]
+    if builds:
+        lines += ["### llama.cpp build", "",
+                  "The same script on two builds of llama-cpp-python 0.3.36, one after the other on a quiet machine: "
+                  "the build of scripts/setup.sh, and a native build with the AMX kernels compiled out "
+                  "(`CMAKE_ARGS=\"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' "
+                  "-DCMAKE_CXX_FLAGS=...\"`, installed with `pip install --target` and put first on PYTHONPATH).", "",
+                  "| build | model | prompt tok/s | generation tok/s |", "|---|---|---|---|"]
+        for r in builds:
+            lines.append(f"| {r['label']} | {r['model']} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
+        lines += ["", "The builds are within noise of each other: the non-native build is not why generation here is "
+                  "below the design brief's figures (28.2 tokens/s for the 1.5B there); this VM's cores are "
+                  "simply slower.", ""]
     if lat:
         lines += ["## Latency model", "", "From `bench/latency_error.py` (see its JSON for every row):", "",
                   "```json", json.dumps({k: v for k, v in lat.items() if not isinstance(v, list)}, indent=1)[:3000],
