@@ -34,6 +34,33 @@ def strategies_section(rows: list[dict], task: str) -> list[str]:
     return out
 
 
+def pairs_section(cells: list[dict]) -> list[str]:
+    """Every pair on every task: each metric, latency p50/p95, tokens/s, acceptance, cut answers."""
+    import statistics
+
+    metric_names = {"gsm8k": ("em",), "nq": ("em", "f1", "contains"), "wp": ("rouge_l", "bleu")}
+    out = ["| task | pair | metrics | quality | p50 latency | p95 latency | tokens/s | acceptance | cut at cap |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["task"], c["pair"]), []).append(c)
+    from qroute_cli.evaluation.tasks import FORMATS
+
+    caps = {t: f.max_tokens for t, f in FORMATS.items()}
+    for (task, pair), cs in sorted(groups.items()):
+        lat = sorted(c["latency_s"] for c in cs)
+        p95 = lat[min(len(lat) - 1, max(0, -(-95 * len(lat) // 100) - 1))]
+        drafted = sum(c["drafted"] for c in cs)
+        acc = sum(c["accepted"] for c in cs) / drafted if drafted else None
+        mets = ", ".join(f"{m} {statistics.mean(c['scores'].get(m, 0.0) for c in cs):.3f}"
+                         for m in metric_names.get(task, ()))
+        tps = sum(c["tokens"] for c in cs) / max(sum(c["latency_s"] for c in cs), 1e-9)
+        cut = sum(c["tokens"] >= caps[task] for c in cs) / len(cs)
+        out.append(f"| {task} | {pair} | {mets} | {statistics.mean(c['quality'] for c in cs):.3f} | "
+                   f"{statistics.median(lat):.2f}s | {p95:.2f}s | {tps:.1f} | {_f(acc, '{:.0%}')} | {cut:.0%} |")
+    return out
+
+
 def main() -> None:
     summary = _load("summary.json")
     rows = _load("strategies.json") or []
@@ -98,6 +125,12 @@ def main() -> None:
                   "![all tasks](results/pareto_all.png)", ""]
         for task in summary.get("by_task", {}):
             lines += [f"![{task}](results/pareto_{task}.png)"]
+        cells = _load("matrix.json") or []
+        if cells:
+            lines += ["", "### Every pair on every task", "",
+                      "GSM8K: exact match of the final number; NQ: exact match, token F1 and 'a gold answer is "
+                      "contained'; WritingPrompts: ROUGE-L and BLEU (0-1) against the human story. 'Cut at cap': "
+                      "answers that reached the task's token cap.", ""] + pairs_section(cells)
         lines += ["", "### Every strategy (all tasks)", ""] + strategies_section(rows, "all") + [""]
         ra = summary.get("routing_analysis", [])
         if ra:
