@@ -156,3 +156,16 @@ def test_bench_on_smollm(tmp_path):
     s = json.loads(r.stdout)
     assert s["n_prompts"] == 2
     assert s["live_online"]["mean_latency_s"] > 0  # the live loop ran the real model
+
+
+def test_a_capped_route_is_scored_on_the_cut_answer():
+    """When the router caps tokens, the bench cuts the measured answer and scores it again."""
+    text = "We add 12 and 30 apples, then " + "we check it. " * 10 + "The answer is 42."
+    cell = Cell(quality=1.0, scores={"quality": 1.0}, latency_s=11.0, ttft_s=1.0, tokens=100, prompt_tokens=20,
+                drafted=50, accepted=40, text=text)
+    assert metrics.score("gsm8k", text, "42")["quality"] == 1.0
+    cut = strategies.capped(cell, 20, "gsm8k", "42")
+    assert cut.tokens == 20 and cut.latency_s == pytest.approx(1.0 + 10.0 * 0.2)
+    assert cut.quality == 0.0 and len(cut.text) < len(text) / 4  # the final answer was cut off
+    assert strategies.capped(cell, None, "gsm8k", "42") is cell
+    assert strategies.capped(cell, 400, "gsm8k", "42") is cell

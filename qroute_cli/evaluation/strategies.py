@@ -142,29 +142,47 @@ def _as_generation(cell, pair: str):
     return Generation(text=cell.text, tokens=(), stats=stats, finish_reason="stop", pair=pair)
 
 
+def capped(cell, cap: int | None, task: str, reference):
+    """The cell as if the router's token cap had applied: the text cut in proportion (by
+    characters) and scored again, the decode time scaled; the matrix ran every pair uncapped."""
+    if not cap or cap >= cell.tokens or cell.tokens <= 0:
+        return cell
+    from dataclasses import replace
+
+    share = cap / cell.tokens
+    text = cell.text[: int(len(cell.text) * share)]
+    scores = metrics.score(task, text, reference)
+    latency = cell.ttft_s + (cell.latency_s - cell.ttft_s) * share
+    return replace(cell, text=text, tokens=cap, latency_s=latency, scores=scores, quality=float(scores["quality"]),
+                   drafted=int(cell.drafted * share), accepted=int(cell.accepted * share))
+
+
 def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: float | None,
            setting: str | None = None, learn: bool = False) -> Outcome:
     """Ask qroute's Router for each prompt (predictions only) and read the result off the matrix.
 
-    With `learn`, every chosen run's measured outcome is fed back through `router.record`
-    as it would be in live use, so later decisions use the learned estimates.
+    When the router caps the answer length (no pair fits the budget), the measured cell is
+    cut to that cap (`capped`). With `learn`, every chosen run's outcome is fed back through
+    `router.record` as it would be in live use, so later decisions use the learned estimates.
     """
-    from qroute_cli.router import parse_strategy
-    from qroute_cli.service import user_messages
     from qroute_cli.evaluation.tasks import FORMATS
+    from qroute_cli.service import user_messages
 
-    router.strategy, router.static_pair = parse_strategy(strategy, list(router.registry.pairs))
+    router.set_strategy(strategy)
     router.budget_s = budget_s if budget_s is not None else 1e9
-    choices, overhead = [], []
+    choices, quality, latency, overhead = [], [], [], []
     for it in items:
         msgs = user_messages(it.prompt)
         d = router.decide(msgs, max_tokens=FORMATS[it.task].max_tokens)
         chosen = d.chosen if d.chosen in m.pairs else m.pairs[0]
+        cell = capped(m.cell(it, chosen), d.max_tokens, it.task, it.reference)
         choices.append(chosen)
+        quality.append(cell.quality)
+        latency.append(cell.latency_s)
         overhead.append(d.overhead_ms)
         if learn:
-            router.record(d, _as_generation(m.cell(it, chosen), chosen), msgs)
+            router.record(d, _as_generation(cell, chosen), msgs)
     label = setting or (f"{budget_s:g}s" if budget_s is not None else strategy)
-    out = from_choices(m, items, strategy, label, choices, budget_s)
+    out = Outcome(strategy, label, choices, quality, latency, budget_s)
     out.extra["overhead_ms"] = overhead
     return out
