@@ -88,6 +88,26 @@ def _register_commands() -> None:
         register(app)
 
 
+def _save_traceback() -> str:
+    """The current exception's traceback in the data dir (or a temp file); its path."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    try:
+        from qroute_cli import paths
+
+        path = paths.data_dir() / "last-error.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix="qroute-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return name
+    return str(path)
+
+
 def main() -> None:
     """Console entry point: run the app and turn known failures into messages."""
     from rich.console import Console
@@ -119,5 +139,11 @@ def main() -> None:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        if os.environ.get("QROUTE_DEBUG") == "1":
+            raise
+        report = _save_traceback()
+        err.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err.print(f"[dim]This is a bug in qroute. The traceback is in {report}; "
+                  "QROUTE_DEBUG=1 prints it here.[/]", highlight=False)
+        sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -23,6 +23,7 @@ def test_metrics_known_values():
     assert metrics.gsm8k_em("So 3 + 4 = 7. The answer is 7.", "7") == 1.0
     assert metrics.gsm8k_em("The answer is 1,250.", "1250") == 1.0
     assert metrics.gsm8k_em("It is 8", "7") == 0.0
+    assert metrics.gsm8k_em("It is " + "9" * 400, "7") == 0.0  # a runaway number (inf as a float) scores 0
     assert metrics.nq_em("The Beatles", ["Beatles"]) == 1.0  # articles dropped
     assert metrics.token_f1("paris france", "paris") == pytest.approx(2 / 3)
     assert metrics.rouge_l("the cat sat", "the cat sat") == pytest.approx(1.0)

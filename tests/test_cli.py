@@ -154,3 +154,25 @@ def test_ctrl_c_stops_cleanly():
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert len(out) > 0  # what was generated before Ctrl-C was kept
+
+
+def test_unexpected_error_is_one_line_and_the_traceback_is_saved(monkeypatch, capsys):
+    """A bug shows as one line and a file to report, not a wall of traceback."""
+    from qroute_cli import cli, config, paths
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("registry exploded")
+
+    monkeypatch.setattr(config, "load_registry", broken)
+    monkeypatch.setattr(sys, "argv", ["qroute", "models", "list"])
+    monkeypatch.delenv("QROUTE_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Internal error: RuntimeError: registry exploded" in said and "Traceback" not in said
+    saved = (paths.data_dir() / "last-error.txt").read_text()
+    assert "Traceback" in saved and "registry exploded" in saved
+    monkeypatch.setenv("QROUTE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main()

@@ -9,6 +9,7 @@ WritingPrompts has none.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -26,6 +27,8 @@ def _num(s: str) -> str:
     try:
         v = float(s)
     except ValueError:
+        return s
+    if not math.isfinite(v):  # a runaway digit string: compare it as written
         return s
     return str(int(v)) if v == int(v) else repr(v)
 
