@@ -134,11 +134,14 @@ def main() -> None:
         lines += ["", "### Every strategy (all tasks)", ""] + strategies_section(rows, "all") + [""]
         ra = summary.get("routing_analysis", [])
         if ra:
-            lines += ["### What QualityRoute chose, by task and prompt length", "",
-                      "| budget | task | prompt length | choices |", "|---|---|---|---|"]
+            lines += ["### What QualityRoute chose, by task and prompt length, and why", "",
+                      "Prompt length in characters: short < 200, medium < 600, long. 'Why' counts the kind of "
+                      "reason the router gave (`--explain` prints it in full for a single prompt).", "",
+                      "| budget | task | prompt length | choices | why |", "|---|---|---|---|---|"]
             for r in ra:
                 lines.append(f"| {r['budget']} | {r['task']} | {r['length']} | "
-                             + ", ".join(f"{k}: {v}" for k, v in r["choices"].items()) + " |")
+                             + ", ".join(f"{k}: {v}" for k, v in r["choices"].items()) + " | "
+                             + ", ".join(f"{k}: {v}" for k, v in r.get("why", {}).items()) + " |")
             lines.append("")
     if engine:
         m = engine["meta"]

@@ -125,6 +125,8 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     live_row = next(r for r in rows if r["strategy"] == "quality+online (live)" and r["task"] == "all")
     assert sum(live_row["choices"].values()) == 6
     assert (out / "pareto_all.png").stat().st_size > 1000
+    analysis = json.loads((out / "summary.json").read_text())["routing_analysis"]
+    assert analysis and all(sum(r["why"].values()) == sum(r["choices"].values()) for r in analysis)
     # A second run is served from the cache.
     again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["n_prompts"] == 6

@@ -71,17 +71,20 @@ def headline_table(res: BenchResult) -> Table:
 
 
 def routing_analysis(res: BenchResult) -> list[dict]:
-    """Which pair QualityRoute chose per task and prompt-length bucket, at each budget."""
+    """Which pair QualityRoute chose per task and prompt-length bucket, at each budget, and why."""
     rows = []
     for o in res.outcomes:
         if o.strategy != "quality":
             continue
         for task in sorted({it.task for it in res.items}):
             for bucket, (lo, hi) in {"short": (0, 200), "medium": (200, 600), "long": (600, 10**9)}.items():
-                picks = [c for it, c in zip(res.items, o.choices) if it.task == task and lo <= len(it.prompt) < hi]
+                idx = [i for i, it in enumerate(res.items) if it.task == task and lo <= len(it.prompt) < hi]
+                picks = [o.choices[i] for i in idx]
+                whys = [o.extra["why"][i] for i in idx] if "why" in o.extra else []
                 if picks:
                     rows.append({"budget": o.setting, "task": task, "length": bucket,
-                                 "choices": dict(sorted({p: picks.count(p) for p in set(picks)}.items()))})
+                                 "choices": dict(sorted({p: picks.count(p) for p in set(picks)}.items())),
+                                 "why": dict(sorted({w: whys.count(w) for w in set(whys)}.items()))})
     return rows
 
 

@@ -142,6 +142,21 @@ def _as_generation(cell, pair: str):
     return Generation(text=cell.text, tokens=(), stats=stats, finish_reason="stop", pair=pair)
 
 
+def why(d) -> str:
+    """The kind of reason behind a routing decision, for the bench's routing analysis."""
+    if d.max_tokens is not None:
+        return "nothing fits: answer capped"
+    fitting = [c for c in d.candidates if c.fits]
+    if not fitting:
+        return "nothing fits: fastest"
+    chosen = next((c for c in fitting if c.pair == d.chosen), None)
+    if chosen is None:
+        return "other"
+    if chosen.predicted_quality >= max(c.predicted_quality for c in fitting) - 1e-9:
+        return "best predicted quality that fits"
+    return "near-best quality, faster"
+
+
 def capped(cell, cap: int | None, task: str, reference):
     """The cell as if the router's token cap had applied: the text cut in proportion (by
     characters) and scored again, the decode time scaled; the matrix ran every pair uncapped."""
@@ -170,7 +185,7 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
 
     router.set_strategy(strategy)
     router.budget_s = budget_s if budget_s is not None else 1e9
-    choices, quality, latency, overhead = [], [], [], []
+    choices, quality, latency, overhead, reasons = [], [], [], [], []
     for it in items:
         msgs = user_messages(it.prompt)
         d = router.decide(msgs, max_tokens=FORMATS[it.task].max_tokens)
@@ -180,9 +195,11 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
         quality.append(cell.quality)
         latency.append(cell.latency_s)
         overhead.append(d.overhead_ms)
+        reasons.append(why(d))
         if learn:
             router.record(d, _as_generation(cell, chosen), msgs)
     label = setting or (f"{budget_s:g}s" if budget_s is not None else strategy)
     out = Outcome(strategy, label, choices, quality, latency, budget_s)
     out.extra["overhead_ms"] = overhead
+    out.extra["why"] = reasons
     return out
