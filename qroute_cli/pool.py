@@ -6,6 +6,7 @@ tests and demos drive the real pipeline with it.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Callable
 
@@ -91,8 +92,6 @@ class ModelPool:
         ready = [b for b in backends if b is not None and hasattr(b, "set_threads")]
         if not ready:
             return None
-        import os
-
         from qroute_cli.cpuload import CpuLoad, threads_for
 
         if self._cpu_load is None:
