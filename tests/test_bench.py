@@ -122,6 +122,8 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     live = summary["live_online"]
     assert live["first_half"]["n"] + live["second_half"]["n"] == 6
     assert 0.0 <= live["hit_rate"] <= 1.0 and live["mean_latency_s"] > 0
+    trace = json.loads((out / "live_stream.json").read_text())[0]["stream"]
+    assert len(trace) == 6 and all(r["observed_latency_s"] > 0 and r["predicted_latency_s"] for r in trace)
     live_row = next(r for r in rows if r["strategy"] == "quality+online (live)" and r["task"] == "all")
     assert sum(live_row["choices"].values()) == 6
     assert (out / "pareto_all.png").stat().st_size > 1000

@@ -110,6 +110,11 @@ def write_outputs(res: BenchResult, out: Path) -> list[Path]:
     summary["routing_analysis"] = routing_analysis(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     written += [out / "strategies.json", out / "strategies.csv", out / "matrix.json", out / "summary.json"]
+    live = [o for o in res.outcomes if "stream" in o.extra]
+    if live:  # the live loop's per-prompt trace, in stream order
+        (out / "live_stream.json").write_text(json.dumps(
+            [{"budget_s": o.budget_s, "stream": o.extra["stream"]} for o in live], indent=1))
+        written.append(out / "live_stream.json")
     written += plot(res, out)
     return written
 
