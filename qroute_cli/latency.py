@@ -18,7 +18,7 @@ import json
 import math
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -200,6 +200,12 @@ class Estimate:
     @property
     def latency_s(self) -> float:
         return self.prefill_s + self.draft_prefill_s + self.tokens * self.per_token_s
+
+    def capped(self, max_tokens: int | None) -> "Estimate":
+        """The same estimate for an answer cut at `max_tokens` (None: uncapped)."""
+        if max_tokens is None or max_tokens >= self.tokens:
+            return self
+        return replace(self, tokens=float(max_tokens))
 
     def tokens_within(self, budget_s: float) -> int:
         """How many output tokens fit in `budget_s` after the prefill."""

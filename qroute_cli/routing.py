@@ -124,6 +124,7 @@ class Router:
         self._n = 0
         self._machine: Machine | None = None
         self.last_estimates: dict = {}
+        self.last_predicted_latency_s: float | None = None
 
     def set_strategy(self, text: str) -> None:
         """Switch strategy ('quality', 'cost', 'random', 'static:PAIR'); UsageError when unknown."""
@@ -285,11 +286,13 @@ class Router:
         chosen = next((o for o in options if o.pair == result.chosen), None)
         if len(self._pending) > 64:  # decisions that were never run
             self._pending.clear()
+        run = chosen.estimate.capped(result.max_tokens or max_tokens) if chosen else None
+        self.last_predicted_latency_s = run.latency_s if run else None  # of the run as it will go
         self._pending[id(result)] = (
             task, chars,
-            chosen.latency_s if chosen else None,
-            min(chosen.estimate.tokens, result.max_tokens or max_tokens) if chosen else None,
-            chosen.estimate.acceptance if chosen else None,
+            run.latency_s if run else None,
+            run.tokens if run else None,
+            run.acceptance if run else None,
         )
         if options and not any(c.fits for c in result.candidates) and forced_pair is None \
                 and self.strategy in ("quality", "cost"):

@@ -413,3 +413,21 @@ def test_saved_profile_drops_models_the_registry_no_longer_has(fake_registry):
     router.decide(user_messages("hi"), max_tokens=5)
     router.close()
     assert set(load_profile().models) == {"fake-big", "fake-small", "fake-other"}
+
+
+def test_a_capped_run_is_predicted_and_logged_as_capped(fake_registry):
+    """When no pair fits and the answer is capped, the prediction logged is the capped run's."""
+    store = Store()
+    router = Router(fake_registry, budget_s=0.3, profile=fake_profile(fake_registry),
+                    scorer=PriorScorer(fake_registry, default_length=400), store=store, console=quiet_console())
+    msgs = user_messages("tell me everything about rivers")
+    d = router.decide(msgs, max_tokens=400)
+    assert d.max_tokens is not None and d.max_tokens < 400  # nothing fits 400 tokens in 0.3 s
+    uncapped = router.last_estimates[d.chosen].latency_s
+    assert router.last_predicted_latency_s < uncapped
+    assert router.last_predicted_latency_s <= 0.3 + 1e-6
+    router.record(d, fake_generation(d.chosen, 0.25, d.max_tokens, 10, 0.01), msgs)
+    rec = store.recent(1)[0]
+    assert rec.predicted_latency_s == pytest.approx(router.last_predicted_latency_s)
+    assert rec.predicted_tokens == d.max_tokens
+    router.close()

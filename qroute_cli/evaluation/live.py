@@ -44,7 +44,7 @@ def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: i
                 msgs = user_messages(item.prompt)
                 cap = FORMATS[item.task].max_tokens
                 d = learner.decide(msgs, max_tokens=cap)
-                predicted = next((c.predicted_latency_s for c in d.candidates if c.pair == d.chosen), None)
+                predicted = learner.last_predicted_latency_s  # with the router's token cap, if any
                 margin = learner.online.margin()
                 gen = run_prompt(pool, registry.pair(d.chosen), msgs,
                                  GenerationConfig(max_tokens=d.max_tokens or cap, temperature=0.0))
