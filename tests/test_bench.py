@@ -129,9 +129,28 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     assert (out / "pareto_all.png").stat().st_size > 1000
     analysis = json.loads((out / "summary.json").read_text())["routing_analysis"]
     assert analysis and all(sum(r["why"].values()) == sum(r["choices"].values()) for r in analysis)
-    # A second run is served from the cache.
-    again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json")
-    assert again.returncode == 0 and json.loads(again.stdout)["n_prompts"] == 6
+    # What the user ran in between does not move the figures: the bench routes with an empty
+    # learning store (and the second run is served from the cache). Here the user's store says
+    # every fake-big and fake-small run took 50 s.
+    import time
+
+    from qroute_cli.latency import current_machine
+    from qroute_cli.store import RunRecord, Store
+
+    with Store() as user_store:
+        for i in range(40):
+            pair = ("fake-big", "fake-small")[i % 2]
+            user_store.append(RunRecord(
+                ts=time.time() + 1, machine=current_machine().key, prompt_hash=f"h{i}", task="qa",
+                prompt_chars=40, pair=pair, verifier=pair, drafter="none", strategy="quality", scorer="prior",
+                observed_latency_s=50.0, ttft_s=5.0, prompt_tokens=20, output_tokens=40,
+                predicted_latency_s=0.5, predicted_tokens=40))
+    again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json", "--no-live")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["n_prompts"] == 6
+    for key in ("hypervolume_ratio_vs_best_static", "quality_gain_vs_cost_at_matched_latency", "apgr"):
+        assert second[key] == summary[key], key
 
 
 def test_bench_rejects_bad_scorer_option(tmp_path):

@@ -96,8 +96,16 @@ def bench(
             scorers[name] = OnnxScorer(path, bench_reg)
         except PredictorError as exc:
             raise UsageError(f"--scorer {name}: {exc.message}") from exc
-    with ModelPool(bench_reg, max_loaded=3) as pool:
-        router = Router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed)
+    import tempfile
+
+    from qroute_cli.store import Store
+
+    # The strategies route from the calibration alone, with an empty learning store, so the
+    # figures do not depend on what this user ran before; learning is measured on its own
+    # (quality+online, replayed and live).
+    with ModelPool(bench_reg, max_loaded=3) as pool, tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
+        fresh = Store(Path(tmp) / "runs.sqlite")
+        router = Router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed, store=fresh)
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeRemainingColumn(), console=err, disable=state.quiet) as progress:
@@ -115,6 +123,7 @@ def bench(
                                 scorers=scorers, items=items, on_live=on_live)
         finally:
             router.close()
+            fresh.close()
     if out is not None:
         written = write_outputs(res, out)
         err.print(f"[dim]wrote {len(written)} files to {out}[/]")
