@@ -142,10 +142,13 @@ def drafter_models(registry: Registry) -> set[str]:
 def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
               base: Profile | None = None, advance: Advance = lambda n: None,
               on_model: Callable[[str], None] = lambda name: None) -> Profile:
-    """Measure `names` (loading them through the pool) into `base` or a fresh profile."""
+    """Measure `names` (loading them through the pool) into `base` or a fresh profile.
+
+    Models of `base` that the registry no longer has are dropped (removed or renamed models).
+    """
     registry: Registry = pool.registry
     plan = QUICK if quick else FULL
-    profile = base if base is not None and base.machine == machine else Profile(machine)
+    profile = base.only(registry.models) if base is not None and base.machine == machine else Profile(machine)
     drafters = drafter_models(registry)
     for name in names:
         on_model(name)

@@ -16,6 +16,9 @@ from qroute_cli.backends.base import Backend
 
 class Drafter(Protocol):
     kind: str
+    # Seconds the last propose() spent catching up on tokens it had not seen (a one-off
+    # cost the speed controller leaves out of steady-state drafting); 0 for free drafters.
+    last_catchup_s: float
 
     def propose(self, history: Sequence[int], k: int) -> tuple[list[int], list[np.ndarray] | None]:
         """Up to k tokens that are likely to follow `history` (may be empty)."""
@@ -48,6 +51,7 @@ class NgramDrafter:
     """Drafts from repeated n-grams in the prompt and the answer so far; free to run."""
 
     kind = "ngram"
+    last_catchup_s = 0.0  # a lookup has nothing to catch up on
 
     def __init__(self, n_max: int = 4, n_min: int = 2) -> None:
         self.n_max = n_max
@@ -88,10 +92,7 @@ class ModelDrafter:
         self.min_prob = min_prob
         self.temperature = temperature
         self.rng = rng or np.random.default_rng()
-        # Seconds the last propose() spent catching up on many unseen tokens (e.g. the prompt
-        # after a pause in drafting): a one-off cost the speed controller should not count
-        # against steady-state drafting.
-        self.last_catchup_s = 0.0
+        self.last_catchup_s = 0.0  # e.g. reading the prompt, or the answer after a pause in drafting
 
     def reset(self) -> None:
         self.last_catchup_s = 0.0

@@ -258,7 +258,7 @@ def generate(
                 if k > 0 and drafter.kind == "model":
                     # The drafter ran but was unsure of its first token: its time counts
                     # against speculation, not against plain decoding.
-                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0 - getattr(drafter, "last_catchup_s", 0.0))
+                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0 - drafter.last_catchup_s)
                 else:
                     ctl.record_plain(time.perf_counter() - step_t0)
                 continue
@@ -269,8 +269,7 @@ def generate(
             drafted += len(draft)
             accepted += n_ok
             draft_steps += 1
-            catchup = getattr(drafter, "last_catchup_s", 0.0)
-            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0 - catchup)
+            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0 - drafter.last_catchup_s)
             done = emit(draft[:n_ok] + [nxt])
     except KeyboardInterrupt:
         finish = "interrupted"

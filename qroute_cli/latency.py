@@ -114,8 +114,7 @@ class Profile:
         }
 
     def only(self, names) -> "Profile":
-        """This profile without the models that are not in `names` (the registry's models):
-        measurements of removed or renamed models are dropped when a profile is saved."""
+        """A copy of this profile with only the models in `names`."""
         keep = set(names)
         return Profile(self.machine, {n: m for n, m in self.models.items() if n in keep}, self.ngram_s)
 

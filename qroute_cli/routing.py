@@ -250,7 +250,6 @@ class Router:
         finally:
             if pool is not self.pool:
                 pool.close()
-        self.profile = self.profile.only(self.registry.models)
         save_profile(self.profile)
 
     # -- deciding -----------------------------------------------------------------

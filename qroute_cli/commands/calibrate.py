@@ -84,7 +84,6 @@ def calibrate(
             advance=lambda n: progress.advance(task, n),
             on_model=lambda name: progress.update(task, description=f"{name:<22}"),
         )
-    profile = profile.only(reg.models)
     path = save_profile(profile)
     if as_json:
         typer.echo(json.dumps(profile.to_json(), indent=1))
