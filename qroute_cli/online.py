@@ -173,7 +173,7 @@ class Residual:
     pair: str
     verifier: str
     prefill_s: float  # profile-only prefill for the prompt as predicted
-    per_token_s: float  # profile-only time per token at the observed acceptance
+    per_token_s: float  # profile-only time per token at the predicted acceptance
     tokens: float  # output tokens as predicted before the run
     observed_s: float
 

@@ -54,12 +54,12 @@ def bench(
 
     from qroute_cli import paths
     from qroute_cli.cli import registry, state
-    from qroute_cli.evaluation.bench import BenchConfig, run_bench
+    from qroute_cli.evaluation.bench import BenchConfig, run_bench, select_items
     from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
+    from qroute_cli.evaluation.strategies import fresh_router
     from qroute_cli.models import store
     from qroute_cli.pool import ModelPool, is_fake
     from qroute_cli.render import console, err_console
-    from qroute_cli.routing import Router
 
     if quick and full:
         raise UsageError("Choose one of --quick and --full.")
@@ -78,8 +78,6 @@ def bench(
                          "Fetch models with: qroute models pull")
     extra_scorers = _scorer_files(scorer or [])
     cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live)
-    from qroute_cli.evaluation.bench import select_items
-
     items = select_items(cfg)
     total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
@@ -96,34 +94,26 @@ def bench(
             scorers[name] = OnnxScorer(path, bench_reg)
         except PredictorError as exc:
             raise UsageError(f"--scorer {name}: {exc.message}") from exc
-    import tempfile
-
-    from qroute_cli.store import Store
 
     # The strategies route from the calibration alone, with an empty learning store, so the
     # figures do not depend on what this user ran before; learning is measured on its own
     # (quality+online, replayed and live).
-    with ModelPool(bench_reg, max_loaded=3) as pool, tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
-        fresh = Store(Path(tmp) / "runs.sqlite")
-        router = Router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed, store=fresh)
-        try:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=err, disable=state.quiet) as progress:
-                bar = progress.add_task("running prompts x pairs", total=total)
+    with ModelPool(bench_reg, max_loaded=3) as pool, \
+            fresh_router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed) as router:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err, disable=state.quiet) as progress:
+            bar = progress.add_task("running prompts x pairs", total=total)
 
-                def on_cell(item, pair, cell, cached):
-                    progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
+            def on_cell(item, pair, cell, cached):
+                progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
 
-                live_bar = progress.add_task("live: route, run and learn", total=len(items), visible=live)
+            live_bar = progress.add_task("live: route, run and learn", total=len(items), visible=live)
 
-                def on_live(item, pair):
-                    progress.update(live_bar, advance=1, description=f"live: {pair} · {item.task}")
+            def on_live(item, pair):
+                progress.update(live_bar, advance=1, description=f"live: {pair} · {item.task}")
 
-                res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
-                                scorers=scorers, items=items, on_live=on_live)
-        finally:
-            router.close()
-            fresh.close()
+            res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
+                            scorers=scorers, items=items, on_live=on_live)
     if out is not None:
         written = write_outputs(res, out)
         err.print(f"[dim]wrote {len(written)} files to {out}[/]")

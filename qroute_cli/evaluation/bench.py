@@ -59,10 +59,10 @@ def default_budgets(m: Matrix, items: Sequence[Item]) -> tuple[float, ...]:
 
 
 def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, router=None,
-             scorers: dict | None = None) -> list[Outcome]:
-    """Every strategy on the same matrix."""
+             scorers: dict | None = None, budgets: Sequence[float] = ()) -> list[Outcome]:
+    """Every strategy on the same matrix (`budgets`: the QualityRoute sweep; default derived)."""
     out: list[Outcome] = [strategies.static(m, items, p) for p in m.pairs]
-    budgets = cfg.budgets or default_budgets(m, items)
+    budgets = budgets or cfg.budgets or default_budgets(m, items)
     out += [strategies.oracle(m, items, b) for b in budgets] + [strategies.oracle(m, items, None)]
     rnd = [strategies.random_choice(m, items, cfg.seed + s) for s in range(cfg.random_seeds)]
     out.append(Outcome("random", f"mean of {cfg.random_seeds} seeds", rnd[0].choices,
@@ -73,50 +73,40 @@ def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, route
     if len(plain) > 1:
         out.append(strategies.ensemble(m, items, plain))
     if router is not None:
-        default_scorer = router.scorer
-        scorers = {"default": None, **(scorers or {})}
-        for name, scorer in scorers.items():
-            router._scorer = scorer if scorer is not None else default_scorer
-            suffix = "" if name == "default" else f" [{name}]"
-            cost = strategies.routed(m, items, router, "cost", None, "fastest predicted")
-            cost.strategy += suffix
-            out.append(cost)
-            for b in budgets:
-                o = strategies.routed(m, items, router, "quality", b)
-                o.strategy += suffix
-                out.append(o)
-        router._scorer = default_scorer
+        out += _routed_sweep(m, items, router, budgets, "")  # first: it loads the profile
+        for name, scorer in (scorers or {}).items():
+            with strategies.fresh_router(registry, scorer=scorer, profile=router.profile, pool=router.pool,
+                                         console=router.console, seed=cfg.seed) as other:
+                out += _routed_sweep(m, items, other, budgets, f" [{name}]")
         out += online_learning(m, items, cfg, registry, router, budgets)
     return out
+
+
+def _routed_sweep(m: Matrix, items: Sequence[Item], router, budgets: Sequence[float], suffix: str) -> list[Outcome]:
+    """Cost-only routing and QualityRoute at every budget, with this router's scorer."""
+    outs = [strategies.routed(m, items, router, "cost", None, "fastest predicted")]
+    outs += [strategies.routed(m, items, router, "quality", b) for b in budgets]
+    for o in outs:
+        o.strategy += suffix
+    return outs
 
 
 def online_learning(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, router,
                     budgets: Sequence[float]) -> list[Outcome]:
     """QualityRoute with every chosen run fed back into a fresh learning store, over a
     shuffled prompt stream (as a user would send them), at each budget."""
-    import random
-    import tempfile
-
-    from qroute_cli.routing import Router
-    from qroute_cli.store import Store
-
-    order = list(range(len(items)))
-    random.Random(cfg.seed).shuffle(order)
+    order = strategies.stream_order(len(items), cfg.seed)
     stream = [items[i] for i in order]
     results = []
-    with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
-        for b in budgets:
-            store = Store(Path(tmp) / f"runs-{b}.sqlite")
-            learner = Router(registry, strategy="quality", budget_s=b, scorer=router.scorer, store=store,
-                             profile=router.profile, pool=router.pool, console=router.console, seed=cfg.seed)
+    for b in budgets:
+        with strategies.fresh_router(registry, strategy="quality", budget_s=b, scorer=router.scorer,
+                                     profile=router.profile, pool=router.pool, console=router.console,
+                                     seed=cfg.seed) as learner:
             o = strategies.routed(m, stream, learner, "quality", b, learn=True)
-            learner.close()
-            store.close()
-            back = sorted(range(len(order)), key=lambda k: order[k])  # stream position -> item order
-            results.append(Outcome("quality+online", o.setting, [o.choices[k] for k in back],
-                                   [o.quality[k] for k in back], [o.latency[k] for k in back], b,
-                                   {"overhead_ms": o.extra.get("overhead_ms"),
-                                    "stream_hits": [lat <= b for lat in o.latency]}))
+        choices, quality, latency = (strategies.in_item_order(order, v) for v in (o.choices, o.quality, o.latency))
+        results.append(Outcome("quality+online", o.setting, choices, quality, latency, b,
+                               {"overhead_ms": o.extra.get("overhead_ms"),
+                                "stream_hits": [lat <= b for lat in o.latency]}))
     return results
 
 
@@ -136,7 +126,7 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     cost = next((o for o in outcomes if o.strategy == "cost"), None)
     gain = None
     if cost is not None and qr:
-        q_match = frontier.quality_at(qr, cost.mean_latency * 1.0)
+        q_match = frontier.quality_at(qr, cost.mean_latency)
         if q_match is not None and cost.mean_quality > 0:
             gain = (q_match - cost.mean_quality) / cost.mean_quality
     weak = min(statics, key=lambda o: o.mean_latency)
@@ -169,12 +159,6 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     }
 
 
-def live_budget(m: Matrix, items: Sequence[Item], cfg: BenchConfig) -> float:
-    """The budget of the live run: the middle of the sweep, where the choice matters most."""
-    budgets = cfg.budgets or default_budgets(m, items)
-    return budgets[len(budgets) // 2]
-
-
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
               on_cell: Callable | None = None, items: list[Item] | None = None,
               on_live: Callable | None = None) -> BenchResult:
@@ -183,11 +167,13 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
-    outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers)
+    budgets = cfg.budgets or default_budgets(matrix, items)
+    outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)
     if router is not None and cfg.live:
         from qroute_cli.evaluation.live import live_online
 
-        outcomes.append(live_online(pool, items, router, live_budget(matrix, items, cfg), seed=cfg.seed,
+        # One budget, the middle of the sweep: where the choice matters most.
+        outcomes.append(live_online(pool, items, router, budgets[len(budgets) // 2], seed=cfg.seed,
                                     on_run=on_live))
     res = BenchResult(cfg, items, matrix, outcomes)
     res.summary = headline(outcomes, items)

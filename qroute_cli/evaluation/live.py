@@ -10,13 +10,10 @@ along the stream.
 
 from __future__ import annotations
 
-import random
-import tempfile
-from pathlib import Path
 from typing import Callable, Sequence
 
 from qroute_cli.evaluation import metrics
-from qroute_cli.evaluation.strategies import Outcome
+from qroute_cli.evaluation.strategies import Outcome, fresh_router, in_item_order, stream_order
 from qroute_cli.evaluation.tasks import FORMATS, Item
 
 STRATEGY = "quality+online (live)"
@@ -25,44 +22,34 @@ STRATEGY = "quality+online (live)"
 def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: int = 0,
                 on_run: Callable[[Item, str], None] | None = None) -> Outcome:
     """Route, run and learn over a shuffled stream of `items` at `budget_s`; an Outcome in item order."""
-    from qroute_cli.routing import Router
     from qroute_cli.service import run_prompt, user_messages
-    from qroute_cli.store import Store
     from qroute_cli.types import GenerationConfig
 
     registry = pool.registry
-    order = list(range(len(items)))
-    random.Random(seed + 1).shuffle(order)
+    order = stream_order(len(items), seed + 1)
     trace = []
-    with tempfile.TemporaryDirectory(prefix="qroute-live-") as tmp:
-        store = Store(Path(tmp) / "runs.sqlite")
-        learner = Router(registry, strategy="quality", budget_s=budget_s, scorer=router.scorer, store=store,
-                         profile=router.profile, pool=pool, console=router.console, seed=seed)
-        try:
-            for i in order:
-                item = items[i]
-                msgs = user_messages(item.prompt)
-                cap = FORMATS[item.task].max_tokens
-                d = learner.decide(msgs, max_tokens=cap)
-                predicted = learner.last_predicted_latency_s  # with the router's token cap, if any
-                margin = learner.online.margin()
-                gen = run_prompt(pool, registry.pair(d.chosen), msgs,
-                                 GenerationConfig(max_tokens=d.max_tokens or cap, temperature=0.0))
-                learner.record(d, gen, msgs)
-                quality = float(metrics.score(item.task, gen.text, item.reference)["quality"])
-                trace.append({
-                    "item": item.id, "task": item.task, "pair": d.chosen, "quality": quality,
-                    "predicted_latency_s": predicted, "observed_latency_s": gen.stats.latency_s,
-                    "margin": round(margin, 3), "hit": gen.stats.latency_s <= budget_s,
-                    "tokens": gen.stats.output_tokens, "overhead_ms": d.overhead_ms,
-                })
-                if on_run:
-                    on_run(item, d.chosen)
-        finally:
-            learner.close()
-            store.close()
-    by_item = {i: row for i, row in zip(order, trace)}
-    rows = [by_item[i] for i in range(len(items))]
+    with fresh_router(registry, strategy="quality", budget_s=budget_s, scorer=router.scorer,
+                      profile=router.profile, pool=pool, console=router.console, seed=seed) as learner:
+        for i in order:
+            item = items[i]
+            msgs = user_messages(item.prompt)
+            cap = FORMATS[item.task].max_tokens
+            d = learner.decide(msgs, max_tokens=cap)
+            predicted = learner.last_predicted_latency_s  # with the router's token cap, if any
+            margin = learner.online.margin()
+            gen = run_prompt(pool, registry.pair(d.chosen), msgs,
+                             GenerationConfig(max_tokens=d.max_tokens or cap, temperature=0.0))
+            learner.record(d, gen, msgs)
+            quality = float(metrics.score(item.task, gen.text, item.reference)["quality"])
+            trace.append({
+                "item": item.id, "task": item.task, "pair": d.chosen, "quality": quality,
+                "predicted_latency_s": predicted, "observed_latency_s": gen.stats.latency_s,
+                "margin": round(margin, 3), "hit": gen.stats.latency_s <= budget_s,
+                "tokens": gen.stats.output_tokens, "overhead_ms": d.overhead_ms,
+            })
+            if on_run:
+                on_run(item, d.chosen)
+    rows = in_item_order(order, trace)
     return Outcome(STRATEGY, f"{budget_s:g}s", [r["pair"] for r in rows], [r["quality"] for r in rows],
                    [r["observed_latency_s"] for r in rows], budget_s,
                    {"overhead_ms": [r["overhead_ms"] for r in rows], "stream": trace, **stream_summary(trace)})

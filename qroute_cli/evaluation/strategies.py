@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.matrix import Matrix
@@ -50,6 +53,38 @@ class Outcome:
         if self.budget_s is None:
             return None
         return sum(lat <= self.budget_s for lat in self.latency) / max(len(self.latency), 1)
+
+
+@contextmanager
+def fresh_router(registry, **kwargs) -> Iterator:
+    """A Router (with `kwargs`) whose learning store starts empty, in a temporary directory:
+    bench figures never depend on what the user ran before."""
+    from qroute_cli.routing import Router
+    from qroute_cli.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
+        store = Store(Path(tmp) / "runs.sqlite")
+        router = Router(registry, store=store, **kwargs)
+        try:
+            yield router
+        finally:
+            router.close()
+            store.close()
+
+
+def stream_order(n: int, seed: int) -> list[int]:
+    """Item indices in the shuffled order a user might send them."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def in_item_order(order: Sequence[int], values: Sequence) -> list:
+    """Values listed in stream `order` back in item order."""
+    out = [None] * len(order)
+    for position, i in enumerate(order):
+        out[i] = values[position]
+    return out
 
 
 def from_choices(m: Matrix, items: Sequence[Item], strategy: str, setting: str, choices: list[str],
