@@ -28,21 +28,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from predictor import metrics, splits
+from predictor import splits
+from qroute_cli.evaluation import metrics
+from qroute_cli.evaluation.tasks import FORMATS, task_prompt  # shared with the bench
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
 
 
-# The prompts are what a user would type; the predictor learns from exactly these strings,
-# and the bench asks them the same way (one definition, in the package).
-from qroute_cli.evaluation.tasks import FORMATS  # noqa: E402
-
-
 def prompt_for(row: splits.Row) -> str:
-    q = row.question.strip()
-    if row.dataset == "nq":
-        q = q[:1].upper() + q[1:]
-    return FORMATS[row.dataset].template.format(q=q)
+    return task_prompt(row.dataset, row.question)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -190,7 +190,7 @@ def evouna_metric_check(root: Path | None = None) -> dict:
     """How well our automatic NQ scores (normalised EM, token F1) agree with EVOUNA's human labels."""
     from sklearn.metrics import roc_auc_score
 
-    from predictor import metrics
+    from qroute_cli.evaluation import metrics
 
     root = root or splits.data_root()
     f1s, ems, labels = [], [], []
@@ -226,7 +226,7 @@ def hanna_check(root: Path | None = None) -> dict:
     """What HANNA's human ratings of 96 human stories say about our cheap story signals."""
     from scipy.stats import spearmanr
 
-    from predictor import metrics
+    from qroute_cli.evaluation import metrics
 
     root = root or splits.data_root()
     rows = [json.loads(line) for line in (root / "human_quality" / "hanna_human_stories_ratings.jsonl").open()]

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from conftest import require_model
-from predictor import datagen, metrics, splits
+from predictor import datagen, splits
+from qroute_cli.evaluation import metrics
 
 
 @pytest.fixture

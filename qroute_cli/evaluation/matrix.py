@@ -49,9 +49,6 @@ class Matrix:
     def cell(self, item: Item, pair: str) -> Cell:
         return self.cells[(item.id, pair)]
 
-    def complete_items(self) -> list[Item]:
-        return [it for it in self.items if all((it.id, p) in self.cells for p in self.pairs)]
-
 
 def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig) -> str:
     models = [registry.model(pair.verifier)] + (

@@ -39,6 +39,14 @@ FORMATS = {
 }
 
 
+def task_prompt(task: str, question: str) -> str:
+    """The user prompt for a data set's question (NQ questions come lower-cased)."""
+    q = question.strip()
+    if task == "nq":
+        q = q[:1].upper() + q[1:]
+    return FORMATS[task].template.format(q=q)
+
+
 @dataclass(frozen=True)
 class Item:
     task: str
@@ -48,10 +56,7 @@ class Item:
 
     @property
     def prompt(self) -> str:
-        q = self.question.strip()
-        if self.task == "nq":
-            q = q[:1].upper() + q[1:]
-        return FORMATS[self.task].template.format(q=q)
+        return task_prompt(self.task, self.question)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
