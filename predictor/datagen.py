@@ -55,6 +55,16 @@ def read_rows(path: Path) -> list[dict]:
     return out
 
 
+def caps_used(path: Path) -> dict[str, int]:
+    """The answer cap each data set was generated with: the largest `max_tokens` its rows
+    carry (FORMATS may have changed since), else today's cap from FORMATS."""
+    stated: dict[str, int] = {}
+    for row in read_rows(path):
+        if row.get("max_tokens"):
+            stated[row["dataset"]] = max(stated.get(row["dataset"], 0), int(row["max_tokens"]))
+    return {d: stated.get(d, f.max_tokens) for d, f in FORMATS.items()}
+
+
 def _gunzip_tolerant(raw: bytes) -> bytes:
     """Concatenated gzip members; stops quietly at a truncated last member."""
     out = io.BytesIO()

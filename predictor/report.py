@@ -42,7 +42,7 @@ def _f(v, fmt="{:.2f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
-def render(cv: dict, table: train.Table, latency: dict[str, dict], caps: dict[str, int] | None = None) -> str:
+def render(cv: dict, table: train.Table, latency: dict[str, dict], caps: dict[str, int]) -> str:
     res = cv["results"]
     methods = [m for m in train.ARCHS + train.BASELINES if m in res]
     vs = cv["data"]["verifiers"]
@@ -65,7 +65,6 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], caps: dict[st
         "| data set | verifier | mean quality | mean output tokens | cut at cap |",
         "|---|---|---|---|---|",
     ]
-    caps = caps or {d: f.max_tokens for d, f in datagen.FORMATS.items()}
     for d in sorted(set(table.datasets)):
         idx = table.datasets == d
         for j, v in enumerate(table.verifiers):
@@ -179,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arch}: p50 {latency[arch]['p50_ms']:.3f} ms, p95 {latency[arch]['p95_ms']:.3f} ms")
     cv["latency"] = latency
     args.results.write_text(json.dumps(cv, indent=1))
-    # The caps the data was generated with (rows carry them; FORMATS may have changed since).
-    caps: dict[str, int] = {}
-    for row in datagen.read_rows(args.data):
-        caps[row["dataset"]] = max(caps.get(row["dataset"], 0), int(row.get("max_tokens") or 0))
-    args.out.write_text(render(cv, table, latency, {d: c for d, c in caps.items() if c} or None))
+    args.out.write_text(render(cv, table, latency, datagen.caps_used(args.data)))
     print(f"wrote {args.out}")
     return 0
 

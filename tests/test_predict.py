@@ -173,6 +173,7 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
     assert cv["data"]["prompts"] == 24 and cv["shipped"].startswith("hashed")
     assert {"hashed-ridge", "hashed-mlp", "dataset-mean", "length-only"} <= set(cv["results"])
     assert all(e["max_abs_diff_vs_numpy"] < 1e-4 for e in cv["exported"].values())
+    assert "length-only" in cv["exported"] and (tmp_path / "build" / "length-only.onnx").exists()
     # fake-big is better everywhere: the predictor must rank it first on held-out prompts.
     assert cv["results"]["hashed-ridge"]["all"]["better_of_two"]["accuracy"] > 0.8
     pred = predict.load_default(fake_registry, ship).predict("What is 3 + 4?")
