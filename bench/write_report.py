@@ -18,6 +18,11 @@ def _load(name: str):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _load_lines(name: str) -> list[dict]:
+    path = RESULTS / name
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
 def _f(v, fmt="{:.3f}"):
     return "–" if v is None else fmt.format(v)
 
@@ -67,10 +72,8 @@ def main() -> None:
     engine = _load("engine.json")
     lat = _load("latency_error.json")
     chat = _load("chat_ttft.json")
-    speed_path = RESULTS / "decode_speed.jsonl"
-    speed = [json.loads(x) for x in speed_path.read_text().splitlines() if x.strip()] if speed_path.exists() else []
-    build_path = RESULTS / "build_speed.jsonl"
-    builds = [json.loads(x) for x in build_path.read_text().splitlines() if x.strip()] if build_path.exists() else []
+    speed = _load_lines("decode_speed.jsonl")
+    builds = _load_lines("build_speed.jsonl")
     lines = ["# qroute bench report", "",
              "Regenerate with `bash bench/run_full.sh` (runs the benches, then `bench/write_report.py`).",
              "All figures below were measured on the 2-core CPU machine described in the design brief,",
