@@ -12,13 +12,13 @@ import random
 import tempfile
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.matrix import Matrix
-from qroute_cli.evaluation.tasks import Item
+from qroute_cli.evaluation.tasks import FORMATS, Item
 
 
 @dataclass
@@ -197,8 +197,6 @@ def capped(cell, cap: int | None, task: str, reference):
     characters) and scored again, the decode time scaled; the matrix ran every pair uncapped."""
     if not cap or cap >= cell.tokens or cell.tokens <= 0:
         return cell
-    from dataclasses import replace
-
     share = cap / cell.tokens
     text = cell.text[: int(len(cell.text) * share)]
     scores = metrics.score(task, text, reference)
@@ -215,7 +213,6 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
     cut to that cap (`capped`). With `learn`, every chosen run's outcome is fed back through
     `router.record` as it would be in live use, so later decisions use the learned estimates.
     """
-    from qroute_cli.evaluation.tasks import FORMATS
     from qroute_cli.service import user_messages
 
     router.set_strategy(strategy)
