@@ -351,7 +351,7 @@ class Chat:
             v.info(f"Budget: {self.router.budget_s:g}s per turn.")
         elif cmd.name == "strategy":
             if arg:
-                self.set_strategy(arg)
+                self.router.set_strategy(arg)
             v.info(f"Strategy: {self.router.strategy_text}.")
         elif cmd.name == "explain":
             if self.last_decision is None:
@@ -388,9 +388,6 @@ class Chat:
             kind = self.history.save(path)
             v.info(Text(f"Saved {len(self.history.turns)} turns to {path} ({kind})."))
         return True
-
-    def set_strategy(self, text: str) -> None:
-        self.router.set_strategy(text)
 
     # -- answering ---------------------------------------------------------------------
 
@@ -441,12 +438,12 @@ class Chat:
 
     def fit(self, pair, text: str, cfg: GenerationConfig) -> int:
         """Drop the oldest turns until prompt + answer fit the verifier's context; returns how many."""
-        from qroute_cli.service import prompt_tokens
+        from qroute_cli.service import CTX_MARGIN, prompt_tokens
 
         backend = self.pool.get(pair.verifier)
         spec = self.registry.model(pair.verifier)
         n_ctx = backend.n_ctx
-        fixed = 16 + cfg.draft_max  # the engine's own margin for a verify batch
+        fixed = CTX_MARGIN + cfg.draft_max  # the room run_prompt keeps for a verify batch
         reserve = min(cfg.max_tokens, n_ctx // 4) + fixed
 
         def size() -> int:

@@ -26,7 +26,7 @@ from qroute_cli.types import (
 )
 
 # Room kept free at the end of the context for one verify batch.
-_CTX_MARGIN = 16
+CTX_MARGIN = 16
 
 
 def render_prompt(backend: Backend, spec: ModelSpec, messages: Sequence[Message]) -> tuple[str, tuple[str, ...]]:
@@ -76,7 +76,7 @@ def run_prompt(
     spec = pool.registry.model(pair.verifier)
     verifier = pool.get(pair.verifier)
     tokens, stops = prompt_tokens(verifier, spec, messages)
-    room = verifier.n_ctx - len(tokens) - _CTX_MARGIN - config.draft_max
+    room = verifier.n_ctx - len(tokens) - CTX_MARGIN - config.draft_max
     if room < 1:
         raise PromptTooLongError(
             f"The prompt has {len(tokens)} tokens; '{spec.name}' has a context of {verifier.n_ctx}.",
