@@ -62,7 +62,7 @@ class LlamaBackend:
         self._bos_text = ""
         self._eos_text = ""
         self._closed = False
-        self.threads = llm.n_threads if hasattr(llm, "n_threads") else default_threads()
+        self.threads = llm.n_threads
 
     def set_threads(self, n: int) -> None:
         """CPU threads for the next evals (decode and batches alike)."""

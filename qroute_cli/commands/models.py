@@ -75,8 +75,7 @@ def pull(
                 spec, progress=lambda n, t=task: progress.advance(t, n), force=force,
                 status=lambda text, t=task, name=spec.name: progress.update(t, description=f"{name} ({text})"),
             )
-            progress.update(task, description=spec.name)
-            progress.update(task, completed=spec.size or path.stat().st_size)
+            progress.update(task, description=spec.name, completed=spec.size or path.stat().st_size)
             results.append({"name": spec.name, "path": str(path), "fetched": not already, "verified": True})
     if as_json:
         typer.echo(json.dumps(results, indent=2))
