@@ -11,6 +11,11 @@
   never to train.
 
 The bench imports this module: `from predictor.splits import nq_side, bench_rows`.
+
+`predictor/data/train_questions.sha256.gz` lists a key (`question_key`) for every question
+the predictor may train on, so a clone without the source data can still check that no
+bench question is a training question. Remake it after a change to the split with
+`python -m predictor.splits --write-hashes`; a test checks it against the source data.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 # Bump only with a new data set: changing it moves questions between train and bench.
 NQ_SPLIT_SALT = "qroute-nq-split-v1"
 NQ_TRAIN_PERCENT = 40
 
 DATASETS = ("gsm8k", "nq", "wp")
+TRAIN_HASHES = Path(__file__).resolve().parent / "data" / "train_questions.sha256.gz"
 
 
 def data_root() -> Path:
@@ -131,3 +137,65 @@ def sample(rows: list[Row], n: int, seed: int = 0) -> list[Row]:
     """A fixed pseudo-random order of `rows`, first `n` (a larger n extends a smaller one)."""
     keyed = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r.dataset}:{r.id}".encode()).hexdigest())
     return keyed[:n]
+
+
+# --------------------------------------------------------------------------- shipped hashes
+
+def question_key(question: str) -> str:
+    """A question's identity whatever its spelling: the first 16 hex digits of the SHA-256 of
+    its lower-cased letters and digits (after dropping WritingPrompts tags)."""
+    text = re.sub(r"[^0-9a-z]", "", clean_wp_prompt(question).lower())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def training_questions(root: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(source, question) for every question the predictor's training may read: the train
+    side of each data set, and the EVOUNA questions the difficulty head learns from."""
+    root = root or data_root()
+    for dataset in DATASETS:
+        for row in train_rows(dataset, root):
+            yield dataset, row.question
+    for r in json.loads((root / "human_quality" / "evouna_tq.json").read_text(encoding="utf-8")):
+        yield "evouna-tq", r["question"]
+    for r in json.loads((root / "human_quality" / "evouna_nq.json").read_text(encoding="utf-8")):
+        if nq_side(r["question"]) == "train":
+            yield "evouna-nq", r["question"]
+
+
+def hash_lines(questions: Iterable[tuple[str, str]]) -> list[str]:
+    """Sorted, de-duplicated 'source key' lines."""
+    return sorted({f"{source} {question_key(q)}" for source, q in questions})
+
+
+def write_train_hashes(path: Path = TRAIN_HASHES, root: Path | None = None) -> int:
+    """Write the shipped hash file from the source data; returns the number of keys."""
+    lines = hash_lines(training_questions(root))
+    header = ("# Keys of every question the predictor may train on (predictor/splits.py question_key).\n"
+              "# Made by: python -m predictor.splits --write-hashes\n")
+    body = (header + "\n".join(lines) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(body, compresslevel=9, mtime=0))  # same bytes on every rerun
+    return len(lines)
+
+
+def read_train_hashes(path: Path = TRAIN_HASHES) -> dict[str, set[str]]:
+    """The shipped keys by source ('gsm8k', 'nq', 'wp', 'evouna-tq', 'evouna-nq')."""
+    out: dict[str, set[str]] = {}
+    with gzip.open(path, "rt", encoding="ascii") as fh:
+        for line in fh:
+            if line.strip() and not line.startswith("#"):
+                source, key = line.split()
+                out.setdefault(source, set()).add(key)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write-hashes", action="store_true", help=f"write {TRAIN_HASHES.name} from the source data")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    args = ap.parse_args()
+    if args.write_hashes:
+        n = write_train_hashes(TRAIN_HASHES, args.data_dir)
+        print(f"{TRAIN_HASHES}: {n} keys, {TRAIN_HASHES.stat().st_size / 1024:.0f} KiB")

@@ -52,10 +52,10 @@ def _tokens(backend: Backend, n: int) -> list[int]:
     return [t % backend.n_vocab for t in out]
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def _softmax_pick(row: np.ndarray) -> int:
@@ -71,6 +71,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     small, large = plan.prefill_sizes
     large = min(large, max(small + 1, backend.n_ctx - plan.decode_steps * 2 - K_MAX - 8))
     toks = _tokens(backend, large + plan.decode_steps * 2 + K_MAX + 2)
+    clock = getattr(backend, "clock", time.perf_counter)  # fakes keep simulated time
     backend.truncate(0)
     backend.eval(toks[:small], logits="last")  # warm-up: buffers, caches, thread pool
 
@@ -78,7 +79,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
         times = []
         for _ in range(plan.reps):
             backend.truncate(0)
-            times.append(_timed(lambda: backend.eval(toks[:n], logits="last")))
+            times.append(_timed(lambda: backend.eval(toks[:n], logits="last"), clock))
             advance(1)
         return statistics.median(times)
 
@@ -94,7 +95,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     pos = small
     decode = []
     for _ in range(plan.decode_steps):
-        decode.append(_timed(lambda: int(backend.eval([toks[pos]], logits="last")[-1].argmax())))
+        decode.append(_timed(lambda: int(backend.eval([toks[pos]], logits="last")[-1].argmax()), clock))
         pos += 1
         advance(1)
 
@@ -103,7 +104,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
         times = []
         for _ in range(plan.reps):
             start = len(backend.tokens)
-            times.append(_timed(lambda: backend.eval(toks[pos: pos + k + 1], logits="all").argmax(axis=1)))
+            times.append(_timed(lambda: backend.eval(toks[pos: pos + k + 1], logits="all").argmax(axis=1), clock))
             backend.truncate(start)
             advance(1)
         verify.append(statistics.median(times))
@@ -112,7 +113,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     if drafter:
         steps = []
         for _ in range(plan.decode_steps):
-            steps.append(_timed(lambda: _softmax_pick(backend.eval([toks[pos]], logits="last")[-1])))
+            steps.append(_timed(lambda: _softmax_pick(backend.eval([toks[pos]], logits="last")[-1]), clock))
             pos += 1
             advance(1)
         draft = statistics.median(steps)
@@ -126,12 +127,12 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     )
 
 
-def measure_ngram(reps: int = 50) -> float:
+def measure_ngram(reps: int = 50, clock: Callable[[], float] = time.perf_counter) -> float:
     """One n-gram lookup over a 512-token history (what the n-gram drafter costs per step)."""
     from qroute_cli.drafters import ngram_lookup
 
     history = list(np.random.default_rng(0).integers(0, 500, 512))
-    times = [_timed(lambda: ngram_lookup(history, 8)) for _ in range(reps)]
+    times = [_timed(lambda: ngram_lookup(history, 8), clock) for _ in range(reps)]
     return statistics.median(times)
 
 
@@ -150,12 +151,15 @@ def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
     plan = QUICK if quick else FULL
     profile = base.only(registry.models) if base is not None and base.machine == machine else Profile(machine)
     drafters = drafter_models(registry)
+    clock = time.perf_counter
     for name in names:
         on_model(name)
         spec = registry.model(name)
         backend = pool.get(name)
+        clock = getattr(backend, "clock", clock)
         profile.models[name] = measure_model(
             backend, name, model_identity(spec), plan, drafter=name in drafters, advance=advance
         )
-    profile.ngram_s = measure_ngram()
+    # On fakes (simulated time) a lookup costs nothing measurable; the floor keeps it positive.
+    profile.ngram_s = max(measure_ngram(clock=clock), 1e-6)
     return profile

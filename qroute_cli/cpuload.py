@@ -19,50 +19,73 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _FRESH_S = 5.0  # a reading older than this says little about now: take a short new one
 _SAMPLE_S = 0.05
 
 
-def _busy_ticks() -> int | None:
-    """CPU ticks spent busy on all cores since boot (None where /proc/stat is missing)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = fh.readline().split()
-    except OSError:
-        return None
+def busy_ticks(proc_stat: str) -> int | None:
+    """CPU ticks spent busy on all cores since boot, from the text of /proc/stat."""
+    fields = proc_stat.split("\n", 1)[0].split()
     if not fields or fields[0] != "cpu":
         return None
-    values = [int(x) for x in fields[1:]]
+    try:
+        values = [int(x) for x in fields[1:]]
+    except ValueError:
+        return None
+    if len(values) < 4:
+        return None
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     return sum(values[:8]) - idle
 
 
-def _own_ticks() -> int | None:
-    """This process's user + system ticks, all threads."""
+def process_ticks(pid_stat: str) -> int | None:
+    """A process's user + system ticks (all threads), from the text of /proc/PID/stat."""
+    rest = pid_stat.rsplit(")", 1)[-1].split()  # the name in parentheses may contain spaces
     try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            raw = fh.read()
+        return int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    except (IndexError, ValueError):
+        return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read()
     except OSError:
         return None
-    rest = raw.rsplit(")", 1)[-1].split()  # the name in parentheses may contain spaces
-    return int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+
+
+def proc_ticks() -> tuple[int, int] | None:
+    """(busy ticks of the machine, ticks of this process) now; None where /proc is missing."""
+    stat, own = _read("/proc/stat"), _read("/proc/self/stat")
+    if stat is None or own is None:
+        return None
+    busy, mine = busy_ticks(stat), process_ticks(own)
+    return None if busy is None or mine is None else (busy, mine)
 
 
 class CpuLoad:
-    """Cores used by other processes, from the interval since the last reading."""
+    """Cores used by other processes, from the interval since the last reading.
 
-    def __init__(self, sample_s: float = _SAMPLE_S, clock=time.monotonic, sleep=time.sleep) -> None:
+    `clock`, `sleep` and `read` (which returns (busy ticks, own ticks)) are injectable, so
+    the arithmetic can be checked on exact readings.
+    """
+
+    def __init__(self, sample_s: float = _SAMPLE_S, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 read: Callable[[], tuple[int, int] | None] = proc_ticks) -> None:
         self.sample_s = sample_s
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._read_ticks = clock, sleep, read
         self._last: tuple[float, int, int] | None = None
 
     def _read(self) -> tuple[float, int, int] | None:
-        busy, own = _busy_ticks(), _own_ticks()
-        if busy is None or own is None:
+        ticks = self._read_ticks()
+        if ticks is None:
             return None
-        return self._clock(), busy, own
+        return (self._clock(), *ticks)
 
     def others(self) -> float | None:
         """Average cores the rest of the machine kept busy lately; None when unknown."""

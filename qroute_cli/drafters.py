@@ -112,10 +112,11 @@ class ModelDrafter:
     ) -> tuple[list[int], list[np.ndarray] | None]:
         if k <= 0:
             return [], None
-        t0 = time.perf_counter()
+        clock = getattr(self.backend, "clock", time.perf_counter)  # the engine's time source
+        t0 = clock()
         unseen = len(history) - len(self.backend.tokens)
         logits = self._sync(history)
-        self.last_catchup_s = time.perf_counter() - t0 if unseen > 4 else 0.0
+        self.last_catchup_s = clock() - t0 if unseen > 4 else 0.0
         draft: list[int] = []
         dists: list[np.ndarray] = []
         for i in range(k):

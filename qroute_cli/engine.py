@@ -12,6 +12,10 @@ max(0, p - q) on rejection), so the output distribution is the verifier's.
 Drafting adapts: the draft length follows recent acceptance, and when speculative steps
 deliver fewer tokens per second than plain steps the loop stops drafting for a while
 (with a growing back-off), so a drafter that does not pay on this machine costs little.
+
+With a seed the schedule follows acceptance alone (a back-off after drafts that all fail),
+never the clock: the verify batches, and so llama.cpp's float sums, are the same on every
+rerun, and a seeded command on the same machine and thread count repeats its text exactly.
 """
 
 from __future__ import annotations
@@ -61,13 +65,18 @@ class DraftController:
     memory: SpeedMemory = field(default_factory=SpeedMemory)
     cooldown: int = 0  # plain tokens left before drafting is tried again
     warmup_plain: int = 2  # plain steps to measure before the first draft
+    # False: back off on acceptance alone, so the schedule (and with it every verify batch)
+    # is the same on every rerun; the clock and the speeds in `memory` are not consulted.
+    follow_speed: bool = True
+    misses: int = 0  # draft steps in a row that kept no draft token
+    miss_backoff: int = 16  # plain tokens after two misses, doubles each time
 
     def next_k(self) -> int:
         if not self.adaptive:
             return self.k_max
         if self.cooldown > 0:
             return 0
-        if self.memory.plain_n < self.warmup_plain:
+        if self.follow_speed and self.memory.plain_n < self.warmup_plain:
             return 0
         return self.k
 
@@ -86,6 +95,9 @@ class DraftController:
             self.k = min(self.k + 1, self.k_max)
         else:
             self.k = max(1, accepted + 1)
+        if not self.follow_speed:
+            self._back_off_on_misses(accepted)
+            return
         # One losing step is enough evidence once speculation has lost before on this pair.
         needed = 1 if mem.backoff > 16 else 2
         if mem.spec_n >= needed and mem.plain_tps and mem.spec_tps is not None:
@@ -96,6 +108,18 @@ class DraftController:
                 mem.spec_n = 0
             elif mem.spec_tps > 1.05 * mem.plain_tps:
                 mem.backoff = 16
+
+    def _back_off_on_misses(self, accepted: int) -> None:
+        """The clock-free rule: two draft steps in a row that keep nothing pause drafting."""
+        if accepted > 0:
+            self.misses = 0
+            self.miss_backoff = 16
+            return
+        self.misses += 1
+        if self.misses >= 2:
+            self.cooldown = self.miss_backoff
+            self.miss_backoff = min(self.miss_backoff * 2, 512)
+            self.misses = 0
 
 
 class TextStream:
@@ -203,12 +227,15 @@ def generate(
     ctl.k_max = config.draft_max
     ctl.k = min(max(ctl.k, 1), ctl.k_max)
     ctl.adaptive = config.adaptive
+    ctl.follow_speed = config.seed is None  # a seeded run must not depend on timing
     ctl.cooldown = 0
     if drafter is not None:
         drafter.reset()
     stream = TextStream(verifier, tuple(stops) + tuple(config.stop), on_text)
 
-    t0 = time.perf_counter()
+    # Fake backends keep simulated time, so their timings do not depend on the machine.
+    clock = getattr(verifier, "clock", time.perf_counter)
+    t0 = clock()
     # Prefill, reusing whatever prefix of the prompt the KV cache already holds.
     cached = common_prefix(verifier.tokens, prompt_tokens)
     cached = min(cached, len(prompt_tokens) - 1)  # the last prompt token yields the logits
@@ -239,13 +266,21 @@ def generate(
     try:
         rows = verifier.eval(list(prompt_tokens[cached:]), logits="last")
         first = _pick(rows[-1], config.temperature, rng)
-        ttft = time.perf_counter() - t0
+        ttft = clock() - t0
         done = config.max_tokens <= 0 or emit([first])
+        began, step_s = None, 0.0  # when the last step began; the slowest recent step
         while not done:
+            if config.deadline_s is not None:
+                now = clock()
+                step_s = step_s if began is None else max(now - began, 0.8 * step_s)
+                began = now
+                if now - t0 + step_s > config.deadline_s:  # the next step would end too late
+                    finish = "deadline"
+                    break
             pending = history[-1]
             k = ctl.next_k() if drafter is not None else 0
             k = min(k, config.max_tokens - len(out))
-            step_t0 = time.perf_counter()
+            step_t0 = clock()
             draft: list[int] = []
             dists = None
             if k > 0:
@@ -258,9 +293,9 @@ def generate(
                 if k > 0 and drafter.kind == "model":
                     # The drafter ran but was unsure of its first token: its time counts
                     # against speculation, not against plain decoding.
-                    ctl.record_spec(0, 0, 1, time.perf_counter() - step_t0 - drafter.last_catchup_s)
+                    ctl.record_spec(0, 0, 1, clock() - step_t0 - drafter.last_catchup_s)
                 else:
-                    ctl.record_plain(time.perf_counter() - step_t0)
+                    ctl.record_plain(clock() - step_t0)
                 continue
             base = len(verifier.tokens)
             rows = verifier.eval([pending] + draft, logits="all")
@@ -269,12 +304,12 @@ def generate(
             drafted += len(draft)
             accepted += n_ok
             draft_steps += 1
-            ctl.record_spec(len(draft), n_ok, n_ok + 1, time.perf_counter() - step_t0 - drafter.last_catchup_s)
+            ctl.record_spec(len(draft), n_ok, n_ok + 1, clock() - step_t0 - drafter.last_catchup_s)
             done = emit(draft[:n_ok] + [nxt])
     except KeyboardInterrupt:
         finish = "interrupted"
     text = stream.finish()
-    latency = time.perf_counter() - t0
+    latency = clock() - t0
     stats = SpecStats(
         prompt_tokens=len(prompt_tokens),
         output_tokens=len(out),

@@ -25,7 +25,7 @@ def _fake_loader(spec: ModelSpec) -> Backend:
     body = spec.path[len("fake://"):] if spec.path else ""
     for item in filter(None, body.split(",")):
         key, _, value = item.partition("=")
-        options[key.strip()] = float(value) if key.strip() in ("noise", "eos_bias", "sharpness") else int(value)
+        options[key.strip()] = float(value) if key.strip() in ("noise", "eos_bias", "sharpness", "step_ms", "token_ms") else int(value)
     return FakeBackend(name=spec.name, n_ctx=spec.n_ctx, **options)
 
 
@@ -56,9 +56,12 @@ class ModelPool:
         self.max_loaded = max_loaded
         self._loader = loader
         self._llama_kwargs = {"n_threads": n_threads, "n_gpu_layers": n_gpu_layers}
-        # Threads follow the machine's load unless the user fixed them (or layers run on a GPU).
-        self.adaptive_threads = n_threads is None and n_gpu_layers == 0
+        # Threads follow the machine's load unless the user fixed them. With layers on a GPU
+        # the layers left on the CPU (and the sampling) still spin one thread per core.
+        self.adaptive_threads = n_threads is None
+        self.n_threads = n_threads  # fixed by --threads; None: chosen before each answer
         self._cpu_load = None
+        self._next_threads: int | None = None  # chosen by next_threads(), applied by fit_threads()
         self.last_threads: int | None = None
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
         self.speed: dict[str, SpeedMemory] = {}  # per pair: measured plain vs. speculative speed
@@ -89,18 +92,33 @@ class ModelPool:
         """Before an answer: give the backends the cores other processes leave free."""
         if not self.adaptive_threads:
             return None
+        planned, self._next_threads = self._next_threads, None
         ready = [b for b in backends if b is not None and hasattr(b, "set_threads")]
         if not ready:
             return None
-        from qroute_cli.cpuload import CpuLoad, threads_for
-
-        if self._cpu_load is None:
-            self._cpu_load = CpuLoad()
-        n = threads_for(os.cpu_count() or 1, self._cpu_load.others())
+        n = planned or self._threads_now()
         for b in ready:
             b.set_threads(n)
         self.last_threads = n
         return n
+
+    def next_threads(self) -> int | None:
+        """The llama.cpp thread count the next answer will run with, so that its speed can be
+        predicted: --threads when given, else what other processes leave free now (the next
+        fit_threads() applies this same count). None when the models have no threads (fakes)."""
+        if all(is_fake(spec) for spec in self.registry.models.values()):
+            return None
+        if not self.adaptive_threads:
+            return self.n_threads
+        self._next_threads = self._threads_now()
+        return self._next_threads
+
+    def _threads_now(self) -> int:
+        from qroute_cli.cpuload import CpuLoad, threads_for
+
+        if self._cpu_load is None:
+            self._cpu_load = CpuLoad()
+        return threads_for(os.cpu_count() or 1, self._cpu_load.others())
 
     def loaded(self) -> list[str]:
         return list(self._loaded)

@@ -63,6 +63,9 @@ class GenerationConfig:
     draft_max: int = 8  # upper bound of the adaptive draft length
     draft_min_prob: float = 0.4  # model drafts stop at a token the drafter is less sure of
     adaptive: bool = True  # back off from drafting when it does not pay
+    # Stop generating this many seconds after generation starts (--hard-budget): a step is
+    # not begun when the slowest recent step would end past it. None: no deadline.
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class Generation:
     text: str
     tokens: tuple[int, ...]
     stats: SpecStats
-    finish_reason: str  # "stop", "length" or "interrupted"
+    finish_reason: str  # "stop", "length", "deadline" or "interrupted"
     pair: str = ""
 
 
@@ -120,6 +123,7 @@ class RouteDecision:
     candidates: tuple[Candidate, ...] = ()
     max_tokens: int | None = None  # set when the budget capped the answer length
     overhead_ms: float = 0.0
+    predicted_latency_s: float | None = None  # of the chosen pair's run as it will go (capped)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +132,7 @@ class RouteDecision:
             "chosen": self.chosen,
             "reason": self.reason,
             "max_tokens": self.max_tokens,
+            "predicted_latency_s": None if self.predicted_latency_s is None else round(self.predicted_latency_s, 4),
             "overhead_ms": round(self.overhead_ms, 3),
             "candidates": [
                 {

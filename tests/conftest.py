@@ -3,8 +3,8 @@
 Every test gets its own QROUTE_HOME (store, profile, config) in a temporary folder, so
 nothing touches the user's real state. Model files are shared: QROUTE_MODELS points at the
 cache that `scripts/test.sh` fills (default: the platform cache). Tests that need a real
-model skip with a clear reason when it is absent, unless QROUTE_REQUIRE_MODELS=1 (CI),
-where a missing model is a failure.
+model or a test dependency skip with a clear reason when it is absent, unless
+QROUTE_REQUIRE_MODELS=1 (CI), where that is a failure.
 """
 
 from __future__ import annotations
@@ -62,6 +62,31 @@ def require_model(name: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def require_module(name: str, extra: str = "test"):
+    """Import an optional package, or skip saying which extra installs it. A package of the
+    `test` extra is a failure under QROUTE_REQUIRE_MODELS=1 (CI), never a quiet skip."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        msg = f"python package {name!r} is missing; it comes with: pip install -e '.[{extra}]'"
+        if extra == "test" and os.environ.get("QROUTE_REQUIRE_MODELS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def require_source_data() -> Path:
+    """The source data sets (../shared/data or QROUTE_DATA_DIR), or skip saying where to put
+    them. Only checks that the shipped files cannot answer need them."""
+    from predictor import splits
+
+    root = splits.data_root()
+    if not (root / "gsm8k" / "train.jsonl").exists():
+        pytest.skip(f"source data sets not found at {root}; set QROUTE_DATA_DIR to a copy laid out like shared/data")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -143,6 +143,71 @@ def test_controller_backs_off_when_speculation_is_slower():
     assert ctl.memory.backoff > first // 2 and ctl.cooldown >= 16
 
 
+def test_seeded_schedule_backs_off_on_misses_not_on_the_clock():
+    ctl = DraftController(k_max=4, follow_speed=False)
+    assert ctl.next_k() > 0  # no plain warm-up to time
+    ctl.record_spec(4, 0, 1, 10.0)
+    assert ctl.next_k() > 0  # one miss is not a pattern
+    ctl.record_spec(4, 0, 1, 10.0)
+    assert ctl.next_k() == 0 and ctl.cooldown == 16
+    for _ in range(16):
+        ctl.record_plain(0.001)
+    ctl.record_spec(4, 0, 1, 0.0)
+    ctl.record_spec(4, 0, 1, 0.0)
+    assert ctl.cooldown == 32  # the pause grows
+    ctl.cooldown = 0
+    for _ in range(5):
+        ctl.record_spec(4, 4, 5, 1e6)  # slow by the clock, but every draft token stood
+    assert ctl.next_k() == 4 and ctl.cooldown == 0 and ctl.miss_backoff == 16
+
+
+@pytest.mark.parametrize("drafter", ["ngram", "model"])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_a_seeded_run_does_not_depend_on_speed(drafter, temperature):
+    """The same seeded generation on a machine where verify batches are cheap and on one where
+    they are 100x dearer: the same drafting schedule and the same tokens."""
+    def run(token_ms):
+        draft = NgramDrafter() if drafter == "ngram" else ModelDrafter(
+            FakeBackend(seed=1, noise=1.5), min_prob=0.0, temperature=temperature, rng=np.random.default_rng(4))
+        cfg = GenerationConfig(max_tokens=150, temperature=temperature, seed=3, draft_max=4)
+        return generate(FakeBackend(seed=1, token_ms=token_ms), PROMPT, cfg, draft)
+
+    cheap, dear = run(0.001), run(100.0)
+    assert cheap.tokens == dear.tokens
+    assert (cheap.stats.draft_steps, cheap.stats.drafted, cheap.stats.accepted) == \
+        (dear.stats.draft_steps, dear.stats.drafted, dear.stats.accepted)
+    assert cheap.stats.draft_steps > 0
+
+
+def test_an_unseeded_run_still_backs_off_when_drafting_is_slower():
+    """Without a seed the clock still rules: dear verify batches stop the drafting."""
+    def run(token_ms):
+        return generate(FakeBackend(seed=1, token_ms=token_ms), PROMPT, GenerationConfig(max_tokens=150, draft_max=4),
+                        NgramDrafter())
+
+    assert run(100.0).stats.draft_steps < run(0.001).stats.draft_steps
+
+
+def test_seeded_runs_repeat_through_the_service(fake_pool):
+    """Two seeded runs in one process, where the pool keeps speed memory between them."""
+    from qroute_cli.service import run_prompt, user_messages
+
+    for pair in ("fake-big+ngram", "fake-big+small"):
+        cfg = GenerationConfig(max_tokens=120, temperature=0.9, seed=11)
+        a, b = (run_prompt(fake_pool, fake_pool.registry.pair(pair), user_messages("tell me a story"), cfg)
+                for _ in range(2))
+        assert a.tokens == b.tokens, pair
+        assert (a.stats.draft_steps, a.stats.drafted) == (b.stats.draft_steps, b.stats.drafted), pair
+
+
+def test_fake_timings_are_simulated_and_exact():
+    out = generate(FakeBackend(seed=1, eos_bias=-30.0, step_ms=2.0, token_ms=0.5), PROMPT, GenerationConfig(max_tokens=10))
+    # Prefill: one batch of the prompt; then one single-token step per further token.
+    prefill = 0.002 + 0.0005 * len(PROMPT)
+    assert out.stats.ttft_s == pytest.approx(prefill, abs=1e-6)
+    assert out.stats.latency_s == pytest.approx(prefill + (len(out.tokens) - 1) * 0.0025, abs=1e-5)
+
+
 def test_controller_keeps_drafting_when_it_pays():
     ctl = DraftController(k_max=6)
     for _ in range(3):

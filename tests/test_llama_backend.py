@@ -136,14 +136,34 @@ def test_model_draft_equals_plain_on_real_model(tiny_registry, tiny_pool):
     assert assert_same_up_to_near_ties(tiny_pool.get("smollm2-135m"), prompt, a, b) >= 8
 
 
+def _pinned(pool, backend, threads):
+    """A pool over one loaded model with a fixed thread count, as `--threads N` makes."""
+    backend.set_threads(threads)
+    return ModelPool(pool.registry, n_threads=threads, loader=lambda spec: backend)
+
+
 def test_sampling_with_seed_is_reproducible(smollm_pool):
-    pair = smollm_pool.registry.pair("smollm2-135m+ngram")
-    cfg = GenerationConfig(max_tokens=24, temperature=0.8, seed=42)
-    a = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), cfg)
-    b = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), cfg)
-    assert a.tokens == b.tokens
-    c = run_prompt(smollm_pool, pair, user_messages("Write a haiku about rain."), replace(cfg, seed=7))
+    """qroute's promise: with a seed, the same command on the same machine and thread count
+    gives the same text, sampled or greedy, with a drafter. (The drafting schedule then
+    follows acceptance only, so the verify batches do not depend on timing.)"""
+    backend = smollm_pool.get("smollm2-135m")
+    start = backend.threads
+    pool = _pinned(smollm_pool, backend, start)
+    pair = pool.registry.pair("smollm2-135m+ngram")
+    msgs = user_messages("Write a haiku about rain.")
+
+    def command(cfg):
+        backend.truncate(0)  # a new process starts with an empty KV cache
+        return run_prompt(pool, pair, msgs, cfg)
+
+    for cfg in (GenerationConfig(max_tokens=24, temperature=0.8, seed=42),
+                GenerationConfig(max_tokens=24, temperature=0.0, seed=1)):
+        a, b = command(cfg), command(cfg)
+        assert a.tokens == b.tokens and a.text == b.text
+        assert (a.stats.draft_steps, a.stats.drafted) == (b.stats.draft_steps, b.stats.drafted)
+    c = command(GenerationConfig(max_tokens=24, temperature=0.8, seed=7))
     assert c.stats.output_tokens > 0
+    assert backend.threads == start
 
 
 def test_pool_reuses_loaded_models(smollm_pool):
@@ -212,18 +232,18 @@ def test_qwen_pair_smoke():
 
 
 def test_thread_count_changes_between_answers_on_real_model(smollm_pool):
-    """llama.cpp takes a new thread count per answer; greedy output stays the same."""
+    """llama.cpp takes a new thread count per answer. Thread count changes the order of
+    llama.cpp's float sums, so greedy answers agree only up to a near-tie (on some CPUs they
+    are identical, on others they part at a near-tie)."""
     backend = smollm_pool.get("smollm2-135m")
     pair = smollm_pool.registry.pair("smollm2-135m")
+    msgs = user_messages("Name three colours.")
     cfg = GenerationConfig(max_tokens=16, temperature=0.0)
     start = backend.threads
-    backend.set_threads(1)
+    one = run_prompt(_pinned(smollm_pool, backend, 1), pair, msgs, cfg)
     assert backend.threads == 1
-    one = run_prompt(ModelPool(smollm_pool.registry, n_threads=1, loader=lambda spec: backend),
-                     pair, user_messages("Name three colours."), cfg)
-    backend.set_threads(start)
-    again = run_prompt(ModelPool(smollm_pool.registry, n_threads=start, loader=lambda spec: backend),
-                       pair, user_messages("Name three colours."), cfg)
+    again = run_prompt(_pinned(smollm_pool, backend, start), pair, msgs, cfg)
     assert backend.threads == start
-    assert one.stats.output_tokens > 0
-    assert one.tokens[:8] == again.tokens[:8]
+    assert one.stats.output_tokens > 0 and again.stats.output_tokens > 0
+    prompt, _ = prompt_tokens(backend, smollm_pool.registry.model("smollm2-135m"), msgs)
+    assert_same_up_to_near_ties(backend, prompt, one, again) >= 0

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import require_module
 from qroute_cli import predict
 from qroute_cli.errors import QrouteError
 
@@ -22,7 +23,7 @@ PROMPTS = [
 @pytest.fixture
 def tiny(tmp_path):
     """A random-weight predictor trained on the fake registry's names."""
-    pytest.importorskip("onnx")
+    require_module("onnx")
     from predictor import export
 
     path = tmp_path / "p" / "predictor.onnx"
@@ -81,7 +82,7 @@ def test_truncated_file_is_corrupt(tiny, fake_registry):
 
 
 def test_onnx_without_metadata_is_corrupt(tmp_path, fake_registry):
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 4])
@@ -146,21 +147,21 @@ def test_shipped_predictor_is_real_small_and_fast(real_registry):
 
 def test_training_pipeline_end_to_end(tmp_path, fake_registry):
     """predictor.train on a small synthetic table: CV figures, export check, a loadable file."""
-    pytest.importorskip("sklearn")
-    pytest.importorskip("onnx")
+    require_module("sklearn", extra="train")
+    require_module("onnx")
     import json
 
-    from predictor import datagen, splits, train
+    from predictor import datagen, train
 
-    if not (splits.data_root() / "gsm8k" / "train.jsonl").exists():
-        pytest.skip("shared data not found")
     rng = np.random.default_rng(0)
     data = tmp_path / "rows.jsonl.gz"
+    shipped = datagen.read_rows(datagen.DEFAULT_OUT)  # real training prompts, in the repository
     for d, base in (("gsm8k", 0.6), ("nq", 0.3), ("wp", 0.1)):
-        for row in splits.sample(splits.train_rows(d), 8):
+        prompts = list({r["id"]: r["prompt"] for r in shipped if r["dataset"] == d}.items())[:8]
+        for row_id, prompt in prompts:
             for m, skill in (("fake-big", 1.0), ("fake-small", 0.4)):
                 datagen.append_row(data, {
-                    "key": f"{d}:{row.id}:{m}", "dataset": d, "id": row.id, "model": m, "prompt": datagen.prompt_for(row),
+                    "key": f"{d}:{row_id}:{m}", "dataset": d, "id": row_id, "model": m, "prompt": prompt,
                     "output_tokens": int(rng.integers(5, 200)),
                     "acceptance": {"fake-big+ngram": float(rng.random())} if m == "fake-big" else {},
                     "scores": {"quality": float(min(1.0, base * skill + 0.1 * rng.random()))},

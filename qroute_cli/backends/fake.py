@@ -3,6 +3,10 @@
 It drives the real engine, router and CLI in unit tests and demos without any model file.
 Two fakes with the same seed agree exactly; a drafter made with `noise > 0` agrees often but
 not always, which exercises acceptance and rejection paths.
+
+Time is simulated too: every eval() advances one shared clock by a fixed cost per batch and per
+token, and the engine and calibration time fakes with `backend.clock`. So every latency, speed
+and routing decision on fakes is the same on any machine, under any load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,29 @@ from qroute_cli.types import Message
 EOS = 256
 
 
+class SimulatedClock:
+    """Seconds of simulated work, advanced by fake models only.
+
+    It counts whole 2**-20 s steps, so every reading and every difference of readings is an
+    exact float: a duration comes out the same however long the process has run.
+    """
+
+    _STEP = 2.0**-20
+
+    def __init__(self) -> None:
+        self._steps = 0
+
+    def __call__(self) -> float:
+        return self._steps * self._STEP
+
+    def advance(self, seconds: float) -> None:
+        self._steps += max(1, round(seconds / self._STEP))
+
+
+# One clock for every fake model: a drafter's work delays its verifier, as on one real CPU.
+CLOCK = SimulatedClock()
+
+
 class FakeBackend:
     """Byte-level vocabulary (0-255) plus an end-of-sequence token."""
 
@@ -29,6 +56,8 @@ class FakeBackend:
         eos_bias: float = -4.0,
         sharpness: float = 3.0,
         alphabet: bytes = b"abcdefghij klmnop\n",
+        step_ms: float = 1.0,  # simulated cost of one eval() batch
+        token_ms: float = 0.2,  # and of each token in it
     ) -> None:
         self.name = name
         self.n_vocab = 257
@@ -44,6 +73,8 @@ class FakeBackend:
         self.eval_calls = 0  # how many eval() batches ran (tests check cache reuse)
         self.evaluated = 0  # how many tokens were evaluated in total
         self.closed = False
+        self.clock = CLOCK
+        self.step_s, self.token_s = step_ms / 1000, token_ms / 1000
 
     @property
     def tokens(self) -> list[int]:
@@ -82,6 +113,7 @@ class FakeBackend:
                 rows.append(self._row(self._tokens))
         self.eval_calls += 1
         self.evaluated += len(tokens)
+        self.clock.advance(self.step_s + self.token_s * len(tokens))
         if logits == "last":
             return self._row(self._tokens)[None, :]
         if logits == "none":
