@@ -121,6 +121,7 @@ class History:
 COMMANDS: dict[str, tuple[str, str]] = {
     "pair": ("/pair NAME|auto", "answer with this pair from now on, or route each turn again (auto)"),
     "budget": ("/budget X", "latency budget per turn, e.g. 3s or 800ms"),
+    "hard-budget": ("/hard-budget on|off", "stop each answer when the budget runs out, keeping its text so far"),
     "strategy": ("/strategy S", "quality, cost, random or static:PAIR"),
     "explain": ("/explain", "the last routing decision: every candidate and why"),
     "stats": ("/stats", "per-turn speed, time to first token and KV-cache reuse"),
@@ -301,6 +302,7 @@ class Chat:
     last_decision: RouteDecision | None = None
     worst_exit: int = 0
     interrupted: bool = False  # the last answer was stopped with Ctrl-C
+    hard_budget: bool = False  # answers stop at the budget (finish reason "deadline")
 
     @property
     def registry(self):
@@ -349,6 +351,12 @@ class Chat:
 
                 self.router.budget_s = parse_budget(arg)
             v.info(f"Budget: {self.router.budget_s:g}s per turn.")
+        elif cmd.name == "hard-budget":
+            if arg:
+                if arg.lower() not in ("on", "off"):
+                    raise UsageError(f"/hard-budget takes on or off, got '{arg}'.")
+                self.hard_budget = arg.lower() == "on"
+            v.info(f"Hard budget: {'on' if self.hard_budget else 'off'}.")
         elif cmd.name == "strategy":
             if arg:
                 self.router.set_strategy(arg)
@@ -403,6 +411,8 @@ class Chat:
             self.last_decision = decision
             pair = self.registry.pair(decision.chosen)
             cfg = replace(self.config, max_tokens=decision.max_tokens) if decision.max_tokens else self.config
+            if self.hard_budget:
+                cfg = replace(cfg, deadline_s=self.router.budget_s)
             if pair.verifier not in self.pool.loaded():
                 self.view.status(f"Loading {pair.verifier}…")
             self.fit(pair, text, cfg)

@@ -96,6 +96,25 @@ class ModelProfile:
         k = max(1, min(k, len(self.verify_s)))
         return self.verify_s[k - 1]
 
+    def slower(self, factor: float) -> "ModelProfile":
+        """The same model with every cost multiplied by `factor`."""
+        return replace(
+            self, prefill_base_s=self.prefill_base_s * factor, prefill_tps=self.prefill_tps / factor,
+            decode_s=self.decode_s * factor, verify_s=tuple(v * factor for v in self.verify_s),
+            draft_token_s=None if self.draft_token_s is None else self.draft_token_s * factor,
+        )
+
+
+def thread_slowdown(measured: int, threads: int) -> float:
+    """How much longer a llama.cpp step takes on `threads` threads than on the `measured` ones.
+
+    A step's speed-up from more threads is at most linear (2 threads against 1: 1.6x on
+    smollm2-135m, bench/decode_speed.py), so measured / threads bounds the slowdown from above:
+    an honest prediction for an answer that gets fewer cores than the calibration had. More
+    threads than measured are not assumed to be faster.
+    """
+    return max(1.0, measured / max(threads, 1))
+
 
 @dataclass
 class Profile:
@@ -112,6 +131,13 @@ class Profile:
             "ngram_s": self.ngram_s,
             "models": {name: asdict(m) for name, m in self.models.items()},
         }
+
+    def at_threads(self, threads: int | None) -> "Profile":
+        """This profile for an answer run on `threads` llama.cpp threads (None: as measured)."""
+        factor = 1.0 if threads is None else thread_slowdown(self.machine.threads, threads)
+        if factor == 1.0:
+            return self
+        return Profile(self.machine, {n: m.slower(factor) for n, m in self.models.items()}, self.ngram_s)
 
     def only(self, names) -> "Profile":
         """A copy of this profile with only the models in `names`."""

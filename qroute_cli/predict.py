@@ -26,6 +26,8 @@ from qroute_cli.types import DRAFTER_NONE, Prediction
 DEFAULT_FILE = PREDICTOR_DIR / "predictor.onnx"
 META_KEY = "qroute_predictor"
 _REBUILD = "Reinstall qroute, or rebuild it with: python -m predictor.train (see predictor/README.md)."
+# The task type (routing.task_type) of each training data set named in the file's metadata.
+DATASET_TASKS = {"gsm8k": "math", "nq": "qa", "wp": "story"}
 
 
 class PredictorError(QrouteError):
@@ -59,6 +61,7 @@ class OnnxScorer:
         self.inputs = self.meta.get("inputs", "hashed")
         self.verifiers: list[str] = list(self.meta["verifiers"])
         self.acceptance_keys: list[str] = list(self.meta["acceptance_keys"])
+        self.tasks = trained_tasks(self.meta)
         tok = self.path.parent / self.meta.get("tokenizer", "tokenizer.json")
         if not tok.exists():
             raise PredictorMissingError(f"Predictor tokenizer not found: {tok}", _REBUILD)
@@ -101,6 +104,14 @@ class OnnxScorer:
             acceptance = {name: float(out["acceptance"][i, acc_col[key]]) for name, key in pairs if key in acc_col}
             preds.append(Prediction(quality=quality, acceptance=acceptance, length=length, scorer=self.name))
         return preds
+
+
+def trained_tasks(meta: dict) -> frozenset[str] | None:
+    """Task types the predictor saw in training, from its metadata; None when it does not say."""
+    datasets = (meta.get("trained_on") or {}).get("per_dataset")
+    if not isinstance(datasets, dict):
+        return None
+    return frozenset(DATASET_TASKS.get(name, name) for name, n in datasets.items() if n)
 
 
 def _open(path: Path, threads: int):

@@ -3,6 +3,10 @@
 It wires the parts together and keeps state; the decision itself is the pure function in
 router.py. Routing overhead (task type, prediction, latency estimates, decision) is timed
 per prompt; loading the store, the profile and the scorer happens once, before that.
+
+Predictions are made for the thread count the pool will give the answer (fewer than the
+profile's when other processes are busy), and, for a task type the scorer was not trained
+on, with a conservative answer length; the decision's reason says when either applies.
 """
 
 from __future__ import annotations
@@ -55,6 +59,27 @@ def task_type(prompt: str) -> str:
     if _STORY.search(prompt):
         return "story"
     return "qa"
+
+
+# A task type the scorer was not trained on (code: the shipped predictor saw GSM8K, NQ and
+# WritingPrompts only, and guesses code answers far too short) is assumed to run to max_tokens
+# until this many runs of it are in the log; after that, to the longest mean length any
+# verifier gave it, when that is longer than the scorer's guess.
+UNSEEN_TASK_RUNS = 3
+
+
+def unseen_task_tokens(online: OnlineEstimates, task: str, max_tokens: int) -> tuple[float, bool]:
+    """(answer length to assume, conservative?) for a task type outside the scorer's training."""
+    seen = [m for (_, t), m in online.length.items() if t == task and m.n > 0]
+    if sum(m.n for m in seen) < UNSEEN_TASK_RUNS:
+        return float(max_tokens), True
+    return min(max(m.total / m.n for m in seen), float(max_tokens)), False
+
+
+def for_learning(rec: RunRecord) -> RunRecord:
+    """An answer cut at the deadline says how fast it ran, not how long it would have been:
+    it teaches speed only, as an interrupted one does."""
+    return replace(rec, finish="interrupted") if rec.finish == "deadline" else rec
 
 
 def default_scorer(registry: Registry, warn) -> Scorer:
@@ -150,8 +175,7 @@ class Router:
     @property
     def machine(self) -> Machine:
         if self._machine is None:
-            threads = getattr(self.pool, "_llama_kwargs", {}).get("n_threads") if self.pool else None
-            self._machine = current_machine(threads)
+            self._machine = current_machine(self.pool.n_threads if self.pool is not None else None)
         return self._machine
 
     @property
@@ -186,7 +210,9 @@ class Router:
             for rec in self._replay():  # after measuring: the factors are relative to the profile
                 # A calibration resets what runs taught about speed (they may have been timed
                 # under other load); acceptance and answer lengths stay learned.
-                self.online.observe(rec, self.profile, self.registry, timing=rec.ts >= since)
+                # The log does not say how many threads a run had: speed is learned against
+                # the profile as measured.
+                self.online.observe(for_learning(rec), self.profile, self.registry, timing=rec.ts >= since)
             self._ready = True
 
     def _load_profile(self) -> Profile | None:
@@ -265,19 +291,29 @@ class Router:
         chars = sum(len(m.content) for m in messages)
         task = task_type(text)
         prediction = self.scorer.predict(text)
+        # Predict at the thread count this answer will get, not the one the profile was measured at.
+        threads = self.pool.next_threads() if self.pool is not None else None
+        profile = self.profile.at_threads(threads) if self.profile is not None else None
+        trained = getattr(self.scorer, "tasks", None)
+        unseen = trained is not None and task not in trained
+        floor, conservative = unseen_task_tokens(self.online, task, max_tokens) if unseen else (0.0, False)
         options = []
-        profile = self.profile
         for pair in pairs:
             if profile is None or missing_models(profile, self.registry, [pair]):
                 continue  # only with --pair and no profile: nothing to predict from
             est = estimate(profile, self.registry, self.online, pair.name, chars=chars, task=task,
                            prediction=prediction, max_tokens=max_tokens)
+            if est.tokens < floor:
+                est = replace(est, tokens=floor)
             quality = float(prediction.quality.get(pair.verifier, self.registry.models[pair.verifier].quality_prior))
             options.append(decision.Option(pair.name, quality, est))
         seed = None if self.seed is None else self.seed + self._n
         ctx = decision.Context(budget_s=self.budget_s, max_tokens=max_tokens, margin=self.online.margin(),
                                static_pair=self.static_pair, seed=seed)
         result = decision.decide(self.strategy, options, ctx, forced=forced_pair)
+        if options:
+            notes = self._notes(task, conservative, threads, max_tokens)
+            result = replace(result, reason=" ".join([result.reason] + notes))
         overhead = (time.perf_counter() - t0) * 1000
         self._n += 1
         self.last_estimates = {o.pair: o.estimate for o in options}  # for --explain views and the bench
@@ -287,6 +323,7 @@ class Router:
             self._pending.clear()
         run = chosen.estimate.capped(result.max_tokens or max_tokens) if chosen else None
         self.last_predicted_latency_s = run.latency_s if run else None  # of the run as it will go
+        result = replace(result, predicted_latency_s=self.last_predicted_latency_s)
         self._pending[id(result)] = (
             task, chars,
             run.latency_s if run else None,
@@ -297,6 +334,20 @@ class Router:
                 and self.strategy in ("quality", "cost"):
             self._say(f"Warning: {result.reason}")
         return result
+
+    def _notes(self, task: str, conservative: bool, threads: int | None, max_tokens: int) -> list[str]:
+        """What the reason must add about how the estimates were made."""
+        notes = []
+        if conservative:
+            notes.append(
+                f"The estimate is conservative: the predictor was not trained on {task} prompts, so the "
+                f"answer is assumed to run to max tokens ({max_tokens}) until {UNSEEN_TASK_RUNS} of them are logged."
+            )
+        measured = self.profile.machine.threads if self.profile is not None else None
+        if threads is not None and measured is not None and threads < measured:
+            notes.append(f"Predicted for {threads} llama.cpp thread{'s' if threads > 1 else ''} "
+                         f"(calibrated with {measured}): other processes keep the other cores busy.")
+        return notes
 
     # -- learning -----------------------------------------------------------------
 
@@ -323,7 +374,10 @@ class Router:
             self.store.append(rec)
         except QrouteError as exc:
             self._warn_once(f"{exc.message} Learning is off for this run.")
-        self.online.observe(rec, self.profile, self.registry)
+        # Speed is judged against the profile at the thread count the run had.
+        threads = self.pool.last_threads if self.pool is not None else None
+        profile = self.profile.at_threads(threads) if self.profile is not None else None
+        self.online.observe(for_learning(rec), profile, self.registry)
 
     def close(self) -> None:
         if self._store is not None and self._own_store:

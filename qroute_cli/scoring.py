@@ -15,6 +15,9 @@ from qroute_cli.types import Message, Prediction
 
 class Scorer(Protocol):
     name: str
+    # Task types (routing.task_type) the length predictions were trained on; None: no claim.
+    # For other task types the router does not trust the predicted length (see routing.py).
+    tasks: frozenset[str] | None
 
     def predict(self, prompt: str) -> Prediction:
         """Predictions for one prompt (the last user turn, with context if any)."""
@@ -24,6 +27,7 @@ class PriorScorer:
     """Per-model constants: same answer for every prompt, never crashes."""
 
     name = "prior"
+    tasks = None  # one fixed length for every prompt, set by whoever builds the scorer
 
     def __init__(self, registry: Registry, default_length: float = 200.0) -> None:
         self.registry = registry

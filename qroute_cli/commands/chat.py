@@ -16,6 +16,7 @@ def chat(
     pair: Optional[str] = typer.Option(None, "--pair", "-p", help="Answer every turn with this pair instead of routing (/pair auto routes again)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="quality (default), cost, random or static:PAIR."),
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per turn, e.g. 5s or 800ms (default from config)."),
+    hard_budget: bool = typer.Option(False, "--hard-budget", help="Stop each answer when the budget runs out, keeping its text so far (/hard-budget on|off inside)."),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer (default from config)."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples."),
@@ -55,7 +56,8 @@ def chat(
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
                         pool=pool, seed=seed)
         try:
-            session = Chat(pool, router, config, view, History(system=system), forced_pair=pair)
+            session = Chat(pool, router, config, view, History(system=system), forced_pair=pair,
+                           hard_budget=hard_budget)
             code = terminal_loop(session) if interactive else stdin_loop(session, sys.stdin)
         finally:
             router.close()

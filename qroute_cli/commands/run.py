@@ -39,6 +39,7 @@ def run(
     pair: Optional[str] = typer.Option(None, "--pair", "-p", help="Force this pair (see `qroute models list`) instead of routing."),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="quality (default), cost, random or static:PAIR."),
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per prompt, e.g. 5s or 800ms (default from config)."),
+    hard_budget: bool = typer.Option(False, "--hard-budget", help="Stop generating when the budget runs out: the text so far is kept, finish_reason 'deadline'."),
     explain: bool = typer.Option(False, "--explain", help="Show every candidate pair and why one was chosen."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens to generate (default from config)."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples (speculation stays exact)."),
@@ -58,6 +59,8 @@ def run(
 
       qroute run "What is 17 * 23?" --budget 3s --explain
 
+      qroute run "Write a haiku about rain" --budget 2s --hard-budget
+
       cat prompts.txt | qroute run --json > answers.jsonl
     """
     from qroute_cli.cli import registry, state
@@ -74,7 +77,7 @@ def run(
     budget_s = parse_budget(budget or reg.defaults.budget)
     config = GenerationConfig(
         max_tokens=max_tokens or reg.defaults.max_tokens, temperature=temperature, seed=seed,
-        draft_max=draft_max, adaptive=adaptive,
+        draft_max=draft_max, adaptive=adaptive, deadline_s=budget_s if hard_budget else None,
     )
     prompts = iter([{"prompt": prompt}]) if prompt is not None else read_prompts(sys.stdin)
     err = err_console()
