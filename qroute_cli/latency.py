@@ -14,6 +14,7 @@ tokens = a + b x characters and the prefix the KV cache usually reuses (online.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import platform
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from qroute_cli import paths
 from qroute_cli.config import Registry
@@ -38,15 +39,17 @@ PRIOR_ACCEPTANCE = {"model": 0.6, DRAFTER_NGRAM: 0.3}
 
 @dataclass(frozen=True)
 class Machine:
-    """What a profile is valid for: the CPU, the thread count and the llama.cpp build."""
+    """What a profile is valid for: the CPU, the thread count, GPU offload, the llama.cpp build."""
 
     cpu: str
     threads: int
     llama_cpp: str
+    gpu_layers: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.cpu} | {self.threads} threads | llama-cpp-python {self.llama_cpp}"
+        gpu = f" | {self.gpu_layers} GPU layers" if self.gpu_layers else ""
+        return f"{self.cpu} | {self.threads} threads{gpu} | llama-cpp-python {self.llama_cpp}"
 
 
 def cpu_model() -> str:
@@ -71,8 +74,8 @@ def llama_cpp_build() -> str:
         return "none"
 
 
-def current_machine(threads: int | None = None) -> Machine:
-    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build())
+def current_machine(threads: int | None = None, gpu_layers: int = 0) -> Machine:
+    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build(), gpu_layers)
 
 
 @dataclass(frozen=True)
@@ -146,39 +149,150 @@ class Profile:
 
     @classmethod
     def from_json(cls, data: dict) -> "Profile":
+        """Read a saved profile; ValueError says what is wrong (it may have been edited by hand)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {_json_type(data)}")
         if data.get("version") != PROFILE_VERSION:
             raise ValueError(f"profile version {data.get('version')!r}, expected {PROFILE_VERSION}")
-        models = {}
-        for name, m in data["models"].items():
+        machine, models = data.get("machine"), data.get("models")
+        if not isinstance(machine, dict) or not isinstance(models, dict):
+            raise ValueError("'machine' and 'models' must be JSON objects")
+        try:
+            machine = Machine(**machine)
+        except TypeError as exc:
+            raise ValueError(f"machine: {exc}") from None
+        if not (isinstance(machine.cpu, str) and isinstance(machine.llama_cpp, str)
+                and isinstance(machine.threads, int) and machine.threads >= 1
+                and isinstance(machine.gpu_layers, int)):
+            raise ValueError("machine: cpu, threads, llama_cpp or gpu_layers has the wrong type")
+        profiles = {}
+        for name, m in models.items():
+            if not isinstance(m, dict):
+                raise ValueError(f"model '{name}': expected a JSON object, found {_json_type(m)}")
             m = dict(m)
-            m["verify_s"] = tuple(float(x) for x in m["verify_s"])
-            models[name] = ModelProfile(**m)
-        return cls(Machine(**data["machine"]), models, float(data.get("ngram_s", 5e-5)))
+            verify = m.get("verify_s")
+            if not isinstance(verify, list) or not verify:
+                raise ValueError(f"model '{name}': verify_s must be a non-empty list")
+            m["verify_s"] = tuple(_seconds(x, f"{name}.verify_s") for x in verify)
+            try:
+                mp = ModelProfile(**m)
+            except TypeError as exc:
+                raise ValueError(f"model '{name}': {exc}") from None
+            _seconds(mp.prefill_base_s, f"{name}.prefill_base_s", zero_ok=True)
+            _seconds(mp.prefill_tps, f"{name}.prefill_tps")
+            _seconds(mp.decode_s, f"{name}.decode_s")
+            if mp.draft_token_s is not None:
+                _seconds(mp.draft_token_s, f"{name}.draft_token_s")
+            profiles[name] = mp
+        ngram_s = _seconds(data.get("ngram_s", 5e-5), "ngram_s", zero_ok=True)
+        return cls(machine, profiles, ngram_s)
 
 
-def profile_path() -> Path:
-    return paths.data_dir() / "profile.json"
+def _json_type(value) -> str:
+    return "null" if value is None else {list: "a list", str: "a string"}.get(type(value), type(value).__name__)
 
 
-def load_profile(path: Path | None = None) -> Profile | None:
-    """The saved profile, or None when there is none. Raises ValueError when it is unreadable."""
-    path = path or profile_path()
-    if not path.exists():
-        return None
+def _seconds(value, what: str, zero_ok: bool = False) -> float:
+    """A finite positive number (or zero where allowed) from a profile, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{what} must be a positive number, found {value!r}")
+    return float(value)
+
+
+class ProfileError(ValueError):
+    """A saved profile that cannot be used: `path` is the file, `reason` what is wrong."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+# Where one profile for every setup lived before profiles were kept per setup.
+_LEGACY_FILES = ("profile.json", "profile.other-machine.json")
+
+
+def profile_dir() -> Path:
+    return paths.data_dir() / "profiles"
+
+
+def profile_path(machine: Machine | None = None) -> Path:
+    """The profile of one setup (CPU, threads, GPU layers, llama.cpp build; default: this one).
+
+    One file per setup: calibrating with other --threads or --gpu-layers never touches the
+    profile of another setup, and switching back finds it again.
+    """
+    m = machine or current_machine()
+    digest = hashlib.sha256(m.key.encode("utf-8")).hexdigest()[:12]
+    gpu = f"-{m.gpu_layers}gpu" if m.gpu_layers else ""
+    return profile_dir() / f"{m.threads}threads{gpu}-{digest}.json"
+
+
+def saved_profiles() -> list[Path]:
+    return sorted(profile_dir().glob("*.json")) if profile_dir().is_dir() else []
+
+
+def _read_profile(path: Path) -> Profile:
     try:
         return Profile.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProfileError(path, str(exc)) from None
+
+
+def _adopt_legacy_profiles() -> None:
+    """Move a profile of an older qroute to its setup's place (kept aside if that is taken)."""
+    for name in _LEGACY_FILES:
+        old = paths.data_dir() / name
+        if not old.exists():
+            continue
+        target = profile_path(_read_profile(old).machine)
+        try:
+            paths.private_dir(target.parent)
+            paths.rename_new(old, target)
+        except FileExistsError:
+            paths.move_aside(old, "older")
+        except OSError:
+            pass  # a read-only data dir: it stays where it is
+
+
+def load_profile(path: Path | None = None, *, machine: Machine | None = None) -> Profile | None:
+    """The saved profile of `machine` (default: this setup), or of the file `path`.
+
+    None when there is none; ProfileError when the file cannot be used.
+    """
+    if path is not None:
+        return _read_profile(path) if path.exists() else None
+    machine = machine or current_machine()
+    _adopt_legacy_profiles()
+    path = profile_path(machine)
+    if not path.exists():
+        return None
+    profile = _read_profile(path)
+    return profile if profile.machine == machine else None
+
+
+def usable_profile(machine: Machine, warn: Callable[[str], None]) -> Profile | None:
+    """This setup's saved profile; a file that cannot be used is moved aside, with a warning.
+
+    It is kept (never deleted) for the user to look at, and it no longer stops every run.
+    """
+    try:
+        return load_profile(machine=machine)
+    except ProfileError as exc:
+        try:
+            kept = paths.move_aside(exc.path, "unusable")
+            warn(f"The calibration profile {exc.path} cannot be used ({exc.reason}); it was kept as "
+                 f"{kept.name} and will be measured again.")
+        except OSError:
+            warn(f"The calibration profile {exc.path} cannot be used ({exc.reason}); it is ignored.")
+        return None
 
 
 def save_profile(profile: Profile, path: Path | None = None) -> Path:
-    """Write atomically, so a crash never leaves half a profile."""
-    path = path or profile_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(profile.to_json(), indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write atomically and owner-only (a crash never leaves half a profile)."""
+    path = path or profile_path(profile.machine)
+    paths.private_dir(path.parent)
+    return paths.write_private(path, json.dumps(profile.to_json(), indent=1))
 
 
 def model_identity(spec) -> str:

@@ -34,6 +34,8 @@ def parse_budget(text: str) -> float:
     """'5s', '800ms', '2.5' (seconds) -> seconds; zero, negative or garbage -> UsageError."""
     hint = "Give seconds or milliseconds, e.g. --budget 5s or --budget 800ms."
     raw = str(text).strip()
+    if not raw:
+        raise UsageError("The budget is empty.", hint)
     if raw.startswith("-"):
         raise UsageError(f"The budget must be positive, got '{raw}'.", hint)
     m = _BUDGET.match(raw)
@@ -175,7 +177,8 @@ class Router:
     @property
     def machine(self) -> Machine:
         if self._machine is None:
-            self._machine = current_machine(self.pool.n_threads if self.pool is not None else None)
+            self._machine = current_machine(self.pool.n_threads if self.pool is not None else None,
+                                            getattr(self.pool, "_llama_kwargs", {}).get("n_gpu_layers", 0))
         return self._machine
 
     @property
@@ -216,22 +219,9 @@ class Router:
             self._ready = True
 
     def _load_profile(self) -> Profile | None:
-        from qroute_cli.latency import load_profile, profile_path
+        from qroute_cli.latency import usable_profile
 
-        try:
-            profile = load_profile()
-        except ValueError as exc:
-            self._say(f"The calibration profile is unreadable ({exc}); it will be measured again.")
-            return None
-        if profile is not None and profile.machine != self.machine:
-            backup = profile_path().with_name("profile.other-machine.json")
-            profile_path().replace(backup)
-            self._say(
-                f"The calibration profile was measured on another setup ({profile.machine.key}); this is "
-                f"{self.machine.key}. It was kept as {backup.name} and will be measured again."
-            )
-            return None
-        return profile
+        return usable_profile(self.machine, self._say)  # one profile per setup: others stay
 
     def _replay(self) -> list[RunRecord]:
         """Past runs on this machine to learn from, oldest first."""
@@ -276,7 +266,11 @@ class Router:
         finally:
             if pool is not self.pool:
                 pool.close()
-        save_profile(self.profile)
+        try:
+            save_profile(self.profile)
+        except OSError as exc:  # a read-only data dir: the measurement still serves this run
+            self._warn_once(f"Could not save the calibration profile ({exc.strerror or exc}); "
+                            "it is used for this run only.")
 
     # -- deciding -----------------------------------------------------------------
 

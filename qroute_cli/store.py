@@ -2,19 +2,26 @@
 
 WAL mode with a busy timeout lets several qroute processes write at once; every row is its
 own committed transaction with synchronous=FULL, so a crash mid-write loses nothing already
-committed. The schema version lives in `PRAGMA user_version`. A file SQLite cannot read is
-moved aside (with a message) and a fresh store is started: learning state is worth less than
-a working command.
+committed. The schema version lives in `PRAGMA user_version`.
 
-The prompt text is not kept unless the user opts in (QROUTE_LOG_PROMPTS=1): a SHA-256 of it,
+Learning state is worth less than a working command, and a user's runs are worth more than
+a fresh store. So a store that cannot be used is never in the way: only a file SQLite itself
+calls corrupt (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check) is moved aside, to a
+backup name that is never reused, and a fresh one started. A store that is locked, on a full
+disk or a read-only medium, or written by a newer qroute is left exactly as it is: the
+command warns once and runs without learning. `qroute stats` opens the file read-only.
+
+The prompt text is not kept unless the user opts in (QROUTE_LOG_PROMPTS=1): a salted SHA-256
+of it (the salt is random per install, so a guessed prompt cannot be confirmed from the log),
 its length and its task type are enough to learn from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 import sqlite3
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -23,6 +30,9 @@ from qroute_cli import paths
 from qroute_cli.errors import StoreError
 
 SCHEMA_VERSION = 1
+# Long enough to wait out another process's write burst, short enough that a store held by a
+# stuck process costs one pause, not a hung command.
+BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -100,41 +110,157 @@ _COLUMNS = [f.name for f in fields(RunRecord)]
 
 
 def prompt_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    """A salted hash of the prompt: equal prompts match within one install, nowhere else."""
+    return hmac.new(install_salt(), text.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+_salts: dict[Path, bytes] = {}
+
+
+def install_salt() -> bytes:
+    """This install's random salt: the `salt` file in the data dir, made on first use."""
+    path = paths.data_dir() / "salt"
+    if path not in _salts:
+        _salts[path] = _read_salt(path) or _new_salt(path)
+    return _salts[path]
+
+
+def _read_salt(path: Path) -> bytes | None:
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip()) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _new_salt(path: Path) -> bytes:
+    fresh = secrets.token_bytes(32)
+    try:
+        paths.private_dir(path.parent)
+        paths.write_private(path, fresh.hex() + "\n", overwrite=False)
+    except FileExistsError:
+        return _read_salt(path) or fresh  # another process made it first: use theirs
+    except OSError:
+        pass  # an unusable data dir: a salt for this process only (its runs are not logged)
+    return fresh
 
 
 def store_path() -> Path:
     return paths.data_dir() / "runs.db"
 
 
+# Primary SQLite result codes (sqlite3.h) that decide what happens to a store that fails.
+_CODES = {5: "BUSY", 6: "LOCKED", 8: "READONLY", 10: "IOERR", 11: "CORRUPT", 13: "FULL",
+          14: "CANTOPEN", 23: "AUTH", 26: "NOTADB"}
+# Python < 3.11 has no error codes on the exception: SQLite's fixed messages say the same.
+_MESSAGES = {"locked": "BUSY", "readonly": "READONLY", "read-only": "READONLY", "disk is full": "FULL",
+             "malformed": "CORRUPT", "not a database": "NOTADB", "unable to open": "CANTOPEN",
+             "disk i/o": "IOERR"}
+
+
+class CorruptStore(sqlite3.DatabaseError):
+    """quick_check found damage SQLite did not report on open."""
+
+
+class _NewerStore(Exception):
+    """A schema version above SCHEMA_VERSION: a newer qroute wrote it."""
+
+
+def sqlite_error(exc: BaseException) -> str:
+    """'CORRUPT', 'BUSY', 'FULL', ... for an SQLite error; '' when it is something else."""
+    if isinstance(exc, CorruptStore):
+        return "CORRUPT"
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return _CODES.get(code & 0xFF, "")
+    text = str(exc).lower()
+    return next((name for key, name in _MESSAGES.items() if key in text), "")
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Only SQLite's own verdict that the file is damaged justifies moving a store aside."""
+    return sqlite_error(exc) in ("CORRUPT", "NOTADB")
+
+
+def _why(exc: BaseException) -> str:
+    """Why a store cannot be used, in words."""
+    kind = sqlite_error(exc)
+    if kind in ("BUSY", "LOCKED"):
+        return "another process holds it locked"
+    if kind == "READONLY" or isinstance(exc, PermissionError) or getattr(exc, "errno", 0) == 30:
+        return "it is read-only here"
+    if kind == "FULL" or getattr(exc, "errno", 0) == 28:
+        return "the disk is full"
+    if kind == "CANTOPEN":
+        return "it cannot be opened for writing: a read-only medium, or no permission"
+    return str(exc)
+
+
 class Store:
-    """Append-only run log with a few aggregate queries."""
+    """Append-only run log with a few aggregate queries.
+
+    When the store cannot be used, `problem` says why; appends then do nothing and queries
+    see no runs. `read_only` opens an existing file without writing anything (`qroute stats`).
+    """
 
     def __init__(
         self, path: Path | None = None, *, keep_prompts: bool = False,
-        notify: Callable[[str], None] | None = None,
+        notify: Callable[[str], None] | None = None, read_only: bool = False,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
         self.path = Path(path) if path else store_path()
         self.keep_prompts = keep_prompts
         self.notify = notify or (lambda msg: None)
+        self.read_only = read_only
+        self.busy_timeout_s = busy_timeout_s
         self.moved_to: Path | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.problem: str | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
         try:
-            self._conn = self._open()
+            self._conn = self._open_read_only() if read_only else self._open_or_recover()
+        except _NewerStore as exc:
+            self._give_up(f"The learning store {self.path} was written by a newer qroute ({exc}).",
+                          "It is left as it is; upgrade qroute to learn from it again.")
+        except (sqlite3.Error, OSError) as exc:
+            if is_corrupt(exc):  # only here in read-only mode: otherwise it was moved aside
+                self._give_up(f"The learning store {self.path} is damaged ({exc}).",
+                              "The next `qroute run` moves it aside and starts a fresh one.")
+            else:
+                self._give_up(f"The learning store {self.path} cannot be used ({_why(exc)}).")
+
+    @property
+    def available(self) -> bool:
+        return self._conn is not None
+
+    def _give_up(self, problem: str, then: str = "") -> None:
+        self.close()
+        self.problem = problem
+        if not self.read_only:
+            self.notify(f"{problem} {then or 'Learning is off for this run.'}")
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, uri=uri)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        return conn
+
+    def _open_or_recover(self) -> sqlite3.Connection:
+        paths.private_dir(self.path.parent)
+        try:
+            return self._open()
         except sqlite3.DatabaseError as exc:
-            self._conn = self._recover(exc)
+            if not is_corrupt(exc):
+                raise
+            return self._recover(exc)
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        paths.private_file(self.path)  # created owner-only; SQLite gives -wal/-shm the same mode
+        self._inode = self.path.stat().st_ino
+        conn = self._connect(str(self.path))
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("integrity check failed")
+            self._check(conn)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than {SCHEMA_VERSION}")
             if version < SCHEMA_VERSION:
                 # BEGIN IMMEDIATE: two processes creating the schema at once take turns.
                 conn.execute("BEGIN IMMEDIATE")
@@ -142,32 +268,69 @@ class Store:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
+            for suffix in ("-wal", "-shm"):  # files an older qroute made world-readable
+                if Path(str(self.path) + suffix).exists():
+                    paths.private_file(Path(str(self.path) + suffix))
             return conn
-        except sqlite3.DatabaseError:
+        except BaseException:
             conn.close()
             raise
 
-    def _recover(self, exc: Exception) -> sqlite3.Connection:
-        """Move an unreadable store aside and start a fresh one."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                src.replace(Path(str(target) + suffix))
-        self.moved_to = target
-        self.notify(
-            f"The learning store {self.path} could not be read ({exc}); it was moved to "
-            f"{target} and a fresh one was started."
-        )
-        try:
-            return self._open()
-        except sqlite3.DatabaseError as again:
-            raise StoreError(f"Cannot create the learning store {self.path}: {again}",
-                             "Check that the data directory is writable.")
+    @staticmethod
+    def _check(conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise CorruptStore("quick_check failed")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise _NewerStore(f"schema version {version}, this qroute reads up to {SCHEMA_VERSION}")
 
-    def append(self, record: RunRecord) -> int:
-        """Insert one run in its own committed transaction; returns its id."""
+    def _open_read_only(self) -> sqlite3.Connection | None:
+        """Open without writing: no file, journal or lock is created (read-only media work)."""
+        if not self.path.exists():
+            return None
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = self._connect(uri + "?mode=ro", uri=True)
+            try:
+                self._check(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.OperationalError as exc:
+            if sqlite_error(exc) not in ("CANTOPEN", "READONLY"):
+                raise
+            # A WAL store on a read-only medium: SQLite cannot make its shared-memory file,
+            # but the file cannot change under us either.
+            conn = self._connect(uri + "?immutable=1", uri=True)
+            try:
+                self._check(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _recover(self, exc: Exception) -> sqlite3.Connection:
+        """Move a corrupt store aside (to a name no other backup has) and start a fresh one."""
+        try:
+            same = self.path.stat().st_ino == self._inode
+        except FileNotFoundError:
+            same = False
+        if same:  # not already replaced by another process that found the same damage
+            target = paths.move_aside(self.path, "corrupt", companions=("-wal", "-shm"))
+            self.moved_to = target
+            self.notify(
+                f"The learning store {self.path} is damaged ({exc}); it was moved to {target} "
+                "and a fresh one was started."
+            )
+        return self._open()
+
+    def append(self, record: RunRecord) -> int | None:
+        """Insert one run in its own committed transaction; returns its id (None: not logged).
+
+        The first failure raises StoreError; later runs of this process are not logged.
+        """
+        if self._conn is None:
+            return None
         row = asdict(record)
         if not self.keep_prompts:
             row["prompt"] = None
@@ -178,11 +341,15 @@ class Store:
                 f"INSERT INTO runs ({cols}) VALUES ({marks})", [row[c] for c in _COLUMNS]
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"Could not write to the learning store {self.path}: {exc}")
+            self.close()
+            self.problem = f"Could not write to the learning store {self.path} ({_why(exc)})."
+            raise StoreError(self.problem)
         return int(cur.lastrowid)
 
     def recent(self, limit: int = 2000, machine: str | None = None) -> list[RunRecord]:
         """The latest `limit` runs, oldest first (optionally of one machine only)."""
+        if self._conn is None:
+            return []
         cols = ", ".join(_COLUMNS)
         where, args = ("WHERE machine = ?", [machine]) if machine else ("", [])
         rows = self._conn.execute(
@@ -191,20 +358,26 @@ class Store:
         return [RunRecord(**dict(zip(_COLUMNS, r))) for r in reversed(rows)]
 
     def count(self) -> int:
+        if self._conn is None:
+            return 0
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def reset(self) -> int:
         """Delete every run; returns how many there were."""
+        if self._conn is None or self.read_only:
+            raise StoreError(self.problem or f"The learning store {self.path} is open read-only.")
         n = self.count()
         self._conn.execute("DELETE FROM runs")
         self._conn.execute("VACUUM")
         return n
 
     def close(self) -> None:
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
 
     def __enter__(self) -> "Store":
         return self

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import time
 from typing import Sequence
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from conftest import require_model
 from qroute_cli.backends.fake import FakeBackend
 from qroute_cli.calibrate import Plan, calibrate, measure_model
 from qroute_cli.latency import current_machine
 from qroute_cli.pool import ModelPool
+from qroute_cli.types import Message
 
 
 class VirtualClock:
@@ -94,3 +99,92 @@ def test_real_model_calibration(smollm_pool):
     assert all(v > 0 for v in prof.verify_s) and len(prof.verify_s) == 8
     assert prof.draft_token_s is not None and prof.draft_token_s > 0
     assert backend.tokens == []
+
+
+# -- where profiles are kept ------------------------------------------------------------
+
+
+def _profile(machine, decode_s: float = 0.01):
+    from qroute_cli.latency import ModelProfile, Profile
+
+    return Profile(machine, {"m": ModelProfile("m", "m", 0.01, 500.0, decode_s, (0.02,) * 8)})
+
+
+def test_one_profile_per_setup_and_switching_back_finds_it(fake_registry):
+    """Calibrating with other --threads or --gpu-layers never replaces another setup's profile."""
+    from qroute_cli.latency import current_machine, load_profile, save_profile, saved_profiles
+    from qroute_cli.routing import Router
+
+    setups = [current_machine(1), current_machine(2), current_machine(2, gpu_layers=8)]
+    for i, m in enumerate(setups):
+        save_profile(_profile(m, decode_s=0.01 * (i + 1)))
+    assert len(saved_profiles()) == 3
+    for i, m in enumerate(setups):
+        assert load_profile(machine=m).models["m"].decode_s == pytest.approx(0.01 * (i + 1))
+
+    # A router on 1 thread measures what its profile lacks; the 2-thread profiles stay as they were.
+    before = {p: p.read_bytes() for p in saved_profiles() if load_profile(p).machine != setups[0]}
+    with ModelPool(fake_registry, n_threads=1) as pool:
+        router = Router(fake_registry, budget_s=5.0, pool=pool, console=Console(file=io.StringIO()))
+        router.decide([Message("user", "hi")], max_tokens=5)
+        router.close()
+    assert {p: p.read_bytes() for p in before} == before
+    assert set(load_profile(machine=setups[0]).models) == {"fake-big", "fake-small", "fake-other"}
+
+
+def test_a_profile_of_an_older_qroute_moves_to_its_setup():
+    from qroute_cli import paths
+    from qroute_cli.latency import current_machine, load_profile
+
+    legacy = paths.data_dir() / "profile.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps(_profile(current_machine(3)).to_json()))
+    other = paths.data_dir() / "profile.other-machine.json"
+    other.write_text(json.dumps(_profile(current_machine(5)).to_json()))
+    assert load_profile(machine=current_machine(3)) == _profile(current_machine(3))
+    assert load_profile(machine=current_machine(5)) == _profile(current_machine(5))
+    assert not legacy.exists() and not other.exists()
+
+
+BAD_PROFILES = {
+    "null": "null",
+    "a list": "[]",
+    "models as a list": '{"version": 1, "machine": {"cpu": "x", "threads": 1, "llama_cpp": "0"}, "models": []}',
+    "no version": '{"models": []}',
+    "zero speed": None,  # a real profile with prefill_tps = 0
+    "not UTF-8": b"\xff\xfe{",
+}
+
+
+@pytest.mark.parametrize("case,where", [(case, "profile.json") for case in BAD_PROFILES]
+                         + [("null", "this setup"), ("zero speed", "this setup")])
+def test_a_bad_profile_is_one_warning_kept_aside_never_a_crash_loop(case, where, fake_registry):
+    """Every later run used to crash until the file was deleted by hand."""
+    import subprocess
+    import sys
+
+    from conftest import FAKE_CONFIG, ROOT
+    from qroute_cli import paths
+    from qroute_cli.latency import current_machine, profile_path
+
+    # profile.json: where qroute kept its one profile before profiles were kept per setup.
+    path = paths.data_dir() / "profile.json" if where == "profile.json" else profile_path(current_machine())
+    path.parent.mkdir(parents=True)
+    content = BAD_PROFILES[case]
+    if content is None:
+        from test_latency import fake_profile
+
+        data = fake_profile(fake_registry).to_json()
+        data["models"]["fake-big"]["prefill_tps"] = 0  # the router would divide by it
+        content = json.dumps(data)
+    raw = content if isinstance(content, bytes) else content.encode()
+    path.write_bytes(raw)
+    env = dict(os.environ, QROUTE_MODELS=str(paths.data_dir().parent / "no-models"))
+    cmd = [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG), "run", "hello", "-n", "5"]
+    for attempt in range(2):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr and "Internal error" not in r.stderr
+        assert ("cannot be used" in r.stderr) == (attempt == 0)  # said once, then measured anew
+    kept = list(path.parent.glob(path.name + ".unusable-*"))
+    assert [k.read_bytes() for k in kept] == [raw]  # the user's file is kept, byte for byte

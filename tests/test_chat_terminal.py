@@ -50,7 +50,8 @@ def command(child, line: str, expect: str) -> str:
     return out
 
 
-def test_fake_chat_in_a_terminal_ctrl_c_clears_the_line_and_ctrl_d_leaves(qroute_home):
+def test_fake_chat_in_a_terminal_ctrl_c_clears_the_line_and_ctrl_d_leaves(qroute_home, monkeypatch):
+    monkeypatch.setenv("QROUTE_LOG_PROMPTS", "1")  # typed lines are kept only with prompt logging on
     child = spawn("chat", "--pair", "fake-big", "-n", "16", config=FAKE_CONFIG)
     try:
         child.expect("/help for commands")
@@ -68,7 +69,9 @@ def test_fake_chat_in_a_terminal_ctrl_c_clears_the_line_and_ctrl_d_leaves(qroute
     finally:
         child.close()
     assert child.exitstatus == 0
-    history = (qroute_home / "data" / "chat_history").read_text()
+    history_file = qroute_home / "data" / "chat_history"
+    assert history_file.stat().st_mode & 0o777 == 0o600
+    history = history_file.read_text()
     assert "hello" in history and "/budget 3s" in history and "half a thought" not in history
 
 

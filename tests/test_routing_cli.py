@@ -135,13 +135,12 @@ def test_calibrate_show_and_quick(fake_registry):
     assert r.returncode == 2 and "fake-big" in r.stderr
 
 
-def test_profile_from_other_machine_offers_remeasure(fake_registry):
+def test_calibrating_this_setup_keeps_the_profile_of_another(fake_registry):
     prof = fake_profile(fake_registry)
     prof.machine = Machine("Another CPU", 96, "9.9.9")
-    save_profile(prof)
-    r = qroute("calibrate", "--quick", "-m", "fake-big", input="n\n")
-    assert r.returncode == 1 and "another setup" in r.stderr
-    assert json.loads(latency.profile_path().read_text())["machine"]["cpu"] == "Another CPU"
-    r = qroute("calibrate", "--quick", "-m", "fake-big", "--yes")
+    other = save_profile(prof)
+    before = other.read_bytes()
+    r = qroute("calibrate", "--quick", "-m", "fake-big")
     assert r.returncode == 0, r.stderr
+    assert other.read_bytes() == before
     assert json.loads(latency.profile_path().read_text())["machine"]["cpu"] != "Another CPU"

@@ -1,7 +1,9 @@
-"""The SQLite run log: round trip, privacy, WAL, several writers, crashes, corruption."""
+"""The SQLite run log: round trip, privacy, WAL, several writers, crashes, corruption, and the
+faults that are not corruption (a lock, a full disk, a read-only medium, a newer qroute)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import sqlite3
@@ -11,7 +13,10 @@ import time
 
 import pytest
 
-from qroute_cli.store import SCHEMA_VERSION, RunRecord, Store, prompt_hash, store_path, summarize
+from conftest import FAKE_CONFIG, ROOT
+from qroute_cli import paths
+from qroute_cli.store import SCHEMA_VERSION, RunRecord, Store, is_corrupt, prompt_hash, store_path, summarize
+from rofs import read_only_run
 
 
 def rec(i: int = 0, **kw) -> RunRecord:
@@ -105,16 +110,137 @@ def test_corrupted_store_is_moved_aside(tmp_path):
     assert path.exists()
 
 
-def test_store_from_newer_version_is_moved_aside(tmp_path):
+def test_corrupt_backups_never_overwrite_each_other(tmp_path):
+    """Three corrupt stores in the same second: three backups, each with its own bytes."""
     path = tmp_path / "runs.db"
+    kept = []
+    for i in range(3):
+        path.write_bytes(f"not a database {i} ".encode() * 100)
+        with Store(path) as s:
+            kept.append(s.moved_to)
+    assert len(set(kept)) == 3
+    assert sorted(p.read_bytes()[:16] for p in kept) == [f"not a database {i}".encode() for i in range(3)]
+
+
+def test_store_from_newer_version_is_kept_and_learning_is_off(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as s:
+        s.append(rec())
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
+    before = path.read_bytes()
     messages = []
     with Store(path, notify=messages.append) as s:
-        assert s.moved_to is not None and "newer" in messages[0]
-        assert s.count() == 0
+        assert s.moved_to is None and not s.available
+        assert len(messages) == 1 and "newer qroute" in messages[0] and "left as it is" in messages[0]
+        assert s.append(rec()) is None and s.count() == 0
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.glob("runs.db*")) == ["runs.db"]
+
+
+_HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA locking_mode = EXCLUSIVE")  # as a long maintenance job or an old sqlite3 shell would
+conn.execute("BEGIN EXCLUSIVE")
+conn.execute("DELETE FROM runs WHERE id < 0")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("COMMIT")
+"""
+
+
+def test_locked_store_is_not_moved_aside(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as s:
+        for i in range(3):
+            s.append(rec(i))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        messages = []
+        with Store(path, notify=messages.append, busy_timeout_s=0.2) as s:
+            assert s.moved_to is None and not s.available
+            assert "locked" in messages[0] and "Learning is off" in messages[0]
+            assert s.append(rec()) is None
+    finally:
+        holder.communicate("", timeout=30)
+    assert not list(tmp_path.glob("*corrupt*"))
+    with Store(path) as s:
+        assert s.count() == 3
+
+
+def test_only_sqlite_corruption_counts_as_corrupt(tmp_path):
+    """A full disk (a real SQLITE_FULL) or a lock is a reason to pause learning, not to move a store."""
+    conn = sqlite3.connect(tmp_path / "full.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        for _ in range(100):
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 2000,))
+    conn.close()
+    assert not is_corrupt(full.value)
+    (tmp_path / "junk.db").write_bytes(b"junk" * 1000)
+    with pytest.raises(sqlite3.DatabaseError) as notadb:
+        sqlite3.connect(tmp_path / "junk.db").execute("PRAGMA quick_check").fetchall()
+    assert is_corrupt(notadb.value)
+    assert not is_corrupt(sqlite3.OperationalError("database is locked"))
+    assert is_corrupt(sqlite3.DatabaseError("database disk image is malformed"))
+
+
+def test_unusable_data_dir_turns_learning_off():
+    """Where the data dir cannot be made (here a file is in its way), a run is not logged."""
+    paths.data_dir().parent.mkdir(parents=True, exist_ok=True)
+    paths.data_dir().write_text("not a folder")
+    messages = []
+    with Store(notify=messages.append) as s:
+        assert not s.available and "Learning is off" in messages[0]
+        assert s.append(rec()) is None and s.recent() == [] and s.count() == 0
+    assert paths.data_dir().read_text() == "not a folder"
+
+
+def _qroute(*args: str) -> list[str]:
+    return [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG), *args]
+
+
+def test_read_only_store_stats_reads_and_run_answers(fake_registry):
+    """On a read-only medium, `qroute stats` reads the store and `qroute run` answers, exit 0."""
+    from qroute_cli.latency import save_profile
+    from test_latency import fake_profile
+
+    save_profile(fake_profile(fake_registry))
+    with Store() as s:
+        for i in range(4):
+            s.append(rec(i))
+    home = paths.data_dir().parent
+    def files() -> dict:
+        return {p: p.read_bytes() for p in paths.data_dir().rglob("*") if p.is_file()}
+
+    before = files()
+
+    stats = read_only_run(home, _qroute("stats", "--json"))
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["total"]["runs"] == 4
+
+    run = read_only_run(home, _qroute("run", "hello", "--pair", "fake-big", "-n", "5"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()  # the answer
+    assert "Traceback" not in run.stderr and "Internal error" not in run.stderr
+    assert "learning is off" in " ".join(run.stderr.lower().split())
+    assert files() == before
+
+
+def test_run_answers_when_the_data_dir_cannot_be_made():
+    """No profile, no store, no salt can be written: the run still answers and exits 0."""
+    paths.data_dir().parent.mkdir(parents=True, exist_ok=True)
+    paths.data_dir().write_text("not a folder")
+    env = dict(os.environ, QROUTE_MODELS=str(paths.data_dir().parent / "no-models"))
+    r = subprocess.run(_qroute("run", "hello", "-n", "5"), capture_output=True, text=True, timeout=120,
+                       env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "Traceback" not in r.stderr and "Internal error" not in r.stderr
 
 
 def test_reset_clears():

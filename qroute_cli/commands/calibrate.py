@@ -19,7 +19,7 @@ def calibrate(
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats: under a minute for the small models."),
     show: bool = typer.Option(False, "--show", help="Print the saved profile instead of measuring."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores); part of the profile's key."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Replace a profile from another machine without asking."),
+    yes: bool = typer.Option(False, "--yes", "-y", hidden=True, help="Accepted for older scripts: profiles are kept per setup, nothing is replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
 ) -> None:
     """Measure what each model costs on this machine and save the profile the router uses.
@@ -30,11 +30,12 @@ def calibrate(
 
       qroute calibrate --show
     """
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qroute_cli.calibrate import FULL, QUICK, calibrate as measure
     from qroute_cli.cli import registry, state
-    from qroute_cli.latency import current_machine, load_profile, save_profile
+    from qroute_cli.latency import current_machine, save_profile, saved_profiles, usable_profile
     from qroute_cli.pool import ModelPool
     from qroute_cli.render import console, err_console
     from qroute_cli.render_route import profile_table
@@ -42,26 +43,19 @@ def calibrate(
 
     reg = registry()
     machine = current_machine(threads)
-    try:
-        saved = load_profile()
-    except ValueError as exc:
-        err_console().print(f"[yellow]The saved profile is unreadable ({exc}); it will be replaced.[/]")
-        saved = None
+    saved = usable_profile(machine, lambda msg: err_console().print(f"[yellow]{escape(msg)}[/]"))
     if show:
         if saved is None:
-            raise QrouteError("No calibration profile yet.", "Measure one with: qroute calibrate --quick")
+            others = len(saved_profiles())
+            where = f" (there {'is' if others == 1 else 'are'} {others} for other setups)" if others else ""
+            raise QrouteError(f"No calibration profile for this setup yet{where}: {machine.key}.",
+                              "Measure one with: qroute calibrate --quick (add --threads N for another setup)")
         if as_json:
             typer.echo(json.dumps(saved.to_json(), indent=1))
         else:
             console().print(profile_table(saved, machine))
         return
 
-    if saved is not None and saved.machine != machine:
-        err_console().print(f"The saved profile was measured on another setup: {saved.machine.key}\n"
-                            f"This one is: {machine.key}")
-        if not yes and not typer.confirm("Measure this machine and replace it?", default=True, err=True):
-            raise typer.Exit(1)
-        saved = None
     names = list(models or [])
     for name in names:
         reg.model(name)  # unknown model -> "Did you mean"
@@ -84,7 +78,11 @@ def calibrate(
             advance=lambda n: progress.advance(task, n),
             on_model=lambda name: progress.update(task, description=f"{name:<22}"),
         )
-    path = save_profile(profile)
+    try:
+        path = save_profile(profile)
+    except OSError as exc:
+        raise QrouteError(f"Could not save the calibration profile: {exc.strerror or exc} ({exc.filename}).",
+                          "Check that the data directory is writable, or set QROUTE_HOME.") from None
     if as_json:
         typer.echo(json.dumps(profile.to_json(), indent=1))
         return

@@ -53,6 +53,7 @@ def pull(
 ) -> None:
     """Fetch models into the cache, assemble their parts and check size and SHA-256."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.text import Text
 
     from qroute_cli.cli import registry, state
     from qroute_cli.models import fetch, store
@@ -76,13 +77,15 @@ def pull(
                 status=lambda text, t=task, name=spec.name: progress.update(t, description=f"{name} ({text})"),
             )
             progress.update(task, description=spec.name, completed=spec.size or path.stat().st_size)
-            results.append({"name": spec.name, "path": str(path), "fetched": not already, "verified": True})
+            results.append({"name": spec.name, "path": str(path), "fetched": not already,
+                            "verified": bool(spec.sha256)})
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     elif not state.quiet:
         for r in results:
             verb = "fetched" if r["fetched"] else "already present"
-            err_console().print(f"[green]✓[/] {r['name']} {verb}, SHA-256 verified: {r['path']}", soft_wrap=True)
+            check = "SHA-256 verified" if r["verified"] else "not verified (no sha256 in models.toml)"
+            err_console().print(Text.assemble(("✓", "green"), f" {r['name']} {verb}, {check}: {r['path']}"), soft_wrap=True)
 
 
 @models_app.command("verify")

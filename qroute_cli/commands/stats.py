@@ -17,12 +17,18 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Runs per pair, observed acceptance, latency error, budget hit rate and routing overhead."""
+    from rich.text import Text
+
+    from qroute_cli.errors import StoreError
     from qroute_cli.render import console, err_console
     from qroute_cli.render_route import stats_table
     from qroute_cli.store import Store, summarize
 
     err = err_console()
-    with Store(notify=lambda msg: err.print(f"[yellow]{msg}[/]")) as store:
+    # Read-only unless resetting: a store on a read-only medium (or locked by a run) still reads.
+    with Store(read_only=not reset, notify=lambda msg: err.print(Text(msg, style="yellow"))) as store:
+        if store.problem:
+            raise StoreError(store.problem)
         if reset:
             n = store.count()
             if not yes and not typer.confirm(f"Delete all {n} recorded runs from {store.path}?", default=False, err=True):
@@ -36,6 +42,6 @@ def stats(
         typer.echo(json.dumps({"store": str(path), **summary}, indent=1))
         return
     if summary["total"]["runs"] == 0:
-        console().print(f"No runs recorded yet in {path}.")
+        console().print(Text(f"No runs recorded yet in {path}."))
         return
     console().print(stats_table(summary))

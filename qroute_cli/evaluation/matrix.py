@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from qroute_cli import paths
 from qroute_cli.config import Registry
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.tasks import FORMATS, Item
@@ -93,7 +94,8 @@ def run_matrix(
 
     registry = pool.registry
     cache = load_cache(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    paths.private_dir(cache_path.parent)
+    paths.private_file(cache_path)  # answers are kept owner-only, as every file qroute writes
     matrix = Matrix(list(items), list(pairs))
     with cache_path.open("a", encoding="utf-8") as log:
         for pair_name in pairs:

@@ -1,22 +1,42 @@
-"""Model files in the cache: locations, presence, SHA-256 verification."""
+"""Model files in the cache: locations, presence, SHA-256 verification.
+
+A model's name becomes a file name in the cache, so only plain names are accepted: a name
+such as '../../x' would otherwise write outside it. A file is hashed when it is pulled and
+again before loading whenever its size or modification time differs from the stamp written
+the last time it matched, so a file changed after the pull is not run unchecked.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from qroute_cli import paths
-from qroute_cli.errors import ModelCorruptError, ModelMissingError
+from qroute_cli.errors import ConfigError, ModelCorruptError, ModelMissingError
 from qroute_cli.types import ModelSpec
 
 _CHUNK = 4 << 20
+# Letters, digits, '.', '_' and '-', not starting with a dot: a single, visible file name.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    """`name` when it can be a file name in the cache; ConfigError otherwise."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"The model name '{name}' cannot be used as a file name in the model cache.",
+            "Model names may use letters, digits, '.', '_' and '-' (and not start with '.'); rename it in models.toml.",
+        )
+    return name
 
 
 def model_path(spec: ModelSpec) -> Path:
     """Where the GGUF of `spec` is (a user path) or will be (the cache)."""
+    check_name(spec.name)  # also names the stamp of a user's own file
     if spec.path:
         return Path(spec.path)
     return paths.cache_dir() / f"{spec.name}.gguf"
@@ -42,10 +62,17 @@ def _stamp_key(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _stamp_of(spec: ModelSpec) -> Path:
+    """The stamp next to a cached file; a user's own file gets one in the cache."""
+    if spec.path:
+        return paths.cache_dir() / f"{check_name(spec.name)}.verified"
+    return _stamp_path(model_path(spec))
+
+
 def is_verified(spec: ModelSpec) -> bool:
     """True when the file was hashed before and has not changed since (size and mtime)."""
     path = model_path(spec)
-    stamp = _stamp_path(path) if not spec.path else paths.cache_dir() / f"{spec.name}.verified"
+    stamp = _stamp_of(spec)
     if not path.exists() or not stamp.exists():
         return False
     try:
@@ -56,10 +83,13 @@ def is_verified(spec: ModelSpec) -> bool:
 
 
 def mark_verified(spec: ModelSpec) -> None:
-    path = model_path(spec)
-    stamp = _stamp_path(path) if not spec.path else paths.cache_dir() / f"{spec.name}.verified"
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"sha256": spec.sha256, "stat": _stamp_key(path)}))
+    """Remember that the file matched its SHA-256 as it is now (a read-only cache: skipped)."""
+    stamp = _stamp_of(spec)
+    try:
+        paths.private_dir(stamp.parent)
+        paths.write_private(stamp, json.dumps({"sha256": spec.sha256, "stat": _stamp_key(model_path(spec))}))
+    except OSError:
+        pass  # the file is hashed again before the next load
 
 
 def verify(spec: ModelSpec, progress=None) -> str:
@@ -79,7 +109,8 @@ def verify(spec: ModelSpec, progress=None) -> str:
     if spec.sha256 and digest != spec.sha256:
         raise ModelCorruptError(
             f"Model '{spec.name}' fails its SHA-256 check ({path}).",
-            f"Fetch it again with: qroute models pull {spec.name} --force",
+            f"Fetch it again with: qroute models pull {spec.name} --force" if not spec.path else
+            "The file changed since it was added: restore it, or update its sha256 in models.toml.",
         )
     if spec.sha256:
         mark_verified(spec)
@@ -87,7 +118,10 @@ def verify(spec: ModelSpec, progress=None) -> str:
 
 
 def require(spec: ModelSpec) -> Path:
-    """The path of a model that is ready to load; cheap checks only (size, stamp)."""
+    """The path of a model that is ready to load: size checked, SHA-256 re-checked when stale.
+
+    Hashing happens only when the file changed since it was last verified (or was never).
+    """
     path = model_path(spec)
     if not path.exists():
         fix = f"qroute models pull {spec.name}" if not spec.path else "check `path` in models.toml"
@@ -98,6 +132,8 @@ def require(spec: ModelSpec) -> Path:
             f"expected {spec.size:,}.",
             f"Run: qroute models pull {spec.name} --force",
         )
+    if spec.sha256 and not is_verified(spec):
+        verify(spec)
     return path
 
 

@@ -1,8 +1,16 @@
-"""Adding a user's own GGUF file to the user models.toml."""
+"""Adding a user's own GGUF file to the user models.toml.
+
+Several `qroute models add` may run at once: each holds `models.toml.lock` (fcntl) from
+reading the file to writing it, writes the new text to a temporary file and renames it into
+place, and restores exactly what it read if the result does not validate. Under the lock no
+other add can have changed the file in between, so neither an entry nor a rollback is lost.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from qroute_cli import paths
@@ -27,22 +35,37 @@ def _read_gguf_vocab_size(path: Path) -> int | None:
         return None
 
 
+@contextmanager
+def config_lock(target: Path):
+    """Hold the user config's lock (blocking) while reading, changing and writing it."""
+    import fcntl
+
+    paths.private_dir(target.parent)
+    fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, paths.PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def add_user_model(
     name: str, path: Path, *, vocab: str | None, drafters: list[str], hash_file: bool
 ) -> Path:
     """Append a model (and pairs) to the user's models.toml, then re-validate everything."""
     from qroute_cli.config import load_registry
-    from qroute_cli.models.store import sha256_file
+    from qroute_cli.models.store import check_name, sha256_file
 
+    try:
+        check_name(name)
+    except ConfigError as exc:
+        raise UsageError(exc.message, "Use letters, digits, '.', '_' and '-', e.g. my-llama-3b.") from None
     path = path.expanduser().resolve()
     if not path.is_file():
         raise UsageError(f"No such file: {path}", "Give the path to a .gguf model file.")
     with path.open("rb") as fh:
         if fh.read(4) != b"GGUF":
             raise UsageError(f"{path} is not a GGUF file (bad magic).", "qroute runs GGUF models (llama.cpp).")
-    current = load_registry()
-    if name in current.models:
-        raise UsageError(f"A model named '{name}' exists already.", "Pick another name.")
 
     lines = [f"\n[models.{_toml_str(name)}]", f"path = {_toml_str(str(path))}"]
     lines.append(f"size = {path.stat().st_size}")
@@ -60,12 +83,17 @@ def add_user_model(
         lines.append(f"\n[pairs.{_toml_str(pair)}]\nverifier = {_toml_str(name)}\ndrafter = {_toml_str(drafter)}")
 
     target = paths.user_config_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    before = target.read_text() if target.exists() else ""
-    target.write_text(before + "\n".join(lines) + "\n")
-    try:
-        load_registry()
-    except ConfigError:
-        target.write_text(before)  # leave the user's file as it was
-        raise
+    with config_lock(target):
+        if name in load_registry().models:
+            raise UsageError(f"A model named '{name}' exists already.", "Pick another name.")
+        before = target.read_text(encoding="utf-8") if target.exists() else None
+        paths.write_private(target, (before or "") + "\n".join(lines) + "\n")
+        try:
+            load_registry()
+        except ConfigError:
+            if before is None:  # leave the user's config as it was: absent
+                target.unlink()
+            else:
+                paths.write_private(target, before)
+            raise
     return target
