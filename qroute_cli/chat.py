@@ -103,13 +103,20 @@ class History:
             parts.append(f"## Assistant{note}\n\n{t.assistant}\n")
         return "\n".join(parts)
 
-    def save(self, path: Path) -> str:
-        """Write JSON for *.json, Markdown otherwise; returns the format written."""
+    def save(self, path: Path, *, overwrite: bool = False) -> str:
+        """Write JSON for *.json, Markdown otherwise; returns the format written.
+
+        Written whole or not at all, owner-only; an existing file is replaced only with
+        `overwrite`.
+        """
+        from qroute_cli import paths
+
         kind = "json" if path.suffix.lower() == ".json" else "markdown"
         text = json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n" if kind == "json" else self.to_markdown()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            paths.write_private(path, text, overwrite=overwrite)
+        except FileExistsError:
+            raise UsageError(f"{path} exists already.", "Replace it with /save FILE --force, or pick another name.") from None
         except OSError as exc:
             raise QrouteError(f"Could not write {path}: {exc.strerror or exc}.", "Pick another file name.") from exc
         return kind
@@ -128,7 +135,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "system": ("/system TEXT|off", "set (or clear) the system message; alone: show it"),
     "max-tokens": ("/max-tokens N", "most tokens per answer"),
     "reset": ("/reset", "forget the conversation (keeps the system message)"),
-    "save": ("/save FILE", "write the conversation: FILE.json as JSON, anything else as Markdown"),
+    "save": ("/save FILE [--force]", "write the conversation: FILE.json as JSON, anything else as Markdown"),
     "help": ("/help", "this list"),
     "exit": ("/exit", "leave (or Ctrl-D)"),
 }
@@ -244,18 +251,18 @@ class View:
             self.err.print(line, style="dim", highlight=False, soft_wrap=True)
 
     def notice(self, text: str) -> None:
-        self.err.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        self.err.print(Text(text, style="yellow"), highlight=False, soft_wrap=True)  # paths may hold [brackets]
 
     def info(self, renderable) -> None:
         """Output the user asked for (a command's answer): shown even with -q."""
         self.err.print(renderable, highlight=False)
 
     def error(self, exc: QrouteError) -> None:
-        from rich.markup import escape
+        from qroute_cli.render import print_error
 
-        self.err.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            self.err.print(f"[dim]{escape(exc.hint)}[/]", highlight=False)
+        print_error(self.err, exc)
 
     def json_line(self, obj: dict) -> None:
         self._write_raw(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -310,8 +317,11 @@ class Chat:
 
     def handle(self, line: str) -> bool:
         """One input line: a slash command or a message. False means leave."""
+        from qroute_cli.inputs import check_text
+
         text = None
         try:
+            check_text(line, "That line")  # bytes a terminal could not decode: refuse the line, keep the chat
             cmd = parse_command(line)
             if cmd is not None:
                 return self.command(cmd)
@@ -338,13 +348,14 @@ class Chat:
             v.info(help_text())
         elif cmd.name == "pair":
             if not arg:
-                v.info(f"Pair: {self.forced_pair or 'auto (routed each turn)'}")
+                v.info(Text(f"Pair: {self.forced_pair or 'auto (routed each turn)'}"))
             elif arg.lower() == "auto":
                 self.forced_pair = None
-                v.info(f"Pair: auto — each turn is routed ({self.router.strategy_text}, budget {self.router.budget_s:g}s).")
+                v.info(Text(f"Pair: auto — each turn is routed ({self.router.strategy_text}, "
+                            f"budget {self.router.budget_s:g}s)."))
             else:
                 self.forced_pair = self.registry.pair(arg).name
-                v.info(f"Pair: {self.forced_pair} for every turn (/pair auto to route again).")
+                v.info(Text(f"Pair: {self.forced_pair} for every turn (/pair auto to route again)."))
         elif cmd.name == "budget":
             if arg:
                 from qroute_cli.routing import parse_budget
@@ -360,7 +371,7 @@ class Chat:
         elif cmd.name == "strategy":
             if arg:
                 self.router.set_strategy(arg)
-            v.info(f"Strategy: {self.router.strategy_text}.")
+            v.info(Text(f"Strategy: {self.router.strategy_text}."))
         elif cmd.name == "explain":
             if self.last_decision is None:
                 v.info("No turn has been routed yet.")
@@ -390,10 +401,13 @@ class Chat:
             self.last_decision = None
             v.info("Conversation cleared.")
         elif cmd.name == "save":
-            if not arg:
+            words = arg.split(" ")
+            force = "--force" in words
+            name = " ".join(w for w in words if w != "--force").strip()
+            if not name:
                 raise UsageError("/save needs a file name.", "e.g. /save chat.md or /save chat.json")
-            path = Path(arg).expanduser()
-            kind = self.history.save(path)
+            path = Path(name).expanduser()
+            kind = self.history.save(path, overwrite=force)
             v.info(Text(f"Saved {len(self.history.turns)} turns to {path} ({kind})."))
         return True
 
@@ -428,6 +442,8 @@ class Chat:
                     self.view.notice("The conversation no longer fits the context: dropped the oldest turn.")
         except KeyboardInterrupt:  # outside generation (routing, loading, prefill setup)
             self._after_interrupt(pair)
+            if self.view.as_json:
+                self.view.json_line({"prompt": text, "error": "interrupted", "finish_reason": "interrupted"})
             self.view.notice("Interrupted.")
             return None
         except PromptTooLongError as exc:
@@ -511,9 +527,17 @@ class Chat:
 # -- the loops -----------------------------------------------------------------------------
 
 
-def stdin_loop(chat: Chat, lines: Iterable[str]) -> int:
-    """Scripts: one turn (or slash command) per line; the exit code of the worst error, 130 on Ctrl-C."""
+def stdin_loop(chat: Chat, lines: Iterable[str | QrouteError]) -> int:
+    """Scripts: one turn (or slash command) per line; the exit code of the worst error, 130 on Ctrl-C.
+
+    A line that could not be read arrives as its error (inputs.text_lines): it is reported and
+    the conversation goes on.
+    """
     for line in lines:
+        if isinstance(line, QrouteError):
+            chat.view.error(line)
+            chat.worst_exit = max(chat.worst_exit, line.exit_code)
+            continue
         if not chat.handle(line.rstrip("\n")):
             break
         if chat.interrupted:
@@ -527,11 +551,34 @@ def history_file() -> Path:
     return paths.data_dir() / "chat_history"
 
 
+def input_history(notice: Callable[[str], None], path: Path | None = None):
+    """The prompt's up-arrow history: in memory, or in the data dir when prompt logging is on.
+
+    Typed lines are prompts, so they reach the disk only with QROUTE_LOG_PROMPTS=1, like the
+    prompt text in the run log, and then in an owner-only file.
+    """
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    from qroute_cli import paths
+
+    path = path or history_file()
+    if not paths.log_prompts():
+        if path.exists():
+            paths.private_file(path)  # a file from an older qroute: kept, but owner-only
+        return InMemoryHistory()
+    try:
+        paths.private_dir(path.parent)
+        paths.private_file(path)
+        return FileHistory(str(path))
+    except OSError as exc:
+        notice(f"No input history this time ({path}: {exc.strerror or exc}).")
+        return InMemoryHistory()
+
+
 def terminal_loop(chat: Chat, history_path: Path | None = None) -> int:
-    """The interactive prompt: line editing, history in the user data dir, Ctrl-C clears the line."""
+    """The interactive prompt: line editing, input history (see input_history), Ctrl-C clears the line."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import FormattedText
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
 
     keys = KeyBindings()
@@ -540,23 +587,17 @@ def terminal_loop(chat: Chat, history_path: Path | None = None) -> int:
     def _newline(event) -> None:
         event.current_buffer.insert_text("\n")
 
-    history = InMemoryHistory()
-    path = history_path or history_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
-        history = FileHistory(str(path))
-    except OSError as exc:
-        chat.view.notice(f"No input history this time ({path}: {exc.strerror or exc}).")
-    session = PromptSession(history=history, key_bindings=keys)
+    session = PromptSession(history=input_history(chat.view.notice, history_path), key_bindings=keys)
 
     def prompt() -> FormattedText:
         where = chat.forced_pair or "auto"
         return FormattedText([("ansibrightblack", f"[{where}] "), ("bold ansicyan", "you"), ("", "> ")])
 
+    from rich.text import Text
+
     r = chat.router
-    chat.view.info(f"[bold]qroute chat[/] · pair {chat.forced_pair or 'auto'} · strategy {r.strategy_text} · "
-                   f"budget {r.budget_s:g}s · /help for commands, Ctrl-D to leave")
+    chat.view.info(Text.assemble(("qroute chat", "bold"), f" · pair {chat.forced_pair or 'auto'} · strategy "
+                                 f"{r.strategy_text} · budget {r.budget_s:g}s · /help for commands, Ctrl-D to leave"))
     while True:
         try:
             line = session.prompt(prompt)

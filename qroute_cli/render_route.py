@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from qroute_cli.latency import Machine, Profile
@@ -18,8 +19,8 @@ def _ms(x: float | None) -> str:
 def profile_table(profile: Profile, machine: Machine) -> Table:
     """One row per model: prefill, decode and verify costs, and how they were measured."""
     same = profile.machine == machine
-    note = "" if same else f"  [red](measured on another setup; this one is {machine.key})[/]"
-    table = Table(title=f"Calibration: {profile.machine.key}{note}", title_justify="left",
+    note = "" if same else f"  [red](measured on another setup; this one is {escape(machine.key)})[/]"
+    table = Table(title=f"Calibration: {escape(profile.machine.key)}{note}", title_justify="left",
                   caption=f"n-gram lookup {profile.ngram_s * 1e6:.0f} µs", caption_justify="left")
     for col in ("model", "prefill tok/s", "decode tok/s", "verify k=1/4/8", "draft/tok", "mode"):
         table.add_column(col, justify="left" if col in ("model", "mode") else "right")
@@ -28,7 +29,7 @@ def profile_table(profile: Profile, machine: Machine) -> Table:
         verify = ("/".join(f"{v:.2f}" for v in triple) + " s") if max(triple) >= 1 else \
             ("/".join(f"{v * 1000:.0f}" if v >= 0.01 else f"{v * 1000:.2f}" for v in triple) + " ms")
         table.add_row(
-            m.model, f"{m.prefill_tps:,.0f}", f"{1 / m.decode_s:,.1f}", verify, _ms(m.draft_token_s),
+            escape(m.model), f"{m.prefill_tps:,.0f}", f"{1 / m.decode_s:,.1f}", verify, _ms(m.draft_token_s),
             "quick" if m.quick else "full",
         )
     return table
@@ -44,7 +45,7 @@ def stats_table(summary: dict) -> Table:
     rows = list(summary["pairs"].items()) + [("all", summary["total"])]
     for name, b in rows:
         table.add_row(
-            f"[bold]{name}[/]" if name == "all" else name, str(b["runs"]), _pct(b["acceptance"]),
+            f"[bold]{name}[/]" if name == "all" else escape(name), str(b["runs"]), _pct(b["acceptance"]),
             _pct(b["latency_mape"]), _pct(b["budget_hit_rate"]),
             "-" if b["mean_latency_s"] is None else f"{b['mean_latency_s']:.2f} s",
             "-" if b["overhead_ms_p50"] is None else f"{b['overhead_ms_p50']:.2f} ms",

@@ -64,3 +64,55 @@ def test_unknown_names_suggest(fake_registry):
 def test_include_builtin_false_starts_from_nothing(fake_registry):
     assert set(fake_registry.models) == {"fake-big", "fake-small", "fake-other"}
     assert "qwen2.5-coder-1.5b+0.5b" not in fake_registry.pairs
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[models.x]\npath = "x.gguf"\nstop = [1, 2]\n', "'models.x.stop' must be a list of strings"),
+    ('[models.x]\npath = "x.gguf"\nprompt_format = "completion"\ntemplate = "Q: {prompt} {"\n',
+     "'models.x.template' is not a valid template"),
+    ('[models.x]\npath = "x.gguf"\nprompt_format = "completion"\ntemplate = "{prompt} {answer}"\n',
+     "'models.x.template' is not a valid template"),
+    ('[models.x]\npath = "x.gguf"\nn_ctx = -5\n', "'models.x.n_ctx' must be at least 1, got -5"),
+    ('[models.x]\npath = "x.gguf"\nn_ctx = 0\n', "'models.x.n_ctx' must be at least 1"),
+    ('[models.x]\npath = "x.gguf"\nquality_prior = 2\n', "'models.x.quality_prior' must be between 0 and 1"),
+    ('[models.x]\npath = "x.gguf"\npypi = { packages = [1] }\n', "'models.x.pypi.packages' must be a list of strings"),
+    ('[defaults]\nmax_tokens = -1\n', "'defaults.max_tokens' must be at least 1"),
+    ('defaults = 3\n', "'defaults' must be a table"),
+    ('models = "x"\n', "'models' must be a table"),
+])
+def test_invalid_values_name_the_key(tmp_path, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_registry(cfg, include_user=False)
+    assert needle in info.value.message and str(cfg) in info.value.message
+
+
+def test_a_template_with_doubled_braces_is_fine(tmp_path):
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('[models.x]\npath = "x.gguf"\nprompt_format = "completion"\n'
+                   'template = "{system}JSON {{\\"q\\": \\"{prompt}\\"}}"\n')
+    assert load_registry(cfg, include_user=False).model("x").template.startswith("{system}JSON {{")
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_registry(tmp_path, include_user=False)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[models.x]\ndescription = "caf\xe9"\npath = "x.gguf"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_registry(latin1, include_user=False)
+
+
+def test_config_reads_toml_without_tomllib():
+    """Python 3.10 has no tomllib: the declared `tomli` (same API) must be enough."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tomllib; sys.modules['tomli'] = tomllib; sys.modules['tomllib'] = None;"
+            "from qroute_cli import config;"
+            "assert config.tomllib is sys.modules['tomli'];"
+            "reg = config.load_registry(None, include_user=False); print(len(reg.models))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) >= 4

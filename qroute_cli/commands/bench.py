@@ -50,6 +50,7 @@ def bench(
 
       qroute bench --full --out bench/results
     """
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from qroute_cli import paths
@@ -116,7 +117,7 @@ def bench(
                             scorers=scorers, items=items, on_live=on_live)
     if out is not None:
         written = write_outputs(res, out)
-        err.print(f"[dim]wrote {len(written)} files to {out}[/]")
+        err.print(f"[dim]wrote {len(written)} files to {escape(str(out))}[/]")
     if as_json:
         typer.echo(json.dumps(res.summary, indent=1))
         return

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from qroute_cli.cli import cap_threads
+
 
 def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
@@ -20,9 +22,9 @@ def chat(
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer (default from config)."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling and the random strategy."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores)."),
-    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for sampling and the random strategy."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
     as_json: bool = typer.Option(False, "--json", help="Without a terminal: one JSON object per answer (JSON Lines)."),
 ) -> None:
     """Chat in the terminal; each turn is routed with the conversation as context.
@@ -38,6 +40,7 @@ def chat(
     """
     from qroute_cli.chat import Chat, History, View, stdin_loop, terminal_loop
     from qroute_cli.cli import registry, state
+    from qroute_cli.inputs import check_text, text_lines
     from qroute_cli.pool import ModelPool
     from qroute_cli.render import console, err_console
     from qroute_cli.routing import Router, parse_budget
@@ -46,7 +49,9 @@ def chat(
     reg = registry()
     if pair:
         reg.pair(pair)  # an unknown pair fails before anything loads
-    budget_s = parse_budget(budget or reg.defaults.budget)
+    if system is not None:
+        check_text(system, "The --system text")
+    budget_s = parse_budget(budget if budget is not None else reg.defaults.budget)
     config = GenerationConfig(max_tokens=max_tokens or reg.defaults.max_tokens, temperature=temperature, seed=seed)
     interactive = sys.stdin.isatty()
     err = err_console()
@@ -58,7 +63,7 @@ def chat(
         try:
             session = Chat(pool, router, config, view, History(system=system), forced_pair=pair,
                            hard_budget=hard_budget)
-            code = terminal_loop(session) if interactive else stdin_loop(session, sys.stdin)
+            code = terminal_loop(session) if interactive else stdin_loop(session, text_lines(sys.stdin))
         finally:
             router.close()
     if code:

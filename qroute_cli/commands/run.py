@@ -4,38 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from qroute_cli.cli import silence_stdout, write_stdout
+from qroute_cli.cli import cap_threads, silence_stdout, write_stdout
 from qroute_cli.errors import QrouteError, UsageError
+from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
 
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
 
 
-def read_prompts(stream) -> Iterator[dict]:
-    """Prompts from stdin: one per line, or JSON Lines with a `prompt` field (and optional `system`)."""
-    for lineno, line in enumerate(stream, 1):
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"stdin line {lineno}: invalid JSON ({exc.msg}).")
-            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-                raise UsageError(f"stdin line {lineno}: a JSON line needs a string 'prompt' field.")
-            yield obj
-        else:
-            yield {"prompt": line}
-
-
 def run(
-    prompt: Optional[str] = typer.Argument(None, help="The prompt. Omit it to read prompts from stdin, one per line or JSON Lines with a 'prompt' field."),
+    prompt: Optional[str] = typer.Argument(None, help="The prompt. Omit it to read prompts from stdin: one per line, or JSON Lines with a 'prompt' field (and optional 'system')."),
+    lines: bool = typer.Option(False, "--lines", help="Read every stdin line as a plain prompt, even one that starts with '{'."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Read stdin as JSON Lines only: {\"prompt\": ..., \"system\": ...} per line."),
     pair: Optional[str] = typer.Option(None, "--pair", "-p", help="Force this pair (see `qroute models list`) instead of routing."),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="quality (default), cost, random or static:PAIR."),
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per prompt, e.g. 5s or 800ms (default from config)."),
@@ -43,13 +28,15 @@ def run(
     explain: bool = typer.Option(False, "--explain", help="Show every candidate pair and why one was chosen."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens to generate (default from config)."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples (speculation stays exact)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling and the random strategy."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for sampling and the random strategy. With a seed, "
+                                      "drafting follows acceptance only, not timing: on the same machine, the same pair "
+                                      "and thread count (--pair, --threads) give the same text."),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt (JSON Lines) instead of streamed text."),
     draft_max: int = typer.Option(8, "--draft-max", min=1, max=32, help="Upper bound of the adaptive draft length."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Back off from drafting when it does not pay."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores)."),
-    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
 ) -> None:
     """Answer a prompt (or every prompt on stdin) with the best pair that fits the budget.
 
@@ -62,6 +49,9 @@ def run(
       qroute run "Write a haiku about rain" --budget 2s --hard-budget
 
       cat prompts.txt | qroute run --json > answers.jsonl
+
+    A stdin line that cannot be read is reported (with --json as a record with its line
+    number and an error) and the batch goes on; the exit code is then non-zero.
     """
     from qroute_cli.cli import registry, state
     from qroute_cli.pool import ModelPool
@@ -72,14 +62,18 @@ def run(
     reg = registry()
     if pair:
         reg.pair(pair)  # unknown pair: fail before reading stdin
+    mode = input_mode(prompt, lines, jsonl)
     if prompt is None and sys.stdin.isatty():
         raise UsageError("No prompt given.", 'Pass one (qroute run "...") or pipe prompts on stdin.')
-    budget_s = parse_budget(budget or reg.defaults.budget)
+    if system is not None:
+        check_text(system, "The --system text")
+    budget_s = parse_budget(budget if budget is not None else reg.defaults.budget)
     config = GenerationConfig(
         max_tokens=max_tokens or reg.defaults.max_tokens, temperature=temperature, seed=seed,
         draft_max=draft_max, adaptive=adaptive, deadline_s=budget_s if hard_budget else None,
     )
-    prompts = iter([{"prompt": prompt}]) if prompt is not None else read_prompts(sys.stdin)
+    prompts = iter([PromptLine(None, check_text(prompt, "The prompt"))]) if prompt is not None \
+        else read_prompts(sys.stdin, mode)
     err = err_console()
     show_status = not state.quiet and not as_json
     failures = 0
@@ -102,15 +96,28 @@ def run(
         raise typer.Exit(failures)  # the exit code of the worst error; the other prompts were answered
 
 
-def _answer_one(item, pool, router, config, forced, system, explain, as_json, show_status, err) -> bool | int | None:
+def _error_record(item: PromptLine, error: str, **fields) -> str:
+    """The --json line for a prompt that got no answer (the line number when it came from stdin)."""
+    where = {} if item.line is None else {"line": item.line}
+    obj = {"prompt": item.prompt if item.error is None else None, **where, "error": error, **fields}
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def _answer_one(item: PromptLine, pool, router, config, forced, system, explain, as_json, show_status,
+                err) -> bool | int | None:
     """Route and answer one prompt: True on success, an exit code after a reported error, None if interrupted."""
     from dataclasses import replace
 
-    from qroute_cli.render import explain_table, stats_line
+    from qroute_cli.render import explain_table, print_error, stats_line
     from qroute_cli.service import run_prompt, user_messages
 
-    text = item["prompt"]
-    messages = user_messages(text, item.get("system") or system)
+    if item.error is not None:  # a stdin line that could not be read: report it, the batch goes on
+        if as_json:
+            write_stdout(_error_record(item, item.error.message, hint=item.error.hint))
+        print_error(err, item.error)
+        return item.error.exit_code
+    text = item.prompt
+    messages = user_messages(text, item.system or system)
     try:
         decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced)
         if explain and not as_json:
@@ -121,9 +128,14 @@ def _answer_one(item, pool, router, config, forced, system, explain, as_json, sh
         gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
     except QrouteError as exc:
         if as_json:
-            write_stdout(json.dumps({"prompt": text, "error": exc.message, "hint": exc.hint}) + "\n")
-        err.print(f"[bold red]Error:[/] {exc.message}" + (f"\n[dim]{exc.hint}[/]" if exc.hint else ""))
+            write_stdout(_error_record(item, exc.message, hint=exc.hint))
+        print_error(err, exc)
         return exc.exit_code
+    except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
+        if as_json:
+            write_stdout(_error_record(item, "interrupted", finish_reason="interrupted"))
+        err.print("[yellow]Interrupted.[/]")
+        return None
     router.record(decision, gen, messages)
     if as_json:
         write_stdout(json.dumps(result_json(text, gen, decision, pool.registry, pool.last_threads),

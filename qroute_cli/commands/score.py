@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def score(
     prompt: Optional[str] = typer.Argument(None, help="The prompt. Omit it to read prompts from stdin, one per line or JSON Lines with a 'prompt' field."),
+    lines: bool = typer.Option(False, "--lines", help="Read every stdin line as a plain prompt, even one that starts with '{'."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Read stdin as JSON Lines only: {\"prompt\": ...} per line."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt (JSON Lines)."),
     predictor: Optional[Path] = typer.Option(None, "--predictor", help="A predictor .onnx file (default: the shipped one, or $QROUTE_PREDICTOR).", envvar="QROUTE_PREDICTOR"),
 ) -> None:
@@ -31,24 +33,34 @@ def score(
     """
     from qroute_cli import predict
     from qroute_cli.cli import registry
-    from qroute_cli.commands.run import read_prompts
+    from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
+    from qroute_cli.render import console, err_console, print_error
 
     reg = registry()
+    mode = input_mode(prompt, lines, jsonl)
     if prompt is None and sys.stdin.isatty():
         raise UsageError("No prompt given.", 'Pass one (qroute score "...") or pipe prompts on stdin.')
     scorer = predict.load_default(reg, predictor)
-    prompts = iter([{"prompt": prompt}]) if prompt is not None else read_prompts(sys.stdin)
-    out = None
+    prompts = iter([PromptLine(None, check_text(prompt, "The prompt"))]) if prompt is not None \
+        else read_prompts(sys.stdin, mode)
+    worst = 0
     for item in prompts:
-        pred = scorer.predict(item["prompt"])
+        if item.error is not None:  # a stdin line that could not be read: report it and go on
+            if as_json:
+                sys.stdout.write(json.dumps({"prompt": None, "line": item.line, "error": item.error.message,
+                                             "hint": item.error.hint}) + "\n")
+                sys.stdout.flush()
+            print_error(err_console(), item.error)
+            worst = max(worst, item.error.exit_code)
+            continue
+        pred = scorer.predict(item.prompt)
         if as_json:
-            sys.stdout.write(json.dumps(to_json(item["prompt"], pred, scorer.last_latency_ms)) + "\n")
+            sys.stdout.write(json.dumps(to_json(item.prompt, pred, scorer.last_latency_ms)) + "\n")
             sys.stdout.flush()
             continue
-        from qroute_cli.render import console
-
-        out = out or console()
-        out.print(prediction_table(item["prompt"], pred, scorer.last_latency_ms))
+        console().print(prediction_table(item.prompt, pred, scorer.last_latency_ms))
+    if worst:
+        raise typer.Exit(worst)
 
 
 def to_json(prompt: str, pred, latency_ms: float) -> dict:
@@ -65,17 +77,19 @@ def to_json(prompt: str, pred, latency_ms: float) -> dict:
 
 def prediction_table(prompt: str, pred, latency_ms: float):
     """Verifiers with quality and length, then pairs with acceptance."""
+    from rich.markup import escape
     from rich.table import Table
 
     short = prompt if len(prompt) <= 70 else prompt[:67] + "..."
-    table = Table(title=short, caption=f"predictor {pred.scorer}, {latency_ms:.2f} ms", title_justify="left")
+    table = Table(title=escape(short), caption=escape(f"predictor {pred.scorer}, {latency_ms:.2f} ms"),
+                  title_justify="left")
     table.add_column("model / pair")
     table.add_column("quality", justify="right")
     table.add_column("length (tokens)", justify="right")
     table.add_column("acceptance", justify="right")
     for model in sorted(pred.quality, key=lambda m: -pred.quality[m]):
         length = pred.length.get(model)
-        table.add_row(model, f"{pred.quality[model]:.3f}", "" if length is None else f"{length:.0f}", "")
+        table.add_row(escape(model), f"{pred.quality[model]:.3f}", "" if length is None else f"{length:.0f}", "")
     for pair, acc in sorted(pred.acceptance.items()):
-        table.add_row(f"[dim]{pair}[/]", "", "", f"{acc:.0%}")
+        table.add_row(f"[dim]{escape(pair)}[/]", "", "", f"{acc:.0%}")
     return table
