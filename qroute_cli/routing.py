@@ -12,12 +12,12 @@ on, with a conservative answer length; the decision's reason says when either ap
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from dataclasses import replace
 from typing import Sequence
 
+from qroute_cli import paths
 from qroute_cli import router as decision
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError, UsageError
@@ -190,8 +190,7 @@ class Router:
     @property
     def store(self) -> Store:
         if self._store is None:
-            keep = os.environ.get("QROUTE_LOG_PROMPTS") == "1"
-            self._store = Store(keep_prompts=keep, notify=self._say)
+            self._store = Store(keep_prompts=paths.log_prompts(), notify=self._say)
         return self._store
 
     def candidates(self) -> list[Pair]:

@@ -188,3 +188,24 @@ def test_a_bad_profile_is_one_warning_kept_aside_never_a_crash_loop(case, where,
         assert ("cannot be used" in r.stderr) == (attempt == 0)  # said once, then measured anew
     kept = list(path.parent.glob(path.name + ".unusable-*"))
     assert [k.read_bytes() for k in kept] == [raw]  # the user's file is kept, byte for byte
+
+
+def test_calibrate_keeps_a_profile_per_gpu_setup(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import FAKE_CONFIG, ROOT
+
+    env = dict(os.environ, QROUTE_MODELS=str(tmp_path / "no-models"))
+
+    def qroute(*args):
+        cmd = [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG), "calibrate", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+    for setup in (["--threads", "1"], ["--threads", "1", "--gpu-layers", "4"]):
+        assert qroute("--quick", "-m", "fake-big", *setup).returncode == 0
+    shown = json.loads(qroute("--show", "--json", "--threads", "1", "--gpu-layers", "4").stdout)
+    assert shown["machine"]["gpu_layers"] == 4 and shown["machine"]["threads"] == 1
+    assert json.loads(qroute("--show", "--json", "--threads", "1").stdout)["machine"]["gpu_layers"] == 0
+    r = qroute("--show", "--threads", "3")
+    assert r.returncode == 1 and "2 for other setups" in r.stderr

@@ -19,6 +19,7 @@ def calibrate(
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats: under a minute for the small models."),
     show: bool = typer.Option(False, "--show", help="Print the saved profile instead of measuring."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores); part of the profile's key."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one; part of the profile's key."),
     yes: bool = typer.Option(False, "--yes", "-y", hidden=True, help="Accepted for older scripts: profiles are kept per setup, nothing is replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
 ) -> None:
@@ -42,14 +43,14 @@ def calibrate(
     from qroute_cli.routing import installed
 
     reg = registry()
-    machine = current_machine(threads)
+    machine = current_machine(threads, gpu_layers)  # each setup keeps its own profile
     saved = usable_profile(machine, lambda msg: err_console().print(f"[yellow]{escape(msg)}[/]"))
     if show:
         if saved is None:
             others = len(saved_profiles())
             where = f" (there {'is' if others == 1 else 'are'} {others} for other setups)" if others else ""
             raise QrouteError(f"No calibration profile for this setup yet{where}: {machine.key}.",
-                              "Measure one with: qroute calibrate --quick (add --threads N for another setup)")
+                              "Measure one with: qroute calibrate --quick (with the --threads and --gpu-layers you run with)")
         if as_json:
             typer.echo(json.dumps(saved.to_json(), indent=1))
         else:
@@ -68,7 +69,7 @@ def calibrate(
         raise UsageError("No model is installed.", "Fetch one with: qroute models pull smollm2-135m")
 
     plan = QUICK if quick else FULL
-    with ModelPool(reg, n_threads=threads, max_loaded=1) as pool, Progress(
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, max_loaded=1) as pool, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console(), disable=state.quiet or as_json, transient=False,
     ) as progress:
