@@ -6,9 +6,7 @@ import io
 import json
 import os
 import time
-from typing import Sequence
 
-import numpy as np
 import pytest
 from rich.console import Console
 
@@ -26,32 +24,24 @@ class VirtualClock:
     def __init__(self) -> None:
         self.now = 0.0
 
-    def perf_counter(self) -> float:
+    def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class TimedFake(FakeBackend):
-    """A fake whose eval costs `call_s` per call plus `token_s` per token: known ground truth."""
+    """A fake whose eval costs `call_s` per call plus `token_s` per token on its own clock
+    (calibration reads `backend.clock`): known ground truth."""
 
-    def __init__(self, call_s: float, token_s: float, clock: VirtualClock | None = None, **kw) -> None:
-        super().__init__(**kw)
-        self.call_s, self.token_s, self.clock = call_s, token_s, clock
-
-    def eval(self, tokens: Sequence[int], logits: str = "last") -> np.ndarray:
-        cost = self.call_s + self.token_s * len(tokens)
-        if self.clock is not None:
-            self.clock.now += cost
-        else:
-            time.sleep(cost)
-        return super().eval(tokens, logits)
+    def __init__(self, call_s: float, token_s: float, **kw) -> None:
+        super().__init__(step_ms=call_s * 1000, token_ms=token_s * 1000, **kw)
+        self.clock = VirtualClock()
 
 
-def test_measurements_recover_known_costs(monkeypatch):
-    import qroute_cli.calibrate as cal
-
-    clock = VirtualClock()
-    monkeypatch.setattr(cal.time, "perf_counter", clock.perf_counter)
-    backend = TimedFake(call_s=0.004, token_s=0.0005, clock=clock, name="timed")
+def test_measurements_recover_known_costs():
+    backend = TimedFake(call_s=0.004, token_s=0.0005, name="timed")
     plan = Plan(prefill_sizes=(16, 160), reps=2, decode_steps=5)
     calls = []
     prof = measure_model(backend, "timed", "id", plan, drafter=True, advance=calls.append)
