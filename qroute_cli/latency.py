@@ -91,6 +91,9 @@ class ModelProfile:
     draft_token_s: float | None = None  # one drafted token (decode + pick), for model drafters
     quick: bool = False
     measured_at: str = ""
+    # llama.cpp threads it was measured with, when fewer than the machine's (measured on first
+    # use while other processes were busy); None: the machine's thread count.
+    threads: int | None = None
 
     def prefill(self, n_tokens: float) -> float:
         return self.prefill_base_s + max(n_tokens, 1.0) / self.prefill_tps
@@ -137,10 +140,12 @@ class Profile:
 
     def at_threads(self, threads: int | None) -> "Profile":
         """This profile for an answer run on `threads` llama.cpp threads (None: as measured)."""
-        factor = 1.0 if threads is None else thread_slowdown(self.machine.threads, threads)
-        if factor == 1.0:
+        if threads is None:
             return self
-        return Profile(self.machine, {n: m.slower(factor) for n, m in self.models.items()}, self.ngram_s)
+        factors = {n: thread_slowdown(m.threads or self.machine.threads, threads) for n, m in self.models.items()}
+        if all(f == 1.0 for f in factors.values()):
+            return self
+        return Profile(self.machine, {n: m.slower(factors[n]) for n, m in self.models.items()}, self.ngram_s)
 
     def only(self, names) -> "Profile":
         """A copy of this profile with only the models in `names`."""

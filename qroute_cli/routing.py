@@ -108,6 +108,23 @@ def installed(spec) -> bool:
     return is_fake(spec) or model_path(spec).exists()
 
 
+class ThreadFittedPool:
+    """The pool as first-use calibration sees it: each model is measured with the threads an
+    answer would get now (on a busy machine all cores would measure llama.cpp's spinning, many
+    times slower than any answer runs), and the count is kept with the model's profile."""
+
+    def __init__(self, pool) -> None:
+        self.pool, self.registry = pool, pool.registry
+        self.threads: dict[str, int] = {}
+
+    def get(self, name: str):
+        backend = self.pool.get(name)
+        n = self.pool.fit_threads([backend])
+        if n is not None:
+            self.threads[name] = n
+        return backend
+
+
 class Router:
     """Chooses a pair per prompt and learns from every run.
 
@@ -253,18 +270,22 @@ class Router:
             "Run `qroute calibrate` for a full profile."
         )
         pool = self.pool or ModelPool(self.registry)
+        fitted = ThreadFittedPool(pool)
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                           console=self.console, transient=True) as progress:
                 bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
                 self.profile = calibrate(
-                    pool, names, self.machine, quick=True, base=self.profile,
+                    fitted, names, self.machine, quick=True, base=self.profile,
                     advance=lambda n: progress.advance(bar, n),
                     on_model=lambda name: progress.update(bar, description=f"calibrating {name}"),
                 )
         finally:
             if pool is not self.pool:
                 pool.close()
+        for name, n in fitted.threads.items():
+            if name in self.profile.models and n < self.profile.machine.threads:
+                self.profile.models[name] = replace(self.profile.models[name], threads=n)
         try:
             save_profile(self.profile)
         except OSError as exc:  # a read-only data dir: the measurement still serves this run
@@ -305,7 +326,7 @@ class Router:
                                static_pair=self.static_pair, seed=seed)
         result = decision.decide(self.strategy, options, ctx, forced=forced_pair)
         if options:
-            notes = self._notes(task, conservative, threads, max_tokens)
+            notes = self._notes(task, conservative, threads if profile is not self.profile else None, max_tokens)
             result = replace(result, reason=" ".join([result.reason] + notes))
         overhead = (time.perf_counter() - t0) * 1000
         self._n += 1
@@ -328,18 +349,18 @@ class Router:
             self._say(f"Warning: {result.reason}")
         return result
 
-    def _notes(self, task: str, conservative: bool, threads: int | None, max_tokens: int) -> list[str]:
-        """What the reason must add about how the estimates were made."""
+    def _notes(self, task: str, conservative: bool, fewer_threads: int | None, max_tokens: int) -> list[str]:
+        """What the reason must add about how the estimates were made (`fewer_threads`: the
+        thread count the costs were scaled to, when it is fewer than the calibration had)."""
         notes = []
         if conservative:
             notes.append(
                 f"The estimate is conservative: the predictor was not trained on {task} prompts, so the "
                 f"answer is assumed to run to max tokens ({max_tokens}) until {UNSEEN_TASK_RUNS} of them are logged."
             )
-        measured = self.profile.machine.threads if self.profile is not None else None
-        if threads is not None and measured is not None and threads < measured:
-            notes.append(f"Predicted for {threads} llama.cpp thread{'s' if threads > 1 else ''} "
-                         f"(calibrated with {measured}): other processes keep the other cores busy.")
+        if fewer_threads is not None:
+            notes.append(f"Predicted for {fewer_threads} llama.cpp thread{'s' if fewer_threads > 1 else ''}, "
+                         "fewer than the calibration had: other processes keep the other cores busy.")
         return notes
 
     # -- learning -----------------------------------------------------------------

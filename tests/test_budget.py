@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
@@ -93,7 +94,7 @@ def test_prediction_uses_the_thread_count_the_answer_will_get(fake_registry):
     assert busy_est.per_token_s == pytest.approx(4 * quiet_est.per_token_s)
     assert busy_est.prefill_s == pytest.approx(4 * quiet_est.prefill_s)
     assert busy_d.predicted_latency_s == pytest.approx(4 * quiet_d.predicted_latency_s)
-    assert "1 llama.cpp thread (calibrated with 4)" in busy_d.reason
+    assert "Predicted for 1 llama.cpp thread, fewer than the calibration had" in busy_d.reason
     assert "thread" not in quiet_d.reason
 
 
@@ -142,6 +143,60 @@ def test_pool_says_the_thread_count_it_then_applies(real_registry, fake_registry
     assert pool.fit_threads([backend]) == 2  # no prediction pending: read the load afresh
     assert ModelPool(real_registry, n_threads=3).next_threads() == 3  # --threads
     assert ModelPool(fake_registry).next_threads() is None  # fakes have no threads
+
+
+class BusyPool:
+    """A real pool of fakes on a machine where other processes leave one core free."""
+
+    n_threads = None
+
+    def __init__(self, registry) -> None:
+        from qroute_cli.pool import ModelPool
+
+        self.inner = ModelPool(registry)
+        self.registry = registry
+        self.last_threads: int | None = None
+
+    def get(self, name: str):
+        return self.inner.get(name)
+
+    def next_threads(self) -> int:
+        return 1
+
+    def fit_threads(self, backends) -> int:
+        self.last_threads = 1
+        return 1
+
+
+def test_first_use_calibration_measures_with_the_threads_an_answer_gets(fake_registry, monkeypatch):
+    """Calibrating a busy 4-core machine on first use measures on the one free core and says
+    so in the profile, so an answer on one thread is not predicted 4x slower again."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    pool = BusyPool(fake_registry)
+    router = Router(fake_registry, strategy="static:fake-big", budget_s=100.0, scorer=TaskScorer(),
+                    store=Store(), console=quiet(), pool=pool)
+    d = router.decide(user_messages("who wrote hamlet?"), max_tokens=32)
+    assert router.profile.machine.threads == 4
+    assert {m.threads for m in router.profile.models.values()} == {1}
+    assert "thread" not in d.reason  # measured as it runs: nothing to scale
+    assert router.last_estimates["fake-big"].per_token_s == pytest.approx(router.profile.models["fake-big"].decode_s)
+    router.close()
+    again = Router(fake_registry, strategy="static:fake-big", budget_s=100.0, scorer=TaskScorer(),
+                   store=Store(), console=quiet(), pool=pool)
+    again.decide(user_messages("who wrote hamlet?"), max_tokens=32)
+    assert {m.threads for m in again.profile.models.values()} == {1}  # kept in the saved profile
+    again.close()
+    pool.inner.close()
+
+
+def test_profile_at_threads_follows_each_models_measured_threads():
+    m = latency.ModelProfile("m", "m", 0.0, 1000.0, 0.01, (0.02,))
+    prof = Profile(Machine("cpu", 4, "x"), {"full": m, "busy": replace(m, threads=1)})
+    one = prof.at_threads(1)
+    assert one.models["full"].decode_s == pytest.approx(0.04) and one.models["busy"].decode_s == pytest.approx(0.01)
+    assert prof.at_threads(4).models["busy"].decode_s == pytest.approx(0.01)  # more threads: no speed-up assumed
+    data = json.loads(json.dumps(prof.to_json()))
+    assert Profile.from_json(data).models["busy"].threads == 1
 
 
 # -- task types the predictor never saw -----------------------------------------------------
