@@ -30,8 +30,9 @@ What the code runs under, outermost first:
   (`socket`, `ssl` and their C modules cannot be imported), no ctypes, resource limits cannot be
   changed, no sub-interpreters, no `gc` object walks; files may be written, created, renamed or
   deleted only inside the temporary folder (at most 32 files opened for writing), and read only
-  there or in the standard library (no directories opened there); no chdir, links, FIFOs or
-  device nodes; `os._exit` is disabled and a `SystemExit` counts as a failure, so calling
+  there or in the standard library (no directories opened there); paths must be str or bytes
+  (a PathLike object could answer the check and the call differently, so `pathlib` file I/O is
+  refused); no chdir, links, FIFOs or device nodes; `os._exit` is disabled and a `SystemExit` counts as a failure, so calling
   `exit(0)` before the tests finish does not pass.
 
 What the guard does not stop: audit hooks are not a security boundary. Code that attacks the
