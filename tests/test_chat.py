@@ -319,3 +319,23 @@ def test_unknown_pair_and_strategy_fail_before_reading():
     assert r.returncode == 2 and "Did you mean 'fake-big'" in r.stderr
     r = qroute("chat", "--strategy", "fastest", input="hi\n")
     assert r.returncode == 2 and "Unknown strategy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_line_with_undecodable_bytes_is_refused_and_the_chat_goes_on(fake_pool):
+    """A terminal hands bytes that are not UTF-8 over as lone surrogates."""
+    chat, screen = make_chat(fake_pool)
+    assert chat.handle("caf\udce9") is True
+    assert chat.history.turns == [] and chat.worst_exit == 2
+    assert "not valid UTF-8" in screen.err
+    assert chat.ask("still here").text
+
+
+def test_interrupt_while_routing_gives_a_json_record(fake_pool, monkeypatch):
+    chat, screen = make_chat(fake_pool, as_json=True)
+
+    def stuck(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chat.router, "decide", stuck)
+    assert chat.handle("hello") is True and chat.interrupted
+    assert json.loads(screen.answer) == {"prompt": "hello", "error": "interrupted", "finish_reason": "interrupted"}

@@ -48,6 +48,7 @@ def last_error():
     (["run", "hi", "--threads", "0"], "--threads"),
     (["run", "hi", "--seed", "-1"], "--seed"),
     (["chat", "--seed", "-1"], "--seed"),
+    (["bench", "--seed", "-1"], "--seed"),
     (["run", "hi", "--gpu-layers", "-2"], "--gpu-layers"),
     (["frobnicate"], "frobnicate"),
 ])

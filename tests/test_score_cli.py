@@ -76,3 +76,30 @@ def test_shipped_predictor_scores_real_models():
     obj = json.loads(r.stdout)
     assert {"qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "gemma-3-270m", "smollm2-135m"} <= set(obj["quality"])
     assert "qwen2.5-coder-1.5b+0.5b" in obj["acceptance"]
+
+
+def test_a_bad_line_is_reported_and_the_rest_are_scored(tiny):
+    r = qroute("score", "--json", input='one\n{"prompt": 1}\ntwo\n', env={"QROUTE_PREDICTOR": str(tiny)})
+    assert r.returncode == 2, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["one", None, "two"] and rows[1]["line"] == 2
+    assert "stdin line 2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_markup_in_the_prompt_is_printed_as_typed(tiny):
+    r = qroute("score", "[bold]x[/] and [/]", "--predictor", str(tiny), env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert "[bold]x[/] and [/]" in r.stdout
+
+
+def test_a_closed_stdout_exits_quietly_with_0(tiny):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        for args in (["score", "hi"], ["score", "hi", "--json"]):
+            proc = subprocess.run([sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG), *args,
+                                   "--predictor", str(tiny)], stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+            assert proc.returncode == 0, proc.stderr.decode()
+            assert b"Traceback" not in proc.stderr and b"Broken pipe" not in proc.stderr
+    finally:
+        os.close(write_end)

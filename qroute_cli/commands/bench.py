@@ -24,7 +24,7 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="3 prompts per task: a few minutes on 2 cores."),
     full: bool = typer.Option(False, "--full", help="20 prompts per task: the preset behind bench/REPORT.md."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated pairs (default: all with models present)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for random and bandit baselines."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for random and bandit baselines."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON, CSV, PNG plots and summary.json here."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Result cache (default: in the user data dir)."),
