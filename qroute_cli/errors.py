@@ -51,7 +51,9 @@ class PromptTooLongError(QrouteError):
 
 
 class StoreError(QrouteError):
-    """The learning store could not be used."""
+    """The learning store could not be used (locked, unreadable, from a newer qroute)."""
+
+    exit_code = 2
 
 
 def did_you_mean(name: str, options: list[str]) -> str:

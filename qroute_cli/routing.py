@@ -178,11 +178,13 @@ class Router:
     # -- messages -----------------------------------------------------------------
 
     def _say(self, text: str, style: str = "yellow") -> None:
+        from rich.text import Text
+
         if self.console is None:
             from qroute_cli.render import err_console
 
             self.console = err_console()
-        self.console.print(f"[{style}]{text}[/]", highlight=False)
+        self.console.print(Text(text, style=style), highlight=False)
 
     def _warn_once(self, text: str) -> None:
         if text not in self._warned:

@@ -269,3 +269,22 @@ def test_config_that_is_a_directory_or_not_utf8_is_a_config_error(tmp_path):
     latin1.write_bytes(b'[models.x]\ndescription = "caf\xe9"\npath = "x.gguf"\n')
     r = qroute("models", "list", config=latin1)
     assert r.returncode == 2 and "not UTF-8" in r.stderr and "Internal error" not in r.stderr
+
+
+def test_router_messages_keep_brackets_in_paths():
+    """Store and profile warnings name files; a '[work]' folder must survive Rich."""
+    from rich.console import Console
+
+    from qroute_cli.config import load_registry
+    from qroute_cli.routing import Router
+
+    out = Console(record=True, width=200)
+    router = Router(load_registry(FAKE_CONFIG), console=out)
+    router._say("The learning store /home/me/[work]/runs.db is locked.")
+    assert "/home/me/[work]/runs.db" in out.export_text()
+
+
+def test_a_store_problem_is_a_user_error_not_a_bug():
+    from qroute_cli.errors import StoreError
+
+    assert StoreError("locked").exit_code == 2

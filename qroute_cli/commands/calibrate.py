@@ -89,4 +89,4 @@ def calibrate(
         return
     console().print(profile_table(profile, machine))
     if not state.quiet:
-        err_console().print(f"[dim]Saved to {path}[/]")
+        err_console().print(f"[dim]Saved to {escape(str(path))}[/]")

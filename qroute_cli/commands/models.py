@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 models_app = typer.Typer(help="List, fetch, verify and add GGUF models.", no_args_is_help=True)
 
@@ -42,7 +43,7 @@ def list_models(
     out.print(pairs_table(reg, {st.name: st for st in statuses}))
     missing = [st.name for st in statuses if not st.present]
     if missing:
-        out.print(f"[dim]Fetch missing models with: qroute models pull {' '.join(missing)}[/]")
+        out.print(f"[dim]Fetch missing models with: qroute models pull {escape(' '.join(missing))}[/]")
 
 
 @models_app.command("pull")
@@ -110,12 +111,12 @@ def verify(
             digest = store.verify(spec)
             results.append({"name": spec.name, "ok": True, "sha256": digest})
             if not as_json:
-                err_console().print(f"[green]✓[/] {spec.name} ok")
+                err_console().print(f"[green]✓[/] {escape(spec.name)} ok")
         except QrouteError as exc:
             failed += 1
             results.append({"name": spec.name, "ok": False, "error": exc.message})
             if not as_json:
-                err_console().print(f"[red]✗[/] {exc.message}\n  [dim]{exc.hint or ''}[/]")
+                err_console().print(f"[red]✗[/] {escape(exc.message)}\n  [dim]{escape(exc.hint or '')}[/]")
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     if not targets and not as_json:
