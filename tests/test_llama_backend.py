@@ -148,7 +148,7 @@ def test_sampling_with_seed_is_reproducible(smollm_pool):
     follows acceptance only, so the verify batches do not depend on timing.)"""
     backend = smollm_pool.get("smollm2-135m")
     start = backend.threads
-    pool = _pinned(smollm_pool, backend, start)
+    pool = _pinned(smollm_pool, backend, 1)  # one thread: quick on a busy machine too
     pair = pool.registry.pair("smollm2-135m+ngram")
     msgs = user_messages("Write a haiku about rain.")
 
@@ -163,7 +163,8 @@ def test_sampling_with_seed_is_reproducible(smollm_pool):
         assert (a.stats.draft_steps, a.stats.drafted) == (b.stats.draft_steps, b.stats.drafted)
     c = command(GenerationConfig(max_tokens=24, temperature=0.8, seed=7))
     assert c.stats.output_tokens > 0
-    assert backend.threads == start
+    assert backend.threads == 1
+    backend.set_threads(start)
 
 
 def test_pool_reuses_loaded_models(smollm_pool):
@@ -238,7 +239,7 @@ def test_thread_count_changes_between_answers_on_real_model(smollm_pool):
     backend = smollm_pool.get("smollm2-135m")
     pair = smollm_pool.registry.pair("smollm2-135m")
     msgs = user_messages("Name three colours.")
-    cfg = GenerationConfig(max_tokens=16, temperature=0.0)
+    cfg = GenerationConfig(max_tokens=10, temperature=0.0)
     start = backend.threads
     one = run_prompt(_pinned(smollm_pool, backend, 1), pair, msgs, cfg)
     assert backend.threads == 1
