@@ -16,7 +16,7 @@ import qroute_cli
 from conftest import FAKE_CONFIG, require_model
 from qroute_cli.evaluation import frontier, metrics, strategies
 from qroute_cli.evaluation.matrix import Cell, Matrix
-from qroute_cli.evaluation.tasks import Item, load
+from qroute_cli.evaluation.tasks import Item
 
 
 def test_metrics_known_values():
