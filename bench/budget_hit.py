@@ -128,7 +128,7 @@ def git_commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from qroute_cli import paths
-    from qroute_cli.latency import cpu_model
+    from qroute_cli.routing.latency import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", default="10s")

@@ -29,9 +29,9 @@ from rich.table import Table
 
 from qroute_cli.chat import History, Turn
 from qroute_cli.config import load_registry
-from qroute_cli.models.store import model_path
-from qroute_cli.pool import ModelPool
-from qroute_cli.service import run_prompt
+from qroute_cli.models.cache import model_path
+from qroute_cli.generation.pool import ModelPool
+from qroute_cli.generation.runner import run_prompt
 from qroute_cli.types import GenerationConfig
 
 SYSTEM = "You are a helpful assistant. Answer briefly."

@@ -67,7 +67,7 @@ def main() -> int:
     import llama_cpp
 
     from qroute_cli.config import load_registry
-    from qroute_cli.models import store
+    from qroute_cli.models import cache
 
     reg = load_registry(None, include_user=False)
     stop = multiprocessing.Event()
@@ -76,7 +76,7 @@ def main() -> int:
         hog.start()
     try:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            path = store.model_path(reg.model(name))
+            path = cache.model_path(reg.model(name))
             if not path.exists():
                 print(f"{name}: not installed (qroute models pull {name})", file=sys.stderr)
                 continue

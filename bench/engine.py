@@ -24,11 +24,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qroute_cli.backends.llama import llama_cpp_version, reference_completion
+from qroute_cli.generation.backends.llama import llama_cpp_version, reference_completion
 from qroute_cli.config import load_registry
-from qroute_cli.models import store
-from qroute_cli.pool import ModelPool
-from qroute_cli.service import prompt_tokens, run_prompt, user_messages
+from qroute_cli.models import cache
+from qroute_cli.generation.pool import ModelPool
+from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
 from qroute_cli.types import GenerationConfig, Pair
 
 PROMPTS = {
@@ -87,7 +87,7 @@ def main() -> None:
     cfg = GenerationConfig(max_tokens=args.max_tokens)
     with ModelPool(reg) as pool:
         verifier = pool.get(args.verifier)
-        path = store.require(spec)
+        path = cache.require(spec)
         lcp_plain = lcp_lookup = None
         for name, text in PROMPTS.items():
             msgs = user_messages(text)

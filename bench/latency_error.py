@@ -43,14 +43,14 @@ os.environ["QROUTE_HOME"] = tempfile.mkdtemp(prefix="qroute-bench-")  # never to
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from qroute_cli.calibrate import calibrate  # noqa: E402
+from qroute_cli.routing.calibrate import calibrate  # noqa: E402
 from qroute_cli.config import Registry, load_registry  # noqa: E402
-from qroute_cli.latency import Profile, current_machine  # noqa: E402
-from qroute_cli.pool import ModelPool  # noqa: E402
-from qroute_cli.routing import Router  # noqa: E402
-from qroute_cli.scoring import PriorScorer  # noqa: E402
-from qroute_cli.service import run_prompt, user_messages  # noqa: E402
-from qroute_cli.store import Store  # noqa: E402
+from qroute_cli.routing.latency import Profile, current_machine  # noqa: E402
+from qroute_cli.generation.pool import ModelPool  # noqa: E402
+from qroute_cli.routing.router import Router  # noqa: E402
+from qroute_cli.routing.scoring import PriorScorer  # noqa: E402
+from qroute_cli.generation.runner import run_prompt, user_messages  # noqa: E402
+from qroute_cli.routing.runlog import Store  # noqa: E402
 from qroute_cli.types import GenerationConfig  # noqa: E402
 
 PROMPTS = [

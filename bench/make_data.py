@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/make_data.py [--data-dir ../shared/data]
 
-Rows come from predictor.splits.bench_rows (never a training question), in the split's fixed
+Rows come from qroute_cli.evaluation.splits.bench_rows (never a training question), in the split's fixed
 shuffled order. WritingPrompts ships HANNA's 96 prompts and human stories (MIT): the
 WritingPrompts test sample in shared/data states no license, and none of HANNA's prompts is
 in the predictor's training sample (checked below).
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from predictor import splits  # noqa: E402
+from qroute_cli.evaluation import splits  # noqa: E402
 
 LIMITS = {"gsm8k": 300, "nq": 400}
 
@@ -53,7 +53,7 @@ def main() -> None:
     (out / "README.md").write_text(
         "# Bench data shipped with qroute\n\n"
         "Made by `bench/make_data.py` from the public data sets below; rows are the bench side of\n"
-        "`predictor/splits.py`, so none was used to train the predictor.\n\n"
+        "`qroute_cli/evaluation/splits.py`, so none was used to train the predictor.\n\n"
         "| file | rows | source | license |\n|---|---|---|---|\n"
         f"| gsm8k.jsonl.gz | {LIMITS['gsm8k']} | GSM8K test (openai/grade-school-math) | MIT, Copyright (c) 2021 OpenAI |\n"
         f"| nq.jsonl.gz | {LIMITS['nq']} | NQ-open dev, bench-side questions (google-research-datasets/natural-questions) | CC BY-SA 3.0 |\n"

@@ -27,7 +27,7 @@ from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, headline
 from qroute_cli.evaluation.matrix import Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
 from qroute_cli.evaluation.tasks import load
-from qroute_cli.latency import Profile
+from qroute_cli.routing.latency import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL_FIELDS = ("quality", "scores", "latency_s", "ttft_s", "tokens", "prompt_tokens", "drafted", "accepted", "text")

@@ -181,7 +181,7 @@ def main() -> None:
         lines += ["", "With one core taken by another process, two spinning llama.cpp threads decode many times "
                   "slower than one; OMP_WAIT_POLICY=PASSIVE helps under load but costs most of the quiet-machine "
                   "speed. So qroute picks the thread count per answer from the other processes' recent CPU use "
-                  "(qroute_cli/cpuload.py); `--threads` fixes it.", ""]
+                  "(qroute_cli/generation/threads.py); `--threads` fixes it.", ""]
     if builds:
         lines += ["### llama.cpp build", "",
                   "The same script on two builds of llama-cpp-python 0.3.36, one after the other on a quiet machine: "

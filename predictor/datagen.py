@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from predictor import splits
+from qroute_cli.evaluation import splits
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.tasks import FORMATS, task_prompt  # shared with the bench
 
@@ -156,8 +156,8 @@ def plain_pair(registry, verifier: str):
 
 def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> dict:
     """Greedy answer of `model` to one training prompt, with stats, acceptance and scores."""
-    from qroute_cli import engine
-    from qroute_cli.service import prompt_tokens, run_prompt, user_messages
+    from qroute_cli.generation import engine
+    from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
     from qroute_cli.types import GenerationConfig
 
     prompt = prompt_for(row)
@@ -255,7 +255,7 @@ def run(
 ) -> int:
     """Generate missing rows; returns how many were added."""
     from qroute_cli.config import load_registry
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     registry = registry or load_registry(None, include_user=False)
     verifiers = list(models) if models else sorted({p.verifier for p in registry.pairs.values()})

@@ -1,4 +1,4 @@
-"""Trained heads -> one ONNX file that qroute_cli/predict.py runs with onnxruntime.
+"""Trained heads -> one ONNX file that qroute_cli/routing/predict.py runs with onnxruntime.
 
 Graph contract (what predict.py relies on):
 - inputs: "features" float32 (n, n_buckets + N_DENSE) for the hashed architecture; or
@@ -116,7 +116,7 @@ def build(heads: Heads, meta: dict[str, Any], *, encoder_weights: dict | None = 
     import onnx
     from onnx import TensorProto, helper
 
-    from qroute_cli.features import N_DENSE
+    from qroute_cli.routing.features import N_DENSE
 
     v, a = heads.n_quality, heads.n_acceptance
     outputs = [
@@ -172,7 +172,7 @@ def check(path: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarr
 
 def random_predictor(path: Path, verifiers: list[str], acceptance_keys: list[str], seed: int = 0, hidden: int = 8) -> Heads:
     """A small hashed-feature predictor with random weights (tests and demos); returns its heads."""
-    from qroute_cli.features import PREDICTOR_DIR, TOKENIZER_FILE, FeaturizerConfig
+    from qroute_cli.routing.features import PREDICTOR_DIR, TOKENIZER_FILE, FeaturizerConfig
 
     cfg = FeaturizerConfig(n_buckets=256)
     rng = np.random.default_rng(seed)

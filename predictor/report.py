@@ -3,7 +3,7 @@
     python -m predictor.report          # after python -m predictor.train
 
 Latency is measured here, on this machine: each architecture's ONNX file through
-qroute_cli.predict.OnnxScorer (featurizer + onnxruntime, one prompt per call, one thread),
+qroute_cli.routing.predict.OnnxScorer (featurizer + onnxruntime, one prompt per call, one thread),
 after a warm-up, over the training prompts.
 """
 
@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def time_predictor(path: Path, prompts: list[str], calls: int = 200) -> dict:
-    from qroute_cli.predict import OnnxScorer
+    from qroute_cli.routing.predict import OnnxScorer
 
     scorer = OnnxScorer(path)
     for p in prompts[:10]:

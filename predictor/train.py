@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor import datagen, export, splits
-from qroute_cli.features import N_DENSE, PREDICTOR_DIR, TOKENIZER_FILE, Featurizer, FeaturizerConfig
+from predictor import datagen, export
+from qroute_cli.evaluation import splits
+from qroute_cli.routing.features import N_DENSE, PREDICTOR_DIR, TOKENIZER_FILE, Featurizer, FeaturizerConfig
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"

@@ -358,7 +358,7 @@ class Chat:
                 v.info(Text(f"Pair: {self.forced_pair} for every turn (/pair auto to route again)."))
         elif cmd.name == "budget":
             if arg:
-                from qroute_cli.routing import parse_budget
+                from qroute_cli.routing.router import parse_budget
 
                 self.router.budget_s = parse_budget(arg)
             v.info(f"Budget: {self.router.budget_s:g}s per turn.")
@@ -415,7 +415,7 @@ class Chat:
 
     def ask(self, text: str) -> Generation | None:
         """Route `text` with the conversation as context, stream the answer, remember the turn."""
-        from qroute_cli.service import run_prompt
+        from qroute_cli.generation.runner import run_prompt
 
         self.interrupted = False
         decision = pair = None
@@ -464,7 +464,7 @@ class Chat:
 
     def fit(self, pair, text: str, cfg: GenerationConfig) -> int:
         """Drop the oldest turns until prompt + answer fit the verifier's context; returns how many."""
-        from qroute_cli.service import CTX_MARGIN, prompt_tokens
+        from qroute_cli.generation.runner import CTX_MARGIN, prompt_tokens
 
         backend = self.pool.get(pair.verifier)
         spec = self.registry.model(pair.verifier)
@@ -516,7 +516,7 @@ class Chat:
         return line + f" · cache {s.prompt_cached}/{s.prompt_tokens} prompt tok"
 
     def turn_json(self, text: str, gen: Generation, decision: RouteDecision) -> dict:
-        from qroute_cli.commands.run import result_json
+        from qroute_cli.cli.commands.run import result_json
 
         obj = result_json(text, gen, decision, self.registry, self.pool.last_threads)
         obj["turn"] = len(self.history.turns)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from qroute_cli.latency import Machine, Profile
+from qroute_cli.routing.latency import Machine, Profile
 
 
 def _pct(x: float | None) -> str:

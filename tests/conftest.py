@@ -47,7 +47,7 @@ def fake_registry():
 
 @pytest.fixture
 def fake_pool(fake_registry):
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     with ModelPool(fake_registry) as pool:
         yield pool
@@ -81,7 +81,7 @@ def require_module(name: str, extra: str = "test"):
 def require_source_data() -> Path:
     """The source data sets (../shared/data or QROUTE_DATA_DIR), or skip saying where to put
     them. Only checks that the shipped files cannot answer need them."""
-    from predictor import splits
+    from qroute_cli.evaluation import splits
 
     root = splits.data_root()
     if not (root / "gsm8k" / "train.jsonl").exists():
@@ -100,7 +100,7 @@ def real_registry():
 def smollm_pool(real_registry):
     """One pool with smollm2-135m loaded, shared by the real-model tests of a session."""
     require_model("smollm2-135m")
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     os.environ.setdefault("QROUTE_MODELS", str(MODELS_DIR))
     pool = ModelPool(real_registry)

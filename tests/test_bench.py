@@ -118,8 +118,8 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     # every fake-big and fake-small run took 50 s.
     import time
 
-    from qroute_cli.latency import current_machine
-    from qroute_cli.store import RunRecord, Store
+    from qroute_cli.routing.latency import current_machine
+    from qroute_cli.routing.runlog import RunRecord, Store
 
     with Store() as user_store:
         for i in range(40):
@@ -189,8 +189,8 @@ def _bench_summary(home: Path, monkeypatch) -> dict:
 
     from qroute_cli.config import load_registry
     from qroute_cli.evaluation.bench import BenchConfig, run_bench
-    from qroute_cli.pool import ModelPool
-    from qroute_cli.scoring import PriorScorer
+    from qroute_cli.generation.pool import ModelPool
+    from qroute_cli.routing.scoring import PriorScorer
 
     monkeypatch.setenv("QROUTE_HOME", str(home))
     pairs = ("fake-big", "fake-small", "fake-big+ngram", "fake-big+small")

@@ -12,13 +12,13 @@ import pytest
 from rich.console import Console
 
 from conftest import require_model
-from qroute_cli import latency
-from qroute_cli.backends.fake import FakeBackend
-from qroute_cli.engine import generate
-from qroute_cli.latency import Machine, Profile
-from qroute_cli.routing import UNSEEN_TASK_RUNS, Router
-from qroute_cli.service import run_prompt, user_messages
-from qroute_cli.store import Store
+from qroute_cli.routing import latency
+from qroute_cli.generation.backends.fake import FakeBackend
+from qroute_cli.generation.engine import generate
+from qroute_cli.routing.latency import Machine, Profile
+from qroute_cli.routing.router import UNSEEN_TASK_RUNS, Router
+from qroute_cli.generation.runner import run_prompt, user_messages
+from qroute_cli.routing.runlog import Store
 from qroute_cli.types import Generation, GenerationConfig, Prediction, SpecStats
 from test_cli import qroute
 from test_latency import fake_profile
@@ -130,7 +130,7 @@ class _Threaded:
 
 
 def test_pool_says_the_thread_count_it_then_applies(real_registry, fake_registry, monkeypatch):
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     pool = ModelPool(real_registry)  # built-in models: nothing is loaded to answer this
@@ -151,7 +151,7 @@ class BusyPool:
     n_threads = None
 
     def __init__(self, registry) -> None:
-        from qroute_cli.pool import ModelPool
+        from qroute_cli.generation.pool import ModelPool
 
         self.inner = ModelPool(registry)
         self.registry = registry
@@ -223,7 +223,7 @@ def test_unseen_task_type_is_predicted_at_max_tokens_and_says_so(fake_registry):
 
 
 def test_a_scorer_without_task_claims_is_taken_as_it_is(fake_registry):
-    from qroute_cli.scoring import PriorScorer
+    from qroute_cli.routing.scoring import PriorScorer
 
     router = Router(fake_registry, budget_s=100.0, profile=fake_profile(fake_registry),
                     scorer=PriorScorer(fake_registry, default_length=40), store=Store(), console=quiet())
@@ -233,7 +233,7 @@ def test_a_scorer_without_task_claims_is_taken_as_it_is(fake_registry):
 
 
 def test_predictor_metadata_names_its_task_types():
-    from qroute_cli.predict import trained_tasks
+    from qroute_cli.routing.predict import trained_tasks
 
     meta = {"trained_on": {"per_dataset": {"gsm8k": 60, "nq": 60, "wp": 60}}}
     assert trained_tasks(meta) == {"math", "qa", "story"}
@@ -242,7 +242,7 @@ def test_predictor_metadata_names_its_task_types():
 
 def test_shipped_predictor_was_not_trained_on_code(fake_registry):
     pytest.importorskip("onnxruntime")
-    from qroute_cli.predict import load_default
+    from qroute_cli.routing.predict import load_default
 
     scorer = load_default(fake_registry)
     assert scorer.tasks and "code" not in scorer.tasks

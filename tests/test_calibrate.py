@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 
 from conftest import require_model
-from qroute_cli.backends.fake import FakeBackend
-from qroute_cli.calibrate import Plan, calibrate, measure_model
-from qroute_cli.latency import current_machine
-from qroute_cli.pool import ModelPool
+from qroute_cli.generation.backends.fake import FakeBackend
+from qroute_cli.routing.calibrate import Plan, calibrate, measure_model
+from qroute_cli.routing.latency import current_machine
+from qroute_cli.generation.pool import ModelPool
 from qroute_cli.types import Message
 
 
@@ -95,15 +95,15 @@ def test_real_model_calibration(smollm_pool):
 
 
 def _profile(machine, decode_s: float = 0.01):
-    from qroute_cli.latency import ModelProfile, Profile
+    from qroute_cli.routing.latency import ModelProfile, Profile
 
     return Profile(machine, {"m": ModelProfile("m", "m", 0.01, 500.0, decode_s, (0.02,) * 8)})
 
 
 def test_one_profile_per_setup_and_switching_back_finds_it(fake_registry):
     """Calibrating with other --threads or --gpu-layers never replaces another setup's profile."""
-    from qroute_cli.latency import current_machine, load_profile, save_profile, saved_profiles
-    from qroute_cli.routing import Router
+    from qroute_cli.routing.latency import current_machine, load_profile, save_profile, saved_profiles
+    from qroute_cli.routing.router import Router
 
     setups = [current_machine(1), current_machine(2), current_machine(2, gpu_layers=8)]
     for i, m in enumerate(setups):
@@ -124,7 +124,7 @@ def test_one_profile_per_setup_and_switching_back_finds_it(fake_registry):
 
 def test_a_profile_of_an_older_qroute_moves_to_its_setup():
     from qroute_cli import paths
-    from qroute_cli.latency import current_machine, load_profile
+    from qroute_cli.routing.latency import current_machine, load_profile
 
     legacy = paths.data_dir() / "profile.json"
     legacy.parent.mkdir(parents=True)
@@ -155,7 +155,7 @@ def test_a_bad_profile_is_one_warning_kept_aside_never_a_crash_loop(case, where,
 
     from conftest import FAKE_CONFIG, ROOT
     from qroute_cli import paths
-    from qroute_cli.latency import current_machine, profile_path
+    from qroute_cli.routing.latency import current_machine, profile_path
 
     # profile.json: where qroute kept its one profile before profiles were kept per setup.
     path = paths.data_dir() / "profile.json" if where == "profile.json" else profile_path(current_machine())

@@ -52,7 +52,7 @@ class Screen:
 
 def make_chat(pool, *, pair: str | None = "fake-big", max_tokens: int = 20, screen: Screen | None = None,
               **view_kw) -> tuple[Chat, Screen]:
-    from qroute_cli.routing import Router
+    from qroute_cli.routing.router import Router
 
     screen = screen or Screen(**view_kw)
     router = Router(pool.registry, budget_s=5.0, console=screen.view.err, pool=pool,
@@ -235,7 +235,7 @@ def test_interrupt_while_routing_returns_to_the_prompt(fake_pool, monkeypatch):
 def tiny_pool(tmp_path):
     """A fake model with a 256-token context: a few turns fill it."""
     from qroute_cli.config import load_registry
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(FAKE_CONFIG.read_text().replace("n_ctx = 2048\nquality_prior = 0.8", "n_ctx = 256\nquality_prior = 0.8"))

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from qroute_cli import cpuload
-from qroute_cli.cpuload import CpuLoad, others_cores, threads_for
+from qroute_cli.generation import threads as cpuload
+from qroute_cli.generation.threads import CpuLoad, others_cores, threads_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -153,7 +153,7 @@ class _Busy:
 
 
 def test_pool_applies_threads_only_when_they_are_its_choice(fake_registry, monkeypatch):
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     pool = ModelPool(fake_registry)
@@ -171,7 +171,7 @@ def test_pool_applies_threads_only_when_they_are_its_choice(fake_registry, monke
 def test_gpu_offload_keeps_automatic_threads(fake_registry, monkeypatch, gpu_layers):
     """Layers left on the CPU, and the sampling, still spin a thread per core: a busy core is
     left to its process with --gpu-layers too."""
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     pool = ModelPool(fake_registry, n_gpu_layers=gpu_layers)

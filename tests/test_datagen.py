@@ -8,7 +8,8 @@ import json
 import pytest
 
 from conftest import require_model, require_source_data
-from predictor import datagen, splits
+from predictor import datagen
+from qroute_cli.evaluation import splits
 from qroute_cli.evaluation import metrics
 
 
@@ -129,7 +130,7 @@ def test_shipped_hashes_catch_a_training_question():
 
 def test_splits_on_the_source_data_match_the_shipped_hashes():
     """Needs the source data sets: the split is disjoint there, and the shipped keys are up to
-    date (else remake them: python -m predictor.splits --write-hashes)."""
+    date (else remake them: python -m qroute_cli.evaluation.splits --write-hashes)."""
     root = require_source_data()
     for d in splits.DATASETS:
         train = {splits.question_key(r.question) for r in splits.train_rows(d, root)}

@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from qroute_cli.backends.fake import FakeBackend
-from qroute_cli.drafters import ModelDrafter, NgramDrafter, ngram_lookup
-from qroute_cli.engine import DraftController, TextStream, generate, ngram_acceptance, verify_draft
+from qroute_cli.generation.backends.fake import FakeBackend
+from qroute_cli.generation.drafters import ModelDrafter, NgramDrafter, ngram_lookup
+from qroute_cli.generation.engine import DraftController, TextStream, generate, ngram_acceptance, verify_draft
 from qroute_cli.types import GenerationConfig
 
 PROMPT = list(b"<user>tell me a story about the sea\n<assistant>")
@@ -190,7 +190,7 @@ def test_an_unseeded_run_still_backs_off_when_drafting_is_slower():
 
 def test_seeded_runs_repeat_through_the_service(fake_pool):
     """Two seeded runs in one process, where the pool keeps speed memory between them."""
-    from qroute_cli.service import run_prompt, user_messages
+    from qroute_cli.generation.runner import run_prompt, user_messages
 
     for pair in ("fake-big+ngram", "fake-big+small"):
         cfg = GenerationConfig(max_tokens=120, temperature=0.9, seed=11)

@@ -106,7 +106,7 @@ def test_usage_errors_from_click_itself_are_usage_errors(monkeypatch, capsys, la
 
 
 def test_ctrl_c_while_routing_gives_a_json_record_and_130(monkeypatch, capsys):
-    from qroute_cli.routing import Router
+    from qroute_cli.routing.router import Router
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
@@ -276,7 +276,7 @@ def test_router_messages_keep_brackets_in_paths():
     from rich.console import Console
 
     from qroute_cli.config import load_registry
-    from qroute_cli.routing import Router
+    from qroute_cli.routing.router import Router
 
     out = Console(record=True, width=200)
     router = Router(load_registry(FAKE_CONFIG), console=out)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from qroute_cli.features import N_DENSE, Featurizer, FeaturizerConfig
+from qroute_cli.routing.features import N_DENSE, Featurizer, FeaturizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_hashed_shape_norm_and_determinism(feat):
 
 def test_hashing_is_stable_across_processes(feat):
     """Python's hash() is salted per process; serving must see the slots training saw."""
-    code = ("from qroute_cli.features import Featurizer; import numpy as np;"
+    code = ("from qroute_cli.routing.features import Featurizer; import numpy as np;"
             "x = Featurizer().hashed(['stable hashing please']); print(np.flatnonzero(x[0, :4096]).tolist())")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout for _ in range(2)}
     here = np.flatnonzero(feat.hashed(["stable hashing please"])[0, :4096]).tolist()

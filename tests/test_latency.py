@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from qroute_cli import latency
+from qroute_cli.routing import latency
 from qroute_cli.errors import QrouteError
-from qroute_cli.latency import (
+from qroute_cli.routing.latency import (
     Machine,
     ModelProfile,
     Profile,
@@ -25,11 +25,11 @@ from qroute_cli.latency import (
     save_profile,
     spec_time_per_token,
 )
-from qroute_cli.online import LogFactorFilter, OnlineEstimates
-from qroute_cli.routing import Router, task_type
-from qroute_cli.scoring import PriorScorer
-from qroute_cli.service import user_messages
-from qroute_cli.store import Store
+from qroute_cli.routing.online import LogFactorFilter, OnlineEstimates
+from qroute_cli.routing.router import Router, task_type
+from qroute_cli.routing.scoring import PriorScorer
+from qroute_cli.generation.runner import user_messages
+from qroute_cli.routing.runlog import Store
 from qroute_cli.types import Generation, Prediction, SpecStats
 
 
@@ -146,7 +146,7 @@ def test_log_factor_filter_learns_shared_and_local():
 
 
 def test_margin_is_quantile_of_recent_errors_under_current_factors():
-    from qroute_cli.online import Residual
+    from qroute_cli.routing.online import Residual
 
     o = OnlineEstimates(target_hit_rate=0.8)
     assert o.margin() == o.default_margin
@@ -165,7 +165,7 @@ def test_margin_is_quantile_of_recent_errors_under_current_factors():
 def test_prompt_tokens_learn_line_and_cached_prefix():
     o = OnlineEstimates()
     assert o.prompt_tokens("v", 350) == pytest.approx(latency.TEMPLATE_TOKENS + 100)
-    from qroute_cli.online import LinearFit, RunningMean
+    from qroute_cli.routing.online import LinearFit, RunningMean
 
     fit = o.chars.setdefault("v", LinearFit())
     for chars in (20, 100, 400, 900):
@@ -178,7 +178,7 @@ def test_prompt_tokens_learn_line_and_cached_prefix():
 def test_acceptance_and_length_shrink_to_prior():
     o = OnlineEstimates()
     assert o.acceptance_for("p", "qa", 0.6) == (0.6, False)
-    from qroute_cli.online import BetaRate
+    from qroute_cli.routing.online import BetaRate
 
     o.acceptance[("p", "*")] = BetaRate(90, 100)
     o.acceptance[("p", "code")] = BetaRate(10, 100)
@@ -326,16 +326,16 @@ def test_predictor_quality_and_length_drive_the_choice(fake_registry):
 
 
 def test_predict_module_used_or_falls_back(fake_registry, monkeypatch):
-    mod = types.ModuleType("qroute_cli.predict")
+    mod = types.ModuleType("qroute_cli.routing.predict")
 
     def broken(registry):
         raise QrouteError("predictor file is corrupt")
 
     mod.load_default = broken
-    monkeypatch.setitem(sys.modules, "qroute_cli.predict", mod)
-    import qroute_cli
+    monkeypatch.setitem(sys.modules, "qroute_cli.routing.predict", mod)
+    import qroute_cli.routing
 
-    monkeypatch.setattr(qroute_cli, "predict", mod, raising=False)
+    monkeypatch.setattr(qroute_cli.routing, "predict", mod, raising=False)
     out = io.StringIO()
     router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), console=Console(file=out, width=300))
     assert isinstance(router.scorer, PriorScorer)

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import MODELS_DIR, require_model
 from qroute_cli.config import load_registry
-from qroute_cli.pool import ModelPool
-from qroute_cli.service import prompt_tokens, run_prompt, user_messages
+from qroute_cli.generation.pool import ModelPool
+from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
 from qroute_cli.types import GenerationConfig
 
 pytestmark = pytest.mark.real

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require_module
-from qroute_cli import predict
+from qroute_cli.routing import predict
 from qroute_cli.errors import QrouteError
 
 PROMPTS = [
@@ -43,7 +43,7 @@ def test_keys_follow_the_registry(tiny, fake_registry):
 
 
 def test_outputs_match_numpy_and_stay_in_range(tiny, fake_registry):
-    from qroute_cli.features import Featurizer, FeaturizerConfig
+    from qroute_cli.routing.features import Featurizer, FeaturizerConfig
 
     path, heads = tiny
     scorer = predict.load_default(fake_registry, path)

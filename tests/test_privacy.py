@@ -16,7 +16,7 @@ from conftest import FAKE_CONFIG, ROOT
 from qroute_cli import paths
 from qroute_cli.chat import History, Turn, input_history
 from qroute_cli.errors import UsageError
-from qroute_cli.store import Store, prompt_hash
+from qroute_cli.routing.runlog import Store, prompt_hash
 from test_chat import make_chat
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qroute_cli import router
+from qroute_cli.routing import policy as router
 from qroute_cli.errors import UsageError
-from qroute_cli.latency import Estimate
-from qroute_cli.router import Context, Option, decide, parse_strategy
+from qroute_cli.routing.latency import Estimate
+from qroute_cli.routing.policy import Context, Option, decide, parse_strategy
 
 
 def opt(pair: str, quality: float, latency: float, tokens: float = 100.0, prefill: float = 0.0) -> Option:
@@ -133,14 +133,14 @@ def test_decision_json_shape():
 
 @pytest.mark.parametrize("text,seconds", [("5s", 5.0), ("800ms", 0.8), ("2.5", 2.5), (" 3 s ", 3.0), ("1e3ms", 1.0), ("20seconds", 20.0)])
 def test_parse_budget(text, seconds):
-    from qroute_cli.routing import parse_budget
+    from qroute_cli.routing.router import parse_budget
 
     assert parse_budget(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["0", "0ms", "-1s", "-5", "abc", "5 parsecs", "", "inf", "nan", "5s5"])
 def test_parse_budget_rejects(text):
-    from qroute_cli.routing import parse_budget
+    from qroute_cli.routing.router import parse_budget
 
     with pytest.raises(UsageError) as exc:
         parse_budget(text)

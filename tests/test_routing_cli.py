@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from conftest import FAKE_CONFIG
-from qroute_cli import latency, paths
-from qroute_cli.latency import Machine, save_profile
+from qroute_cli import paths
+from qroute_cli.routing import latency
+from qroute_cli.routing.latency import Machine, save_profile
 from test_latency import fake_profile
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FAKE_CONFIG, ROOT
 from qroute_cli import paths
-from qroute_cli.store import SCHEMA_VERSION, RunRecord, Store, is_corrupt, prompt_hash, store_path, summarize
+from qroute_cli.routing.runlog import SCHEMA_VERSION, RunRecord, Store, is_corrupt, prompt_hash, store_path, summarize
 from rofs import read_only_run
 
 
@@ -84,7 +84,7 @@ def test_several_processes_write_at_once(tmp_path):
 def test_crash_mid_write_keeps_committed_rows(tmp_path):
     path = tmp_path / "crash.db"
     code = (
-        "import os, sys; sys.path.insert(0, 'tests'); from test_store import rec; from qroute_cli.store import Store;"
+        "import os, sys; sys.path.insert(0, 'tests'); from test_store import rec; from qroute_cli.routing.runlog import Store;"
         f"s = Store({str(path)!r});"
         "[s.append(rec(i)) for i in range(7)];"
         "s._conn.execute('BEGIN'); s._conn.execute('DELETE FROM runs');"
@@ -207,7 +207,7 @@ def _qroute(*args: str) -> list[str]:
 
 def test_read_only_store_stats_reads_and_run_answers(fake_registry):
     """On a read-only medium, `qroute stats` reads the store and `qroute run` answers, exit 0."""
-    from qroute_cli.latency import save_profile
+    from qroute_cli.routing.latency import save_profile
     from test_latency import fake_profile
 
     save_profile(fake_profile(fake_registry))

@@ -27,7 +27,7 @@ system) raises instead of scoring 0 for every answer.
 The split
 ---------
 `side(task_id)` puts each problem on the predictor's training side or the bench side by a
-salted SHA-256 of its task id (half each), as `predictor.splits.nq_side` splits NQ: the
+salted SHA-256 of its task id (half each), as `qroute_cli.evaluation.splits.nq_side` splits NQ: the
 predictor's data generation takes the "train" side, the bench scores only the "bench" side.
 The data file ships all 164 problems unchanged (see qroute_cli/data/bench/README-humaneval.md);
 `load(side)` filters them.

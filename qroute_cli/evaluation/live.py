@@ -22,7 +22,7 @@ STRATEGY = "quality+online (live)"
 def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: int = 0,
                 on_run: Callable[[Item, str], None] | None = None) -> Outcome:
     """Route, run and learn over a shuffled stream of `items` at `budget_s`; an Outcome in item order."""
-    from qroute_cli.service import run_prompt, user_messages
+    from qroute_cli.generation.runner import run_prompt, user_messages
     from qroute_cli.types import GenerationConfig
 
     registry = pool.registry

@@ -90,7 +90,7 @@ def run_matrix(
     on_cell: Callable[[Item, str, Cell, bool], None] | None = None,
 ) -> Matrix:
     """Run every (item, pair) not yet in the cache; pair-major so models load once."""
-    from qroute_cli.service import run_prompt, user_messages
+    from qroute_cli.generation.runner import run_prompt, user_messages
 
     registry = pool.registry
     cache = load_cache(cache_path)

@@ -59,8 +59,8 @@ class Outcome:
 def fresh_router(registry, **kwargs) -> Iterator:
     """A Router (with `kwargs`) whose learning store starts empty, in a temporary directory:
     bench figures never depend on what the user ran before."""
-    from qroute_cli.routing import Router
-    from qroute_cli.store import Store
+    from qroute_cli.routing.router import Router
+    from qroute_cli.routing.runlog import Store
 
     with tempfile.TemporaryDirectory(prefix="qroute-bench-") as tmp:
         store = Store(Path(tmp) / "runs.sqlite")
@@ -213,7 +213,7 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
     cut to that cap (`capped`). With `learn`, every chosen run's outcome is fed back through
     `router.record` as it would be in live use, so later decisions use the learned estimates.
     """
-    from qroute_cli.service import user_messages
+    from qroute_cli.generation.runner import user_messages
 
     router.set_strategy(strategy)
     router.budget_s = budget_s if budget_s is not None else 1e9

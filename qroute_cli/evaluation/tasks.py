@@ -81,13 +81,8 @@ def load(task: str, data_dir: Path | None = None) -> list[Item]:
 
 def _from_data_dir(task: str, root: Path) -> list[Item]:
     """A user's copy of the source data sets; the NQ split by question is applied here too."""
-    import sys
+    from qroute_cli.evaluation import splits  # the one place the split is defined
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    try:
-        from predictor import splits  # the one place the split is defined
-    except ImportError as exc:
-        raise UsageError("--data-dir needs the qroute source tree (predictor/splits.py).") from exc
     try:
         rows = splits.sample(splits.bench_rows(task, root), 10**9, seed=0)
     except FileNotFoundError as exc:

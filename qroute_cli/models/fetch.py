@@ -27,7 +27,7 @@ from typing import Callable
 
 from qroute_cli import paths
 from qroute_cli.errors import FetchError, ModelCorruptError
-from qroute_cli.models import store
+from qroute_cli.models import cache
 from qroute_cli.types import ModelSpec
 
 Progress = Callable[[int], None]
@@ -97,7 +97,7 @@ def _check_and_install(spec: ModelSpec, tmp: Path, digest: str, size: int, final
             "The registry entry or the packages changed; check sha256 in models.toml.",
         )
     os.replace(tmp, final)  # atomic on one filesystem; mkstemp made it owner-only
-    store.mark_verified(spec)
+    cache.mark_verified(spec)
     return final
 
 
@@ -111,14 +111,14 @@ def pull(
 
     `progress(n)` reports assembled bytes; `status(text)` says which part is downloading.
     """
-    final = store.model_path(spec)
+    final = cache.model_path(spec)
     if spec.path:
-        return store.require(spec)  # a user's own file: nothing to fetch
+        return cache.require(spec)  # a user's own file: nothing to fetch
     if final.exists() and not force:
-        if store.is_verified(spec) or not spec.sha256:
+        if cache.is_verified(spec) or not spec.sha256:
             return final
         try:
-            store.verify(spec)
+            cache.verify(spec)
             return final
         except ModelCorruptError:
             pass  # fetch it again below; the bad file is replaced only by a good one
@@ -126,7 +126,7 @@ def pull(
     with _pull_lock(final.parent, spec.name):
         for leftover in leftovers(final.parent, spec.name):  # of a pull that was killed
             _remove(leftover)
-        if final.exists() and not force and store.is_verified(spec):
+        if final.exists() and not force and cache.is_verified(spec):
             return final  # another process pulled it while this one waited
         return _fetch(spec, final, progress, status)
 
@@ -157,7 +157,7 @@ def _fetch(spec: ModelSpec, final: Path, progress: Progress | None,
                 raise FetchError(f"Model '{spec.name}' has no source to fetch from.")
         return _check_and_install(spec, tmp, digest.hexdigest(), size, final)
     finally:
-        store.remove_partial(tmp)  # no-op after a successful rename
+        cache.remove_partial(tmp)  # no-op after a successful rename
 
 
 @contextmanager
@@ -182,7 +182,7 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        store.remove_partial(path)
+        cache.remove_partial(path)
 
 
 def _download_url(url: str, out, digest, progress: Progress | None) -> int:

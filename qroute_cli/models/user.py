@@ -54,7 +54,7 @@ def add_user_model(
 ) -> Path:
     """Append a model (and pairs) to the user's models.toml, then re-validate everything."""
     from qroute_cli.config import load_registry
-    from qroute_cli.models.store import check_name, sha256_file
+    from qroute_cli.models.cache import check_name, sha256_file
 
     try:
         check_name(name)

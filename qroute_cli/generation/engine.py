@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qroute_cli.backends.base import Backend
-from qroute_cli.drafters import Drafter, softmax
+from qroute_cli.generation.backends.base import Backend
+from qroute_cli.generation.drafters import Drafter, softmax
 from qroute_cli.types import Generation, GenerationConfig, SpecStats
 
 OnText = Callable[[str], None]
@@ -344,7 +344,7 @@ def teacher_forced_acceptance(
 
 def ngram_acceptance(prompt_tokens: Sequence[int], output_tokens: Sequence[int], k: int = 8) -> float | None:
     """Share of n-gram draft tokens a greedy verifier would accept on this exact answer."""
-    from qroute_cli.drafters import ngram_lookup
+    from qroute_cli.generation.drafters import ngram_lookup
 
     history = list(prompt_tokens)
     drafted = ok = 0

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 # Where the shipped predictor and its tokenizer live inside the package.
-PREDICTOR_DIR = Path(__file__).resolve().parent / "data" / "predictor"
+PREDICTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "predictor"
 TOKENIZER_FILE = "tokenizer.json"
 
 # Names of the dense features, in column order (documented so reports can show them).

@@ -2,7 +2,7 @@
 answer length. The router only sees this protocol.
 
 `PriorScorer` uses the per-model `quality_prior` of models.toml; the trained ONNX predictor
-(qroute_cli/predict.py) replaces it when its file is present.
+(qroute_cli/routing/predict.py) replaces it when its file is present.
 """
 
 from __future__ import annotations

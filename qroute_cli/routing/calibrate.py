@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qroute_cli.backends.base import Backend
+from qroute_cli.generation.backends.base import Backend
 from qroute_cli.config import Registry
-from qroute_cli.latency import K_MAX, Machine, ModelProfile, Profile, model_identity, now_iso
+from qroute_cli.routing.latency import K_MAX, Machine, ModelProfile, Profile, model_identity, now_iso
 
 Advance = Callable[[int], None]
 
@@ -129,7 +129,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
 
 def measure_ngram(reps: int = 50, clock: Callable[[], float] = time.perf_counter) -> float:
     """One n-gram lookup over a 512-token history (what the n-gram drafter costs per step)."""
-    from qroute_cli.drafters import ngram_lookup
+    from qroute_cli.generation.drafters import ngram_lookup
 
     history = list(np.random.default_rng(0).integers(0, 500, 512))
     times = [_timed(lambda: ngram_lookup(history, 8), clock) for _ in range(reps)]

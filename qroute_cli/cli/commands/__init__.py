@@ -5,6 +5,6 @@ COMMANDS lists them in the order `qroute --help` shows them.
 
 from __future__ import annotations
 
-from qroute_cli.commands import bench, calibrate, chat, models, run, score, stats
+from qroute_cli.cli.commands import bench, calibrate, chat, models, run, score, stats
 
 COMMANDS = [run.register, chat.register, models.register, calibrate.register, stats.register, score.register, bench.register]

@@ -22,13 +22,13 @@ def list_models(
 ) -> None:
     """Show every model (with cache status) and every pair."""
     from qroute_cli.cli import registry
-    from qroute_cli.models import store
-    from qroute_cli.pool import is_fake
+    from qroute_cli.models import cache
+    from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import console, models_table, pairs_table
 
     reg = registry()
     statuses = [
-        store.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if is_fake(spec) else store.status(spec)
+        cache.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if is_fake(spec) else cache.status(spec)
         for spec in reg.models.values()
     ]
     if as_json:
@@ -57,8 +57,8 @@ def pull(
     from rich.text import Text
 
     from qroute_cli.cli import registry, state
-    from qroute_cli.models import fetch, store
-    from qroute_cli.pool import is_fake
+    from qroute_cli.models import cache, fetch
+    from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import err_console
 
     reg = registry()
@@ -72,7 +72,7 @@ def pull(
             if is_fake(spec):
                 continue
             task = progress.add_task(spec.name, total=spec.size)
-            already = store.model_path(spec).exists() and not force
+            already = cache.model_path(spec).exists() and not force
             path = fetch.pull(
                 spec, progress=lambda n, t=task: progress.advance(t, n), force=force,
                 status=lambda text, t=task, name=spec.name: progress.update(t, description=f"{name} ({text})"),
@@ -97,18 +97,18 @@ def verify(
     """Re-hash model files and compare with the registry's SHA-256."""
     from qroute_cli.cli import registry
     from qroute_cli.errors import QrouteError
-    from qroute_cli.models import store
-    from qroute_cli.pool import is_fake
+    from qroute_cli.models import cache
+    from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import err_console
 
     reg = registry()
     targets = [reg.model(n) for n in names] if names else [
-        m for m in reg.models.values() if not is_fake(m) and store.model_path(m).exists()
+        m for m in reg.models.values() if not is_fake(m) and cache.model_path(m).exists()
     ]
     results, failed = [], 0
     for spec in targets:
         try:
-            digest = store.verify(spec)
+            digest = cache.verify(spec)
             results.append({"name": spec.name, "ok": True, "sha256": digest})
             if not as_json:
                 err_console().print(f"[green]✓[/] {escape(spec.name)} ok")

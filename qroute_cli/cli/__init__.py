@@ -1,6 +1,6 @@
 """The qroute command line: global options, command registration, the one error handler.
 
-Commands live in qroute_cli/commands/, one thin module each, and import heavy libraries
+Commands live in qroute_cli/cli/commands/, one thin module each, and import heavy libraries
 (llama_cpp, onnxruntime) only inside their functions, so `qroute --help` stays fast.
 """
 
@@ -125,7 +125,7 @@ def _guard_commands(typer_app: typer.Typer) -> None:
 
 
 def _register_commands() -> None:
-    from qroute_cli.commands import COMMANDS
+    from qroute_cli.cli.commands import COMMANDS
 
     if app.registered_commands:
         return  # already done (main() may run more than once in one process, e.g. in tests)

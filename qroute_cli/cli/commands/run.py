@@ -54,9 +54,9 @@ def run(
     number and an error) and the batch goes on; the exit code is then non-zero.
     """
     from qroute_cli.cli import registry, state
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import err_console
-    from qroute_cli.routing import Router, parse_budget
+    from qroute_cli.routing.router import Router, parse_budget
     from qroute_cli.types import GenerationConfig
 
     reg = registry()
@@ -109,7 +109,7 @@ def _answer_one(item: PromptLine, pool, router, config, forced, system, explain,
     from dataclasses import replace
 
     from qroute_cli.render import explain_table, print_error, stats_line
-    from qroute_cli.service import run_prompt, user_messages
+    from qroute_cli.generation.runner import run_prompt, user_messages
 
     if item.error is not None:  # a stdin line that could not be read: report it, the batch goes on
         if as_json:

@@ -58,8 +58,8 @@ def bench(
     from qroute_cli.evaluation.bench import BenchConfig, run_bench, select_items
     from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
     from qroute_cli.evaluation.strategies import fresh_router
-    from qroute_cli.models import store
-    from qroute_cli.pool import ModelPool, is_fake
+    from qroute_cli.models import cache as model_cache
+    from qroute_cli.generation.pool import ModelPool, is_fake
     from qroute_cli.render import console, err_console
 
     if quick and full:
@@ -72,7 +72,7 @@ def bench(
     else:
         pair_list = tuple(
             p.name for p in reg.pairs.values()
-            if all(is_fake(m) or store.model_path(m).exists() for m in reg.pair_models(p))
+            if all(is_fake(m) or model_cache.model_path(m).exists() for m in reg.pair_models(p))
         )
     if len(pair_list) < 2:
         raise UsageError("The bench needs at least two pairs with their models present.",
@@ -86,8 +86,8 @@ def bench(
     # The router weighs only the benched pairs (and calibrates only their models).
     bench_reg = replace(reg, pairs={p: reg.pairs[p] for p in pair_list})
     # Ablations: the same router with per-model constant qualities, and any --scorer files.
-    from qroute_cli.predict import OnnxScorer, PredictorError
-    from qroute_cli.scoring import PriorScorer
+    from qroute_cli.routing.predict import OnnxScorer, PredictorError
+    from qroute_cli.routing.scoring import PriorScorer
 
     scorers = {"prior": PriorScorer(bench_reg)}
     for name, path in extra_scorers.items():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qroute_cli.config import Registry
-from qroute_cli.latency import (
+from qroute_cli.routing.latency import (
     DEFAULT_TOKENS_PER_CHAR,
     PRIOR_ACCEPTANCE,
     Estimate,
@@ -43,7 +43,7 @@ from qroute_cli.latency import (
     draft_prefill,
     log_ratio,
 )
-from qroute_cli.store import RunRecord
+from qroute_cli.routing.runlog import RunRecord
 from qroute_cli.types import DRAFTER_NONE, Prediction
 
 

@@ -22,7 +22,7 @@ def stats(
     from qroute_cli.errors import StoreError
     from qroute_cli.render import console, err_console
     from qroute_cli.render_route import stats_table
-    from qroute_cli.store import Store, summarize
+    from qroute_cli.routing.runlog import Store, summarize
 
     err = err_console()
     # Read-only unless resetting: a store on a read-only medium (or locked by a run) still reads.

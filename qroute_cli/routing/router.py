@@ -18,13 +18,13 @@ from dataclasses import replace
 from typing import Sequence
 
 from qroute_cli import paths
-from qroute_cli import router as decision
+from qroute_cli.routing import policy as decision
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError, UsageError
-from qroute_cli.latency import Machine, Profile, current_machine, missing_models
-from qroute_cli.online import OnlineEstimates, estimate
-from qroute_cli.scoring import PriorScorer, Scorer, prompt_text
-from qroute_cli.store import RunRecord, Store, prompt_hash
+from qroute_cli.routing.latency import Machine, Profile, current_machine, missing_models
+from qroute_cli.routing.online import OnlineEstimates, estimate
+from qroute_cli.routing.scoring import PriorScorer, Scorer, prompt_text
+from qroute_cli.routing.runlog import RunRecord, Store, prompt_hash
 from qroute_cli.types import Generation, Message, Pair, RouteDecision
 
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(ms|s|sec|secs|seconds?)?\s*$", re.I)
@@ -87,9 +87,9 @@ def for_learning(rec: RunRecord) -> RunRecord:
 def default_scorer(registry: Registry, warn) -> Scorer:
     """The trained predictor when it is installed and loads, else the models.toml priors."""
     try:
-        from qroute_cli import predict
+        from qroute_cli.routing import predict
     except ModuleNotFoundError as exc:
-        if exc.name == "qroute_cli.predict":
+        if exc.name == "qroute_cli.routing.predict":
             return PriorScorer(registry)  # no predictor in this install: the priors are the design
         warn(f"The quality predictor is unavailable ({exc}); using the per-model priors of models.toml.")
         return PriorScorer(registry)
@@ -102,8 +102,8 @@ def default_scorer(registry: Registry, warn) -> Scorer:
 
 
 def installed(spec) -> bool:
-    from qroute_cli.models.store import model_path
-    from qroute_cli.pool import is_fake
+    from qroute_cli.models.cache import model_path
+    from qroute_cli.generation.pool import is_fake
 
     return is_fake(spec) or model_path(spec).exists()
 
@@ -237,7 +237,7 @@ class Router:
             self._ready = True
 
     def _load_profile(self) -> Profile | None:
-        from qroute_cli.latency import usable_profile
+        from qroute_cli.routing.latency import usable_profile
 
         return usable_profile(self.machine, self._say)  # one profile per setup: others stay
 
@@ -263,9 +263,9 @@ class Router:
     def _measure(self, names: list[str]) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from qroute_cli.calibrate import QUICK, calibrate
-        from qroute_cli.latency import save_profile
-        from qroute_cli.pool import ModelPool
+        from qroute_cli.routing.calibrate import QUICK, calibrate
+        from qroute_cli.routing.latency import save_profile
+        from qroute_cli.generation.pool import ModelPool
 
         self._say(
             f"No calibration for {', '.join(names)} on this machine yet: measuring now (quick). "

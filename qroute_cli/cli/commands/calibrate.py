@@ -34,13 +34,13 @@ def calibrate(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from qroute_cli.calibrate import FULL, QUICK, calibrate as measure
+    from qroute_cli.routing.calibrate import FULL, QUICK, calibrate as measure
     from qroute_cli.cli import registry, state
-    from qroute_cli.latency import current_machine, save_profile, saved_profiles, usable_profile
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.routing.latency import current_machine, save_profile, saved_profiles, usable_profile
+    from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import console, err_console
     from qroute_cli.render_route import profile_table
-    from qroute_cli.routing import installed
+    from qroute_cli.routing.router import installed
 
     reg = registry()
     machine = current_machine(threads, gpu_layers)  # each setup keeps its own profile

@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from qroute_cli.backends.base import Backend
+from qroute_cli.generation.backends.base import Backend
 
 
 class Drafter(Protocol):

@@ -10,16 +10,16 @@ import os
 from collections import OrderedDict
 from typing import Callable
 
-from qroute_cli.backends.base import Backend
+from qroute_cli.generation.backends.base import Backend
 from qroute_cli.config import Registry
-from qroute_cli.engine import SpeedMemory
+from qroute_cli.generation.engine import SpeedMemory
 from qroute_cli.types import ModelSpec
 
 Loader = Callable[[ModelSpec], Backend]
 
 
 def _fake_loader(spec: ModelSpec) -> Backend:
-    from qroute_cli.backends.fake import FakeBackend
+    from qroute_cli.generation.backends.fake import FakeBackend
 
     options = {}
     body = spec.path[len("fake://"):] if spec.path else ""
@@ -30,10 +30,10 @@ def _fake_loader(spec: ModelSpec) -> Backend:
 
 
 def _llama_loader(spec: ModelSpec, **kwargs) -> Backend:
-    from qroute_cli.backends.llama import LlamaBackend
-    from qroute_cli.models import store
+    from qroute_cli.generation.backends.llama import LlamaBackend
+    from qroute_cli.models import cache
 
-    return LlamaBackend.load(spec, store.require(spec), **kwargs)
+    return LlamaBackend.load(spec, cache.require(spec), **kwargs)
 
 
 def is_fake(spec: ModelSpec) -> bool:
@@ -114,7 +114,7 @@ class ModelPool:
         return self._next_threads
 
     def _threads_now(self) -> int:
-        from qroute_cli.cpuload import CpuLoad, threads_for
+        from qroute_cli.generation.threads import CpuLoad, threads_for
 
         if self._cpu_load is None:
             self._cpu_load = CpuLoad()

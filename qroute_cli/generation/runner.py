@@ -10,11 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from qroute_cli.backends.base import Backend
-from qroute_cli.drafters import Drafter, ModelDrafter, NgramDrafter
-from qroute_cli.engine import DraftController, OnText, generate
+from qroute_cli.generation.backends.base import Backend
+from qroute_cli.generation.drafters import Drafter, ModelDrafter, NgramDrafter
+from qroute_cli.generation.engine import DraftController, OnText, generate
 from qroute_cli.errors import ConfigError, PromptTooLongError
-from qroute_cli.pool import ModelPool
+from qroute_cli.generation.pool import ModelPool
 from qroute_cli.types import (
     DRAFTER_NGRAM,
     DRAFTER_NONE,

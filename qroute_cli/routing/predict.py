@@ -20,7 +20,7 @@ import numpy as np
 
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError
-from qroute_cli.features import PREDICTOR_DIR, Featurizer, FeaturizerConfig
+from qroute_cli.routing.features import PREDICTOR_DIR, Featurizer, FeaturizerConfig
 from qroute_cli.types import DRAFTER_NONE, Prediction
 
 DEFAULT_FILE = PREDICTOR_DIR / "predictor.onnx"
@@ -151,7 +151,7 @@ def load_or_prior(
     registry: Registry, path: Path | None = None, warn: Callable[[str], None] | None = None
 ):
     """The ONNX scorer, or the PriorScorer with a warning when the predictor cannot be used."""
-    from qroute_cli.scoring import PriorScorer
+    from qroute_cli.routing.scoring import PriorScorer
 
     try:
         return load_default(registry, path)

@@ -10,12 +10,12 @@
   prompts overlap that test sample (7 prompts), so HANNA is used only to validate metrics,
   never to train.
 
-The bench imports this module: `from predictor.splits import nq_side, bench_rows`.
+The bench imports this module: `from qroute_cli.evaluation.splits import nq_side, bench_rows`.
 
-`predictor/data/train_questions.sha256.gz` lists a key (`question_key`) for every question
+`qroute_cli/data/splits/train_questions.sha256.gz` lists a key (`question_key`) for every question
 the predictor may train on, so a clone without the source data can still check that no
 bench question is a training question. Remake it after a change to the split with
-`python -m predictor.splits --write-hashes`; a test checks it against the source data.
+`python -m qroute_cli.evaluation.splits --write-hashes`; a test checks it against the source data.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ NQ_SPLIT_SALT = "qroute-nq-split-v1"
 NQ_TRAIN_PERCENT = 40
 
 DATASETS = ("gsm8k", "nq", "wp")
-TRAIN_HASHES = Path(__file__).resolve().parent / "data" / "train_questions.sha256.gz"
+TRAIN_HASHES = Path(__file__).resolve().parent.parent / "data" / "splits" / "train_questions.sha256.gz"
 
 
 def data_root() -> Path:
@@ -43,7 +43,7 @@ def data_root() -> Path:
     env = os.environ.get("QROUTE_DATA_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the source tree's root
     for cand in (here.parent / "shared" / "data", here / "shared" / "data"):
         if cand.exists():
             return cand
@@ -170,8 +170,8 @@ def hash_lines(questions: Iterable[tuple[str, str]]) -> list[str]:
 def write_train_hashes(path: Path = TRAIN_HASHES, root: Path | None = None) -> int:
     """Write the shipped hash file from the source data; returns the number of keys."""
     lines = hash_lines(training_questions(root))
-    header = ("# Keys of every question the predictor may train on (predictor/splits.py question_key).\n"
-              "# Made by: python -m predictor.splits --write-hashes\n")
+    header = ("# Keys of every question the predictor may train on (qroute_cli/evaluation/splits.py question_key).\n"
+              "# Made by: python -m qroute_cli.evaluation.splits --write-hashes\n")
     body = (header + "\n".join(lines) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(body, compresslevel=9, mtime=0))  # same bytes on every rerun

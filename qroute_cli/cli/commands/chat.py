@@ -41,9 +41,9 @@ def chat(
     from qroute_cli.chat import Chat, History, View, stdin_loop, terminal_loop
     from qroute_cli.cli import registry, state
     from qroute_cli.inputs import check_text, text_lines
-    from qroute_cli.pool import ModelPool
+    from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import console, err_console
-    from qroute_cli.routing import Router, parse_budget
+    from qroute_cli.routing.router import Router, parse_budget
     from qroute_cli.types import GenerationConfig
 
     reg = registry()

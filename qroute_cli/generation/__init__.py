@@ -1,0 +1,1 @@
+"""Generation: a prompt and a pair in, tokens out (the draft/verify loop, drafters, backends, model pool, threads)."""
