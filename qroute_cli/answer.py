@@ -1,0 +1,97 @@
+"""One call answers one prompt: route it, run the chosen pair, learn from the run.
+
+`qroute run`, `qroute chat`, the bench's live loop and the latency bench all answer through
+`answer()`; they only render what it returns. The sequence it keeps in one place: the router
+decides (and may cap the answer length to fit the budget), the pair runs with the cap, and the
+router records the run against the prediction the decision carries.
+
+Errors a user can act on raise `QrouteError` as everywhere else. A Ctrl-C is not an error: it
+ends the answer with the outcome "interrupted" (with the text so far when generation had begun).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Literal, Sequence
+
+from qroute_cli.generation.engine import OnText
+from qroute_cli.generation.pool import ModelPool
+from qroute_cli.generation.runner import run_prompt
+from qroute_cli.routing.router import Router
+from qroute_cli.types import Generation, GenerationConfig, Message, Pair, RouteDecision
+
+# "ok": the answer ended by itself (stop or length); "deadline": --hard-budget cut it;
+# "interrupted": Ctrl-C, before the answer began (no generation) or during it (partial text).
+Outcome = Literal["ok", "interrupted", "deadline"]
+
+# Called once the pair is known, before it runs: returns the messages to answer (chat drops
+# its oldest turns here to fit the chosen verifier's context).
+Prepare = Callable[[Pair, GenerationConfig], Sequence[Message]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One routed answer: the decision, the generation and the llama.cpp threads it ran with."""
+
+    decision: RouteDecision | None  # None: interrupted before the router decided
+    generation: Generation | None  # None: interrupted before the answer began
+    pair: Pair | None = None
+    threads: int | None = None  # llama.cpp threads used (fewer than cores when others were busy)
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.generation is None or self.generation.finish_reason == "interrupted":
+            return "interrupted"
+        return "deadline" if self.generation.finish_reason == "deadline" else "ok"
+
+    def to_json(self, prompt: str | None) -> dict[str, Any]:
+        """The documented `qroute run --json` shape of this answer."""
+        gen, pair = self.generation, self.pair
+        if gen is None or pair is None or self.decision is None:
+            return {"prompt": prompt, "error": "interrupted", "finish_reason": "interrupted"}
+        s = gen.stats
+        return {
+            "prompt": prompt,
+            "text": gen.text,
+            "pair": pair.name,
+            "verifier": pair.verifier,
+            "drafter": pair.drafter,
+            "tokens": s.output_tokens,
+            "prompt_tokens": s.prompt_tokens,
+            "latency_s": round(s.latency_s, 4),
+            "ttft_s": round(s.ttft_s, 4),
+            "tokens_per_s": round(s.tokens_per_s, 2),
+            "drafted": s.drafted,
+            "accepted": s.accepted,
+            "acceptance": None if s.acceptance is None else round(s.acceptance, 4),
+            "finish_reason": gen.finish_reason,
+            "threads": self.threads,
+            "route": self.decision.to_json(),
+        }
+
+
+def answer(
+    router: Router,
+    pool: ModelPool,
+    messages: Sequence[Message],
+    config: GenerationConfig,
+    on_text: OnText | None = None,
+    *,
+    forced_pair: str | None = None,
+    prepare: Prepare | None = None,
+) -> Answer:
+    """Route `messages`, run the chosen pair (streaming through `on_text`) and record the run."""
+    decision = pair = None
+    try:
+        decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced_pair)
+        cfg = replace(config, max_tokens=decision.max_tokens) if decision.max_tokens else config
+        pair = pool.registry.pair(decision.chosen)
+        if prepare is not None:
+            messages = prepare(pair, cfg)
+        gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
+    except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
+        return Answer(decision, None, pair, pool.last_threads)
+    if gen.finish_reason != "interrupted" or gen.stats.output_tokens > 0:
+        # An answer stopped before its first token teaches nothing: its time is the user's.
+        router.record(decision, gen, messages)
+    return Answer(decision, gen, pair, pool.last_threads)
