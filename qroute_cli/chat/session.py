@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from qroute_cli.cli import write_stdout
 from qroute_cli.errors import PromptTooLongError, QrouteError, UsageError, did_you_mean
+from qroute_cli.output import write_stdout
 from qroute_cli.types import Generation, GenerationConfig, Message, RouteDecision, SpecStats
 
 # -- the conversation ----------------------------------------------------------------------

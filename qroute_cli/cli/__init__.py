@@ -16,6 +16,7 @@ import typer
 
 from qroute_cli import __version__
 from qroute_cli.errors import QrouteError
+from qroute_cli.output import silence_stdout
 
 app = typer.Typer(
     name="qroute",
@@ -65,21 +66,6 @@ def registry():
     from qroute_cli.config import load_registry
 
     return load_registry(state.config)
-
-
-def write_stdout(text: str) -> None:
-    """Answer text goes straight out, so it streams through pipes."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def silence_stdout() -> None:
-    """After the reader closed the pipe, point stdout at /dev/null so exit does not complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
 
 
 def cap_threads(value: int | None) -> int | None:

@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 
-from qroute_cli.cli import cap_threads, silence_stdout, write_stdout
+from qroute_cli.cli import cap_threads
 from qroute_cli.errors import QrouteError, UsageError
 from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
+from qroute_cli.output import silence_stdout, write_stdout
 
 
 def register(app: typer.Typer) -> None:
