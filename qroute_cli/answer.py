@@ -24,9 +24,11 @@ from qroute_cli.types import Generation, GenerationConfig, Message, Pair, RouteD
 # "interrupted": Ctrl-C, before the answer began (no generation) or during it (partial text).
 Outcome = Literal["ok", "interrupted", "deadline"]
 
-# Called once the pair is known, before it runs: returns the messages to answer (chat drops
-# its oldest turns here to fit the chosen verifier's context).
-Prepare = Callable[[Pair, GenerationConfig], Sequence[Message]]
+# Called once the router has decided, before the pair runs, with the decision, the pair and
+# the config it will run with (capped): a caller renders the decision here (--explain), or
+# returns other messages to answer (chat drops its oldest turns to fit the chosen verifier's
+# context). None keeps the messages.
+BeforeRun = Callable[[RouteDecision, Pair, GenerationConfig], "Sequence[Message] | None"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def answer(
     on_text: OnText | None = None,
     *,
     forced_pair: str | None = None,
-    prepare: Prepare | None = None,
+    before_run: BeforeRun | None = None,
 ) -> Answer:
     """Route `messages`, run the chosen pair (streaming through `on_text`) and record the run."""
     decision = pair = None
@@ -86,8 +88,8 @@ def answer(
         decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced_pair)
         cfg = replace(config, max_tokens=decision.max_tokens) if decision.max_tokens else config
         pair = pool.registry.pair(decision.chosen)
-        if prepare is not None:
-            messages = prepare(pair, cfg)
+        if before_run is not None:
+            messages = before_run(decision, pair, cfg) or messages
         gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
     except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
         return Answer(decision, None, pair, pool.last_threads)
