@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from qroute_cli import __version__
+from qroute_cli.cli.options import cap_threads, state  # noqa: F401  (cap_threads: cli.cap_threads stays)
 from qroute_cli.errors import QrouteError
 from qroute_cli.output import silence_stdout
 
@@ -30,16 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
-
-class State:
-    """Global options, shared with every command through typer's context."""
-
-    config: Optional[Path] = None
-    quiet: bool = False
-
-
-state = State()
 
 
 def _version(value: bool) -> None:
@@ -59,24 +50,6 @@ def main_callback(
 ) -> None:
     state.config = config
     state.quiet = quiet
-
-
-def registry():
-    """The merged, validated model registry for this invocation."""
-    from qroute_cli.config import load_registry
-
-    return load_registry(state.config)
-
-
-def cap_threads(value: int | None) -> int | None:
-    """--threads: llama.cpp's threads spin while they wait for each other, so more than a few
-    per core only slows every token down; past 4 per core the count is capped, with a warning."""
-    cores = os.cpu_count() or 1
-    if value is not None and value > 4 * cores:
-        typer.secho(f"--threads {value} is more than 4 per core on this machine ({cores} cores); "
-                    f"using {4 * cores}.", err=True, fg="yellow")
-        return 4 * cores
-    return value
 
 
 class _Interrupted(Exception):
@@ -111,12 +84,11 @@ def _guard_commands(typer_app: typer.Typer) -> None:
 
 
 def _register_commands() -> None:
-    from qroute_cli.cli.commands import COMMANDS
+    from qroute_cli.cli.commands import register_all
 
     if app.registered_commands:
         return  # already done (main() may run more than once in one process, e.g. in tests)
-    for register in COMMANDS:
-        register(app)
+    register_all(app)
     _guard_commands(app)
 
 

@@ -1,10 +1,13 @@
-"""One module per command; each exposes `register(app)`.
-
-COMMANDS lists them in the order `qroute --help` shows them.
-"""
+"""One module per command; each exposes `register(app)`."""
 
 from __future__ import annotations
 
+import typer
+
 from qroute_cli.cli.commands import bench, calibrate, chat, models, run, score, stats
 
-COMMANDS = [run.register, chat.register, models.register, calibrate.register, stats.register, score.register, bench.register]
+
+def register_all(app: typer.Typer) -> None:
+    """Add every command to `app`, in the order `qroute --help` shows them."""
+    for command in (run, chat, models, calibrate, stats, score, bench):
+        command.register(app)

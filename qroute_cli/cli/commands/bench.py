@@ -54,7 +54,7 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from qroute_cli import paths
-    from qroute_cli.cli import registry, state
+    from qroute_cli.cli.options import registry, state
     from qroute_cli.evaluation.bench import BenchConfig, run_bench, select_items
     from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
     from qroute_cli.evaluation.strategies import fresh_router

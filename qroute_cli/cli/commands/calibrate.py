@@ -35,7 +35,7 @@ def calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qroute_cli.routing.calibrate import FULL, QUICK, calibrate as measure
-    from qroute_cli.cli import registry, state
+    from qroute_cli.cli.options import registry, state
     from qroute_cli.routing.latency import current_machine, save_profile, saved_profiles, usable_profile
     from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import console, err_console

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from qroute_cli.cli import cap_threads
+from qroute_cli.cli.options import cap_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +39,7 @@ def chat(
       printf 'Hi!\\nAnd in French?\\n' | qroute chat --pair smollm2-135m
     """
     from qroute_cli.chat import Chat, History, View, stdin_loop, terminal_loop
-    from qroute_cli.cli import registry, state
+    from qroute_cli.cli.options import registry, state
     from qroute_cli.inputs import check_text, text_lines
     from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import console, err_console

@@ -21,7 +21,7 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print models and pairs as one JSON object."),
 ) -> None:
     """Show every model (with cache status) and every pair."""
-    from qroute_cli.cli import registry
+    from qroute_cli.cli.options import registry
     from qroute_cli.models import cache
     from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import console, models_table, pairs_table
@@ -56,7 +56,7 @@ def pull(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
     from rich.text import Text
 
-    from qroute_cli.cli import registry, state
+    from qroute_cli.cli.options import registry, state
     from qroute_cli.models import cache, fetch
     from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import err_console
@@ -95,7 +95,7 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Re-hash model files and compare with the registry's SHA-256."""
-    from qroute_cli.cli import registry
+    from qroute_cli.cli.options import registry
     from qroute_cli.errors import QrouteError
     from qroute_cli.models import cache
     from qroute_cli.generation.pool import is_fake

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from qroute_cli.cli import cap_threads
+from qroute_cli.cli.options import cap_threads
 from qroute_cli.errors import QrouteError, UsageError
 from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
 from qroute_cli.output import silence_stdout, write_stdout
@@ -54,7 +54,7 @@ def run(
     A stdin line that cannot be read is reported (with --json as a record with its line
     number and an error) and the batch goes on; the exit code is then non-zero.
     """
-    from qroute_cli.cli import registry, state
+    from qroute_cli.cli.options import registry, state
     from qroute_cli.generation.pool import ModelPool
     from qroute_cli.render import err_console
     from qroute_cli.routing.router import Router, parse_budget

@@ -32,7 +32,7 @@ def score(
       cat prompts.txt | qroute score --json
     """
     from qroute_cli.routing import predict
-    from qroute_cli.cli import registry
+    from qroute_cli.cli.options import registry
     from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
     from qroute_cli.render import console, err_console, print_error
 
