@@ -12,8 +12,8 @@ Reported per mode: the share of prompts whose generation latency stayed within t
 against the one observed. The machine's background load is whatever it is at the time (the
 load average before and after is recorded): the figures are for this machine as it was.
 
-    nice -n 10 .venv/bin/python bench/budget_hit.py                  # 10 s budget, all prompts
-    .venv/bin/python bench/budget_hit.py --limit 2 --max-tokens 16   # a quick smoke run
+    nice -n 10 .venv/bin/python -m bench.budget_hit                  # 10 s budget, all prompts
+    .venv/bin/python -m bench.budget_hit --limit 2 --max-tokens 16   # a quick smoke run
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from qroute_cli.jsonl import parse_jsonl, read_jsonl
+from qroute_cli.numeric import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PROMPTS = ROOT / "bench" / "data" / "budget_prompts.jsonl"
 OUT = ROOT / "bench" / "results" / "budget_hit.json"
@@ -50,12 +52,6 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def p95(values: list[float]) -> float:
-    """Nearest-rank 95th percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 def run_mode(mode: str, items: list[dict], args, home: Path, env: dict) -> tuple[list[dict], dict]:
     """Pipe the prompts through one `qroute run --json` process; one row per prompt."""
     cmd = [sys.executable, "-m", "qroute_cli", "run", "--json", "--budget", args.budget] + MODES[mode]
@@ -69,7 +65,7 @@ def run_mode(mode: str, items: list[dict], args, home: Path, env: dict) -> tuple
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"{mode}: qroute run exited {proc.returncode}")
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    records = parse_jsonl(proc.stdout)
     rows = []
     for it, rec in zip(items, records):
         route = rec["route"]
@@ -94,7 +90,7 @@ def summarize(rows: list[dict]) -> dict:
         "prompts": len(rows), "hits": hits, "hit_rate": round(hits / len(rows), 4) if rows else None,
         "hit_rate_wilson95": [round(low, 4), round(high, 4)],
         "mean_latency_s": round(statistics.fmean(lat), 3) if lat else None,
-        "p95_latency_s": round(p95(lat), 3) if lat else None,
+        "p95_latency_s": round(percentile(lat, 95), 3) if lat else None,
         "mean_predicted_s": round(statistics.fmean(p for p, _ in pairs), 3) if pairs else None,
         "median_observed_over_predicted": round(statistics.median(o / p for p, o in pairs), 3) if pairs else None,
         "observed_within_predicted": round(sum(o <= p for p, o in pairs) / len(pairs), 4) if pairs else None,
@@ -139,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
 
-    items = [json.loads(line) for line in args.prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = read_jsonl(args.prompts)
     items = items[: args.limit] if args.limit else items
     env = {k: v for k, v in os.environ.items() if k not in ("QROUTE_CONFIG", "QROUTE_LOG_PROMPTS")}
     env["QROUTE_MODELS"] = os.environ.get("QROUTE_MODELS") or str(paths.cache_dir())

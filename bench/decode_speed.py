@@ -5,9 +5,9 @@ time (greedy), median of a few repeats. Used to compare llama.cpp builds and thr
 side by side on this machine; `--hog` runs a busy process on one core meanwhile, to see what
 a loaded machine does to each setting.
 
-    .venv/bin/python bench/decode_speed.py
-    .venv/bin/python bench/decode_speed.py --threads 1 --hog --models smollm2-135m
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/decode_speed.py --hog
+    .venv/bin/python -m bench.decode_speed
+    .venv/bin/python -m bench.decode_speed --threads 1 --hog --models smollm2-135m
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m bench.decode_speed --hog
 """
 
 from __future__ import annotations

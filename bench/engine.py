@@ -7,8 +7,8 @@ For each prompt it runs, alternating and repeated, on the same verifier:
 and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain and the
 token agreement with plain output. Raw rows go to bench/results/engine.json.
 
-    .venv/bin/python bench/engine.py                 # Qwen 1.5B verifier, 0.5B drafter
-    .venv/bin/python bench/engine.py --quick         # smollm2-135m, fewer tokens
+    .venv/bin/python -m bench.engine                 # Qwen 1.5B verifier, 0.5B drafter
+    .venv/bin/python -m bench.engine --quick         # smollm2-135m, fewer tokens
 """
 
 from __future__ import annotations

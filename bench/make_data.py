@@ -1,6 +1,6 @@
 """Build the bench subsets shipped in qroute_cli/data/bench from ../shared/data.
 
-    .venv/bin/python bench/make_data.py [--data-dir ../shared/data]
+    .venv/bin/python -m bench.make_data [--data-dir ../shared/data]
 
 Rows come from qroute_cli.evaluation.splits.bench_rows (never a training question), in the split's fixed
 shuffled order. WritingPrompts ships HANNA's 96 prompts and human stories (MIT): the
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from qroute_cli.evaluation import splits
 
-from qroute_cli.evaluation import splits  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LIMITS = {"gsm8k": 300, "nq": 400}
 

@@ -13,15 +13,15 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SPEED=bench/results/decode_speed.jsonl
 rm -f "$SPEED"
-$PY bench/decode_speed.py --models smollm2-135m,qwen2.5-coder-0.5b --threads 2 --label "2 threads" --out "$SPEED"
-$PY bench/decode_speed.py --models smollm2-135m,qwen2.5-coder-0.5b --threads 1 --label "1 thread" --out "$SPEED"
-$PY bench/decode_speed.py --models smollm2-135m --threads 2 --hog --label "2 threads, one core busy" --out "$SPEED"
-$PY bench/decode_speed.py --models smollm2-135m --threads 1 --hog --label "1 thread, one core busy" --out "$SPEED"
-$PY bench/engine.py --out bench/results/engine.json
+$PY -m bench.decode_speed --models smollm2-135m,qwen2.5-coder-0.5b --threads 2 --label "2 threads" --out "$SPEED"
+$PY -m bench.decode_speed --models smollm2-135m,qwen2.5-coder-0.5b --threads 1 --label "1 thread" --out "$SPEED"
+$PY -m bench.decode_speed --models smollm2-135m --threads 2 --hog --label "2 threads, one core busy" --out "$SPEED"
+$PY -m bench.decode_speed --models smollm2-135m --threads 1 --hog --label "1 thread, one core busy" --out "$SPEED"
+$PY -m bench.engine --out bench/results/engine.json
 .venv/bin/qroute calibrate --quick --yes
 SCORERS=()
 [ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
 [ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
 .venv/bin/qroute bench --full --out bench/results "${SCORERS[@]}"
-$PY bench/latency_error.py
-$PY bench/write_report.py
+$PY -m bench.latency_error
+$PY -m bench.write_report

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from predictor.graph import add_initializer
+
 HEADS = 12
 LN_EPS = 1e-12
 
@@ -89,8 +91,6 @@ def embed_prompts(w, featurizer, prompts, batch: int = 16) -> np.ndarray:
 def onnx_nodes(w: dict[str, np.ndarray], ids_name: str, mask_name: str, out_name: str, fp16: bool = False):
     """ONNX nodes and initializers computing `embed` from int64 ids and mask (opset 17)."""
     from onnx import TensorProto, helper
-
-    from predictor.export import add_initializer
 
     nodes, inits = [], []
     counter = [0]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from predictor.graph import add_initializer
+
 OPSET = 18
 META_KEY = "qroute_predictor"
 
@@ -60,19 +62,6 @@ class Heads:
             "acceptance": np.clip(raw[:, v: v + a], 0.0, 1.0),
             "length": np.maximum(np.expm1(raw[:, v + a:]), 1.0),
         }
-
-
-def add_initializer(nodes: list, inits: list, arr: np.ndarray, name: str, fp16: bool) -> str:
-    """Add `arr` as a graph constant named `name`; big float32 matrices are stored as float16
-    and cast back at load (half the file size) when `fp16` is set."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    if fp16 and arr.dtype == np.float32 and arr.size > 4096:
-        inits.append(numpy_helper.from_array(arr.astype(np.float16), name + "_h"))
-        nodes.append(helper.make_node("Cast", [name + "_h"], [name], to=TensorProto.FLOAT))
-    else:
-        inits.append(numpy_helper.from_array(arr, name))
-    return name
 
 
 def _head_nodes(heads: Heads, x: str, fp16: bool):
