@@ -16,7 +16,8 @@ from rich.console import Console
 
 from conftest import FAKE_CONFIG
 from qroute_cli.chat import (
-    Chat, Command, History, Turn, View, looks_like_markdown, message_text, parse_command, screen_rows,
+    SLASH_COMMANDS, Chat, Command, History, Turn, View, help_text, looks_like_markdown, message_text, parse_command,
+    screen_rows,
 )
 from qroute_cli.errors import UsageError
 from qroute_cli.types import GenerationConfig
@@ -75,6 +76,16 @@ def test_parse_command_and_messages():
     with pytest.raises(UsageError) as exc:
         parse_command("/bugdet 3s")
     assert "Did you mean 'budget'" in exc.value.message and "/help" in exc.value.hint
+
+
+def test_help_is_drawn_from_the_command_table():
+    text = help_text()
+    listed = [line.split()[0] for line in text.splitlines()[1:len(SLASH_COMMANDS) + 1]]
+    assert listed == [f"/{name}" for name in SLASH_COMMANDS]  # every command, in the table's order
+    width = max(len(cmd.usage) for cmd in SLASH_COMMANDS.values())
+    for cmd in SLASH_COMMANDS.values():
+        assert f"  {cmd.usage.ljust(width)}  {cmd.help}\n" in text
+        assert parse_command(f"/{cmd.name}") == Command(cmd.name)
 
 
 def test_history_messages_drop_and_save(tmp_path):
