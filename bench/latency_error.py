@@ -43,6 +43,7 @@ os.environ["QROUTE_HOME"] = tempfile.mkdtemp(prefix="qroute-bench-")  # never to
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from qroute_cli.answer import answer  # noqa: E402
 from qroute_cli.routing.calibrate import calibrate  # noqa: E402
 from qroute_cli.config import Registry, load_registry  # noqa: E402
 from qroute_cli.routing.latency import Profile, current_machine  # noqa: E402
@@ -115,11 +116,12 @@ def measure_error(pool: ModelPool, reg: Registry, profile: Profile, scorer, max_
         run_prompt(pool, reg.pair(pair), warm, GenerationConfig(max_tokens=8))  # warm-up, not measured
         for i, prompt in enumerate(PROMPTS):
             msgs = user_messages(prompt)
-            d = router.decide(msgs, max_tokens=max_tokens)
+            result = answer(router, pool, msgs, GenerationConfig(max_tokens=max_tokens))
+            if result.generation is None:
+                raise KeyboardInterrupt  # Ctrl-C before the answer began: the bench stops
+            d, gen = result.decision, result.generation
             opts = {c.pair: c for c in d.candidates}
-            est = router.last_estimates[pair]
-            gen = run_prompt(pool, reg.pair(pair), msgs, GenerationConfig(max_tokens=max_tokens))
-            router.record(d, gen, msgs)
+            est = d.estimate(pair)
             s = gen.stats
             rows.append({
                 "pair": pair, "i": i, "prompt": prompt,
@@ -149,11 +151,10 @@ def recovery(pool: ModelPool, reg: Registry, profile: Profile, *, wrong: float, 
     rows = []
     for i in range(runs):
         msgs = user_messages(LONG_PROMPTS[i % len(LONG_PROMPTS)])
-        d = router.decide(msgs, max_tokens=max_tokens)
-        cfg = GenerationConfig(max_tokens=d.max_tokens or max_tokens)
-        gen = run_prompt(pool, reg.pair(d.chosen), msgs, cfg)
-        if learn:
-            router.record(d, gen, msgs)
+        result = answer(router, pool, msgs, GenerationConfig(max_tokens=max_tokens), learn=learn)
+        if result.generation is None:
+            raise KeyboardInterrupt
+        d, gen = result.decision, result.generation
         chosen = next(c for c in d.candidates if c.pair == d.chosen)
         rows.append({"i": i, "pair": d.chosen, "cap": d.max_tokens, "predicted_s": chosen.predicted_latency_s,
                      "measured_s": gen.stats.latency_s, "tokens": gen.stats.output_tokens,

@@ -81,8 +81,10 @@ def answer(
     *,
     forced_pair: str | None = None,
     before_run: BeforeRun | None = None,
+    learn: bool = True,
 ) -> Answer:
-    """Route `messages`, run the chosen pair (streaming through `on_text`) and record the run."""
+    """Route `messages`, run the chosen pair (streaming through `on_text`) and record the run
+    (`learn=False`: neither logged nor learned from, as in a bench's control run)."""
     decision = pair = None
     try:
         decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced_pair)
@@ -93,7 +95,7 @@ def answer(
         gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
     except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
         return Answer(decision, None, pair, pool.last_threads)
-    if gen.finish_reason != "interrupted" or gen.stats.output_tokens > 0:
+    if learn and (gen.finish_reason != "interrupted" or gen.stats.output_tokens > 0):
         # An answer stopped before its first token teaches nothing: its time is the user's.
         router.record(decision, gen, messages)
     return Answer(decision, gen, pair, pool.last_threads)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Drafter kinds a pair can name besides another model.
@@ -113,8 +113,41 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """Predicted cost of one pair on one prompt."""
+
+    pair: str
+    prefill_s: float
+    per_token_s: float
+    tokens: float  # expected output tokens (already capped at max_tokens)
+    acceptance: float | None = None
+    draft_len: int = 0
+    draft_prefill_s: float = 0.0  # a model drafter reads the prompt too, after the first token
+
+    @property
+    def latency_s(self) -> float:
+        return self.prefill_s + self.draft_prefill_s + self.tokens * self.per_token_s
+
+    def capped(self, max_tokens: int | None) -> "Estimate":
+        """The same estimate for an answer cut at `max_tokens` (None: uncapped)."""
+        if max_tokens is None or max_tokens >= self.tokens:
+            return self
+        return replace(self, tokens=float(max_tokens))
+
+    def tokens_within(self, budget_s: float) -> int:
+        """How many output tokens fit in `budget_s` after the prefill."""
+        fixed = self.prefill_s + self.draft_prefill_s
+        return max(0, int((budget_s - fixed) / max(self.per_token_s, 1e-9)))
+
+
+@dataclass(frozen=True)
 class RouteDecision:
-    """The router's choice and why; `candidates` lists every pair it weighed."""
+    """The router's choice and why; `candidates` lists every pair it weighed.
+
+    A decision carries the prediction it was made on, so that recording the run needs
+    nothing else: `predicted` is the chosen pair's run as it will go (with the cap), and
+    `estimates` every pair's uncapped estimate (for --explain views and the bench).
+    """
 
     strategy: str
     chosen: str
@@ -123,7 +156,19 @@ class RouteDecision:
     candidates: tuple[Candidate, ...] = ()
     max_tokens: int | None = None  # set when the budget capped the answer length
     overhead_ms: float = 0.0
-    predicted_latency_s: float | None = None  # of the chosen pair's run as it will go (capped)
+    task: str | None = None  # the prompt's task type, as the router judged it
+    prompt_chars: int | None = None
+    predicted: Estimate | None = None  # None when nothing could be predicted (--pair, no profile)
+    estimates: tuple[Estimate, ...] = ()
+
+    @property
+    def predicted_latency_s(self) -> float | None:
+        """Of the chosen pair's run as it will go (capped)."""
+        return None if self.predicted is None else self.predicted.latency_s
+
+    def estimate(self, pair: str) -> Estimate | None:
+        """The uncapped estimate for `pair`, if the router made one."""
+        return next((e for e in self.estimates if e.pair == pair), None)
 
     def to_json(self) -> dict[str, Any]:
         return {

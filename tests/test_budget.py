@@ -44,6 +44,7 @@ class ThreadsPool:
     """A pool stand-in that knows how many threads the next answer gets (and the last had)."""
 
     n_threads = None
+    n_gpu_layers = 0
 
     def __init__(self, registry, threads: int) -> None:
         self.registry = registry
@@ -87,7 +88,7 @@ def test_prediction_uses_the_thread_count_the_answer_will_get(fake_registry):
         router = Router(fake_registry, strategy="static:fake-big", budget_s=100.0, profile=profile,
                         scorer=TaskScorer(), store=Store(), console=quiet(), pool=ThreadsPool(fake_registry, threads))
         d = router.decide(user_messages("who wrote hamlet?"), max_tokens=64)
-        estimates[threads] = (router.last_estimates["fake-big"], d)
+        estimates[threads] = (d.estimate("fake-big"), d)
         router.close()
     quiet_est, quiet_d = estimates[4]
     busy_est, busy_d = estimates[1]
@@ -149,6 +150,7 @@ class BusyPool:
     """A real pool of fakes on a machine where other processes leave one core free."""
 
     n_threads = None
+    n_gpu_layers = 0
 
     def __init__(self, registry) -> None:
         from qroute_cli.generation.pool import ModelPool
@@ -179,7 +181,7 @@ def test_first_use_calibration_measures_with_the_threads_an_answer_gets(fake_reg
     assert router.profile.machine.threads == 4
     assert {m.threads for m in router.profile.models.values()} == {1}
     assert "thread" not in d.reason  # measured as it runs: nothing to scale
-    assert router.last_estimates["fake-big"].per_token_s == pytest.approx(router.profile.models["fake-big"].decode_s)
+    assert d.estimate("fake-big").per_token_s == pytest.approx(router.profile.models["fake-big"].decode_s)
     router.close()
     again = Router(fake_registry, strategy="static:fake-big", budget_s=100.0, scorer=TaskScorer(),
                    store=Store(), console=quiet(), pool=pool)
@@ -207,10 +209,10 @@ def test_unseen_task_type_is_predicted_at_max_tokens_and_says_so(fake_registry):
                     store=Store(), console=quiet())
     code = user_messages("Write a Python function that merges two sorted lists")
     d = router.decide(code, max_tokens=256)
-    assert all(e.tokens == 256 for e in router.last_estimates.values())
+    assert all(e.tokens == 256 for e in d.estimates)
     assert "conservative" in d.reason and "code" in d.reason
     qa = router.decide(user_messages("who wrote hamlet?"), max_tokens=256)
-    assert all(e.tokens == pytest.approx(20) for e in router.last_estimates.values())  # trained: as predicted
+    assert all(e.tokens == pytest.approx(20) for e in qa.estimates)  # trained: as predicted
     assert "conservative" not in qa.reason
     # Once a few code answers are logged, their lengths replace the worst case.
     for _ in range(UNSEEN_TASK_RUNS):
@@ -218,7 +220,7 @@ def test_unseen_task_type_is_predicted_at_max_tokens_and_says_so(fake_registry):
         router.record(d, generation(d.chosen, 1.0, 120), code)
     d = router.decide(code, max_tokens=256)
     assert "conservative" not in d.reason
-    assert all(e.tokens == pytest.approx(120) for e in router.last_estimates.values())
+    assert all(e.tokens == pytest.approx(120) for e in d.estimates)
     router.close()
 
 
@@ -228,7 +230,7 @@ def test_a_scorer_without_task_claims_is_taken_as_it_is(fake_registry):
     router = Router(fake_registry, budget_s=100.0, profile=fake_profile(fake_registry),
                     scorer=PriorScorer(fake_registry, default_length=40), store=Store(), console=quiet())
     d = router.decide(user_messages("def add(a, b): return a + b"), max_tokens=256)
-    assert router.last_estimates["fake-big"].tokens == pytest.approx(40) and "conservative" not in d.reason
+    assert d.estimate("fake-big").tokens == pytest.approx(40) and "conservative" not in d.reason
     router.close()
 
 

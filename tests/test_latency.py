@@ -303,8 +303,8 @@ class ScriptedScorer:
 def test_model_drafter_reads_the_prompt_too(fake_registry):
     router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry),
                     scorer=PriorScorer(fake_registry, default_length=50), store=Store(), console=quiet_console())
-    router.decide(user_messages("x" * 700), max_tokens=50)
-    est = router.last_estimates
+    d = router.decide(user_messages("x" * 700), max_tokens=50)
+    est = {e.pair: e for e in d.estimates}
     assert est["fake-big"].draft_prefill_s == 0.0 and est["fake-big+ngram"].draft_prefill_s == 0.0
     # fake-small prefills 2500 tok/s: ~200 prompt tokens cost it ~0.08 s
     assert est["fake-big+small"].draft_prefill_s == pytest.approx(212 / 2500, rel=0.1)
@@ -380,15 +380,12 @@ def test_trained_length_bias_is_learned_per_task(fake_registry):
     router = Router(fake_registry, strategy="static:fake-big", budget_s=50.0, profile=fake_profile(fake_registry),
                     scorer=scorer, store=Store(), console=quiet_console())
     code, qa = user_messages("write a python function that reverses a list"), user_messages("who wrote hamlet?")
-    router.decide(code, max_tokens=400)
-    assert router.last_estimates["fake-big"].tokens == pytest.approx(20)  # the predictor as it is
+    assert router.decide(code, max_tokens=400).estimate("fake-big").tokens == pytest.approx(20)  # the predictor as it is
     for _ in range(4):
         d = router.decide(code, max_tokens=400)
         router.record(d, fake_generation("fake-big", 2.0, 160, 30, 0.05), code)
-    router.decide(qa, max_tokens=400)
-    assert router.last_estimates["fake-big"].tokens == pytest.approx(20)  # qa: untouched
-    router.decide(code, max_tokens=400)
-    assert router.last_estimates["fake-big"].tokens > 100  # code: learned from 4 runs of 160
+    assert router.decide(qa, max_tokens=400).estimate("fake-big").tokens == pytest.approx(20)  # qa: untouched
+    assert router.decide(code, max_tokens=400).estimate("fake-big").tokens > 100  # code: learned from 4 runs of 160
     router.close()
 
 
@@ -425,11 +422,11 @@ def test_a_capped_run_is_predicted_and_logged_as_capped(fake_registry):
     msgs = user_messages("tell me everything about rivers")
     d = router.decide(msgs, max_tokens=400)
     assert d.max_tokens is not None and d.max_tokens < 400  # nothing fits 400 tokens in 0.3 s
-    uncapped = router.last_estimates[d.chosen].latency_s
-    assert router.last_predicted_latency_s < uncapped
-    assert router.last_predicted_latency_s <= 0.3 + 1e-6
+    uncapped = d.estimate(d.chosen).latency_s
+    assert d.predicted_latency_s < uncapped
+    assert d.predicted_latency_s <= 0.3 + 1e-6
     router.record(d, fake_generation(d.chosen, 0.25, d.max_tokens, 10, 0.01), msgs)
     rec = store.recent(1)[0]
-    assert rec.predicted_latency_s == pytest.approx(router.last_predicted_latency_s)
+    assert rec.predicted_latency_s == pytest.approx(d.predicted_latency_s)
     assert rec.predicted_tokens == d.max_tokens
     router.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qroute_cli.routing import policy as router
 from qroute_cli.errors import UsageError
-from qroute_cli.routing.latency import Estimate
+from qroute_cli.routing import policy
 from qroute_cli.routing.policy import Context, Option, decide, parse_strategy
+from qroute_cli.types import Estimate
 
 
 def opt(pair: str, quality: float, latency: float, tokens: float = 100.0, prefill: float = 0.0) -> Option:
@@ -119,7 +119,7 @@ def test_parse_strategy():
 
 
 def test_strategies_are_extensible(monkeypatch):
-    monkeypatch.setitem(router.STRATEGIES, "slowest", lambda options, c: (max(options, key=lambda o: o.latency_s).pair, "why", None))
+    monkeypatch.setitem(policy.STRATEGIES, "slowest", lambda options, c: (max(options, key=lambda o: o.latency_s).pair, "why", None))
     assert parse_strategy("slowest", ["big"]) == ("slowest", None)
     assert decide("slowest", OPTIONS, ctx(1.0)).chosen == "big"
 

@@ -22,7 +22,8 @@ STRATEGY = "quality+online (live)"
 def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: int = 0,
                 on_run: Callable[[Item, str], None] | None = None) -> Outcome:
     """Route, run and learn over a shuffled stream of `items` at `budget_s`; an Outcome in item order."""
-    from qroute_cli.generation.runner import run_prompt, user_messages
+    from qroute_cli.answer import answer
+    from qroute_cli.generation.runner import user_messages
     from qroute_cli.types import GenerationConfig
 
     registry = pool.registry
@@ -33,13 +34,13 @@ def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: i
         for i in order:
             item = items[i]
             msgs = user_messages(item.prompt)
-            cap = FORMATS[item.task].max_tokens
-            d = learner.decide(msgs, max_tokens=cap)
-            predicted = learner.last_predicted_latency_s  # with the router's token cap, if any
-            margin = learner.online.margin()
-            gen = run_prompt(pool, registry.pair(d.chosen), msgs,
-                             GenerationConfig(max_tokens=d.max_tokens or cap, temperature=0.0))
-            learner.record(d, gen, msgs)
+            margin = learner.online.margin()  # as the decision saw it, before this run is learned
+            result = answer(learner, pool, msgs, GenerationConfig(max_tokens=FORMATS[item.task].max_tokens,
+                                                                  temperature=0.0))
+            if result.generation is None:
+                raise KeyboardInterrupt  # Ctrl-C before the answer began: the bench stops
+            d, gen = result.decision, result.generation
+            predicted = d.predicted_latency_s  # with the router's token cap, if any
             quality = float(metrics.score(item.task, gen.text, item.reference)["quality"])
             trace.append({
                 "item": item.id, "task": item.task, "pair": d.chosen, "quality": quality,

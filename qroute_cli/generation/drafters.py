@@ -15,7 +15,11 @@ from qroute_cli.generation.backends.base import Backend
 
 
 class Drafter(Protocol):
-    kind: str
+    # The model the drafter runs on (it gets the verifier's thread count), or None.
+    backend: Backend | None
+    # Drafts cost (next to) nothing to make: the loop starts at the longest drafts, and a
+    # step where the drafter had nothing to offer is an ordinary plain step.
+    free: bool
     # Seconds the last propose() spent catching up on tokens it had not seen (a one-off
     # cost the speed controller leaves out of steady-state drafting); 0 for free drafters.
     last_catchup_s: float
@@ -50,7 +54,8 @@ def ngram_lookup(history: Sequence[int], k: int, n_max: int = 4, n_min: int = 2)
 class NgramDrafter:
     """Drafts from repeated n-grams in the prompt and the answer so far; free to run."""
 
-    kind = "ngram"
+    backend = None
+    free = True
     last_catchup_s = 0.0  # a lookup has nothing to catch up on
 
     def __init__(self, n_max: int = 4, n_min: int = 2) -> None:
@@ -79,7 +84,7 @@ class ModelDrafter:
     stops early at a token the drafter itself is unsure of (`min_prob`).
     """
 
-    kind = "model"
+    free = False
 
     def __init__(
         self,

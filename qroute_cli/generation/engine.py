@@ -290,7 +290,7 @@ def generate(
                 tok = _pick(rows[-1], config.temperature, rng)
                 plain_steps += 1
                 done = emit([tok])
-                if k > 0 and drafter.kind == "model":
+                if k > 0 and not drafter.free:
                     # The drafter ran but was unsure of its first token: its time counts
                     # against speculation, not against plain decoding.
                     ctl.record_spec(0, 0, 1, clock() - step_t0 - drafter.last_catchup_s)

@@ -55,7 +55,7 @@ class ModelPool:
         self.registry = registry
         self.max_loaded = max_loaded
         self._loader = loader
-        self._llama_kwargs = {"n_threads": n_threads, "n_gpu_layers": n_gpu_layers}
+        self.n_gpu_layers = n_gpu_layers  # layers llama.cpp offloads to a GPU (-1: all)
         # Threads follow the machine's load unless the user fixed them. With layers on a GPU
         # the layers left on the CPU (and the sampling) still spin one thread per core.
         self.adaptive_threads = n_threads is None
@@ -80,7 +80,7 @@ class ModelPool:
         elif is_fake(spec):
             backend = _fake_loader(spec)
         else:
-            backend = _llama_loader(spec, **self._llama_kwargs)
+            backend = _llama_loader(spec, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers)
         self.load_seconds[name] = time.perf_counter() - t0
         self._loaded[name] = backend
         while len(self._loaded) > self.max_loaded:
@@ -93,7 +93,7 @@ class ModelPool:
         if not self.adaptive_threads:
             return None
         planned, self._next_threads = self._next_threads, None
-        ready = [b for b in backends if b is not None and hasattr(b, "set_threads")]
+        ready = [b for b in backends if b is not None and b.threads is not None]
         if not ready:
             return None
         n = planned or self._threads_now()

@@ -85,10 +85,10 @@ def run_prompt(
     if config.max_tokens > room:
         config = replace(config, max_tokens=room)
     drafter = make_drafter(pool, pair, config, verifier)
-    pool.fit_threads([verifier, getattr(drafter, "backend", None)])
+    pool.fit_threads([verifier, drafter.backend if drafter is not None else None])
     controller = DraftController(k_max=config.draft_max, adaptive=config.adaptive, memory=pool.speed_memory(pair.name))
-    if drafter is not None and drafter.kind == "ngram":
-        controller.k = config.draft_max  # n-gram drafts cost nothing to make
+    if drafter is not None and drafter.free:
+        controller.k = config.draft_max  # free drafts: start long, acceptance shortens them
     gen = generate(verifier, tokens, config, drafter, on_text, stops, controller)
     return replace(gen, pair=pair.name)
 

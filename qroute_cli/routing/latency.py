@@ -329,34 +329,6 @@ def spec_time_per_token(
     return best, best_k
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Predicted cost of one pair on one prompt."""
-
-    pair: str
-    prefill_s: float
-    per_token_s: float
-    tokens: float  # expected output tokens (already capped at max_tokens)
-    acceptance: float | None = None
-    draft_len: int = 0
-    draft_prefill_s: float = 0.0  # a model drafter reads the prompt too, after the first token
-
-    @property
-    def latency_s(self) -> float:
-        return self.prefill_s + self.draft_prefill_s + self.tokens * self.per_token_s
-
-    def capped(self, max_tokens: int | None) -> "Estimate":
-        """The same estimate for an answer cut at `max_tokens` (None: uncapped)."""
-        if max_tokens is None or max_tokens >= self.tokens:
-            return self
-        return replace(self, tokens=float(max_tokens))
-
-    def tokens_within(self, budget_s: float) -> int:
-        """How many output tokens fit in `budget_s` after the prefill."""
-        fixed = self.prefill_s + self.draft_prefill_s
-        return max(0, int((budget_s - fixed) / max(self.per_token_s, 1e-9)))
-
-
 def base_prefill(profile: Profile, registry: Registry, pair: Pair, prompt_tokens: float) -> float:
     """The verifier's prefill: what stands between the prompt and the first token."""
     return profile.models[pair.verifier].prefill(prompt_tokens)

@@ -35,7 +35,6 @@ from qroute_cli.config import Registry
 from qroute_cli.routing.latency import (
     DEFAULT_TOKENS_PER_CHAR,
     PRIOR_ACCEPTANCE,
-    Estimate,
     TEMPLATE_TOKENS,
     Profile,
     base_per_token,
@@ -44,7 +43,7 @@ from qroute_cli.routing.latency import (
     log_ratio,
 )
 from qroute_cli.routing.runlog import RunRecord
-from qroute_cli.types import DRAFTER_NONE, Prediction
+from qroute_cli.types import DRAFTER_NONE, Estimate, Prediction
 
 
 class LogFactorFilter:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from qroute_cli.errors import UsageError, did_you_mean
-from qroute_cli.routing.latency import Estimate
-from qroute_cli.types import Candidate, RouteDecision
+from qroute_cli.types import Candidate, Estimate, RouteDecision
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The Router: scorer + calibrated latency model + online estimates -> a pair per prompt.
 
 It wires the parts together and keeps state; the decision itself is the pure function in
-router.py. Routing overhead (task type, prediction, latency estimates, decision) is timed
-per prompt; loading the store, the profile and the scorer happens once, before that.
+policy.py. Each decision carries the prediction it was made on, which `record` reads back:
+nothing is kept between the two calls. Routing overhead (task type, prediction, latency
+estimates, decision) is timed per prompt; loading the store, the profile and the scorer
+happens once, before that.
 
 Predictions are made for the thread count the pool will give the answer (fewer than the
 profile's when other processes are busy), and, for a task type the scorer was not trained
@@ -18,7 +20,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from qroute_cli import paths
-from qroute_cli.routing import policy as decision
+from qroute_cli.routing import policy
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError, UsageError
 from qroute_cli.routing.latency import Machine, Profile, current_machine, missing_models
@@ -163,16 +165,12 @@ class Router:
         self.online = OnlineEstimates()
         self._ready = False
         self._warned: set[str] = set()
-        # Per decision (by id) what record() needs: task, chars, predicted latency/tokens/acceptance.
-        self._pending: dict[int, tuple] = {}
         self._n = 0
         self._machine: Machine | None = None
-        self.last_estimates: dict = {}
-        self.last_predicted_latency_s: float | None = None
 
     def set_strategy(self, text: str) -> None:
         """Switch strategy ('quality', 'cost', 'random', 'static:PAIR'); UsageError when unknown."""
-        self.strategy, self.static_pair = decision.parse_strategy(text, list(self.registry.pairs))
+        self.strategy, self.static_pair = policy.parse_strategy(text, list(self.registry.pairs))
         self.strategy_text = text.strip()
 
     # -- messages -----------------------------------------------------------------
@@ -196,8 +194,9 @@ class Router:
     @property
     def machine(self) -> Machine:
         if self._machine is None:
-            self._machine = current_machine(self.pool.n_threads if self.pool is not None else None,
-                                            getattr(self.pool, "_llama_kwargs", {}).get("n_gpu_layers", 0))
+            pool = self.pool
+            self._machine = current_machine(pool.n_threads if pool is not None else None,
+                                            pool.n_gpu_layers if pool is not None else 0)
         return self._machine
 
     @property
@@ -322,29 +321,21 @@ class Router:
             if est.tokens < floor:
                 est = replace(est, tokens=floor)
             quality = float(prediction.quality.get(pair.verifier, self.registry.models[pair.verifier].quality_prior))
-            options.append(decision.Option(pair.name, quality, est))
+            options.append(policy.Option(pair.name, quality, est))
         seed = None if self.seed is None else self.seed + self._n
-        ctx = decision.Context(budget_s=self.budget_s, max_tokens=max_tokens, margin=self.online.margin(),
+        ctx = policy.Context(budget_s=self.budget_s, max_tokens=max_tokens, margin=self.online.margin(),
                                static_pair=self.static_pair, seed=seed)
-        result = decision.decide(self.strategy, options, ctx, forced=forced_pair)
+        result = policy.decide(self.strategy, options, ctx, forced=forced_pair)
         if options:
             notes = self._notes(task, conservative, threads if profile is not self.profile else None, max_tokens)
             result = replace(result, reason=" ".join([result.reason] + notes))
         overhead = (time.perf_counter() - t0) * 1000
         self._n += 1
-        self.last_estimates = {o.pair: o.estimate for o in options}  # for --explain views and the bench
-        result = replace(result, overhead_ms=overhead)
         chosen = next((o for o in options if o.pair == result.chosen), None)
-        if len(self._pending) > 64:  # decisions that were never run
-            self._pending.clear()
-        run = chosen.estimate.capped(result.max_tokens or max_tokens) if chosen else None
-        self.last_predicted_latency_s = run.latency_s if run else None  # of the run as it will go
-        result = replace(result, predicted_latency_s=self.last_predicted_latency_s)
-        self._pending[id(result)] = (
-            task, chars,
-            run.latency_s if run else None,
-            run.tokens if run else None,
-            run.acceptance if run else None,
+        result = replace(
+            result, overhead_ms=overhead, task=task, prompt_chars=chars,
+            predicted=chosen.estimate.capped(result.max_tokens or max_tokens) if chosen else None,
+            estimates=tuple(o.estimate for o in options),
         )
         if options and not any(c.fits for c in result.candidates) and forced_pair is None \
                 and self.strategy in ("quality", "cost"):
@@ -367,24 +358,27 @@ class Router:
 
     # -- learning -----------------------------------------------------------------
 
-    def record(self, decision_: RouteDecision, generation: Generation, messages: Sequence[Message]) -> None:
-        """Log the run and update the online estimates; a store failure only warns."""
+    def record(self, decision: RouteDecision, generation: Generation, messages: Sequence[Message]) -> None:
+        """Log the run against the prediction `decision` carries and update the online
+        estimates; a store failure only warns."""
         text = prompt_text(messages)
-        task, chars, pred_latency, pred_tokens, pred_acc = self._pending.pop(
-            id(decision_), (task_type(text), sum(len(m.content) for m in messages), None, None, None)
-        )
-        pair = self.registry.pair(generation.pair or decision_.chosen)
+        # A decision not made by decide() carries no prompt facts: judge them from the messages.
+        task = decision.task or task_type(text)
+        chars = decision.prompt_chars if decision.prompt_chars is not None else sum(len(m.content) for m in messages)
+        run = decision.predicted
+        pair = self.registry.pair(generation.pair or decision.chosen)
         s = generation.stats
-        cap = decision_.max_tokens
+        cap = decision.max_tokens
         rec = RunRecord(
             ts=time.time(), machine=self.machine.key, prompt_hash=prompt_hash(text), task=task,
             prompt_chars=chars, pair=pair.name, verifier=pair.verifier, drafter=pair.drafter,
-            strategy=decision_.strategy, scorer=getattr(self.scorer, "name", "?"),
+            strategy=decision.strategy, scorer=getattr(self.scorer, "name", "?"),
             observed_latency_s=s.latency_s, ttft_s=s.ttft_s, prompt_tokens=s.prompt_tokens,
             output_tokens=s.output_tokens, prompt_cached=s.prompt_cached, drafted=s.drafted,
-            accepted=s.accepted, finish=generation.finish_reason, budget_s=decision_.budget_s,
-            max_tokens=cap, predicted_latency_s=pred_latency, predicted_tokens=pred_tokens,
-            predicted_acceptance=pred_acc, overhead_ms=decision_.overhead_ms, prompt=text,
+            accepted=s.accepted, finish=generation.finish_reason, budget_s=decision.budget_s,
+            max_tokens=cap, predicted_latency_s=run.latency_s if run else None,
+            predicted_tokens=run.tokens if run else None, predicted_acceptance=run.acceptance if run else None,
+            overhead_ms=decision.overhead_ms, prompt=text,
         )
         try:
             self.store.append(rec)

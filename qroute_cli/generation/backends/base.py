@@ -17,6 +17,7 @@ class Backend(Protocol):
     name: str
     n_vocab: int
     n_ctx: int
+    threads: int | None  # CPU threads it decodes with; None for a backend without threads (the fake)
 
     @property
     def tokens(self) -> list[int]:
@@ -43,6 +44,9 @@ class Backend(Protocol):
 
     def truncate(self, n: int) -> None:
         """Keep only the first `n` tokens in the KV cache."""
+
+    def set_threads(self, n: int) -> None:
+        """Decode with `n` CPU threads from the next eval on (ignored without threads)."""
 
     def close(self) -> None:
         """Free the model."""

@@ -74,6 +74,7 @@ class FakeBackend:
         self.evaluated = 0  # how many tokens were evaluated in total
         self.closed = False
         self.clock = CLOCK
+        self.threads: int | None = None  # no threads: the pool leaves the count alone
         self.step_s, self.token_s = step_ms / 1000, token_ms / 1000
 
     @property
@@ -122,6 +123,9 @@ class FakeBackend:
 
     def truncate(self, n: int) -> None:
         del self._tokens[n:]
+
+    def set_threads(self, n: int) -> None:
+        pass  # simulated time does not depend on threads
 
     def close(self) -> None:
         self.closed = True

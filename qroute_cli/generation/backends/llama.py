@@ -36,6 +36,15 @@ def _quiet_stderr():
             os.close(fd)
 
 
+def _handles(llm) -> tuple[object, object]:
+    """llama.cpp's context and vocabulary of a loaded `Llama`. llama-cpp-python keeps them in
+    private attributes (`_ctx.ctx`, `_model.model`): this is the one place that reads them, so
+    a release that renames them breaks one function."""
+    import llama_cpp
+
+    return llm._ctx.ctx, llama_cpp.llama_model_get_vocab(llm._model.model)
+
+
 def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -53,9 +62,8 @@ class LlamaBackend:
         self.n_ctx = llm.n_ctx()
         self.n_vocab = llm.n_vocab()
         self.n_batch = n_batch
-        self._ctx = llm._ctx.ctx
+        self._ctx, self._vocab = _handles(llm)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._tokens: list[int] = []
         self._formatter = None
@@ -226,8 +234,9 @@ def reference_completion(
     llm.reset()
     t0 = time.perf_counter()
     out: list[int] = []
+    _, vocab = _handles(llm)
     for tok in llm.generate(list(prompt_tokens), temp=0.0, top_k=1, reset=True):
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
+        if llama_cpp.llama_vocab_is_eog(vocab, tok):
             break
         out.append(int(tok))
         if len(out) >= max_tokens:
