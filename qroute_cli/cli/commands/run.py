@@ -84,10 +84,10 @@ def run(
                         pool=pool, seed=seed)
         try:
             for item in prompts:
-                ok = _answer_one(item, pool, router, config, pair, system, explain, as_json, show_status, err)
-                if ok is None:  # interrupted
-                    raise typer.Exit(130)
-                failures = max(failures, 0 if ok is True else ok)
+                code = _answer_one(item, pool, router, config, pair, system, explain, as_json, show_status, err)
+                if code == INTERRUPTED:
+                    raise typer.Exit(INTERRUPTED)
+                failures = max(failures, code)
         except BrokenPipeError:
             silence_stdout()
             return
@@ -104,70 +104,45 @@ def _error_record(item: PromptLine, error: str, **fields) -> str:
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
-def _answer_one(item: PromptLine, pool, router, config, forced, system, explain, as_json, show_status,
-                err) -> bool | int | None:
-    """Route and answer one prompt: True on success, an exit code after a reported error, None if interrupted."""
-    from dataclasses import replace
+# The exit code of a prompt cut by Ctrl-C: the batch stops there.
+INTERRUPTED = 130
 
+
+def _answer_one(item: PromptLine, pool, router, config, forced, system, explain, as_json, show_status,
+                err) -> int:
+    """Answer one prompt and render it; its exit code: 0, that of a reported error, or INTERRUPTED."""
+    from qroute_cli.answer import answer
+    from qroute_cli.generation.runner import user_messages
     from qroute_cli.render import explain_table, print_error, stats_line
-    from qroute_cli.generation.runner import run_prompt, user_messages
 
     if item.error is not None:  # a stdin line that could not be read: report it, the batch goes on
         if as_json:
             write_stdout(_error_record(item, item.error.message, hint=item.error.hint))
         print_error(err, item.error)
         return item.error.exit_code
-    text = item.prompt
-    messages = user_messages(text, item.system or system)
-    try:
-        decision = router.decide(messages, max_tokens=config.max_tokens, forced_pair=forced)
+
+    def show_decision(decision, pair, cfg) -> None:
         if explain and not as_json:
             err.print(explain_table(decision))
-        cfg = replace(config, max_tokens=decision.max_tokens) if decision.max_tokens else config
-        pair = pool.registry.pair(decision.chosen)
-        on_text = None if as_json else write_stdout
-        gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
+
+    messages = user_messages(item.prompt, item.system or system)
+    try:
+        result = answer(router, pool, messages, config, None if as_json else write_stdout,
+                        forced_pair=forced, before_run=show_decision)
     except QrouteError as exc:
         if as_json:
             write_stdout(_error_record(item, exc.message, hint=exc.hint))
         print_error(err, exc)
         return exc.exit_code
-    except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
+    if result.generation is None:  # interrupted while routing or loading
         if as_json:
             write_stdout(_error_record(item, "interrupted", finish_reason="interrupted"))
         err.print("[yellow]Interrupted.[/]")
-        return None
-    router.record(decision, gen, messages)
+        return INTERRUPTED
     if as_json:
-        write_stdout(json.dumps(result_json(text, gen, decision, pool.registry, pool.last_threads),
-                                ensure_ascii=False) + "\n")
+        write_stdout(json.dumps(result.to_json(item.prompt), ensure_ascii=False) + "\n")
     else:
         write_stdout("\n")
         if show_status:
-            err.print(stats_line(gen, router.budget_s, pool.last_threads), highlight=False)
-    return None if gen.finish_reason == "interrupted" else True
-
-
-def result_json(prompt: str, gen, decision, reg, threads: int | None = None) -> dict:
-    """The documented --json shape of one answer."""
-    pair = reg.pair(gen.pair)
-    s = gen.stats
-    return {
-        "prompt": prompt,
-        "text": gen.text,
-        "pair": pair.name,
-        "verifier": pair.verifier,
-        "drafter": pair.drafter,
-        "tokens": s.output_tokens,
-        "prompt_tokens": s.prompt_tokens,
-        "latency_s": round(s.latency_s, 4),
-        "ttft_s": round(s.ttft_s, 4),
-        "tokens_per_s": round(s.tokens_per_s, 2),
-        "drafted": s.drafted,
-        "accepted": s.accepted,
-        "acceptance": None if s.acceptance is None else round(s.acceptance, 4),
-        "finish_reason": gen.finish_reason,
-        "threads": threads,  # llama.cpp threads used (fewer than cores when other processes were busy)
-        "route": decision.to_json(),
-    }
-
+            err.print(stats_line(result.generation, router.budget_s, result.threads), highlight=False)
+    return INTERRUPTED if result.outcome == "interrupted" else 0
