@@ -86,7 +86,7 @@ def subset(reg: Registry, pairs: list[str]) -> Registry:
     """The registry restricted to `pairs` and their models."""
     chosen = {p: reg.pair(p) for p in pairs}
     models = {m.name: m for p in chosen.values() for m in reg.pair_models(p)}
-    return Registry(models=models, pairs=chosen, defaults=replace(reg.defaults, pair=pairs[0]), sources=reg.sources)
+    return Registry(models=models, pairs=chosen, defaults=reg.defaults, sources=reg.sources)
 
 
 def mape(pred: list[float], obs: list[float]) -> float:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qroute_cli.jsonl import read_jsonl
+from qroute_cli.numeric import percentile
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -20,7 +23,7 @@ def _load(name: str):
 
 def _load_lines(name: str) -> list[dict]:
     path = RESULTS / name
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def _f(v, fmt="{:.3f}"):
@@ -53,8 +56,7 @@ def pairs_section(cells: list[dict]) -> list[str]:
 
     caps = {t: f.max_tokens for t, f in FORMATS.items()}
     for (task, pair), cs in sorted(groups.items()):
-        lat = sorted(c["latency_s"] for c in cs)
-        p95 = lat[min(len(lat) - 1, max(0, -(-95 * len(lat) // 100) - 1))]
+        lat = [c["latency_s"] for c in cs]
         drafted = sum(c["drafted"] for c in cs)
         acc = sum(c["accepted"] for c in cs) / drafted if drafted else None
         mets = ", ".join(f"{m} {statistics.mean(c['scores'].get(m, 0.0) for c in cs):.3f}"
@@ -62,7 +64,7 @@ def pairs_section(cells: list[dict]) -> list[str]:
         tps = sum(c["tokens"] for c in cs) / max(sum(c["latency_s"] for c in cs), 1e-9)
         cut = sum(c["tokens"] >= caps[task] for c in cs) / len(cs)
         out.append(f"| {task} | {pair} | {mets} | {statistics.mean(c['quality'] for c in cs):.3f} | "
-                   f"{statistics.median(lat):.2f}s | {p95:.2f}s | {tps:.1f} | {_f(acc, '{:.0%}')} | {cut:.0%} |")
+                   f"{statistics.median(lat):.2f}s | {percentile(lat, 95):.2f}s | {tps:.1f} | {_f(acc, '{:.0%}')} | {cut:.0%} |")
     return out
 
 

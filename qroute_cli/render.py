@@ -60,8 +60,7 @@ def pairs_table(reg, status_by_name) -> Table:
     for col in ("pair", "verifier", "drafter", "ready"):
         table.add_column(col)
     for pair in reg.pairs.values():
-        needed = [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
-        ready = all(status_by_name[n].present for n in needed if n in status_by_name)
+        ready = all(status_by_name[n].present for n in pair.model_names if n in status_by_name)
         table.add_row(escape(pair.name), escape(pair.verifier), escape(pair.drafter),
                       "[green]yes[/]" if ready else "[red]no[/]")
     return table
@@ -118,3 +117,22 @@ def print_error(console: Console, exc) -> None:
     console.print(Text.assemble(("Error:", "bold red"), " ", exc.message), soft_wrap=True)
     if exc.hint:
         console.print(Text(exc.hint, style="dim"), soft_wrap=True)
+
+
+_PROGRESS_COLUMNS = {
+    "count": "MofNCompleteColumn",  # 3/12
+    "elapsed": "TimeElapsedColumn",
+    "remaining": "TimeRemainingColumn",
+    "bytes": "DownloadColumn",  # 12.3/98.0 MB
+    "speed": "TransferSpeedColumn",
+}
+
+
+def progress_bar(*show: str, console: Console | None = None, disable: bool = False, transient: bool = False):
+    """A Rich progress display: each task's description and bar, then the columns named in
+    `show` ("count", "elapsed", "remaining", "bytes", "speed"), on stderr by default."""
+    import rich.progress as rp
+
+    columns = [rp.TextColumn("{task.description}"), rp.BarColumn()]
+    columns += [getattr(rp, _PROGRESS_COLUMNS[name])() for name in show]
+    return rp.Progress(*columns, console=console or err_console(), disable=disable, transient=transient)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qroute_cli.tuning import DRAFTING
+
 # Drafter kinds a pair can name besides another model.
 DRAFTER_NONE = "none"
 DRAFTER_NGRAM = "ngram"
@@ -37,6 +39,17 @@ class ModelSpec:
     quality_prior: float = 0.5  # expected quality in [0, 1] until a predictor knows better
     description: str = ""
 
+    @property
+    def identity(self) -> str:
+        """What names this model's bytes: its SHA-256, else its path, else its name. A profile
+        or a cached bench result made with other bytes does not count for this model."""
+        return self.sha256 or self.path or self.name
+
+    @property
+    def is_fake(self) -> bool:
+        """A `fake://` path: the deterministic fake backend, present without any file."""
+        return bool(self.path and self.path.startswith("fake://"))
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -51,6 +64,11 @@ class Pair:
     def drafter_kind(self) -> str:
         return self.drafter if self.drafter in (DRAFTER_NONE, DRAFTER_NGRAM) else "model"
 
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The models the pair loads: the verifier, then a model drafter."""
+        return (self.verifier,) + ((self.drafter,) if self.drafter_kind == "model" else ())
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -60,8 +78,8 @@ class GenerationConfig:
     temperature: float = 0.0  # 0 means greedy
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    draft_max: int = 8  # upper bound of the adaptive draft length
-    draft_min_prob: float = 0.4  # model drafts stop at a token the drafter is less sure of
+    draft_max: int = DRAFTING.max_len  # upper bound of the adaptive draft length
+    draft_min_prob: float = DRAFTING.min_prob  # model drafts stop at a token the drafter is less sure of
     adaptive: bool = True  # back off from drafting when it does not pay
     # Stop generating this many seconds after generation starts (--hard-budget): a step is
     # not begun when the slowest recent step would end past it. None: no deadline.

@@ -134,9 +134,8 @@ def test_pool_says_the_thread_count_it_then_applies(real_registry, fake_registry
     from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    pool = ModelPool(real_registry)  # built-in models: nothing is loaded to answer this
-    load = _Load(1.0)
-    pool._cpu_load = load  # one core busy elsewhere
+    load = _Load(1.0)  # one core busy elsewhere
+    pool = ModelPool(real_registry, cpu_load=load)  # built-in models: nothing is loaded to answer this
     assert pool.next_threads() == 1
     load.value = 0.0  # the load changes before the answer starts: the prediction still holds
     backend = _Threaded()

@@ -44,7 +44,8 @@ def test_user_config_dir_file_is_read(qroute_home):
     ('[pairs.p]\nverifier = "smollm2-135m"\ndrafter = "smolm2-135m"\n', "Did you mean"),
     ('[models.x]\nvocab = "a"\n', "has no source"),
     ('[models.x\n', "invalid TOML"),
-    ('[defaults]\npair = "nope"\n', "defaults.pair"),
+    ('[defaults]\npair = "nope"\n', "unknown key 'defaults.pair'"),
+    ('[defaults]\npair = "nope"\n', "--strategy static:PAIR"),  # a removed key says what to do instead
 ])
 def test_invalid_configs_name_the_problem(tmp_path, text, needle):
     cfg = tmp_path / "bad.toml"

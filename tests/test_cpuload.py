@@ -156,13 +156,11 @@ def test_pool_applies_threads_only_when_they_are_its_choice(fake_registry, monke
     from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    pool = ModelPool(fake_registry)
-    pool._cpu_load = _Busy()
+    pool = ModelPool(fake_registry, cpu_load=_Busy())
     verifier, drafter = _Threaded(), _Threaded()
     assert pool.fit_threads([verifier, drafter, None]) == 1
     assert verifier.threads == drafter.threads == 1 and pool.last_threads == 1
-    fixed = ModelPool(fake_registry, n_threads=2)
-    fixed._cpu_load = _Busy()
+    fixed = ModelPool(fake_registry, n_threads=2, cpu_load=_Busy())
     other = _Threaded()
     assert fixed.fit_threads([other]) is None and other.threads == 2  # --threads wins
 
@@ -174,7 +172,6 @@ def test_gpu_offload_keeps_automatic_threads(fake_registry, monkeypatch, gpu_lay
     from qroute_cli.generation.pool import ModelPool
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    pool = ModelPool(fake_registry, n_gpu_layers=gpu_layers)
-    pool._cpu_load = _Busy()
+    pool = ModelPool(fake_registry, n_gpu_layers=gpu_layers, cpu_load=_Busy())
     backend = _Threaded()
     assert pool.adaptive_threads and pool.fit_threads([backend]) == 1 and backend.threads == 1

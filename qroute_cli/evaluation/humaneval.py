@@ -35,9 +35,7 @@ The data file ships all 164 problems unchanged (see qroute_cli/data/bench/README
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 import textwrap
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from pathlib import Path
 
 from qroute_cli.errors import QrouteError
 from qroute_cli.evaluation import sandbox
+from qroute_cli.jsonl import read_jsonl
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "bench" / "humaneval.jsonl.gz"
 
@@ -93,8 +92,7 @@ def load(which: str | None = None, path: Path = SHIPPED) -> list[Problem]:
     (take a prefix for a smaller run; a longer prefix extends a shorter one)."""
     if which is not None and which not in SIDES:
         raise ValueError(f"unknown side {which!r}; expected one of {SIDES}")
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_jsonl(path)
     problems = [
         Problem(r["task_id"], r["prompt"], r["entry_point"], r["canonical_solution"], r["test"])
         for r in rows

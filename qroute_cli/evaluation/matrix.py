@@ -17,6 +17,7 @@ from qroute_cli import paths
 from qroute_cli.config import Registry
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.tasks import FORMATS, Item
+from qroute_cli.jsonl import read_jsonl
 from qroute_cli.types import GenerationConfig, Pair
 
 CACHE_VERSION = 1
@@ -52,12 +53,9 @@ class Matrix:
 
 
 def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig) -> str:
-    models = [registry.model(pair.verifier)] + (
-        [registry.model(pair.drafter)] if pair.drafter_kind == "model" else []
-    )
     ident = {
         "v": CACHE_VERSION,
-        "models": [m.sha256 or m.path or m.name for m in models],
+        "models": [registry.model(name).identity for name in pair.model_names],
         "drafter": pair.drafter_kind,
         "prompt": item.prompt,
         "max_tokens": config.max_tokens,
@@ -71,13 +69,9 @@ def load_cache(path: Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if not path.exists():
         return out
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-                out[row["key"]] = row
-            except (json.JSONDecodeError, KeyError):
-                continue  # a line cut by a crash: run that cell again
+    for row in read_jsonl(path, skip_broken=True):  # a line cut by a crash: that cell runs again
+        if isinstance(row, dict) and "key" in row:
+            out[row["key"]] = row
     return out
 
 

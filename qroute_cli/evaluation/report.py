@@ -11,6 +11,7 @@ from rich.table import Table
 
 from qroute_cli.evaluation import frontier
 from qroute_cli.evaluation.bench import BenchResult
+from qroute_cli.numeric import percentile
 
 
 def outcome_row(o, task: str = "all") -> dict:
@@ -20,7 +21,7 @@ def outcome_row(o, task: str = "all") -> dict:
         "mean_quality": round(o.mean_quality, 4), "mean_latency_s": round(o.mean_latency, 3),
         "p50_latency_s": round(o.percentile(50), 3), "p95_latency_s": round(o.percentile(95), 3),
         "budget_s": o.budget_s, "budget_hit_rate": None if o.hit_rate is None else round(o.hit_rate, 3),
-        "routing_overhead_ms_p50": None if not overhead else round(sorted(overhead)[len(overhead) // 2], 3),
+        "routing_overhead_ms_p50": None if not overhead else round(percentile(overhead, 50), 3),
         "choices": dict(sorted({p: o.choices.count(p) for p in set(o.choices)}.items())),
     }
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from qroute_cli.jsonl import read_jsonl
+
 # Bump only with a new data set: changing it moves questions between train and bench.
 NQ_SPLIT_SALT = "qroute-nq-split-v1"
 NQ_TRAIN_PERCENT = 40
@@ -72,14 +74,6 @@ class Row:
     reference: Any  # gsm8k: final number (str); nq: list of answers; wp: human story
 
 
-def _jsonl(path: Path) -> Iterator[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
 def gsm8k_final(answer: str) -> str:
     return answer.split("####")[-1].strip().replace(",", "")
 
@@ -106,19 +100,19 @@ def _rows(dataset: str, side: str, root: Path | None) -> list[Row]:
         file, prefix = _SOURCES[side]["gsm8k"]
         return [
             Row("gsm8k", f"{prefix}-{i}", r["question"], gsm8k_final(r["answer"]))
-            for i, r in enumerate(_jsonl(root / "gsm8k" / file))
+            for i, r in enumerate(read_jsonl(root / "gsm8k" / file))
         ]
     if dataset == "nq":
         return [
             Row("nq", f"dev-{i}", r["question"], list(r["answer"]))
-            for i, r in enumerate(_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
+            for i, r in enumerate(read_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))
             if nq_side(r["question"]) == side
         ]
     if dataset == "wp":
         file, prefix = _SOURCES[side]["wp"]
         return [
             Row("wp", f"{prefix}-{r['row_id']}", clean_wp_prompt(r["prompt"]), r["story"])
-            for r in _jsonl(root / "writingprompts" / file)
+            for r in read_jsonl(root / "writingprompts" / file)
         ]
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
 

@@ -7,7 +7,6 @@ stream from the rewards it observes; `ensemble` runs every verifier and keeps on
 
 from __future__ import annotations
 
-import math
 import random
 import tempfile
 from collections import Counter, defaultdict
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from qroute_cli import numeric
 from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.matrix import Matrix
 from qroute_cli.evaluation.tasks import FORMATS, Item
@@ -42,11 +42,8 @@ class Outcome:
         return sum(self.latency) / max(len(self.latency), 1)
 
     def percentile(self, p: float) -> float:
-        xs = sorted(self.latency)
-        if not xs:
-            return 0.0
-        k = min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))
-        return xs[k]
+        """The nearest-rank p-th percentile of the latencies (numeric.percentile); 0 without any."""
+        return numeric.percentile(self.latency, p) if self.latency else 0.0
 
     @property
     def hit_rate(self) -> float | None:

@@ -9,13 +9,12 @@ like ../shared/data instead (then WritingPrompts uses wp_test_sample70.jsonl).
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qroute_cli.errors import UsageError
+from qroute_cli.jsonl import read_jsonl
 
 TASKS = ("gsm8k", "nq", "wp")
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "bench"
@@ -59,12 +58,6 @@ class Item:
         return task_prompt(self.task, self.question)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def load(task: str, data_dir: Path | None = None) -> list[Item]:
     """Bench rows of a task, in a fixed shuffled order (take a prefix for --limit)."""
     if task not in TASKS:
@@ -75,7 +68,7 @@ def load(task: str, data_dir: Path | None = None) -> list[Item]:
         path = SHIPPED / f"{task}.jsonl.gz"
         if not path.exists():
             raise UsageError(f"Bench data {path} is missing.", "Reinstall qroute or pass --data-dir.")
-        return [Item(task, r["id"], r["question"], r["reference"]) for r in _read_jsonl(path)]
+        return [Item(task, r["id"], r["question"], r["reference"]) for r in read_jsonl(path)]
     return _from_data_dir(task, Path(data_dir))
 
 

@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from qroute_cli.generation.backends.base import Backend
+from qroute_cli.numeric import softmax
+from qroute_cli.tuning import DRAFTING
 
 
 class Drafter(Protocol):
@@ -31,7 +33,8 @@ class Drafter(Protocol):
         """Forget per-generation state."""
 
 
-def ngram_lookup(history: Sequence[int], k: int, n_max: int = 4, n_min: int = 2) -> list[int]:
+def ngram_lookup(history: Sequence[int], k: int, n_max: int = DRAFTING.ngram_max,
+                 n_min: int = DRAFTING.ngram_min) -> list[int]:
     """Prompt-lookup drafting: find the latest earlier occurrence of the history's last
     n tokens (longest n first) and propose the up-to-k tokens that followed it.
 
@@ -58,7 +61,7 @@ class NgramDrafter:
     free = True
     last_catchup_s = 0.0  # a lookup has nothing to catch up on
 
-    def __init__(self, n_max: int = 4, n_min: int = 2) -> None:
+    def __init__(self, n_max: int = DRAFTING.ngram_max, n_min: int = DRAFTING.ngram_min) -> None:
         self.n_max = n_max
         self.n_min = n_min
 
@@ -67,13 +70,6 @@ class NgramDrafter:
 
     def reset(self) -> None:
         pass
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / max(temperature, 1e-6)
-    z -= z.max()
-    p = np.exp(z)
-    return p / p.sum()
 
 
 class ModelDrafter:
@@ -89,7 +85,7 @@ class ModelDrafter:
     def __init__(
         self,
         backend: Backend,
-        min_prob: float = 0.4,
+        min_prob: float = DRAFTING.min_prob,
         temperature: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> None:
@@ -121,7 +117,7 @@ class ModelDrafter:
         t0 = clock()
         unseen = len(history) - len(self.backend.tokens)
         logits = self._sync(history)
-        self.last_catchup_s = clock() - t0 if unseen > 4 else 0.0
+        self.last_catchup_s = clock() - t0 if unseen > DRAFTING.catchup_tokens else 0.0
         draft: list[int] = []
         dists: list[np.ndarray] = []
         for i in range(k):
@@ -129,7 +125,7 @@ class ModelDrafter:
                 q = softmax(logits, self.temperature)
                 tok = int(self.rng.choice(len(q), p=q))
                 dists.append(q)
-                confident = q[tok] >= self.min_prob * 0.5
+                confident = q[tok] >= self.min_prob * DRAFTING.sampled_min_prob_share
             else:
                 tok = int(np.argmax(logits))
                 # p(top) = 1 / sum(exp(l - l_top)); float32 keeps this cheap on 150k-token vocabularies.

@@ -28,7 +28,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from qroute_cli.generation.backends.base import Backend
-from qroute_cli.generation.drafters import Drafter, softmax
+from qroute_cli.generation.drafters import Drafter
+from qroute_cli.numeric import softmax
+from qroute_cli.tuning import BACKOFF, DEADLINE, DRAFTING
 from qroute_cli.types import Generation, GenerationConfig, SpecStats
 
 OnText = Callable[[str], None]
@@ -42,14 +44,14 @@ class SpeedMemory:
     spec_tps: float | None = None  # tokens per second of speculative steps, drafting included
     plain_n: int = 0
     spec_n: int = 0
-    backoff: int = 16  # plain tokens to run after speculation lost, doubles each time
+    backoff: int = BACKOFF.first  # plain tokens to run after speculation lost, doubles each time
 
-    def observe_plain(self, tokens: int, seconds: float, alpha: float = 0.2) -> None:
+    def observe_plain(self, tokens: int, seconds: float, alpha: float = BACKOFF.plain_alpha) -> None:
         rate = tokens / max(seconds, 1e-9)
         self.plain_tps = rate if self.plain_tps is None else (1 - alpha) * self.plain_tps + alpha * rate
         self.plain_n += 1
 
-    def observe_spec(self, tokens: int, seconds: float, alpha: float = 0.3) -> None:
+    def observe_spec(self, tokens: int, seconds: float, alpha: float = BACKOFF.spec_alpha) -> None:
         rate = tokens / max(seconds, 1e-9)
         self.spec_tps = rate if self.spec_tps is None else (1 - alpha) * self.spec_tps + alpha * rate
         self.spec_n += 1
@@ -59,17 +61,17 @@ class SpeedMemory:
 class DraftController:
     """Chooses the next draft length: 0 (plain step) or 1..k_max."""
 
-    k_max: int = 8
-    k: int = 4
+    k_max: int = DRAFTING.max_len
+    k: int = DRAFTING.start_len
     adaptive: bool = True
     memory: SpeedMemory = field(default_factory=SpeedMemory)
     cooldown: int = 0  # plain tokens left before drafting is tried again
-    warmup_plain: int = 2  # plain steps to measure before the first draft
+    warmup_plain: int = BACKOFF.warmup_plain  # plain steps to measure before the first draft
     # False: back off on acceptance alone, so the schedule (and with it every verify batch)
     # is the same on every rerun; the clock and the speeds in `memory` are not consulted.
     follow_speed: bool = True
     misses: int = 0  # draft steps in a row that kept no draft token
-    miss_backoff: int = 16  # plain tokens after two misses, doubles each time
+    miss_backoff: int = BACKOFF.first  # plain tokens after BACKOFF.misses misses, doubles each time
 
     def next_k(self) -> int:
         if not self.adaptive:
@@ -98,27 +100,27 @@ class DraftController:
         if not self.follow_speed:
             self._back_off_on_misses(accepted)
             return
-        # One losing step is enough evidence once speculation has lost before on this pair.
-        needed = 1 if mem.backoff > 16 else 2
+        # Two losing steps are evidence; one is enough once speculation has lost before on this pair.
+        needed = 1 if mem.backoff > BACKOFF.first else 2
         if mem.spec_n >= needed and mem.plain_tps and mem.spec_tps is not None:
-            if mem.spec_tps < 0.97 * mem.plain_tps:
+            if mem.spec_tps < BACKOFF.lose_ratio * mem.plain_tps:
                 self.cooldown = mem.backoff
-                mem.backoff = min(mem.backoff * 2, 512)
+                mem.backoff = min(mem.backoff * 2, BACKOFF.cap)
                 mem.spec_tps = None  # judge afresh after the cool-down
                 mem.spec_n = 0
-            elif mem.spec_tps > 1.05 * mem.plain_tps:
-                mem.backoff = 16
+            elif mem.spec_tps > BACKOFF.win_ratio * mem.plain_tps:
+                mem.backoff = BACKOFF.first
 
     def _back_off_on_misses(self, accepted: int) -> None:
-        """The clock-free rule: two draft steps in a row that keep nothing pause drafting."""
+        """The clock-free rule: BACKOFF.misses draft steps in a row that keep nothing pause drafting."""
         if accepted > 0:
             self.misses = 0
-            self.miss_backoff = 16
+            self.miss_backoff = BACKOFF.first
             return
         self.misses += 1
-        if self.misses >= 2:
+        if self.misses >= BACKOFF.misses:
             self.cooldown = self.miss_backoff
-            self.miss_backoff = min(self.miss_backoff * 2, 512)
+            self.miss_backoff = min(self.miss_backoff * 2, BACKOFF.cap)
             self.misses = 0
 
 
@@ -272,7 +274,7 @@ def generate(
         while not done:
             if config.deadline_s is not None:
                 now = clock()
-                step_s = step_s if began is None else max(now - began, 0.8 * step_s)
+                step_s = step_s if began is None else max(now - began, DEADLINE.step_decay * step_s)
                 began = now
                 if now - t0 + step_s > config.deadline_s:  # the next step would end too late
                     finish = "deadline"
@@ -342,7 +344,8 @@ def teacher_forced_acceptance(
     return float(np.mean(guesses == np.asarray(output_tokens)))
 
 
-def ngram_acceptance(prompt_tokens: Sequence[int], output_tokens: Sequence[int], k: int = 8) -> float | None:
+def ngram_acceptance(prompt_tokens: Sequence[int], output_tokens: Sequence[int],
+                     k: int = DRAFTING.max_len) -> float | None:
     """Share of n-gram draft tokens a greedy verifier would accept on this exact answer."""
     from qroute_cli.generation.drafters import ngram_lookup
 

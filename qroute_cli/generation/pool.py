@@ -36,10 +36,6 @@ def _llama_loader(spec: ModelSpec, **kwargs) -> Backend:
     return LlamaBackend.load(spec, cache.require(spec), **kwargs)
 
 
-def is_fake(spec: ModelSpec) -> bool:
-    return bool(spec.path and spec.path.startswith("fake://"))
-
-
 class ModelPool:
     """Keeps up to `max_loaded` models open; the least recently used is closed first."""
 
@@ -51,7 +47,10 @@ class ModelPool:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         loader: Loader | None = None,
+        cpu_load=None,
     ) -> None:
+        """`cpu_load` reports how busy other processes keep the cores (`others()`, in cores;
+        default: threads.CpuLoad, reading /proc/stat once it is first needed)."""
         self.registry = registry
         self.max_loaded = max_loaded
         self._loader = loader
@@ -60,7 +59,7 @@ class ModelPool:
         # the layers left on the CPU (and the sampling) still spin one thread per core.
         self.adaptive_threads = n_threads is None
         self.n_threads = n_threads  # fixed by --threads; None: chosen before each answer
-        self._cpu_load = None
+        self._cpu_load = cpu_load
         self._next_threads: int | None = None  # chosen by next_threads(), applied by fit_threads()
         self.last_threads: int | None = None
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
@@ -77,7 +76,7 @@ class ModelPool:
         t0 = time.perf_counter()
         if self._loader is not None:
             backend = self._loader(spec)
-        elif is_fake(spec):
+        elif spec.is_fake:
             backend = _fake_loader(spec)
         else:
             backend = _llama_loader(spec, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers)
@@ -106,7 +105,7 @@ class ModelPool:
         """The llama.cpp thread count the next answer will run with, so that its speed can be
         predicted: --threads when given, else what other processes leave free now (the next
         fit_threads() applies this same count). None when the models have no threads (fakes)."""
-        if all(is_fake(spec) for spec in self.registry.models.values()):
+        if all(spec.is_fake for spec in self.registry.models.values()):
             return None
         if not self.adaptive_threads:
             return self.n_threads

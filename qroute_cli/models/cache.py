@@ -42,14 +42,35 @@ def model_path(spec: ModelSpec) -> Path:
     return paths.cache_dir() / f"{spec.name}.gguf"
 
 
+def installed(spec: ModelSpec) -> bool:
+    """The model's file is present (a fake model always is); presence only, not its hash."""
+    return spec.is_fake or model_path(spec).exists()
+
+
+def installed_pairs(registry) -> list:
+    """The registry's pairs whose every model is installed, in registry order."""
+    return [p for p in registry.pairs.values() if all(installed(s) for s in registry.pair_models(p))]
+
+
+def copy_hashed(src, out, digest, progress=None, chunk: int = _CHUNK) -> int:
+    """Read `src` to its end in chunks: write each to `out` (None: read only), add it to
+    `digest` and report its size to `progress(n_bytes)`. Returns the bytes read."""
+    total = 0
+    while data := src.read(chunk):
+        if out is not None:
+            out.write(data)
+        digest.update(data)
+        total += len(data)
+        if progress:
+            progress(len(data))
+    return total
+
+
 def sha256_file(path: Path, progress=None) -> str:
     """SHA-256 of a file; `progress(n_bytes)` is called as it reads."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            if progress:
-                progress(len(chunk))
+        copy_hashed(fh, None, digest, progress)
     return digest.hexdigest()
 
 

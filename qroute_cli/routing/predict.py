@@ -14,7 +14,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -146,16 +145,3 @@ def load_default(registry: Registry | None, path: Path | None = None) -> OnnxSco
     """The predictor at `path` (default: QROUTE_PREDICTOR or the shipped file); raises PredictorError."""
     return OnnxScorer(path or default_path(), registry)
 
-
-def load_or_prior(
-    registry: Registry, path: Path | None = None, warn: Callable[[str], None] | None = None
-):
-    """The ONNX scorer, or the PriorScorer with a warning when the predictor cannot be used."""
-    from qroute_cli.routing.scoring import PriorScorer
-
-    try:
-        return load_default(registry, path)
-    except PredictorError as exc:
-        if warn is not None:
-            warn(f"{exc.message} Using the per-model prior instead. {exc.hint or ''}".strip())
-        return PriorScorer(registry)

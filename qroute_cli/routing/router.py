@@ -25,7 +25,9 @@ from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError, UsageError
 from qroute_cli.routing.latency import Machine, Profile, current_machine, missing_models
 from qroute_cli.routing.online import OnlineEstimates, estimate
-from qroute_cli.routing.scoring import PriorScorer, Scorer, prompt_text
+from qroute_cli.models.cache import installed_pairs
+from qroute_cli.routing.scoring import Scorer, default_scorer, prompt_text
+from qroute_cli.tuning import ROUTING
 from qroute_cli.routing.runlog import RunRecord, Store, prompt_hash
 from qroute_cli.types import Generation, Message, Pair, RouteDecision
 
@@ -84,30 +86,6 @@ def for_learning(rec: RunRecord) -> RunRecord:
     """An answer cut at the deadline says how fast it ran, not how long it would have been:
     it teaches speed only, as an interrupted one does."""
     return replace(rec, finish="interrupted") if rec.finish == "deadline" else rec
-
-
-def default_scorer(registry: Registry, warn) -> Scorer:
-    """The trained predictor when it is installed and loads, else the models.toml priors."""
-    try:
-        from qroute_cli.routing import predict
-    except ModuleNotFoundError as exc:
-        if exc.name == "qroute_cli.routing.predict":
-            return PriorScorer(registry)  # no predictor in this install: the priors are the design
-        warn(f"The quality predictor is unavailable ({exc}); using the per-model priors of models.toml.")
-        return PriorScorer(registry)
-    try:
-        return predict.load_default(registry)
-    except (QrouteError, ImportError, AttributeError) as exc:
-        message = getattr(exc, "message", str(exc))
-        warn(f"The quality predictor is unavailable ({message}); using the per-model priors of models.toml.")
-        return PriorScorer(registry)
-
-
-def installed(spec) -> bool:
-    from qroute_cli.models.cache import model_path
-    from qroute_cli.generation.pool import is_fake
-
-    return is_fake(spec) or model_path(spec).exists()
 
 
 class ThreadFittedPool:
@@ -213,7 +191,7 @@ class Router:
 
     def candidates(self) -> list[Pair]:
         """Pairs whose model files are present (fake models always are)."""
-        return [p for p in self.registry.pairs.values() if all(installed(s) for s in self.registry.pair_models(p))]
+        return installed_pairs(self.registry)
 
     def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
         """Load profile, store and scorer once; measure models the profile lacks."""
@@ -243,7 +221,7 @@ class Router:
     def _replay(self) -> list[RunRecord]:
         """Past runs on this machine to learn from, oldest first."""
         try:
-            return self.store.recent(2000, machine=self.machine.key)
+            return self.store.recent(ROUTING.replay_runs, machine=self.machine.key)
         except Exception as exc:  # a broken store must never stop routing
             self._warn_once(f"Could not read the learning store: {exc}")
             return []
@@ -260,8 +238,7 @@ class Router:
         return max(stamps, default=0.0)
 
     def _measure(self, names: list[str]) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+        from qroute_cli.render import progress_bar
         from qroute_cli.routing.calibrate import QUICK, calibrate
         from qroute_cli.routing.latency import save_profile
         from qroute_cli.generation.pool import ModelPool
@@ -273,8 +250,7 @@ class Router:
         pool = self.pool or ModelPool(self.registry)
         fitted = ThreadFittedPool(pool)
         try:
-            with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                          console=self.console, transient=True) as progress:
+            with progress_bar("elapsed", console=self.console, transient=True) as progress:
                 bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
                 self.profile = calibrate(
                     fitted, names, self.machine, quick=True, base=self.profile,

@@ -7,9 +7,12 @@ answer length. The router only sees this protocol.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
 
 from qroute_cli.config import Registry
+from qroute_cli.errors import QrouteError
+from qroute_cli.tuning import ANSWER
 from qroute_cli.types import Message, Prediction
 
 
@@ -29,7 +32,7 @@ class PriorScorer:
     name = "prior"
     tasks = None  # one fixed length for every prompt, set by whoever builds the scorer
 
-    def __init__(self, registry: Registry, default_length: float = 200.0) -> None:
+    def __init__(self, registry: Registry, default_length: float = ANSWER.default_length) -> None:
         self.registry = registry
         self.default_length = default_length
 
@@ -37,6 +40,24 @@ class PriorScorer:
         quality = {m.name: m.quality_prior for m in self.registry.models.values()}
         length = {m.name: self.default_length for m in self.registry.models.values()}
         return Prediction(quality=quality, acceptance={}, length=length, scorer=self.name)
+
+
+def default_scorer(registry: Registry, warn: Callable[[str], None], path: Path | None = None) -> Scorer:
+    """The trained predictor (at `path`, default: the shipped one) when it is installed and
+    loads, else the models.toml priors, with a warning that says why."""
+    try:
+        from qroute_cli.routing import predict
+    except ModuleNotFoundError as exc:
+        if exc.name == "qroute_cli.routing.predict":
+            return PriorScorer(registry)  # no predictor in this install: the priors are the design
+        warn(f"The quality predictor is unavailable ({exc}); using the per-model priors of models.toml.")
+        return PriorScorer(registry)
+    try:
+        return predict.load_default(registry, path)
+    except (QrouteError, ImportError, AttributeError) as exc:
+        message = getattr(exc, "message", str(exc))
+        warn(f"The quality predictor is unavailable ({message}); using the per-model priors of models.toml.")
+        return PriorScorer(registry)
 
 
 def prompt_text(messages: Sequence[Message]) -> str:

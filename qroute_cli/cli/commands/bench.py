@@ -51,16 +51,15 @@ def bench(
       qroute bench --full --out bench/results
     """
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from qroute_cli import paths
     from qroute_cli.cli.options import registry, state
     from qroute_cli.evaluation.bench import BenchConfig, run_bench, select_items
     from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
     from qroute_cli.evaluation.strategies import fresh_router
-    from qroute_cli.models import cache as model_cache
-    from qroute_cli.generation.pool import ModelPool, is_fake
-    from qroute_cli.render import console, err_console
+    from qroute_cli.generation.pool import ModelPool
+    from qroute_cli.models.cache import installed_pairs
+    from qroute_cli.render import console, err_console, progress_bar
 
     if quick and full:
         raise UsageError("Choose one of --quick and --full.")
@@ -70,10 +69,7 @@ def bench(
     if pairs:
         pair_list = tuple(reg.pair(p.strip()).name for p in pairs.split(",") if p.strip())
     else:
-        pair_list = tuple(
-            p.name for p in reg.pairs.values()
-            if all(is_fake(m) or model_cache.model_path(m).exists() for m in reg.pair_models(p))
-        )
+        pair_list = tuple(p.name for p in installed_pairs(reg))
     if len(pair_list) < 2:
         raise UsageError("The bench needs at least two pairs with their models present.",
                          "Fetch models with: qroute models pull")
@@ -101,8 +97,7 @@ def bench(
     # (quality+online, replayed and live).
     with ModelPool(bench_reg, max_loaded=3) as pool, \
             fresh_router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed) as router:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err, disable=state.quiet) as progress:
+        with progress_bar("count", "remaining", console=err, disable=state.quiet) as progress:
             bar = progress.add_task("running prompts x pairs", total=total)
 
             def on_cell(item, pair, cell, cached):

@@ -32,15 +32,14 @@ def calibrate(
       qroute calibrate --show
     """
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qroute_cli.routing.calibrate import FULL, QUICK, calibrate as measure
     from qroute_cli.cli.options import registry, state
     from qroute_cli.routing.latency import current_machine, save_profile, saved_profiles, usable_profile
     from qroute_cli.generation.pool import ModelPool
-    from qroute_cli.render import console, err_console
+    from qroute_cli.models.cache import installed
+    from qroute_cli.render import console, err_console, progress_bar
     from qroute_cli.render_route import profile_table
-    from qroute_cli.routing.router import installed
 
     reg = registry()
     machine = current_machine(threads, gpu_layers)  # each setup keeps its own profile
@@ -69,10 +68,8 @@ def calibrate(
         raise UsageError("No model is installed.", "Fetch one with: qroute models pull smollm2-135m")
 
     plan = QUICK if quick else FULL
-    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, max_loaded=1) as pool, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console(), disable=state.quiet or as_json, transient=False,
-    ) as progress:
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, max_loaded=1) as pool, \
+            progress_bar("count", "elapsed", disable=state.quiet or as_json) as progress:
         task = progress.add_task("calibrating", total=len(names) * plan.steps)
         profile = measure(
             pool, names, machine, quick=quick, base=saved,

@@ -23,12 +23,11 @@ def list_models(
     """Show every model (with cache status) and every pair."""
     from qroute_cli.cli.options import registry
     from qroute_cli.models import cache
-    from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import console, models_table, pairs_table
 
     reg = registry()
     statuses = [
-        cache.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if is_fake(spec) else cache.status(spec)
+        cache.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if spec.is_fake else cache.status(spec)
         for spec in reg.models.values()
     ]
     if as_json:
@@ -53,23 +52,18 @@ def pull(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fetch models into the cache, assemble their parts and check size and SHA-256."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
     from rich.text import Text
 
     from qroute_cli.cli.options import registry, state
     from qroute_cli.models import cache, fetch
-    from qroute_cli.generation.pool import is_fake
-    from qroute_cli.render import err_console
+    from qroute_cli.render import err_console, progress_bar
 
     reg = registry()
-    targets = [reg.model(n) for n in names] if names else [m for m in reg.models.values() if not is_fake(m)]
+    targets = [reg.model(n) for n in names] if names else [m for m in reg.models.values() if not m.is_fake]
     results = []
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=err_console(), disable=state.quiet or as_json, transient=False,
-    ) as progress:
+    with progress_bar("bytes", "speed", "remaining", disable=state.quiet or as_json) as progress:
         for spec in targets:
-            if is_fake(spec):
+            if spec.is_fake:
                 continue
             task = progress.add_task(spec.name, total=spec.size)
             already = cache.model_path(spec).exists() and not force
@@ -98,12 +92,11 @@ def verify(
     from qroute_cli.cli.options import registry
     from qroute_cli.errors import QrouteError
     from qroute_cli.models import cache
-    from qroute_cli.generation.pool import is_fake
     from qroute_cli.render import err_console
 
     reg = registry()
     targets = [reg.model(n) for n in names] if names else [
-        m for m in reg.models.values() if not is_fake(m) and cache.model_path(m).exists()
+        m for m in reg.models.values() if not m.is_fake and cache.model_path(m).exists()
     ]
     results, failed = [], 0
     for spec in targets:

@@ -12,6 +12,7 @@ from qroute_cli.cli.options import cap_threads
 from qroute_cli.errors import QrouteError, UsageError
 from qroute_cli.inputs import PromptLine, check_text, input_mode, read_prompts
 from qroute_cli.output import silence_stdout, write_stdout
+from qroute_cli.tuning import DRAFTING
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +35,9 @@ def run(
                                       "and thread count (--pair, --threads) give the same text."),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt (JSON Lines) instead of streamed text."),
-    draft_max: int = typer.Option(8, "--draft-max", min=1, max=32, help="Upper bound of the adaptive draft length."),
+    draft_max: int = typer.Option(DRAFTING.max_len, "--draft-max", min=1, max=DRAFTING.max_len,
+                                  help=f"Upper bound of the adaptive draft length (at most {DRAFTING.max_len}: "
+                                       "calibration measures verify batches up to that length)."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Back off from drafting when it does not pay."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
     gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
