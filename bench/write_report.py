@@ -1,7 +1,7 @@
 """Regenerate bench/REPORT.md from the files in bench/results/.
 
-    bash bench/run_full.sh          # runs everything, then this script
-    .venv/bin/python bench/write_report.py   # only re-renders from existing results
+    bash bench/run_full.sh                          # runs everything, then this script
+    .venv/bin/python -m bench.write_report          # only re-renders from existing results
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def pairs_section(cells: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for c in cells:
         groups.setdefault((c["task"], c["pair"]), []).append(c)
-    from qroute_cli.evaluation.tasks import FORMATS
+    from qroute_cli.evaluation.tasks import TASKS
 
-    caps = {t: f.max_tokens for t, f in FORMATS.items()}
+    caps = {name: task.max_tokens for name, task in TASKS.items()}
     for (task, pair), cs in sorted(groups.items()):
         lat = [c["latency_s"] for c in cs]
         drafted = sum(c["drafted"] for c in cs)
@@ -77,7 +77,7 @@ def main() -> None:
     speed = _load_lines("decode_speed.jsonl")
     builds = _load_lines("build_speed.jsonl")
     lines = ["# qroute bench report", "",
-             "Regenerate with `bash bench/run_full.sh` (runs the benches, then `bench/write_report.py`).",
+             "Regenerate with `bash bench/run_full.sh` (runs the benches, then `python -m bench.write_report`).",
              "All figures below were measured on the 2-core CPU machine described in the design brief,",
              "side by side in one run per section.", ""]
     if summary:

@@ -30,14 +30,13 @@ from typing import Iterable, Iterator
 
 from qroute_cli.evaluation import splits
 from qroute_cli.jsonl import parse_jsonl
-from qroute_cli.evaluation import metrics
-from qroute_cli.evaluation.tasks import FORMATS, task_prompt  # shared with the bench
+from qroute_cli.evaluation.tasks import TASKS  # prompts, caps and scores shared with the bench
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
 
 
 def prompt_for(row: splits.Row) -> str:
-    return task_prompt(row.dataset, row.question)
+    return TASKS[row.dataset].prompt(row.question)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -52,12 +51,12 @@ def read_rows(path: Path) -> list[dict]:
 
 def caps_used(path: Path) -> dict[str, int]:
     """The answer cap each data set was generated with: the largest `max_tokens` its rows
-    carry (FORMATS may have changed since), else today's cap from FORMATS."""
+    carry (the task's cap may have changed since), else the task's cap today."""
     stated: dict[str, int] = {}
     for row in read_rows(path):
         if row.get("max_tokens"):
             stated[row["dataset"]] = max(stated.get(row["dataset"], 0), int(row["max_tokens"]))
-    return {d: stated.get(d, f.max_tokens) for d, f in FORMATS.items()}
+    return {d: stated.get(d, task.max_tokens) for d, task in TASKS.items()}
 
 
 def _gunzip_tolerant(raw: bytes) -> bytes:
@@ -102,7 +101,7 @@ def rescore(path: Path, data_root: Path | None = None) -> int:
     rows = {r["key"]: r for r in read_rows(path)}
     changed = 0
     for r in rows.values():
-        new = {k: round(v, 4) for k, v in metrics.score(r["dataset"], r["text"], refs[(r["dataset"], r["id"])]).items()}
+        new = {k: round(v, 4) for k, v in TASKS[r["dataset"]].score(r["text"], refs[(r["dataset"], r["id"])]).items()}
         changed += new != r["scores"]
         r["scores"] = new
     tmp = path.with_suffix(".tmp")
@@ -157,8 +156,8 @@ def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> di
 
     prompt = prompt_for(row)
     messages = user_messages(prompt)
-    fmt = FORMATS[row.dataset]
-    gen = run_prompt(pool, plain_pair(registry, model), messages, GenerationConfig(max_tokens=fmt.max_tokens, temperature=0.0))
+    task = TASKS[row.dataset]
+    gen = run_prompt(pool, plain_pair(registry, model), messages, GenerationConfig(max_tokens=task.max_tokens, temperature=0.0))
     backend = pool.get(model)
     ptoks = prompt_tokens(backend, registry.model(model), messages)[0]
     acceptance: dict[str, float | None] = {}
@@ -180,7 +179,7 @@ def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> di
         "prompt": prompt,
         "text": gen.text,
         "finish_reason": gen.finish_reason,
-        "max_tokens": fmt.max_tokens,
+        "max_tokens": task.max_tokens,
         "prompt_tokens": s.prompt_tokens,
         "output_tokens": s.output_tokens,
         "latency_s": round(s.latency_s, 4),
@@ -188,7 +187,7 @@ def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> di
         "tokens_per_s": round(s.tokens_per_s, 3),
         "acceptance": {k: (None if v is None else round(v, 4)) for k, v in acceptance.items()},
         "acceptance_seconds": accept_seconds,
-        "scores": {k: round(v, 4) for k, v in metrics.score(row.dataset, gen.text, row.reference).items()},
+        "scores": {k: round(v, 4) for k, v in task.score(gen.text, row.reference).items()},
         "commit": commit,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

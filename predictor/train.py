@@ -35,6 +35,7 @@ import numpy as np
 
 from predictor import datagen, export
 from qroute_cli.evaluation import splits
+from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.routing.features import N_DENSE, PREDICTOR_DIR, TOKENIZER_FILE, Featurizer, FeaturizerConfig
 
 HERE = Path(__file__).resolve().parent
@@ -200,7 +201,7 @@ def evouna_metric_check(root: Path | None = None) -> dict:
     y = np.array([j for j, _ in labels], float)
     contains = np.array([c for _, c in labels], float)
     f1 = np.array(f1s)
-    ours = np.maximum(f1, contains)  # the NQ quality the predictor learns (metrics.score)
+    ours = np.maximum(f1, contains)  # the NQ quality the predictor learns (metrics.nq_scores)
     return {
         "auc_quality": float(roc_auc_score(y, ours)),
         "acc_quality_ge_0.5": float(np.mean((ours >= 0.5) == (y == 1))),
@@ -250,13 +251,13 @@ def _auc(p: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def _binary(t: Table, idx: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Correct/incorrect for AUC: EM (gsm8k), F1 >= 0.5 (nq), above the set's median (wp)."""
+    """Correct/incorrect for AUC: the task's line for a correct answer (gsm8k: EM, nq:
+    quality >= 0.5), else above the data set's median quality (wp)."""
     d = t.datasets[idx][0]
-    if d == "gsm8k":
-        return (q >= 0.5).astype(float)
-    if d == "nq":
-        return (q >= 0.5).astype(float)
-    return (q > np.median(t.quality[t.datasets == "wp"])).astype(float)
+    line = TASKS[d].correct_at
+    if line is not None:
+        return (q >= line).astype(float)
+    return (q > np.median(t.quality[t.datasets == d])).astype(float)
 
 
 def evaluate(t: Table, pred: dict[str, np.ndarray], constant_within: bool = False) -> dict:

@@ -16,7 +16,7 @@ import qroute_cli
 from conftest import FAKE_CONFIG, require_model
 from qroute_cli.evaluation import frontier, metrics, strategies
 from qroute_cli.evaluation.matrix import Cell, Matrix
-from qroute_cli.evaluation.tasks import Item
+from qroute_cli.evaluation.tasks import TASKS, Item
 
 
 def test_metrics_known_values():
@@ -171,7 +171,7 @@ def test_a_capped_route_is_scored_on_the_cut_answer():
     text = "We add 12 and 30 apples, then " + "we check it. " * 10 + "The answer is 42."
     cell = Cell(quality=1.0, scores={"quality": 1.0}, latency_s=11.0, ttft_s=1.0, tokens=100, prompt_tokens=20,
                 drafted=50, accepted=40, text=text)
-    assert metrics.score("gsm8k", text, "42")["quality"] == 1.0
+    assert TASKS["gsm8k"].score(text, "42")["quality"] == 1.0
     cut = strategies.capped(cell, 20, "gsm8k", "42")
     assert cut.tokens == 20 and cut.latency_s == pytest.approx(1.0 + 10.0 * 0.2)
     assert cut.quality == 0.0 and len(cut.text) < len(text) / 4  # the final answer was cut off
@@ -201,7 +201,7 @@ def _bench_summary(home: Path, monkeypatch) -> dict:
                                                           console=Console(file=io.StringIO())) as router:
         res = run_bench(pool, cfg, home / "matrix.jsonl", router=router, scorers={"prior": PriorScorer(reg)})
     summary = dict(res.summary)
-    summary.pop("matrix_seconds")
+    summary.pop("bench_seconds")
     cells = {f"{k[0]}|{k[1]}": (c.latency_s, c.ttft_s, c.tokens, c.drafted, c.accepted, c.text)
              for k, c in res.matrix.cells.items()}
     runs = [(o.strategy, o.setting, o.choices, o.latency) for o in res.outcomes]
@@ -235,3 +235,84 @@ def test_bench_on_fakes_does_not_depend_on_time_or_load(tmp_path, monkeypatch):
     assert second["outcomes"] == first["outcomes"]
     assert second["summary"] == first["summary"]
     assert first["summary"]["live_online"]["mean_latency_s"] > 0
+
+
+def test_outcome_variants_are_fields_and_keep_their_labels(tiny_matrix):
+    """Another scorer, online learning and a live run are fields of an Outcome; the names in
+    tables, JSON rows and the ablation summary are made from them."""
+    from dataclasses import replace
+
+    m, items = tiny_matrix
+    plain = replace(strategies.static(m, items, "fast"), strategy="quality")
+    variants = {
+        "quality": plain,
+        "quality [prior]": replace(plain, scorer="prior"),
+        "quality+online": replace(plain, online=True),
+        "quality+online (live)": replace(plain, online=True, live=True),
+    }
+    assert {label: o.label for label, o in variants.items()} == {label: label for label in variants}
+    assert [o.is_plain_quality for o in variants.values()] == [True, False, False, False]
+
+
+def _fake_bench_router(fake_registry, pairs):
+    import io
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    reg = replace(fake_registry, pairs={p: fake_registry.pairs[p] for p in pairs})
+    return strategies.fresh_router(reg, strategy="quality", seed=0, console=Console(file=io.StringIO()))
+
+
+@pytest.fixture
+def fake_matrix():
+    """Every shipped task's first prompt, answered by fake-big (slow) and fake-small (fast)."""
+    from qroute_cli.evaluation.tasks import load
+
+    items = [load(task)[0] for task in TASKS]
+    m = Matrix(items, ["fake-big", "fake-small"])
+    for it in items:
+        m.cells[(it.id, "fake-big")] = _cell(0.9, 4.0, "x")
+        m.cells[(it.id, "fake-small")] = _cell(0.3, 1.0, "x")
+    return m, items
+
+
+def test_routing_without_a_budget_is_every_pair_fitting(fake_matrix, fake_registry):
+    m, items = fake_matrix
+    with _fake_bench_router(fake_registry, m.pairs) as router:
+        free = strategies.routed(m, items, router, "cost", None, "fastest predicted")
+        huge = strategies.routed(m, items, router, "cost", 1e9)
+        quality = strategies.routed(m, items, router, "quality", None)
+    assert free.budget_s is None and free.hit_rate is None and free.setting == "fastest predicted"
+    assert free.choices == huge.choices  # no budget decides as an unreachable one would
+    assert quality.setting == "quality" and quality.budget_s is None
+    assert not any(why.startswith("nothing fits") for why in free.extra["why"] + quality.extra["why"])
+
+
+def test_a_router_choice_outside_the_matrix_is_an_error(fake_matrix, fake_registry):
+    from qroute_cli.errors import QrouteError
+
+    m, items = fake_matrix
+    with _fake_bench_router(fake_registry, ["fake-big", "fake-small", "fake-other"]) as router:
+        with pytest.raises(QrouteError, match="fake-other"):
+            strategies.routed(m, items, router, "static:fake-other", None)
+
+
+def test_every_task_scores_prompts_and_agrees_in_one_object():
+    """The task table: one prompt format, cap, score and consensus per data set."""
+    assert list(TASKS) == ["gsm8k", "nq", "wp"]
+    assert TASKS["nq"].prompt("  who wrote hamlet ") == "Who wrote hamlet?\nAnswer in a few words only."
+    assert TASKS["gsm8k"].prompt("2 + 2?").startswith("2 + 2?\nSolve it step by step")
+    for name, task in TASKS.items():
+        assert task.name == name and 16 <= task.max_tokens <= 1024
+    gsm8k = {"a": "The answer is 7.", "b": "The answer is 8.", "c": "So 7. The answer is 7."}
+    assert TASKS["gsm8k"].consensus(gsm8k) == "a"  # the first answer with the most common number
+    assert TASKS["gsm8k"].consensus({"a": "no number", "b": "none"}) == "a"
+    nq = {"a": "Lyon", "b": "Paris, France", "c": "in Paris"}
+    assert TASKS["nq"].consensus(nq) == "b"  # agrees with another answer (ties: the first)
+    from qroute_cli.errors import UsageError
+    from qroute_cli.evaluation import tasks
+
+    with pytest.raises(UsageError) as exc:
+        tasks.get("gsm8kk")
+    assert "Did you mean 'gsm8k'" in exc.value.hint

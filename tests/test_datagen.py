@@ -10,7 +10,7 @@ import pytest
 from conftest import require_model, require_source_data
 from predictor import datagen
 from qroute_cli.evaluation import splits
-from qroute_cli.evaluation import metrics
+from qroute_cli.evaluation.tasks import TASKS
 
 
 @pytest.fixture
@@ -152,15 +152,17 @@ def test_sample_is_a_stable_prefix():
 
 
 def test_automatic_scores():
-    assert metrics.score("gsm8k", "so 5 + 3 = 8.\nThe answer is 1,200.", "1200")["quality"] == 1.0
-    assert metrics.score("gsm8k", "The answer is 12. Then 7 more", "7")["quality"] == 0.0  # 'answer is' wins
-    assert metrics.score("gsm8k", "no number here", "7")["quality"] == 0.0
-    nq = metrics.score("nq", "The December 1972.\nBecause Apollo 17...", ["14 December 1972 UTC", "December 1972"])
+    gsm8k, nq_task, wp_task = TASKS["gsm8k"], TASKS["nq"], TASKS["wp"]
+    assert gsm8k.score("so 5 + 3 = 8.\nThe answer is 1,200.", "1200") == {"em": 1.0, "quality": 1.0, "correct": 1.0}
+    assert gsm8k.score("The answer is 12. Then 7 more", "7")["quality"] == 0.0  # 'answer is' wins
+    assert gsm8k.score("no number here", "7")["correct"] == 0.0
+    nq = nq_task.score("The December 1972.\nBecause Apollo 17...", ["14 December 1972 UTC", "December 1972"])
     assert nq["em"] == 1.0 and nq["f1"] == 1.0 and nq["correct"] == 1.0
-    part = metrics.score("nq", "in December", ["December 1972"])
-    assert part["em"] == 0.0 and 0 < part["f1"] < 1
-    wp = metrics.score("wp", "the dog ran far away", "the dog ran far away from home")
+    part = nq_task.score("in December", ["December 1972"])
+    assert part["em"] == 0.0 and 0 < part["f1"] < 1 and part["correct"] == 1.0  # F1 0.5, the line for correct
+    wp = wp_task.score("the dog ran far away", "the dog ran far away from home")
     assert 0.5 < wp["rouge_l"] < 1 and 0 < wp["bleu"] < 1 and wp["quality"] == wp["rouge_l"]
+    assert "correct" not in wp  # a story has no right answer
 
 
 @pytest.mark.real

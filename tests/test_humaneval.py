@@ -107,6 +107,24 @@ def test_canonical_solution_passes_as_body_and_as_chat_answer(problems, task_id)
     assert humaneval.score(p, chat) == {"pass": 1.0, "quality": 1.0, "correct": 1.0}
 
 
+def test_the_bench_task_shape_holds_human_eval(problems):
+    """HumanEval fits the bench's Task (prompt, cap, score, consensus) with the Problem as the
+    reference; it is not in the bench's task table yet."""
+    from qroute_cli.evaluation import metrics
+    from qroute_cli.evaluation.tasks import TASKS, Task
+
+    task = Task("humaneval", lambda question: humaneval.TEMPLATE.format(prompt=question.strip("\n")),
+                humaneval.MAX_TOKENS, lambda text, problem: humaneval.score(problem, text, FAST),
+                metrics.most_agreed(metrics.token_f1), correct_at=1.0)
+    p = problems["HumanEval/0"]
+    assert task.prompt(p.prompt) == p.chat_prompt
+    right = f"```python\n{p.prompt}{p.canonical_solution}\n```"
+    assert task.score(right, p) == {"pass": 1.0, "quality": 1.0, "correct": 1.0}
+    assert task.score(_body("return False"), p)["correct"] == 0.0
+    assert task.consensus({"a": right, "b": right, "c": "I cannot solve this."}) == "a"
+    assert "humaneval" not in TASKS
+
+
 def test_wrong_or_missing_solution_fails(problems):
     p = problems["HumanEval/0"]
     out = humaneval.check(p, _body("return False"))

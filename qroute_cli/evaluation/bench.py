@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,7 +22,7 @@ from qroute_cli.tuning import SWEEP
 
 @dataclass(frozen=True)
 class BenchConfig:
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = tuple(TASKS)
     limit: int = 4  # prompts per task
     pairs: tuple[str, ...] = ()  # empty: every pair whose models are present
     seed: int = 0
@@ -74,22 +74,22 @@ def evaluate(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, route
     if len(plain) > 1:
         out.append(strategies.ensemble(m, items, plain))
     if router is not None:
-        out += _routed_sweep(m, items, router, budgets, "")  # first: it loads the profile
+        out += _routed_sweep(m, items, router, budgets, None)  # first: it loads the profile
         for name, scorer in (scorers or {}).items():
             with strategies.fresh_router(registry, scorer=scorer, profile=router.profile, pool=router.pool,
                                          console=router.console, seed=cfg.seed) as other:
-                out += _routed_sweep(m, items, other, budgets, f" [{name}]")
+                out += _routed_sweep(m, items, other, budgets, name)
         out += online_learning(m, items, cfg, registry, router, budgets)
     return out
 
 
-def _routed_sweep(m: Matrix, items: Sequence[Item], router, budgets: Sequence[float], suffix: str) -> list[Outcome]:
-    """Cost-only routing and QualityRoute at every budget, with this router's scorer."""
+def _routed_sweep(m: Matrix, items: Sequence[Item], router, budgets: Sequence[float],
+                  scorer: str | None) -> list[Outcome]:
+    """Cost-only routing and QualityRoute at every budget, with this router's scorer (named
+    `scorer` for an ablation; None for the router's own)."""
     outs = [strategies.routed(m, items, router, "cost", None, "fastest predicted")]
     outs += [strategies.routed(m, items, router, "quality", b) for b in budgets]
-    for o in outs:
-        o.strategy += suffix
-    return outs
+    return [replace(o, scorer=scorer) for o in outs]
 
 
 def online_learning(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry, router,
@@ -105,27 +105,27 @@ def online_learning(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry
                                      seed=cfg.seed) as learner:
             o = strategies.routed(m, stream, learner, "quality", b, learn=True)
         choices, quality, latency = (strategies.in_item_order(order, v) for v in (o.choices, o.quality, o.latency))
-        results.append(Outcome("quality+online", o.setting, choices, quality, latency, b,
+        results.append(Outcome("quality", o.setting, choices, quality, latency, b,
                                {"overhead_ms": o.extra.get("overhead_ms"),
-                                "stream_hits": [lat <= b for lat in o.latency]}))
+                                "stream_hits": [lat <= b for lat in o.latency]}, online=True))
     return results
 
 
-def points(outcomes: Sequence[Outcome], strategy: str) -> list[frontier.Point]:
-    return [(o.mean_latency, o.mean_quality) for o in outcomes if o.strategy == strategy]
+def points(outcomes: Sequence[Outcome]) -> list[frontier.Point]:
+    return [(o.mean_latency, o.mean_quality) for o in outcomes]
 
 
 def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     """The three headline figures plus context, on one set of outcomes."""
     statics = [o for o in outcomes if o.strategy == "static"]
-    qr = points(outcomes, "quality")
+    qr = points([o for o in outcomes if o.is_plain_quality])
     # The reference comes from the matrix alone: a live run (or --no-live) must not move it.
-    all_lat = [o.mean_latency for o in outcomes if o.strategy != "ensemble" and not o.strategy.endswith("(live)")]
+    all_lat = [o.mean_latency for o in outcomes if o.strategy != "ensemble" and not o.live]
     ref = max(all_lat) * SWEEP.reference if all_lat else 1.0
     best_static = max(statics, key=lambda o: frontier.hypervolume([(o.mean_latency, o.mean_quality)], ref))
     hv_static = frontier.hypervolume([(best_static.mean_latency, best_static.mean_quality)], ref)
     hv_qr = frontier.hypervolume(qr, ref) if qr else None
-    cost = next((o for o in outcomes if o.strategy == "cost"), None)
+    cost = next((o for o in outcomes if o.strategy == "cost" and o.scorer is None), None)
     gain = None
     if cost is not None and qr:
         q_match = frontier.quality_at(qr, cost.mean_latency)
@@ -136,9 +136,10 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     ap = frontier.apgr(qr, (weak.mean_latency, weak.mean_quality), (strong.mean_latency, strong.mean_quality)) if qr else None
     oracle_free = next((o for o in outcomes if o.strategy == "oracle" and o.budget_s is None), None)
     ablation = {}
-    variants = sorted({o.strategy for o in outcomes if o.strategy.startswith(("quality [", "quality+online"))})
+    # Every QualityRoute variant: another scorer, or learning online (replayed and live).
+    variants = sorted({o.label for o in outcomes if o.strategy == "quality" and (o.scorer is not None or o.online)})
     for variant in variants:
-        pts = points(outcomes, variant)
+        pts = points([o for o in outcomes if o.label == variant])
         if pts and hv_static > 0:
             ablation[variant] = {
                 "hypervolume_ratio_vs_best_static": round(frontier.hypervolume(pts, ref) / hv_static, 4),
@@ -167,7 +168,7 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     """The matrix, every strategy on it, and (with a router and cfg.live) the live learning loop."""
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)
@@ -179,10 +180,11 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
                                     on_run=on_live))
     res = BenchResult(cfg, items, matrix, outcomes)
     res.summary = headline(outcomes, items)
-    res.summary["matrix_seconds"] = round(time.perf_counter() - t0, 1)
-    live = next((o for o in outcomes if o.strategy.endswith("(live)")), None)
+    res.summary["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    live = next((o for o in outcomes if o.live), None)
     if live is not None:
-        replay = next((o for o in outcomes if o.strategy == "quality+online" and o.budget_s == live.budget_s), None)
+        replay = next((o for o in outcomes if o.strategy == "quality" and o.online and not o.live and o.scorer is None
+                       and o.budget_s == live.budget_s), None)
         res.summary["live_online"] = {
             "budget_s": live.budget_s, "mean_quality": round(live.mean_quality, 4),
             "mean_latency_s": round(live.mean_latency, 3), "hit_rate": round(live.hit_rate, 4),
@@ -199,5 +201,5 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
 
 
 def _subset(o: Outcome, idx: list[int]) -> Outcome:
-    return Outcome(o.strategy, o.setting, [o.choices[i] for i in idx], [o.quality[i] for i in idx],
-                   [o.latency[i] for i in idx], o.budget_s, dict(o.extra))
+    return replace(o, choices=[o.choices[i] for i in idx], quality=[o.quality[i] for i in idx],
+                   latency=[o.latency[i] for i in idx], extra=dict(o.extra))

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from qroute_cli.evaluation import metrics
 from qroute_cli.evaluation.strategies import Outcome, fresh_router, in_item_order, stream_order
-from qroute_cli.evaluation.tasks import FORMATS, Item
-
-STRATEGY = "quality+online (live)"
+from qroute_cli.evaluation.tasks import TASKS, Item
 
 
 def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: int = 0,
@@ -35,13 +32,13 @@ def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: i
             item = items[i]
             msgs = user_messages(item.prompt)
             margin = learner.online.margin()  # as the decision saw it, before this run is learned
-            result = answer(learner, pool, msgs, GenerationConfig(max_tokens=FORMATS[item.task].max_tokens,
+            result = answer(learner, pool, msgs, GenerationConfig(max_tokens=TASKS[item.task].max_tokens,
                                                                   temperature=0.0))
             if result.generation is None:
                 raise KeyboardInterrupt  # Ctrl-C before the answer began: the bench stops
             d, gen = result.decision, result.generation
             predicted = d.predicted_latency_s  # with the router's token cap, if any
-            quality = float(metrics.score(item.task, gen.text, item.reference)["quality"])
+            quality = float(TASKS[item.task].score(gen.text, item.reference)["quality"])
             trace.append({
                 "item": item.id, "task": item.task, "pair": d.chosen, "quality": quality,
                 "predicted_latency_s": predicted, "observed_latency_s": gen.stats.latency_s,
@@ -51,9 +48,10 @@ def live_online(pool, items: Sequence[Item], router, budget_s: float, *, seed: i
             if on_run:
                 on_run(item, d.chosen)
     rows = in_item_order(order, trace)
-    return Outcome(STRATEGY, f"{budget_s:g}s", [r["pair"] for r in rows], [r["quality"] for r in rows],
+    return Outcome("quality", f"{budget_s:g}s", [r["pair"] for r in rows], [r["quality"] for r in rows],
                    [r["observed_latency_s"] for r in rows], budget_s,
-                   {"overhead_ms": [r["overhead_ms"] for r in rows], "stream": trace, **stream_summary(trace)})
+                   {"overhead_ms": [r["overhead_ms"] for r in rows], "stream": trace, **stream_summary(trace)},
+                   online=True, live=True)
 
 
 def stream_summary(trace: Sequence[dict]) -> dict:
@@ -63,7 +61,7 @@ def stream_summary(trace: Sequence[dict]) -> dict:
                 for r in rows if r["predicted_latency_s"] and r["observed_latency_s"] > 0]
         return {
             "n": len(rows),
-            "latency_mape": round(sum(errs) / len(errs), 4) if errs else None,
+            "latency_mape": round(sum(errs) / len(errs), 4) if errs else None,  # a mean, not a median
             "hit_rate": round(sum(r["hit"] for r in rows) / len(rows), 4) if rows else None,
         }
 

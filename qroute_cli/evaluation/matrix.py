@@ -15,8 +15,7 @@ from typing import Callable, Sequence
 
 from qroute_cli import paths
 from qroute_cli.config import Registry
-from qroute_cli.evaluation import metrics
-from qroute_cli.evaluation.tasks import FORMATS, Item
+from qroute_cli.evaluation.tasks import TASKS, Item
 from qroute_cli.jsonl import read_jsonl
 from qroute_cli.types import GenerationConfig, Pair
 
@@ -95,19 +94,20 @@ def run_matrix(
         for pair_name in pairs:
             pair = registry.pair(pair_name)
             for item in items:
-                config = GenerationConfig(max_tokens=FORMATS[item.task].max_tokens, temperature=0.0)
+                task = TASKS[item.task]
+                config = GenerationConfig(max_tokens=task.max_tokens, temperature=0.0)
                 key = cell_key(registry, pair, item, config)
                 if key in cache:
                     cell = Cell(**cache[key]["cell"])
                     # Score again from the stored text: a metric fix applies to cached runs too.
-                    scores = metrics.score(item.task, cell.text, item.reference)
+                    scores = task.score(cell.text, item.reference)
                     cell = replace(cell, scores=scores, quality=float(scores["quality"]))
                     matrix.cells[(item.id, pair_name)] = cell
                     if on_cell:
                         on_cell(item, pair_name, cell, True)
                     continue
                 gen = run_prompt(pool, pair, user_messages(item.prompt), config)
-                scores = metrics.score(item.task, gen.text, item.reference)
+                scores = task.score(gen.text, item.reference)
                 s = gen.stats
                 cell = Cell(
                     quality=float(scores["quality"]), scores=scores, latency_s=s.latency_s, ttft_s=s.ttft_s,

@@ -1,10 +1,10 @@
 """Automatic quality of one answer: GSM8K exact match, NQ normalised EM / token F1,
-WritingPrompts ROUGE-L / BLEU against the human story.
+WritingPrompts ROUGE-L / BLEU against the human story; and agreement between answers.
 
-`score(dataset, text, reference)["quality"]` is the number in [0, 1] the predictor learns:
+Each `*_scores(text, reference)["quality"]` is the number in [0, 1] the predictor learns:
 GSM8K exact match (0/1); NQ max(token F1, gold answer contained in the answer's first line);
-WritingPrompts ROUGE-L F1. `correct` (for AUC) is EM for GSM8K and quality >= 0.5 for NQ;
-WritingPrompts has none.
+WritingPrompts ROUGE-L F1. `tasks.TASKS` says which function scores which data set, and
+where an answer counts as correct.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Any
+from typing import Callable, Mapping
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
@@ -108,18 +108,41 @@ def bleu(text: str, reference: str) -> float:
     return float(sacrebleu.sentence_bleu(text, [reference]).score) / 100.0
 
 
-def score(dataset: str, text: str, reference: Any) -> dict[str, float]:
-    """All automatic scores of one answer, plus `quality` and (where defined) `correct`."""
-    if dataset == "gsm8k":
-        em = gsm8k_em(text, reference)
-        return {"em": em, "quality": em, "correct": em}
-    if dataset == "nq":
-        em, f1, has = nq_em(text, reference), nq_f1(text, reference), nq_contains(text, reference)
-        # EVOUNA's human labels agree far better with containment than with EM or F1 alone
-        # (see REPORT.md), so a first line that contains a gold answer counts as correct.
-        quality = max(f1, has)
-        return {"em": em, "f1": f1, "contains": has, "quality": quality, "correct": float(quality >= 0.5)}
-    if dataset == "wp":
-        rl = rouge_l(text, reference)
-        return {"rouge_l": rl, "bleu": bleu(text, reference), "quality": rl}
-    raise ValueError(f"unknown dataset {dataset!r}")
+def gsm8k_scores(text: str, reference: str) -> dict[str, float]:
+    em = gsm8k_em(text, reference)
+    return {"em": em, "quality": em}
+
+
+def nq_scores(text: str, answers: list[str]) -> dict[str, float]:
+    em, f1, has = nq_em(text, answers), nq_f1(text, answers), nq_contains(text, answers)
+    # EVOUNA's human labels agree far better with containment than with EM or F1 alone
+    # (see REPORT.md), so a first line that contains a gold answer counts as correct.
+    return {"em": em, "f1": f1, "contains": has, "quality": max(f1, has)}
+
+
+def wp_scores(text: str, reference: str) -> dict[str, float]:
+    rl = rouge_l(text, reference)
+    return {"rouge_l": rl, "bleu": bleu(text, reference), "quality": rl}
+
+
+# -- agreement between answers (the ensemble's unsupervised ranker) -----------------
+
+
+def majority_final_number(texts: Mapping[str, str]) -> str:
+    """The first answer whose final number most answers share (else the first answer)."""
+    names = list(texts)
+    votes = Counter(gsm8k_extract(texts[n]) for n in names)
+    votes.pop(None, None)
+    if votes:
+        top = votes.most_common(1)[0][0]
+        return next(n for n in names if gsm8k_extract(texts[n]) == top)
+    return names[0]
+
+
+def most_agreed(similarity: Callable[[str, str], float]) -> Callable[[Mapping[str, str]], str]:
+    """A ranker keeping the answer most similar to all the others (minimum Bayes risk)."""
+    def pick(texts: Mapping[str, str]) -> str:
+        names = list(texts)
+        return max(names, key=lambda n: sum(similarity(texts[n], texts[o]) for o in names if o != n))
+
+    return pick

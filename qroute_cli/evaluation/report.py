@@ -17,7 +17,7 @@ from qroute_cli.numeric import percentile
 def outcome_row(o, task: str = "all") -> dict:
     overhead = o.extra.get("overhead_ms")
     return {
-        "task": task, "strategy": o.strategy, "setting": o.setting,
+        "task": task, "strategy": o.label, "setting": o.setting,
         "mean_quality": round(o.mean_quality, 4), "mean_latency_s": round(o.mean_latency, 3),
         "p50_latency_s": round(o.percentile(50), 3), "p95_latency_s": round(o.percentile(95), 3),
         "budget_s": o.budget_s, "budget_hit_rate": None if o.hit_rate is None else round(o.hit_rate, 3),
@@ -32,7 +32,7 @@ def summary_table(res: BenchResult, title: str = "Strategies on the result matri
         t.add_column(col)
     for o in res.outcomes:
         top = max(set(o.choices), key=o.choices.count)
-        t.add_row(o.strategy, o.setting, f"{o.mean_quality:.3f}", f"{o.mean_latency:.2f}s",
+        t.add_row(o.label, o.setting, f"{o.mean_quality:.3f}", f"{o.mean_latency:.2f}s",
                   f"{o.percentile(95):.2f}s", "-" if o.hit_rate is None else f"{o.hit_rate:.0%}",
                   f"{top} ({o.choices.count(top)}/{len(o.choices)})")
     return t
@@ -75,7 +75,7 @@ def routing_analysis(res: BenchResult) -> list[dict]:
     """Which pair QualityRoute chose per task and prompt-length bucket, at each budget, and why."""
     rows = []
     for o in res.outcomes:
-        if o.strategy != "quality":
+        if not o.is_plain_quality:
             continue
         for task in sorted({it.task for it in res.items}):
             for bucket, (lo, hi) in {"short": (0, 200), "medium": (200, 600), "long": (600, 10**9)}.items():
@@ -133,10 +133,11 @@ def plot(res: BenchResult, out: Path) -> list[Path]:
     styles = {"static": "s", "quality": "o", "cost": "v", "oracle": "*", "random": "x", "bandit": "^", "ensemble": "D"}
     for scope, outcomes in scopes:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for strat in sorted({o.strategy for o in outcomes}):
-            pts = [(o.mean_latency, o.mean_quality) for o in outcomes if o.strategy == strat]
-            base = strat.split(" ")[0]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=styles.get(base, "."), label=strat, alpha=0.8)
+        for label in sorted({o.label for o in outcomes}):
+            group = [o for o in outcomes if o.label == label]
+            pts = [(o.mean_latency, o.mean_quality) for o in group]
+            base = group[0].strategy if not group[0].online else None  # learning online: no marker of its own
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=styles.get(base, "."), label=label, alpha=0.8)
             if base in ("quality", "oracle", "bandit") and len(pts) > 1:
                 fr = frontier.pareto(pts)
                 ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", alpha=0.5)

@@ -16,22 +16,36 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from qroute_cli import numeric
-from qroute_cli.evaluation import metrics
+from qroute_cli.errors import QrouteError
 from qroute_cli.evaluation.matrix import Matrix
-from qroute_cli.evaluation.tasks import FORMATS, Item
+from qroute_cli.evaluation.tasks import TASKS, Item
 
 
 @dataclass
 class Outcome:
     """A strategy at one setting: per-prompt choices and what they cost and earned."""
 
-    strategy: str
+    strategy: str  # "static", "oracle", "random", "bandit", "ensemble", "cost" or "quality"
     setting: str
     choices: list[str]  # pair per item ("ensemble" rows name the answer's pair)
     quality: list[float]
     latency: list[float]
     budget_s: float | None = None
     extra: dict = field(default_factory=dict)
+    scorer: str | None = None  # an ablation's scorer; None: the router's own predictor
+    online: bool = False  # the router learned from every chosen run over the prompt stream
+    live: bool = False  # generated for real, not read off the matrix
+
+    @property
+    def label(self) -> str:
+        """The name tables, JSON rows and the ablation summary show, e.g. 'quality [prior]'."""
+        return (self.strategy + ("+online" if self.online else "") + (f" [{self.scorer}]" if self.scorer else "")
+                + (" (live)" if self.live else ""))
+
+    @property
+    def is_plain_quality(self) -> bool:
+        """QualityRoute as shipped: its own predictor, no learning, replayed on the matrix."""
+        return self.strategy == "quality" and self.scorer is None and not self.online and not self.live
 
     @property
     def mean_quality(self) -> float:
@@ -136,30 +150,13 @@ def bandit(m: Matrix, items: Sequence[Item], lam: float, seed: int = 0, explore:
     return from_choices(m, items, "bandit", f"lambda {lam:g}", choices)
 
 
-def _consensus_pick(task: str, texts: dict[str, str]) -> str:
-    """An unsupervised ranker: the answer that agrees most with the others (MBR)."""
-    names = list(texts)
-    if task == "gsm8k":
-        votes = Counter(metrics.gsm8k_extract(texts[n]) for n in names)
-        votes.pop(None, None)
-        if votes:
-            top = votes.most_common(1)[0][0]
-            return next(n for n in names if metrics.gsm8k_extract(texts[n]) == top)
-        return names[0]
-
-    def sim(a: str, b: str) -> float:
-        return metrics.token_f1(a, b) if task == "nq" else metrics.rouge_l(a, b)
-
-    return max(names, key=lambda n: sum(sim(texts[n], texts[o]) for o in names if o != n))
-
-
 def ensemble(m: Matrix, items: Sequence[Item], verifier_pairs: Sequence[str]) -> Outcome:
     """LLM-Blender-style: run every verifier (plain pairs, one after another on this machine),
-    keep the consensus answer; latency is the sum of all runs."""
+    keep the answer the others agree with most (the task's consensus); latency is the sum of all runs."""
     choices, quality, latency = [], [], []
     for it in items:
         texts = {p: m.cell(it, p).text for p in verifier_pairs}
-        pick = _consensus_pick(it.task, texts)
+        pick = TASKS[it.task].consensus(texts)
         choices.append(pick)
         quality.append(m.cell(it, pick).quality)
         latency.append(sum(m.cell(it, p).latency_s for p in verifier_pairs))
@@ -196,7 +193,7 @@ def capped(cell, cap: int | None, task: str, reference):
         return cell
     share = cap / cell.tokens
     text = cell.text[: int(len(cell.text) * share)]
-    scores = metrics.score(task, text, reference)
+    scores = TASKS[task].score(text, reference)
     latency = cell.ttft_s + (cell.latency_s - cell.ttft_s) * share
     return replace(cell, text=text, tokens=cap, latency_s=latency, scores=scores, quality=float(scores["quality"]),
                    drafted=int(cell.drafted * share), accepted=int(cell.accepted * share))
@@ -209,16 +206,20 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
     When the router caps the answer length (no pair fits the budget), the measured cell is
     cut to that cap (`capped`). With `learn`, every chosen run's outcome is fed back through
     `router.record` as it would be in live use, so later decisions use the learned estimates.
+    The router must weigh only the matrix's pairs: a choice the matrix did not run is an error.
     """
     from qroute_cli.generation.runner import user_messages
 
     router.set_strategy(strategy)
-    router.budget_s = budget_s if budget_s is not None else 1e9
+    router.budget_s = budget_s  # None: no budget, every pair fits (the policy reads it so)
     choices, quality, latency, overhead, reasons = [], [], [], [], []
     for it in items:
         msgs = user_messages(it.prompt)
-        d = router.decide(msgs, max_tokens=FORMATS[it.task].max_tokens)
-        chosen = d.chosen if d.chosen in m.pairs else m.pairs[0]
+        d = router.decide(msgs, max_tokens=TASKS[it.task].max_tokens)
+        chosen = d.chosen
+        if chosen not in m.pairs:
+            raise QrouteError(f"The router chose {chosen}, a pair the result matrix did not run.",
+                              "Route the bench with a registry of the matrix's pairs only.")
         cell = capped(m.cell(it, chosen), d.max_tokens, it.task, it.reference)
         choices.append(chosen)
         quality.append(cell.quality)

@@ -1,4 +1,5 @@
-"""Bench tasks: how a data set's question becomes a prompt, and the rows the bench scores.
+"""Bench tasks: one `Task` per data set (how a question becomes a prompt, how long an answer
+may get, how it is scored, how the ensemble picks among answers), and the rows the bench scores.
 
 The package ships small, licensed subsets (qroute_cli/data/bench, made by bench/make_data.py
 from the predictor's bench side of the split, so no row is ever one the predictor trained on):
@@ -11,59 +12,89 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
-from qroute_cli.errors import UsageError
+from qroute_cli.errors import UsageError, did_you_mean
+from qroute_cli.evaluation import metrics
 from qroute_cli.jsonl import read_jsonl
 
-TASKS = ("gsm8k", "nq", "wp")
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "bench"
 
 
 @dataclass(frozen=True)
-class TaskFormat:
-    """How a question becomes the user prompt, and how long an answer may get."""
+class Task:
+    """Everything the bench and the predictor's data generation do differently per data set."""
 
-    template: str
-    max_tokens: int
+    name: str
+    prompt: Callable[[str], str]  # a question -> the user prompt
+    max_tokens: int  # the answer cap the bench and the training data run with
+    scores: Callable[[str, Any], dict[str, float]]  # (answer, reference) -> metrics, "quality" in [0, 1] among them
+    consensus: Callable[[Mapping[str, str]], str]  # answers by pair -> the pair whose answer the others agree with
+    correct_at: float | None = None  # quality from which an answer counts as correct (AUC); None: no such line
+
+    def score(self, text: str, reference: Any) -> dict[str, float]:
+        """Every automatic score of one answer: `quality` (what the predictor learns) and, where
+        the task draws the line, `correct`."""
+        out = self.scores(text, reference)
+        if self.correct_at is not None:
+            out["correct"] = float(out["quality"] >= self.correct_at)
+        return out
 
 
-# The same strings the predictor was trained on (predictor/datagen.py uses these). The GSM8K
-# cap was 256 when the committed training data was made; at 256 half of the 1.5B's worked
-# solutions were cut before their answer, so the bench now allows 384.
-FORMATS = {
-    "gsm8k": TaskFormat("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\"", 384),
-    "nq": TaskFormat("{q}?\nAnswer in a few words only.", 48),
-    "wp": TaskFormat("Write a very short story (under 100 words) for this prompt: {q}", 128),
+def template(text: str, *, capitalize: bool = False) -> Callable[[str], str]:
+    """A prompt function filling `{q}` with the stripped question (`capitalize`: its first letter)."""
+    def prompt(question: str) -> str:
+        q = question.strip()
+        if capitalize:
+            q = q[:1].upper() + q[1:]
+        return text.format(q=q)
+
+    return prompt
+
+
+# The prompts are the strings the predictor was trained on (predictor/datagen.py uses these
+# tasks). The GSM8K cap was 256 when the committed training data was made; at 256 half of the
+# 1.5B's worked solutions were cut before their answer, so the bench now allows 384.
+TASKS: dict[str, Task] = {
+    "gsm8k": Task(
+        "gsm8k", template("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\""), 384,
+        metrics.gsm8k_scores, metrics.majority_final_number, correct_at=0.5,
+    ),
+    "nq": Task(
+        # NQ questions come lower-cased and without a question mark.
+        "nq", template("{q}?\nAnswer in a few words only.", capitalize=True), 48,
+        metrics.nq_scores, metrics.most_agreed(metrics.token_f1), correct_at=0.5,
+    ),
+    "wp": Task(
+        "wp", template("Write a very short story (under 100 words) for this prompt: {q}"), 128,
+        metrics.wp_scores, metrics.most_agreed(metrics.rouge_l),
+    ),
 }
 
 
-def task_prompt(task: str, question: str) -> str:
-    """The user prompt for a data set's question (NQ questions come lower-cased)."""
-    q = question.strip()
-    if task == "nq":
-        q = q[:1].upper() + q[1:]
-    return FORMATS[task].template.format(q=q)
+def get(name: str) -> Task:
+    """The task called `name`; a UsageError naming the closest one when there is none."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UsageError(f"Unknown task '{name}'.", did_you_mean(name, list(TASKS))) from None
 
 
 @dataclass(frozen=True)
 class Item:
-    task: str
+    task: str  # a name in TASKS
     id: str
     question: str
     reference: Any  # GSM8K: final number; NQ: list of answers; WP: the human story
 
     @property
     def prompt(self) -> str:
-        return task_prompt(self.task, self.question)
+        return TASKS[self.task].prompt(self.question)
 
 
 def load(task: str, data_dir: Path | None = None) -> list[Item]:
     """Bench rows of a task, in a fixed shuffled order (take a prefix for --limit)."""
-    if task not in TASKS:
-        from qroute_cli.errors import did_you_mean
-
-        raise UsageError(f"Unknown task '{task}'.", did_you_mean(task, list(TASKS)))
+    get(task)
     if data_dir is None:
         path = SHIPPED / f"{task}.jsonl.gz"
         if not path.exists():
