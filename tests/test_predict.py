@@ -143,8 +143,44 @@ def test_shipped_predictor_is_real_small_and_fast(real_registry):
         t0 = time.perf_counter()
         scorer.predict(prompt)
         times.append((time.perf_counter() - t0) * 1000)
-    print(f"shipped predictor {scorer.name}: {size / 1e6:.2f} MB, p50 {np.median(times):.3f} ms, "
-          f"p95 {np.percentile(times, 95):.3f} ms")
+    # About 0.3 ms on a 2-core VM: 10 ms fails only for a real regression (a far bigger model,
+    # a session built per call), not for a busy machine.
+    assert float(np.median(times)) < 10.0, f"shipped predictor {scorer.name}: p50 {np.median(times):.3f} ms"
+
+
+def test_routing_overhead_with_the_shipped_predictor(real_registry, tmp_path):
+    """What `Router.decide` adds per prompt with the shipped ONNX predictor over every built-in
+    pair: features, the ONNX run, latency estimates and the decision. Routing reads no model
+    file, so fakes stand in for the GGUF files (none is needed); the predictor is the real one."""
+    import io
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from qroute_cli.generation.runner import user_messages
+    from qroute_cli.routing.latency import ModelProfile, Profile, current_machine
+    from qroute_cli.routing.router import Router
+    from qroute_cli.routing.runlog import Store
+
+    models = {name: replace(spec, path="fake://seed=1") for name, spec in real_registry.models.items()}
+    reg = replace(real_registry, models=models)
+    costs = {}
+    for i, (name, spec) in enumerate(models.items()):  # any plausible costs: routing only reads them
+        step = 0.02 * (i + 1)
+        costs[name] = ModelProfile(name, spec.identity, prefill_base_s=0.05, prefill_tps=500.0, decode_s=step,
+                                   verify_s=tuple(step * (1 + 0.1 * k) for k in range(1, 9)), draft_token_s=step)
+    scorer = predict.load_default(reg, predict.DEFAULT_FILE)
+    with Store(tmp_path / "runs.sqlite") as store:
+        router = Router(reg, budget_s=5.0, profile=Profile(current_machine(), costs, ngram_s=1e-4), scorer=scorer,
+                        store=store, console=Console(file=io.StringIO()))
+        router.decide(user_messages(PROMPTS[0]), max_tokens=64)  # warm up
+        decisions = [router.decide(user_messages(p), max_tokens=64) for p in PROMPTS * 10]
+    assert all(len(d.candidates) == len(reg.pairs) for d in decisions)
+    # The trained predictor answered (the per-model priors would give every prompt one quality).
+    assert len({round(d.candidates[0].predicted_quality, 6) for d in decisions}) > 1
+    overhead = sorted(d.overhead_ms for d in decisions)
+    # Under 1 ms on a 2-core VM; 20 ms is still far below one generated token of the 1.5B.
+    assert 0 < overhead[len(overhead) // 2] < 20.0
 
 
 def test_training_pipeline_end_to_end(tmp_path, fake_registry):
