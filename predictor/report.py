@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor import datagen, train
+from qroute_cli.evaluation.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
 
@@ -90,7 +91,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], caps: dict[st
         "its training mean (a constant within a data set, so ρ and AUC are undefined there, shown –); "
         "'length-only' regresses on the prompt's token count.",
     ]
-    for group in [g for g in ("gsm8k", "nq", "wp", "all") if g in res[methods[0]]]:
+    for group in [g for g in (*TASKS, "all") if g in res[methods[0]]]:
         n = res[methods[0]][group]["n"]
         lines += ["", f"### {group} ({n} prompts)", "",
                   "| method | " + " | ".join(f"{v} ρ / AUC" for v in vs) + " | better of 2 |",
