@@ -46,7 +46,7 @@ def stats_table(summary: dict) -> Table:
     for name, b in rows:
         table.add_row(
             f"[bold]{name}[/]" if name == "all" else escape(name), str(b["runs"]), _pct(b["acceptance"]),
-            _pct(b["latency_mape"]), _pct(b["budget_hit_rate"]),
+            _pct(b["latency_mdape"]), _pct(b["budget_hit_rate"]),
             "-" if b["mean_latency_s"] is None else f"{b['mean_latency_s']:.2f} s",
             "-" if b["overhead_ms_p50"] is None else f"{b['overhead_ms_p50']:.2f} ms",
         )

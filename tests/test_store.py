@@ -261,7 +261,7 @@ def test_summarize_figures():
     a = out["pairs"]["a"]
     assert a["runs"] == 2
     assert a["acceptance"] == pytest.approx(35 / 40)
-    assert a["latency_mape"] == pytest.approx(0.5)  # |1-1.5|/1 and |2-1|/2: median of 0.5, 0.5
+    assert a["latency_mdape"] == pytest.approx(0.5)  # |1-1.5|/1 and |2-1|/2: median of 0.5, 0.5
     assert a["budget_hit_rate"] == pytest.approx(0.5)
     assert a["overhead_ms_p50"] == pytest.approx(2.0)
     assert out["pairs"]["b"]["acceptance"] is None and out["pairs"]["b"]["budget_hit_rate"] is None

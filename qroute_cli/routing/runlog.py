@@ -387,7 +387,7 @@ class Store:
 
 
 def summarize(records: list[RunRecord]) -> dict:
-    """Per pair and overall: runs, acceptance, latency error (MAPE), budget hit rate, overhead."""
+    """Per pair and overall: runs, acceptance, latency error (median APE), budget hit rate, overhead."""
     import statistics
 
     def block(recs: list[RunRecord]) -> dict:
@@ -399,7 +399,7 @@ def summarize(records: list[RunRecord]) -> dict:
         return {
             "runs": len(recs),
             "acceptance": sum(r.accepted for r in recs) / drafted if drafted else None,
-            "latency_mape": statistics.median(errors) if errors else None,
+            "latency_mdape": statistics.median(errors) if errors else None,
             "budget_hit_rate": sum(hits) / len(hits) if hits else None,
             "mean_latency_s": statistics.fmean(r.observed_latency_s for r in recs) if recs else None,
             "overhead_ms_p50": statistics.median(overheads) if overheads else None,
