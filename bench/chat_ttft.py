@@ -10,8 +10,8 @@ Greedy decoding makes both runs see the same conversation. TTFT is the engine's 
 first token) and, beside it, the wall time from the call to the first streamed text. A warm-up
 conversation runs first. Raw rows go to bench/results/chat_ttft.json.
 
-    .venv/bin/python bench/chat_ttft.py                     # smollm2-135m, qwen2.5-coder-0.5b if present
-    .venv/bin/python bench/chat_ttft.py --models smollm2-135m --repeats 1 --max-tokens 16
+    .venv/bin/python -m bench.chat_ttft                     # smollm2-135m, qwen2.5-coder-0.5b if present
+    .venv/bin/python -m bench.chat_ttft --models smollm2-135m --repeats 1 --max-tokens 16
 """
 
 from __future__ import annotations

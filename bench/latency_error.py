@@ -14,8 +14,8 @@
    after which the hit rate of the rest is >= 80%. A control run with learning off shows
    the misses go on.
 
-    .venv/bin/python bench/latency_error.py                      # smollm2 pairs
-    .venv/bin/python bench/latency_error.py --pairs smollm2-135m qwen2.5-coder-0.5b
+    .venv/bin/python -m bench.latency_error                      # smollm2 pairs
+    .venv/bin/python -m bench.latency_error --pairs smollm2-135m qwen2.5-coder-0.5b
 
 Writes bench/results/latency_error.json. State lives in a temporary QROUTE_HOME.
 """
@@ -26,16 +26,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from qroute_cli import paths
 
-from qroute_cli import paths  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("QROUTE_MODELS", str(paths.cache_dir()))  # keep the real model cache
 os.environ["QROUTE_HOME"] = tempfile.mkdtemp(prefix="qroute-bench-")  # never touch the user's store

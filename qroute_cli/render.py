@@ -136,3 +136,8 @@ def progress_bar(*show: str, console: Console | None = None, disable: bool = Fal
     columns = [rp.TextColumn("{task.description}"), rp.BarColumn()]
     columns += [getattr(rp, _PROGRESS_COLUMNS[name])() for name in show]
     return rp.Progress(*columns, console=console or err_console(), disable=disable, transient=transient)
+
+
+def calibration_progress(console: Console | None = None):
+    """The bar a command shows while the router measures a model on first use."""
+    return progress_bar("elapsed", console=console, transient=True)

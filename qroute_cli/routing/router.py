@@ -17,7 +17,7 @@ import math
 import re
 import time
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 from qroute_cli import paths
 from qroute_cli.routing import policy
@@ -105,6 +105,28 @@ class ThreadFittedPool:
         return backend
 
 
+class _NoProgress:
+    """Progress display for a caller that gave none: calibration runs silently."""
+
+    def __init__(self, **_) -> None:
+        pass
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def advance(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
 class Router:
     """Chooses a pair per prompt and learns from every run.
 
@@ -122,6 +144,7 @@ class Router:
         store: Store | None = None,
         profile: Profile | None = None,
         console=None,
+        progress: Callable[..., ContextManager] | None = None,
         pool=None,
         seed: int | None = None,
     ) -> None:
@@ -132,7 +155,8 @@ class Router:
         if not math.isfinite(budget_s) or budget_s <= 0:
             raise UsageError(f"The budget must be positive, got {budget_s:g} s.")
         self.budget_s = budget_s
-        self.console = console
+        self.console = console  # a Rich console for warnings; None: standard error
+        self.progress = progress  # progress(console=...) -> a Rich Progress for first-use calibration
         self.pool = pool
         self.seed = seed
         self._scorer = scorer
@@ -157,9 +181,9 @@ class Router:
         from rich.text import Text
 
         if self.console is None:
-            from qroute_cli.render import err_console
+            from rich.console import Console
 
-            self.console = err_console()
+            self.console = Console(stderr=True, highlight=False)
         self.console.print(Text(text, style=style), highlight=False)
 
     def _warn_once(self, text: str) -> None:
@@ -238,7 +262,6 @@ class Router:
         return max(stamps, default=0.0)
 
     def _measure(self, names: list[str]) -> None:
-        from qroute_cli.render import progress_bar
         from qroute_cli.routing.calibrate import QUICK, calibrate
         from qroute_cli.routing.latency import save_profile
         from qroute_cli.generation.pool import ModelPool
@@ -250,7 +273,7 @@ class Router:
         pool = self.pool or ModelPool(self.registry)
         fitted = ThreadFittedPool(pool)
         try:
-            with progress_bar("elapsed", console=self.console, transient=True) as progress:
+            with (self.progress or _NoProgress)(console=self.console) as progress:
                 bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
                 self.profile = calibrate(
                     fitted, names, self.machine, quick=True, base=self.profile,

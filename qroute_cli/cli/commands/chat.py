@@ -42,7 +42,7 @@ def chat(
     from qroute_cli.cli.options import registry, state
     from qroute_cli.inputs import check_text, text_lines
     from qroute_cli.generation.pool import ModelPool
-    from qroute_cli.render import console, err_console
+    from qroute_cli.render import calibration_progress, console, err_console
     from qroute_cli.routing.router import Router, parse_budget
     from qroute_cli.types import GenerationConfig
 
@@ -59,7 +59,7 @@ def chat(
                 status=not state.quiet and not as_json, as_json=as_json and not interactive)
     with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
-                        pool=pool, seed=seed)
+                        progress=calibration_progress, pool=pool, seed=seed)
         try:
             session = Chat(pool, router, config, view, History(system=system), forced_pair=pair,
                            hard_budget=hard_budget)
