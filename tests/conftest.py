@@ -1,7 +1,8 @@
 """Shared fixtures.
 
 Every test gets its own QROUTE_HOME (store, profile, config) in a temporary folder, so
-nothing touches the user's real state. Model files are shared: QROUTE_MODELS points at the
+nothing touches the user's real state. Helpers that several test modules share live here
+(or, when a child process imports them too, in helpers.py): no test module imports another. Model files are shared: QROUTE_MODELS points at the
 cache that `scripts/test.sh` fills (default: the platform cache). Tests that need a real
 model or a test dependency skip with a clear reason when it is absent, unless
 QROUTE_REQUIRE_MODELS=1 (CI), where that is a failure.
@@ -9,7 +10,10 @@ QROUTE_REQUIRE_MODELS=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +91,76 @@ def require_source_data() -> Path:
     if not (root / "gsm8k" / "train.jsonl").exists():
         pytest.skip(f"source data sets not found at {root}; set QROUTE_DATA_DIR to a copy laid out like shared/data")
     return root
+
+
+def qroute(*args, input=None, config=FAKE_CONFIG, env=None, timeout=120):
+    """`qroute ARGS` in a subprocess (fake config unless `config` says otherwise; None: no
+    --config); `env` adds to the environment; bytes in `args` or `input` pass through as bytes."""
+    cmd = [sys.executable, "-m", "qroute_cli"] + (["--config", str(config)] if config else []) + list(args)
+    text = not isinstance(input, bytes) and not any(isinstance(a, bytes) for a in args)
+    return subprocess.run(cmd, input=input, capture_output=True, text=text, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def model_profile(name: str, decode: float, prefill_tps: float = 1000.0, verify_extra: float = 0.1,
+                  draft: float | None = None, identity: str | None = None):
+    """A model profile whose verify batch of k costs decode x (1 + verify_extra x k)."""
+    from qroute_cli.routing.latency import ModelProfile
+
+    verify = tuple(decode * (1 + verify_extra * k) for k in range(1, 9))
+    return ModelProfile(name, identity or name, 0.0, prefill_tps, decode, verify, draft)
+
+
+def fake_profile(registry, slow: float = 1.0):
+    """A hand-made profile for tests/fake_models.toml; `slow` scales every cost."""
+    from qroute_cli.routing.latency import Profile, current_machine
+
+    ident = {n: s.identity for n, s in registry.models.items()}
+    return Profile(current_machine(), {
+        "fake-big": model_profile("fake-big", 0.010 * slow, 1000 / slow, identity=ident["fake-big"]),
+        "fake-small": model_profile("fake-small", 0.004 * slow, 2500 / slow, draft=0.004 * slow,
+                                    identity=ident["fake-small"]),
+        "fake-other": model_profile("fake-other", 0.003 * slow, 3000 / slow, identity=ident["fake-other"]),
+    }, ngram_s=1e-5)
+
+
+class Screen:
+    """A chat View whose outputs land in strings: `answer` (stdout) and `err` (everything else)."""
+
+    def __init__(self, **kw) -> None:
+        from rich.console import Console
+
+        from qroute_cli.chat import View
+
+        self.written: list[str] = []
+        self.err_file = io.StringIO()
+        self.view = View(Console(file=io.StringIO(), width=120), Console(file=self.err_file, width=200),
+                         write=self.write, **kw)
+
+    def write(self, text: str) -> None:
+        self.written.append(text)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.written)
+
+    @property
+    def err(self) -> str:
+        return self.err_file.getvalue()
+
+
+def make_chat(pool, *, pair: str | None = "fake-big", max_tokens: int = 20, screen: Screen | None = None,
+              **view_kw):
+    """A Chat on `pool` routed with the fake profile (budget 5 s), and the Screen it writes to."""
+    from qroute_cli.chat import Chat
+    from qroute_cli.routing.router import Router
+    from qroute_cli.types import GenerationConfig
+
+    screen = screen or Screen(**view_kw)
+    router = Router(pool.registry, budget_s=5.0, console=screen.view.err, pool=pool,
+                    profile=fake_profile(pool.registry))
+    chat = Chat(pool, router, GenerationConfig(max_tokens=max_tokens), screen.view, forced_pair=pair)
+    return chat, screen
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from conftest import require_model
+from conftest import fake_profile, make_chat, qroute, require_model
 from qroute_cli.routing import latency
 from qroute_cli.generation.backends.fake import FakeBackend
 from qroute_cli.generation.engine import generate
@@ -20,8 +20,6 @@ from qroute_cli.routing.router import UNSEEN_TASK_RUNS, Router
 from qroute_cli.generation.runner import run_prompt, user_messages
 from qroute_cli.routing.runlog import Store
 from qroute_cli.types import Generation, GenerationConfig, Prediction, SpecStats
-from test_cli import qroute
-from test_latency import fake_profile
 
 
 @pytest.fixture(autouse=True)
@@ -323,7 +321,6 @@ def test_run_hard_budget_json_record():
 
 
 def test_chat_hard_budget_command(fake_pool):
-    from test_chat import make_chat
     from qroute_cli.chat import parse_command
 
     chat, screen = make_chat(fake_pool, max_tokens=30)

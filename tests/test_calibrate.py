@@ -10,7 +10,7 @@ import time
 import pytest
 from rich.console import Console
 
-from conftest import require_model
+from conftest import fake_profile, require_model
 from qroute_cli.generation.backends.fake import FakeBackend
 from qroute_cli.routing.calibrate import Plan, calibrate, measure_model
 from qroute_cli.routing.latency import current_machine
@@ -162,8 +162,6 @@ def test_a_bad_profile_is_one_warning_kept_aside_never_a_crash_loop(case, where,
     path.parent.mkdir(parents=True)
     content = BAD_PROFILES[case]
     if content is None:
-        from test_latency import fake_profile
-
         data = fake_profile(fake_registry).to_json()
         data["models"]["fake-big"]["prefill_tps"] = 0  # the router would divide by it
         content = json.dumps(data)

@@ -5,61 +5,22 @@ Everything runs on the fake backend through the real router and engine.
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from rich.console import Console
 
-from conftest import FAKE_CONFIG
+from conftest import FAKE_CONFIG, Screen, make_chat, qroute
 from qroute_cli.chat import (
-    SLASH_COMMANDS, Chat, Command, History, Turn, View, help_text, looks_like_markdown, message_text, parse_command,
+    SLASH_COMMANDS, Chat, Command, History, Turn, help_text, looks_like_markdown, message_text, parse_command,
     screen_rows,
 )
 from qroute_cli.errors import UsageError
-from qroute_cli.types import GenerationConfig
-from test_latency import fake_profile
 
 
 @pytest.fixture(autouse=True)
 def only_fakes(tmp_path, monkeypatch):
     """Hide the real model files so routing weighs the fake pairs only."""
     monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "no-models"))
-
-
-class Screen:
-    """A View whose outputs land in strings: `answer` (stdout) and `err` (everything else)."""
-
-    def __init__(self, **kw) -> None:
-        self.written: list[str] = []
-        self.err_file = io.StringIO()
-        self.view = View(Console(file=io.StringIO(), width=120), Console(file=self.err_file, width=200),
-                         write=self.write, **kw)
-
-    def write(self, text: str) -> None:
-        self.written.append(text)
-
-    @property
-    def answer(self) -> str:
-        return "".join(self.written)
-
-    @property
-    def err(self) -> str:
-        return self.err_file.getvalue()
-
-
-def make_chat(pool, *, pair: str | None = "fake-big", max_tokens: int = 20, screen: Screen | None = None,
-              **view_kw) -> tuple[Chat, Screen]:
-    from qroute_cli.routing.router import Router
-
-    screen = screen or Screen(**view_kw)
-    router = Router(pool.registry, budget_s=5.0, console=screen.view.err, pool=pool,
-                    profile=fake_profile(pool.registry))
-    chat = Chat(pool, router, GenerationConfig(max_tokens=max_tokens), screen.view, forced_pair=pair)
-    return chat, screen
 
 
 # -- pure pieces ---------------------------------------------------------------------------
@@ -299,11 +260,6 @@ def test_markdown_is_redrawn_on_a_terminal_only():
 
 
 # -- the command, without a terminal ----------------------------------------------------------
-
-
-def qroute(*args, input=None, timeout=120):
-    cmd = [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG)] + list(args)
-    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
 def test_stdin_turns_answers_on_stdout_status_on_stderr():

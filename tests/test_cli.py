@@ -9,12 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG, require_model
-
-
-def qroute(*args, input=None, config=FAKE_CONFIG, timeout=120):
-    cmd = [sys.executable, "-m", "qroute_cli"] + (["--config", str(config)] if config else []) + list(args)
-    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+from conftest import FAKE_CONFIG, qroute, require_model
 
 
 def test_help_does_not_load_native_libraries():

@@ -11,15 +11,7 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG
-
-
-def qroute(*args, input=None, config=FAKE_CONFIG, env=None, timeout=120):
-    """`qroute ARGS` in a subprocess; bytes in `args` or `input` are passed through as bytes."""
-    cmd = [sys.executable, "-m", "qroute_cli"] + (["--config", str(config)] if config else []) + list(args)
-    text = not isinstance(input, bytes) and not any(isinstance(a, bytes) for a in args)
-    return subprocess.run(cmd, input=input, capture_output=True, text=text, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+from conftest import FAKE_CONFIG, qroute
 
 
 @pytest.fixture(autouse=True)

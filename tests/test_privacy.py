@@ -12,12 +12,11 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG, ROOT
+from conftest import FAKE_CONFIG, ROOT, make_chat
 from qroute_cli import paths
 from qroute_cli.chat import History, Turn, input_history
 from qroute_cli.errors import UsageError
 from qroute_cli.routing.runlog import Store, prompt_hash
-from test_chat import make_chat
 
 
 def mode(path) -> int:

@@ -4,28 +4,19 @@ strategies, `qroute calibrate`, `qroute stats`, and bad input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG
+from conftest import fake_profile, qroute
 from qroute_cli import paths
 from qroute_cli.routing import latency
 from qroute_cli.routing.latency import Machine, save_profile
-from test_latency import fake_profile
 
 
 @pytest.fixture(autouse=True)
 def only_fakes(tmp_path, monkeypatch):
     """Hide the real model files so routing weighs the fake pairs only."""
     monkeypatch.setenv("QROUTE_MODELS", str(tmp_path / "no-models"))
-
-
-def qroute(*args, input=None, timeout=120):
-    cmd = [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG)] + list(args)
-    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
 def run_json(*args) -> dict:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG
+from conftest import qroute
 from qroute_cli.inputs import PromptLine, read_prompts
 
 
@@ -49,11 +46,6 @@ def test_bytes_that_are_not_utf8_a_bom_and_crlf():
     assert got[0].prompt == "one" and got[3].prompt == "three"
     assert "stdin line 2 is not valid UTF-8" in got[1].error.message
     assert "not valid UTF-8" in got[2].error.message  # a lone surrogate escaped in JSON
-
-
-def qroute(*args, input=None):
-    cmd = [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG), *args]
-    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120, env=os.environ.copy())
 
 
 @pytest.fixture(autouse=True)

@@ -9,13 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG
-
-
-def qroute(*args, input=None, config=FAKE_CONFIG, env=None, timeout=120):
-    cmd = [sys.executable, "-m", "qroute_cli"] + (["--config", str(config)] if config else []) + list(args)
-    full_env = {**os.environ.copy(), **(env or {})}
-    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=full_env)
+from conftest import FAKE_CONFIG, qroute
 
 
 @pytest.fixture

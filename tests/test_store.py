@@ -9,24 +9,14 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import FAKE_CONFIG, ROOT
+from conftest import FAKE_CONFIG, ROOT, fake_profile
+from helpers import rec, write_records
 from qroute_cli import paths
-from qroute_cli.routing.runlog import SCHEMA_VERSION, RunRecord, Store, is_corrupt, prompt_hash, store_path, summarize
+from qroute_cli.routing.runlog import SCHEMA_VERSION, Store, is_corrupt, store_path, summarize
 from rofs import read_only_run
-
-
-def rec(i: int = 0, **kw) -> RunRecord:
-    base = dict(
-        ts=time.time(), machine="m1", prompt_hash=prompt_hash(f"p{i}"), task="qa", prompt_chars=10 + i,
-        pair="a", verifier="a", drafter="none", strategy="quality", scorer="prior",
-        observed_latency_s=1.0 + i, ttft_s=0.1, prompt_tokens=20, output_tokens=50,
-    )
-    base.update(kw)
-    return RunRecord(**base)
 
 
 def test_round_trip_order_and_machine_filter():
@@ -61,16 +51,10 @@ def test_wal_mode_and_schema_version():
     conn.close()
 
 
-def _writer(path: str, n: int, tag: int) -> None:
-    with Store(path) as s:
-        for i in range(n):
-            s.append(rec(i, pair=f"w{tag}"))
-
-
 def test_several_processes_write_at_once(tmp_path):
     path = str(tmp_path / "shared.db")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(path, 40, t)) for t in range(3)]
+    procs = [ctx.Process(target=write_records, args=(path, 40, t)) for t in range(3)]
     for p in procs:
         p.start()
     for p in procs:
@@ -84,7 +68,7 @@ def test_several_processes_write_at_once(tmp_path):
 def test_crash_mid_write_keeps_committed_rows(tmp_path):
     path = tmp_path / "crash.db"
     code = (
-        "import os, sys; sys.path.insert(0, 'tests'); from test_store import rec; from qroute_cli.routing.runlog import Store;"
+        "import os, sys; sys.path.insert(0, 'tests'); from helpers import rec; from qroute_cli.routing.runlog import Store;"
         f"s = Store({str(path)!r});"
         "[s.append(rec(i)) for i in range(7)];"
         "s._conn.execute('BEGIN'); s._conn.execute('DELETE FROM runs');"
@@ -208,7 +192,6 @@ def _qroute(*args: str) -> list[str]:
 def test_read_only_store_stats_reads_and_run_answers(fake_registry):
     """On a read-only medium, `qroute stats` reads the store and `qroute run` answers, exit 0."""
     from qroute_cli.routing.latency import save_profile
-    from test_latency import fake_profile
 
     save_profile(fake_profile(fake_registry))
     with Store() as s:
