@@ -1,11 +1,13 @@
-"""Shared fixtures.
+"""Shared fixtures and helpers.
 
 Every test gets its own QROUTE_HOME (store, profile, config) in a temporary folder, so
-nothing touches the user's real state. Helpers that several test modules share live here
-(or, when a child process imports them too, in helpers.py): no test module imports another. Model files are shared: QROUTE_MODELS points at the
+nothing touches the user's real state. Model files are shared: QROUTE_MODELS points at the
 cache that `scripts/test.sh` fills (default: the platform cache). Tests that need a real
 model or a test dependency skip with a clear reason when it is absent, unless
 QROUTE_REQUIRE_MODELS=1 (CI), where that is a failure.
+
+Helpers that several test modules share live here, or in helpers.py when a child process
+imports them too: no test module imports another.
 """
 
 from __future__ import annotations

@@ -265,7 +265,9 @@ def test_unreadable_profile_is_kept_aside_and_measured_again(fake_registry):
     assert [k.read_text() for k in kept] == ["{ broken"]
 
 
-def test_routing_overhead_is_small(fake_registry):
+def test_router_overhead_with_the_prior_scorer_is_small(fake_registry):
+    """The router alone (prior scorer, no predictor); with the shipped ONNX predictor, see
+    test_predict.py::test_routing_overhead_with_the_shipped_predictor."""
     router = Router(fake_registry, budget_s=1.0, profile=fake_profile(fake_registry),
                     scorer=PriorScorer(fake_registry), store=Store(), console=quiet_console())
     times = [router.decide(user_messages(f"prompt {i} " * 20), max_tokens=64).overhead_ms for i in range(50)]
