@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from qroute_cli.jsonl import read_jsonl
@@ -36,7 +37,7 @@ def strategies_section(rows: list[dict], task: str) -> list[str]:
     for r in rows:
         if r["task"] != task:
             continue
-        chosen = ", ".join(f"{k} {v}" for k, v in sorted(r["choices"].items(), key=lambda kv: -kv[1])[:3])
+        chosen = ", ".join(f"{k} {v}" for k, v in sorted(r["choices"].items(), key=lambda kv: (-kv[1], kv[0]))[:3])
         out.append(f"| {r['strategy']} | {r['setting']} | {r['mean_quality']:.3f} | {r['mean_latency_s']:.2f}s | "
                    f"{r['p95_latency_s']:.2f}s | {_f(r['budget_hit_rate'], '{:.0%}')} | {chosen} |")
     return out
@@ -68,12 +69,110 @@ def pairs_section(cells: list[dict]) -> list[str]:
     return out
 
 
+MODE_LABELS = {"soft": "budget only", "hard": "`--hard-budget`"}
+HIT_TARGET = 0.95  # the share of answers within the budget that qroute aims at without --hard-budget
+
+
+def label(mode: str) -> str:
+    return MODE_LABELS.get(mode, mode)
+
+
+def _counts(counter: dict) -> str:
+    """"a 3, b 1": most frequent first, ties by name."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def budget_hit_section(data: dict) -> list[str]:
+    """bench.budget_hit's results: provenance, hit rate per mode, per task, and every late answer."""
+    from datetime import datetime
+
+    from bench.budget_hit import wilson
+    from qroute_cli.config import load_registry
+    from qroute_cli.routing.router import parse_budget
+
+    modes, rows = data["modes"], data["rows"]
+    budget_s = parse_budget(data["budget"])
+    first = next(iter(modes))
+    per_task = modes[first]["per_task"]
+    pairs = load_registry(None, include_user=False).pairs
+    models = sorted({m for mode in modes.values() for name in mode["pairs"]
+                     for m in (pairs[name].model_names if name in pairs else (name,))})
+    cut_at_cap = sorted({r["tokens"] for mode_rows in rows.values() for r in mode_rows
+                         if r["finish_reason"] == "length"})
+    date = datetime.fromisoformat(data["date"]).strftime("%Y-%m-%d %H:%M UTC")
+    out = ["## Budget-hit rate from a fresh data dir", "",
+           "`python -m bench.budget_hit` wrote every prompt's row to `bench/results/budget_hit.json`; "
+           "`python -m bench.write_report` writes this section from that file.",
+           f"{modes[first]['prompts']} prompts (`{data['prompt_file']}`: "
+           + ", ".join(f"{t['prompts']} {task}" for task, t in per_task.items())
+           + ") piped through one `qroute run` process per mode, max_tokens "
+           + (f"{data['max_tokens']}" if data["max_tokens"] else "the config's default")
+           + (f" (answers cut for length stopped at {', '.join(map(str, cut_at_cap))} tokens)" if cut_at_cap else "")
+           + f"; the models that answered: {', '.join(models)}.",
+           f"The first mode ({label(first)}) starts from an empty data dir and calibrates on first use; "
+           "every other mode gets a copy of that calibration and an empty learning store.",
+           f"Commit {data['commit']}, {data['machine']}, {data['cores']} cores, {date}; load average "
+           f"{data['load_average_before'][0]:g} before and {data['load_average_after'][0]:g} after; "
+           f"llama.cpp threads per answer: {', '.join(str(t) for t in data['threads_used'])}.", ""]
+    out += [f"- {label(mode)}: `{m['command']}`" for mode, m in modes.items()]
+    out += ["",
+            "| mode | hits | hit rate (Wilson 95%) | mean latency | p95 latency | mean predicted "
+            "| median observed / predicted | observed <= predicted | finish reasons | conservative routes |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, m in modes.items():
+        lo, hi = m["hit_rate_wilson95"]
+        out.append(f"| {label(mode)} | {m['hits']}/{m['prompts']} | {m['hit_rate']:.0%} ({lo:.0%}-{hi:.0%}) | "
+                   f"{_f(m['mean_latency_s'], '{:.2f} s')} | {_f(m['p95_latency_s'], '{:.2f} s')} | "
+                   f"{_f(m['mean_predicted_s'], '{:.2f} s')} | {_f(m['median_observed_over_predicted'], '{:.2f}')} | "
+                   f"{_f(m['observed_within_predicted'], '{:.0%}')} | {_counts(m['finish_reasons'])} | "
+                   f"{m['conservative_routes']} |")
+    out += ["", "Conservative routes: the predictor was not trained on the prompt's task type, so the route "
+            "assumed the answer runs to max_tokens."]
+    soft = modes.get("soft")
+    if soft:
+        lo, hi = soft["hit_rate_wilson95"]
+        best_lo = wilson(soft["prompts"], soft["prompts"])[0]
+        out += ["", f"**The target of >= {HIT_TARGET:.0%} within the budget without the hard budget is "
+                f"{'met' if soft['hit_rate'] >= HIT_TARGET else 'missed'}**: {soft['hits']}/{soft['prompts']} "
+                f"({soft['hit_rate']:.0%}, Wilson 95% {lo:.0%}-{hi:.0%}; with {soft['prompts']} prompts even "
+                f"{soft['prompts']}/{soft['prompts']} would only show >= {best_lo:.0%} at 95% confidence)."]
+    out += ["", "Per task (mean latency and mean predicted latency in seconds):", "",
+            "| task | " + " | ".join(f"{label(m)}: hits | mean latency | mean predicted | mean tokens" for m in modes)
+            + " |", "|---|" + "---|---|---|---|" * len(modes)]
+    for task in per_task:
+        cells = []
+        for m in modes.values():
+            t = m["per_task"].get(task)
+            cells += ([f"{t['hits']}/{t['prompts']}", f"{t['mean_latency_s']:.2f}", f"{t['mean_predicted_s']:.2f}",
+                       f"{t['mean_tokens']:.0f}"] if t else ["–"] * 4)
+        out.append(f"| {task} | " + " | ".join(cells) + " |")
+    late = [(mode, r) for mode in modes for r in rows.get(mode, []) if not r["hit"]]
+    out += ["", f"Answers whose observed latency exceeded the {budget_s:g} s budget: {len(late)}."]
+    if late:
+        out += ["", "| mode | task | pair | tokens | finish | observed | predicted | observed / predicted "
+                "| over the budget by |", "|---|---|---|---|---|---|---|---|---|"]
+        for mode, r in late:
+            pred, seen = r["predicted_latency_s"], r["latency_s"]
+            out.append(f"| {label(mode)} | {r['task']} | {r['pair']} | {r['tokens']} | {r['finish_reason']} | "
+                       f"{seen:.2f} s | {_f(pred, '{:.2f} s')} | {_f(seen / pred if pred else None, '{:.1f}x')} | "
+                       f"{seen - budget_s:.2f} s |")
+    for mode in modes:
+        cut = [r for r in rows.get(mode, []) if r["finish_reason"] == "deadline"]
+        if cut:
+            tokens = sorted(r["tokens"] for r in cut)
+            out += ["", f"{label(mode)} stopped {len(cut)} answers at the deadline ("
+                    + _counts(Counter(r["task"] for r in cut)) + f"; {tokens[0]}-{tokens[-1]} tokens kept); "
+                    f"{sum(not r['hit'] for r in cut)} of them still ended after the budget."]
+    return out + [""]
+
+
 def main() -> None:
     summary = _load("summary.json")
     rows = _load("strategies.json") or []
     engine = _load("engine.json")
     lat = _load("latency_error.json")
     chat = _load("chat_ttft.json")
+    budget = _load("budget_hit.json")
     speed = _load_lines("decode_speed.jsonl")
     builds = _load_lines("build_speed.jsonl")
     lines = ["# qroute bench report", "",
@@ -203,6 +302,8 @@ def main() -> None:
     if chat:
         lines += ["## Chat: time to first token with and without KV reuse", "", "```json",
                   json.dumps(chat, indent=1)[:2000], "```", ""]
+    if budget:
+        lines += budget_hit_section(budget)
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'REPORT.md'}")
 
