@@ -316,3 +316,25 @@ def test_every_task_scores_prompts_and_agrees_in_one_object():
     with pytest.raises(UsageError) as exc:
         tasks.get("gsm8kk")
     assert "Did you mean 'gsm8k'" in exc.value.hint
+
+
+def test_most_chosen_breaks_ties_by_pair_name():
+    """The summary's 'most chosen' column is the same on every run: a tie goes to the first
+    name, whatever order the choices (or a set of them) come in."""
+    import io
+    import itertools
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from qroute_cli.evaluation.report import most_chosen, summary_table
+
+    choices = ["b+x", "a+x", "c+x", "b+x", "a+x"]
+    for order in itertools.permutations(choices):
+        assert most_chosen(list(order)) == ("a+x", 2)
+    assert most_chosen(["c+x", "c+x", "a+x"]) == ("c+x", 2)  # the count decides before the name
+
+    outcome = strategies.Outcome("quality", "5s", ["z+y", "a+b", "z+y", "a+b"], [1.0] * 4, [1.0] * 4, 5.0)
+    out = io.StringIO()
+    Console(file=out, width=200).print(summary_table(SimpleNamespace(outcomes=[outcome])))
+    assert "a+b (2/4)" in out.getvalue()

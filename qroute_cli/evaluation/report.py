@@ -26,15 +26,22 @@ def outcome_row(o, task: str = "all") -> dict:
     }
 
 
+def most_chosen(choices: list[str]) -> tuple[str, int]:
+    """The pair chosen most often and its count; a tie goes to the first name in sort order, so
+    the table is the same on every run (a set's order changes between runs)."""
+    counts = {p: choices.count(p) for p in set(choices)}
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def summary_table(res: BenchResult, title: str = "Strategies on the result matrix") -> Table:
     t = Table(title=title, title_justify="left")
     for col in ("strategy", "setting", "quality", "mean lat.", "p95 lat.", "hit rate", "most chosen"):
         t.add_column(col)
     for o in res.outcomes:
-        top = max(set(o.choices), key=o.choices.count)
+        top, count = most_chosen(o.choices)
         t.add_row(o.label, o.setting, f"{o.mean_quality:.3f}", f"{o.mean_latency:.2f}s",
                   f"{o.percentile(95):.2f}s", "-" if o.hit_rate is None else f"{o.hit_rate:.0%}",
-                  f"{top} ({o.choices.count(top)}/{len(o.choices)})")
+                  f"{top} ({count}/{len(o.choices)})")
     return t
 
 
