@@ -15,19 +15,25 @@ change nothing:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
+import os
+import platform
+import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 
 from qroute_cli.config import load_registry
-from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, headline
+from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, evidence, headline
 from qroute_cli.evaluation.matrix import Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
 from qroute_cli.evaluation.tasks import load
 from qroute_cli.routing.latency import Profile
+from qroute_cli.routing.scoring import PriorScorer
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL_FIELDS = ("quality", "scores", "latency_s", "ttft_s", "tokens", "prompt_tokens", "drafted", "accepted", "text")
@@ -49,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
     ap.add_argument("--profile", type=Path, required=True, help="a calibration profile JSON (qroute calibrate)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="resamples behind each 95%% interval (0: none)")
+    ap.add_argument("--out", type=Path, help="also write the JSON, with what made it (commit, date, machine, inputs), here")
+    ap.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
     args = ap.parse_args(argv)
     registry = load_registry(None)
     m = load_matrix(args.matrix)
@@ -56,15 +65,153 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(live=False)
     quiet = Console(file=io.StringIO())  # the router's "nothing fits" warnings are expected in a sweep
     with fresh_router(registry, strategy="quality", profile=profile, seed=cfg.seed, console=quiet) as router:
-        outcomes = evaluate(m, m.items, cfg, registry, router)
+        # Ablation, as `qroute bench` runs it: the same router with per-model constant qualities.
+        outcomes = evaluate(m, m.items, cfg, registry, router, scorers={"prior": PriorScorer(registry)})
     summary = headline(outcomes, m.items)
     by_task = {}
     for task in sorted({it.task for it in m.items}):
         idx = [i for i, it in enumerate(m.items) if it.task == task]
         by_task[task] = headline([_subset(o, idx) for o in outcomes], [m.items[i] for i in idx])
-    json.dump({"all": summary, "by_task": by_task}, sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
+    report = {"all": summary, "by_task": by_task}
+    report.update(evidence(outcomes, m.items, m, registry, args.bootstrap, cfg.seed))
+    if args.out is not None:
+        # The file says what made it; stdout stays byte-for-byte reproducible (no date).
+        saved = dict(report, provenance=provenance(args, argv))
+        args.out.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if args.markdown:
+        sys.stdout.write(markdown(report, provenance(args, argv)))
+    elif args.out is None:
+        json.dump(report, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
     return 0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def provenance(args, argv: list[str] | None) -> dict:
+    """What made a results file: the code, the inputs (with their hashes), the machine, the command."""
+    def git(*cmd: str) -> str | None:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+        "command": " ".join(["python -m bench.replay", *(sys.argv[1:] if argv is None else argv)]),
+        "matrix": {"file": _relative(args.matrix), "sha256": _sha256(args.matrix)},
+        "profile": {"file": str(args.profile), "sha256": _sha256(args.profile)},
+        "bootstrap_resamples": args.bootstrap,
+    }
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _ci(fig: dict | None, digits: int = 3) -> str:
+    """'0.123 [0.045, 0.201]' (with * when the interval excludes no difference)."""
+    if not fig or fig.get("estimate") is None:
+        return "n/a"
+    text = f"{fig['estimate']:.{digits}f}"
+    if fig.get("low") is not None:
+        text += f" [{fig['low']:.{digits}f}, {fig['high']:.{digits}f}]"
+    return text + (" *" if fig.get("real") else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def markdown(report: dict, prov: dict) -> str:
+    """The replayed figures as markdown tables, each figure with its 95% interval."""
+    scopes = [("all", report["all"])] + sorted(report["by_task"].items())
+    iv = report.get("intervals")
+
+    def ivs(scope: str) -> dict:
+        if iv is None:
+            return {"headline": {}, "ablation": {}}
+        return iv["all"] if scope == "all" else iv["by_task"][scope]
+
+    def head(scope: str, summary: dict, name: str, digits: int = 3) -> str:
+        got = ivs(scope)["headline"].get(name)
+        return _ci(got, digits) if got else ("n/a" if summary.get(name) is None else f"{summary[name]:.{digits}f}")
+
+    out = ["# Routing figures against the static frontier, with 95% intervals\n",
+           f"Replayed on the committed result matrix (`{prov['matrix']['file']}`, sha256 "
+           f"`{prov['matrix']['sha256'][:16]}`) with the calibration profile `{prov['profile']['file']}` (sha256 "
+           f"`{prov['profile']['sha256'][:16]}`), commit `{(prov['commit'] or 'unknown')[:12]}`"
+           f"{' with uncommitted changes' if prov['uncommitted_changes'] else ''}: `{prov['command']}`.",
+           "Nothing was generated: every point is read off the matrix. Where the router capped an answer "
+           "(no pair fit the budget), the point uses the measured answer cut by character share and its "
+           "latency scaled: simulated, not measured.\n"]
+    if iv is not None:
+        out.append(f"Intervals: {iv['method']}, {iv['resamples']} resamples (seed {iv['seed']}). "
+                   "A `*` marks an interval that excludes no difference (1 for a ratio, 0 for a gain or "
+                   "a difference): only those differences are real at this sample size. The bandit and "
+                   "online learning are resampled with their per-prompt results as they were, not re-learned.\n")
+    out.append("## QualityRoute against the Pareto frontier of all static pairs\n")
+    out.append("Gain at matched latency: the mean, over 200 latencies spread over the overlap of both curves' "
+               "latency ranges, of QualityRoute's best quality at mean latency <= L minus the static "
+               "frontier's; relative: divided by the static frontier's mean quality over the same range.\n")
+    rows = []
+    for scope, s in scopes:
+        rng = s.get("matched_latency_range_s")
+        rows.append([scope, str(s["n_prompts"]), head(scope, s, "hypervolume_ratio_vs_static_frontier"),
+                     head(scope, s, "quality_route_quality_over_range"), head(scope, s, "static_frontier_quality_over_range"),
+                     head(scope, s, "quality_gain_vs_static_frontier_abs"), head(scope, s, "quality_gain_vs_static_frontier_rel"),
+                     "n/a" if rng is None else f"{rng[0]:.2f}-{rng[1]:.2f}", ", ".join(s["static_frontier_pairs"])])
+    out.append(_table(["scope", "prompts", "hypervolume ratio vs static frontier", "QualityRoute quality",
+                       "static frontier quality", "gain (abs)", "gain (rel)", "latency range (s)",
+                       "static frontier"], rows))
+    out.append("## Secondary: the single best static pair, and cost-only routing at matched latency\n")
+    rows = []
+    for scope, s in scopes:
+        bl, bq = s["best_static_point"]
+        cost = s.get("cost_point")
+        rows.append([scope, f"{s['best_static_pair']} ({bl:.2f} s, {bq:.3f})",
+                     head(scope, s, "hypervolume_ratio_vs_best_static"),
+                     "n/a" if cost is None else f"{cost[0]:.2f} s, {head(scope, s, 'cost_quality')}",
+                     head(scope, s, "quality_at_cost_latency"),
+                     head(scope, s, "quality_gain_vs_cost_at_matched_latency_abs"),
+                     head(scope, s, "quality_gain_vs_cost_at_matched_latency"),
+                     head(scope, s, "apgr"), head(scope, s, "oracle_quality")])
+    out.append(_table(["scope", "best static pair (latency, quality)", "hypervolume ratio vs it",
+                       "cost-only (latency, quality)", "QualityRoute quality there", "gain (abs)", "gain (rel)",
+                       "APGR", "oracle quality"], rows))
+    out.append("## Ablations, and their paired difference to the shipped predictor\n")
+    rows = []
+    for scope, s in scopes:
+        for variant in sorted(s["ablation"]):
+            a = ivs(scope)["ablation"].get(variant, {"figures": {}, "vs_shipped": {}})
+            f, d = a["figures"], a["vs_shipped"]
+            rows.append([scope, variant, _ci(f.get("hypervolume_ratio_vs_static_frontier")),
+                         _ci(d.get("hypervolume_ratio_vs_static_frontier")),
+                         _ci(f.get("quality_gain_vs_static_frontier_abs")), _ci(d.get("quality_gain_vs_static_frontier_abs")),
+                         _ci(f.get("apgr")), _ci(d.get("apgr"))])
+    out.append(_table(["scope", "variant", "hypervolume ratio vs static frontier", "minus shipped",
+                       "gain vs static frontier (abs)", "minus shipped", "APGR", "minus shipped"], rows))
+    out.append("## Does the drafter change the answer? (temperature 0, same verifier without a drafter)\n")
+    tasks = sorted(report["by_task"])
+    rows = []
+    for r in report["divergence"]:
+        rows.append([r["pair"], r["plain_pair"], f"{r['texts_differ']}/{r['n_prompts']}",
+                     *(f"{r['by_task'][t]['texts_differ']}/{r['by_task'][t]['n_prompts']}" for t in tasks),
+                     f"{r['quality']:.3f}", f"{r['plain_quality']:.3f}", _ci(r["quality_difference"]),
+                     *(_ci(r["by_task"][t]["quality_difference"]) for t in tasks)])
+    out.append(_table(["pair", "plain verifier", "texts differ", *(f"differ: {t}" for t in tasks), "quality",
+                       "plain quality", "difference", *(f"difference: {t}" for t in tasks)], rows))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

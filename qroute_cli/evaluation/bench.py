@@ -13,7 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from qroute_cli.evaluation import frontier, strategies
+import numpy as np
+
+from qroute_cli.evaluation import bootstrap, frontier, strategies
+from qroute_cli.evaluation.divergence import divergence
 from qroute_cli.evaluation.matrix import Matrix, run_matrix
 from qroute_cli.evaluation.strategies import Outcome
 from qroute_cli.evaluation.tasks import TASKS, Item, load
@@ -31,6 +34,7 @@ class BenchConfig:
     lambdas: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3)
     random_seeds: int = 5
     live: bool = True  # also run the online-learning loop for real over the prompt stream
+    bootstrap: int = bootstrap.RESAMPLES  # resamples behind every figure's 95% interval; 0: none
 
 
 @dataclass
@@ -115,6 +119,86 @@ def points(outcomes: Sequence[Outcome]) -> list[frontier.Point]:
     return [(o.mean_latency, o.mean_quality) for o in outcomes]
 
 
+class Plane:
+    """Which outcomes make up each curve of the headline (the static pairs, QualityRoute's
+    sweep, cost-only, the oracle, every ablation), found once, so every figure can be
+    recomputed from new per-outcome means: the bootstrap does it once per resample."""
+
+    def __init__(self, outcomes: Sequence[Outcome]):
+        self.statics = [i for i, o in enumerate(outcomes) if o.strategy == "static"]
+        self.quality = [i for i, o in enumerate(outcomes) if o.is_plain_quality]
+        # The hypervolume reference, as in `headline`: from the matrix alone, never a live run.
+        self.reference = [i for i, o in enumerate(outcomes) if o.strategy != "ensemble" and not o.live]
+        self.cost = next((i for i, o in enumerate(outcomes) if o.strategy == "cost" and o.scorer is None), None)
+        self.oracle = next((i for i, o in enumerate(outcomes) if o.strategy == "oracle" and o.budget_s is None), None)
+        labels = sorted({o.label for o in outcomes if o.strategy == "quality" and (o.scorer is not None or o.online)})
+        self.variants = {v: [i for i, o in enumerate(outcomes) if o.label == v] for v in labels}
+
+    def figures(self, latency: Sequence[float], quality: Sequence[float]) -> dict:
+        """Every headline figure from each outcome's mean latency and quality (same order as
+        the outcomes): {"headline": {name: value}, "ablation": {variant: {name: value}}}.
+        A figure that cannot be computed (no cost point, a zero baseline) is None."""
+        pts = list(zip(latency, quality))
+        ref = max(latency[i] for i in self.reference) * SWEEP.reference if self.reference else 1.0
+        statics = [pts[i] for i in self.statics]
+        hv_best = max(frontier.hypervolume([p], ref) for p in statics)
+        hv_front = frontier.hypervolume(statics, ref)
+        weak = min(statics, key=lambda p: p[0])
+        strong = max(statics, key=lambda p: (p[1], -p[0]))
+
+        def curve(idx: list[int]) -> dict:
+            own = [pts[i] for i in idx]
+            hv = frontier.hypervolume(own, ref)
+            gain = frontier.gain_at_matched_latency(own, statics)
+            return {
+                "hypervolume_ratio_vs_static_frontier": hv / hv_front if hv_front > 0 else None,
+                "quality_gain_vs_static_frontier_abs": None if gain is None else gain.absolute,
+                "quality_gain_vs_static_frontier_rel": None if gain is None else gain.relative,
+                "quality_route_quality_over_range": None if gain is None else gain.curve_quality,
+                "static_frontier_quality_over_range": None if gain is None else gain.baseline_quality,
+                "hypervolume_ratio_vs_best_static": hv / hv_best if hv_best > 0 else None,
+                "apgr": frontier.apgr(own, weak, strong),
+            }
+
+        head = curve(self.quality) if self.quality else {}
+        q_cost = gain_abs = gain_rel = None
+        if self.cost is not None and self.quality:
+            c_lat, c_q = pts[self.cost]
+            q_cost = frontier.quality_at([pts[i] for i in self.quality], c_lat)
+            if q_cost is not None:
+                gain_abs = q_cost - c_q
+                gain_rel = gain_abs / c_q if c_q > 0 else None
+        head.update({
+            "cost_quality": None if self.cost is None else pts[self.cost][1],
+            "cost_latency_s": None if self.cost is None else pts[self.cost][0],
+            "quality_at_cost_latency": q_cost,
+            "quality_gain_vs_cost_at_matched_latency_abs": gain_abs,
+            "quality_gain_vs_cost_at_matched_latency": gain_rel,
+            "best_static_quality": max(statics, key=lambda p: frontier.hypervolume([p], ref))[1],
+            "oracle_quality": None if self.oracle is None else pts[self.oracle][1],
+        })
+        return {"headline": head, "ablation": {v: curve(idx) for v, idx in self.variants.items()}}
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def static_frontier(outcomes: Sequence[Outcome]) -> dict:
+    """The Pareto frontier of the static pairs and QualityRoute's sweep, point by point: the
+    two curves the headline compares (a plot draws the first as a line)."""
+    statics = [o for o in outcomes if o.strategy == "static"]
+    front = set(frontier.pareto(points(statics)))
+    return {
+        "static": [{"pair": o.setting, "latency_s": round(o.mean_latency, 3), "quality": round(o.mean_quality, 4)}
+                   for o in sorted(statics, key=lambda o: o.mean_latency)
+                   if (o.mean_latency, o.mean_quality) in front],
+        "quality_route": [{"budget_s": o.budget_s, "latency_s": round(o.mean_latency, 3),
+                           "quality": round(o.mean_quality, 4)}
+                          for o in outcomes if o.is_plain_quality],
+    }
+
+
 def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
     """The three headline figures plus context, on one set of outcomes."""
     statics = [o for o in outcomes if o.strategy == "static"]
@@ -146,7 +230,25 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
                 "apgr": frontier.apgr(pts, (weak.mean_latency, weak.mean_quality),
                                       (strong.mean_latency, strong.mean_quality)),
             }
+    # Against the fair baseline: at each budget a user could pick the best static pair for it,
+    # so QualityRoute's curve is compared with the frontier of all static pairs.
+    fig = Plane(outcomes).figures([o.mean_latency for o in outcomes], [o.mean_quality for o in outcomes])
+    for variant, row in ablation.items():
+        row["hypervolume_ratio_vs_static_frontier"] = _round(fig["ablation"][variant]["hypervolume_ratio_vs_static_frontier"])
+        row["quality_gain_vs_static_frontier_abs"] = _round(fig["ablation"][variant]["quality_gain_vs_static_frontier_abs"])
+    head = fig["headline"]
+    matched = frontier.gain_at_matched_latency(qr, points(statics)) if qr else None
     return {
+        "hypervolume_ratio_vs_static_frontier": _round(head.get("hypervolume_ratio_vs_static_frontier")),
+        "quality_gain_vs_static_frontier_abs": _round(head.get("quality_gain_vs_static_frontier_abs")),
+        "quality_gain_vs_static_frontier_rel": _round(head.get("quality_gain_vs_static_frontier_rel")),
+        "quality_route_quality_over_range": _round(head.get("quality_route_quality_over_range")),
+        "static_frontier_quality_over_range": _round(head.get("static_frontier_quality_over_range")),
+        "matched_latency_range_s": None if matched is None else [round(x, 3) for x in matched.latency_range],
+        "static_frontier_pairs": [p["pair"] for p in static_frontier(outcomes)["static"]],
+        "best_static_point": [round(best_static.mean_latency, 3), round(best_static.mean_quality, 4)],
+        "quality_at_cost_latency": _round(head["quality_at_cost_latency"]),
+        "quality_gain_vs_cost_at_matched_latency_abs": _round(head["quality_gain_vs_cost_at_matched_latency_abs"]),
         "ablation": ablation,
         "n_prompts": len(items),
         "tasks": sorted({it.task for it in items}),
@@ -160,6 +262,41 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
         "oracle_quality": None if oracle_free is None else round(oracle_free.mean_quality, 4),
         "hypervolume_reference_latency_s": round(ref, 3),
     }
+
+
+def evidence(outcomes: Sequence[Outcome], items: Sequence[Item], m: Matrix, registry,
+             resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
+    """What backs the headline, overall and per task: the two curves it compares
+    (`static_frontier`), every figure's bootstrap interval over prompts (`intervals`; see
+    bootstrap.py), and how often a drafter changed the verifier's text (`divergence`).
+    With resamples=0 the intervals are left out and the differences carry no interval."""
+    tasks = sorted({it.task for it in items})
+    scopes = {"all": list(range(len(items)))}
+    scopes.update({t: [i for i, it in enumerate(items) if it.task == t] for t in tasks})
+    counts = None
+    if resamples > 0:
+        counts = bootstrap.resample_counts([scopes[t] for t in tasks], len(items), resamples, seed)
+    plane = Plane(outcomes)
+    lat = np.array([o.latency for o in outcomes], dtype=float)
+    qual = np.array([o.quality for o in outcomes], dtype=float)
+    fronts, intervals = {}, {}
+    for scope, idx in scopes.items():
+        sub = [_subset(o, idx) for o in outcomes]
+        fronts[scope] = static_frontier(sub)
+        if counts is not None:
+            point = plane.figures([o.mean_latency for o in sub], [o.mean_quality for o in sub])
+            intervals[scope] = bootstrap.figure_intervals(plane, lat[:, idx], qual[:, idx], point, counts[:, idx])
+    out = {
+        "static_frontier": {"all": fronts.pop("all"), "by_task": fronts},
+        "divergence": divergence(m, items, registry, counts),
+    }
+    if counts is not None:
+        out["intervals"] = {
+            "method": "bootstrap over prompts, resampled within each task; 2.5th-97.5th percentile",
+            "resamples": resamples, "seed": seed, "level": bootstrap.LEVEL,
+            "all": intervals.pop("all"), "by_task": intervals,
+        }
+    return out
 
 
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
@@ -197,6 +334,7 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
         idx = [i for i, it in enumerate(items) if it.task == task]
         sub = [_subset(o, idx) for o in outcomes]
         res.by_task[task] = {"summary": headline(sub, [items[i] for i in idx]), "outcomes": sub}
+    res.summary.update(evidence(outcomes, items, matrix, pool.registry, cfg.bootstrap, cfg.seed))
     return res
 
 

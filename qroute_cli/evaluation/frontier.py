@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from dataclasses import dataclass
 from typing import Sequence
 
 Point = tuple[float, float]  # (mean latency in s, mean quality)
@@ -46,3 +48,58 @@ def apgr(points: Sequence[Point], weak: Point, strong: Point, steps: int = 100) 
         gain = 0.0 if q is None else (q - q_w) / (q_s - q_w)
         total += min(max(gain, 0.0), 1.0)
     return total / steps
+
+
+@dataclass(frozen=True)
+class MatchedGain:
+    """A curve's quality over a baseline curve's at matched latency, averaged over a latency range."""
+
+    absolute: float  # mean of curve quality - baseline quality over the grid
+    relative: float | None  # absolute / baseline_quality; None when the baseline reaches 0 there
+    curve_quality: float  # the curve's mean quality over the grid
+    baseline_quality: float  # the baseline's mean quality over the grid
+    latency_range: tuple[float, float]
+
+
+def gain_at_matched_latency(curve: Sequence[Point], baseline: Sequence[Point],
+                            steps: int = 200) -> MatchedGain | None:
+    """How much better `curve` does than `baseline` at the same latency, over their common range.
+
+    Each set of points is read as the step function quality_at(points, L): the best quality
+    reachable at mean latency <= L. The grid is `steps` latencies at the midpoints of equal
+    slices of [lo, hi], where lo is the larger and hi the smaller of the two sets' fastest and
+    slowest points' latencies (the overlap of both ranges; below a set's fastest point it
+    reaches nothing, past its slowest it adds nothing). absolute is the mean over the grid of
+    quality_at(curve, L) - quality_at(baseline, L); relative divides it by the baseline's mean
+    quality over the same grid (a ratio of areas, so a baseline at 0 somewhere is no division
+    by zero). None when either set is empty or the ranges do not overlap.
+    """
+    if not curve or not baseline:
+        return None
+    lo = max(min(lat for lat, _ in curve), min(lat for lat, _ in baseline))
+    hi = min(max(lat for lat, _ in curve), max(lat for lat, _ in baseline))
+    if hi < lo:
+        return None
+    mine, theirs = _Steps(curve), _Steps(baseline)
+    total_c = total_b = 0.0
+    for i in range(steps):
+        lat = lo + (hi - lo) * (i + 0.5) / steps
+        total_c += mine.at(lat)
+        total_b += theirs.at(lat)
+    q_c, q_b = total_c / steps, total_b / steps
+    return MatchedGain(q_c - q_b, (q_c - q_b) / q_b if q_b > 0 else None, q_c, q_b, (lo, hi))
+
+
+class _Steps:
+    """quality_at as a lookup on the Pareto frontier (the same values, in log time)."""
+
+    def __init__(self, points: Sequence[Point]):
+        front = pareto(points)
+        self.latencies = [lat for lat, _ in front]
+        self.qualities = [q for _, q in front]
+
+    def at(self, latency: float) -> float:
+        """Best quality at mean latency <= `latency`; 0 where nothing is reachable (the grid
+        starts at both sets' fastest point, so inside it this never happens)."""
+        i = bisect_right(self.latencies, latency + 1e-12) - 1
+        return self.qualities[i] if i >= 0 else 0.0

@@ -34,6 +34,8 @@ def bench(
              "--scorer length-only=predictor/build/length-only.onnx"),
     live: bool = typer.Option(True, "--live/--no-live",
                               help="After the matrix, run the online-learning loop for real over the prompt stream."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
+                                  help="Resamples of the prompts behind each figure's 95% interval (0: none)."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
 ) -> None:
     """Run every (prompt, pair) once, then compare strategies on the same results.
@@ -42,7 +44,9 @@ def bench(
     LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets (with the
     trained predictor, the per-model priors and any --scorer files), online learning replayed
     on the matrix and run live, and the oracle: Pareto frontiers, hypervolume, quality at
-    matched latency and APGR. Results are cached, so an interrupted bench resumes.
+    matched latency and APGR, against the Pareto frontier of all static pairs as well as the
+    single best pair, each with a 95% bootstrap interval over prompts; and how often a drafter
+    changed the verifier's answer. Results are cached, so an interrupted bench resumes.
 
     Examples:
 
@@ -74,7 +78,8 @@ def bench(
         raise UsageError("The bench needs at least two pairs with their models present.",
                          "Fetch models with: qroute models pull")
     extra_scorers = _scorer_files(scorer or [])
-    cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live)
+    cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live,
+                      bootstrap=bootstrap)
     items = select_items(cfg)
     total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
