@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich.table is imported where a table is drawn: `qroute run` draws none
+    from rich.table import Table
 
 
 class _Console(Console):
@@ -39,6 +42,8 @@ def _size(n: int | None) -> str:
 
 
 def models_table(reg, statuses) -> Table:
+    from rich.table import Table
+
     table = Table(title="Models", title_justify="left")
     for col in ("name", "present", "verified", "size", "vocab", "path"):
         table.add_column(col, overflow="fold")
@@ -56,6 +61,8 @@ def models_table(reg, statuses) -> Table:
 
 
 def pairs_table(reg, status_by_name) -> Table:
+    from rich.table import Table
+
     table = Table(title="Pairs", title_justify="left")
     for col in ("pair", "verifier", "drafter", "ready"):
         table.add_column(col)
@@ -94,6 +101,8 @@ def stdout_is_tty() -> bool:
 
 def explain_table(decision) -> Table:
     """Every candidate pair the router weighed, with the choice and its reason."""
+    from rich.table import Table
+
     budget = f"{decision.budget_s:g}s" if decision.budget_s else "none"
     table = Table(
         title=escape(f"Route ({decision.strategy}, budget {budget})"), title_justify="left",

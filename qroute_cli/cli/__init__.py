@@ -97,17 +97,24 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
     typer >= 0.26 runs on its own copy of click, whose exceptions are not click's; older typer
     uses click. Both are found through typer's public names, so either version is handled.
+    Read when an exception reaches main(): click itself is looked at only when something in
+    this process imported it (older typer does), so a run on typer's own copy never loads it.
     """
     usage = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
     abort = [typer.Abort]
-    try:
-        import click
-    except ImportError:
-        pass
-    else:
+    click = sys.modules.get("click")
+    if click is not None:
         usage.append(click.exceptions.ClickException)
         abort.append(click.exceptions.Abort)
     return tuple(usage), tuple(abort)
+
+
+def _usage_errors() -> tuple[type, ...]:
+    return _click_exceptions()[0]
+
+
+def _aborts() -> tuple[type, ...]:
+    return _click_exceptions()[1]
 
 
 def _save_traceback() -> str:
@@ -139,16 +146,15 @@ def main() -> None:
 
     _register_commands()
     err = Console(stderr=True, highlight=False)
-    usage_errors, aborts = _click_exceptions()
     try:
         rc = app(standalone_mode=False)
     except QrouteError as exc:
         print_error(err, exc)
         sys.exit(exc.exit_code)
-    except usage_errors as exc:  # unknown command or option, bad value: click's usage message
+    except _usage_errors() as exc:  # unknown command or option, bad value: click's usage message
         exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, _Interrupted, *aborts):  # click turns a Ctrl-C while parsing into Abort
+    except (KeyboardInterrupt, _Interrupted, *_aborts()):  # click turns a Ctrl-C while parsing into Abort
         err.print("\n[yellow]Interrupted.[/]")
         sys.exit(130)
     except (BrokenPipeError, _PipeClosed):
