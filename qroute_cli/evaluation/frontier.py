@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Sequence
+
+import numpy as np
 
 Point = tuple[float, float]  # (mean latency in s, mean quality)
 
@@ -42,9 +45,10 @@ def apgr(points: Sequence[Point], weak: Point, strong: Point, steps: int = 100) 
     if q_s <= q_w or l_s <= l_w:
         return None
     total = 0.0
+    steps_of = _Steps(points)  # quality_at, in log time: the bootstrap calls this thousands of times
     for i in range(steps):
         lat = l_w + (l_s - l_w) * (i + 0.5) / steps
-        q = quality_at(points, lat)
+        q = steps_of.at(lat)
         gain = 0.0 if q is None else (q - q_w) / (q_s - q_w)
         total += min(max(gain, 0.0), 1.0)
     return total / steps
@@ -80,13 +84,8 @@ def gain_at_matched_latency(curve: Sequence[Point], baseline: Sequence[Point],
     hi = min(max(lat for lat, _ in curve), max(lat for lat, _ in baseline))
     if hi < lo:
         return None
-    mine, theirs = _Steps(curve), _Steps(baseline)
-    total_c = total_b = 0.0
-    for i in range(steps):
-        lat = lo + (hi - lo) * (i + 0.5) / steps
-        total_c += mine.at(lat)
-        total_b += theirs.at(lat)
-    q_c, q_b = total_c / steps, total_b / steps
+    grid = lo + (hi - lo) * (np.arange(steps) + 0.5) / steps
+    q_c, q_b = _Steps(curve).mean_over(grid), _Steps(baseline).mean_over(grid)
     return MatchedGain(q_c - q_b, (q_c - q_b) / q_b if q_b > 0 else None, q_c, q_b, (lo, hi))
 
 
@@ -98,8 +97,12 @@ class _Steps:
         self.latencies = [lat for lat, _ in front]
         self.qualities = [q for _, q in front]
 
-    def at(self, latency: float) -> float:
-        """Best quality at mean latency <= `latency`; 0 where nothing is reachable (the grid
-        starts at both sets' fastest point, so inside it this never happens)."""
+    def at(self, latency: float) -> float | None:
+        """Best quality at mean latency <= `latency`; None where nothing is reachable."""
         i = bisect_right(self.latencies, latency + 1e-12) - 1
-        return self.qualities[i] if i >= 0 else 0.0
+        return self.qualities[i] if i >= 0 else None
+
+    def mean_over(self, grid: np.ndarray) -> float:
+        """Mean best quality over a latency grid (which starts past the fastest point)."""
+        i = np.searchsorted(self.latencies, grid + 1e-12, side="right") - 1
+        return math.fsum(np.asarray(self.qualities)[np.maximum(i, 0)].tolist()) / len(grid)  # exact sum
