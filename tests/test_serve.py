@@ -311,6 +311,8 @@ def test_queue_wait_counts_against_the_budget(worker):
     pinned = _job(budget_s=1.0, pair="fake-small")  # a pinned pair is answered however long it waited
     pinned.arrived -= 1.5
     assert worker.submit(pinned).result().result.pair.name == "fake-small"
+    hard = worker.submit(_job(budget_s=0.1, pair="fake-big", hard_budget=True)).result()
+    assert hard.result.generation.finish_reason == "deadline", hard.result.generation.stats  # queue included
     # The server's own budget and strategy come back after each request.
     assert worker.router.budget_s == 5.0 and worker.router.strategy_text == "quality"
 
