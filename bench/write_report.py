@@ -166,6 +166,19 @@ def budget_hit_section(data: dict) -> list[str]:
     return out + [""]
 
 
+def frontier_section(path: Path) -> list[str]:
+    """The headline against the static frontier, with intervals: the markdown `python -m
+    bench.replay --markdown` wrote from the committed matrix, one heading level down."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        out.append("#" + line if line.startswith("#") else line)
+    out += ["", "The sections below are the earlier comparisons (single best pair, cost-only) from the "
+            "same matrix, kept as secondary figures.", ""]
+    return out
+
+
 def main() -> None:
     summary = _load("summary.json")
     rows = _load("strategies.json") or []
@@ -179,6 +192,7 @@ def main() -> None:
              "Regenerate with `bash bench/run_full.sh` (runs the benches, then `python -m bench.write_report`).",
              "All figures below were measured on the 2-core CPU machine described in the design brief,",
              "side by side in one run per section.", ""]
+    lines += frontier_section(HERE / "results" / "frontier_v2.md")
     if summary:
         cfg = summary.get("config", {})
         lines += ["## Routing: quality vs. latency", "",

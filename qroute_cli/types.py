@@ -53,7 +53,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Pair:
-    """A (drafter, verifier) pair: the verifier decides the answer, the drafter only the speed."""
+    """A (drafter, verifier) pair: the verifier decides the answer, the drafter is there for speed
+    (at a near-tie a verify batch can pick the other token, so the text can differ)."""
 
     name: str
     verifier: str
