@@ -111,6 +111,9 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also time (a) and (c) with the qroute_cli of DIR, e.g. an earlier commit's: "
                          "mkdir DIR && git archive REV qroute_cli | tar -x -C DIR")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE as set and no cache prefix: with it set, every run "
+                         "compiles qroute from source, as in an environment that forbids byte code")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
     args = ap.parse_args()
 
@@ -124,9 +127,11 @@ def main() -> int:
         raise SystemExit(f"{gguf} is missing: run `qroute models pull {spec.name}` first.")
 
     home = Path(tempfile.mkdtemp(prefix="qroute-startup-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "QROUTE_CONFIG")}
-    env.update(QROUTE_HOME=str(home / "home"), QROUTE_MODELS=str(paths.cache_dir()),
-               PYTHONPYCACHEPREFIX=str(home / "pycache"))
+    env = {k: v for k, v in os.environ.items() if k != "QROUTE_CONFIG"}
+    env.update(QROUTE_HOME=str(home / "home"), QROUTE_MODELS=str(paths.cache_dir()))
+    if not args.no_bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
     run_args = ["run", "--pair", args.pair, "-n", str(args.tokens), "--threads", str(args.threads), args.prompt]
     commands = {
         "qroute_run": _qroute(ROOT) + run_args,
@@ -174,6 +179,7 @@ def main() -> int:
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "threads": args.threads,
         "runs": args.runs,
+        "bytecode_cache": not args.no_bytecode_cache,
         "commands": shown,
         "bare_script": BARE,
         "median_s": {name: round(v, 3) for name, v in med.items()},
