@@ -29,9 +29,9 @@ def serve(
 ) -> None:
     """Serve routed answers over an OpenAI-compatible API (chat, completions, models, metrics).
 
-    Model names: qroute/auto (default strategy and budget), qroute/auto@2s (a budget),
-    qroute/cost, qroute/pair/PAIR (no routing). One answer runs at a time; the others queue,
-    and their wait counts against their budget.
+    Model names: qroute/auto (default strategy and budget), qroute/auto@2s (a budget), qroute/cost, qroute/pair/PAIR (no routing).
+
+    One answer runs at a time; the others queue, and their wait counts against their budget.
 
     Examples:
 
