@@ -30,6 +30,7 @@ def chat(
     """Chat in the terminal; each turn is routed with the conversation as context.
 
     Type /help inside for the slash commands (/pair, /budget, /explain, /save, ...).
+
     Ctrl-C stops an answer, Ctrl-D leaves.
 
     Examples:
