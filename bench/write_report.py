@@ -47,7 +47,8 @@ def pairs_section(cells: list[dict]) -> list[str]:
     """Every pair on every task: each metric, latency p50/p95, tokens/s, acceptance, cut answers."""
     import statistics
 
-    metric_names = {"gsm8k": ("em",), "nq": ("em", "f1", "contains"), "wp": ("rouge_l", "bleu")}
+    metric_names = {"gsm8k": ("em",), "nq": ("em", "f1", "contains"), "wp": ("rouge_l", "bleu"), "code": ("pass",)}
+    shown = {"pass": "pass@1"}  # a metric's key in the scores -> its name in the table
     out = ["| task | pair | metrics | quality | p50 latency | p95 latency | tokens/s | acceptance | cut at cap |",
            "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -60,13 +61,32 @@ def pairs_section(cells: list[dict]) -> list[str]:
         lat = [c["latency_s"] for c in cs]
         drafted = sum(c["drafted"] for c in cs)
         acc = sum(c["accepted"] for c in cs) / drafted if drafted else None
-        mets = ", ".join(f"{m} {statistics.mean(c['scores'].get(m, 0.0) for c in cs):.3f}"
+        mets = ", ".join(f"{shown.get(m, m)} {statistics.mean(c['scores'].get(m, 0.0) for c in cs):.3f}"
                          for m in metric_names.get(task, ()))
         tps = sum(c["tokens"] for c in cs) / max(sum(c["latency_s"] for c in cs), 1e-9)
         cut = sum(c["tokens"] >= caps[task] for c in cs) / len(cs)
         out.append(f"| {task} | {pair} | {mets} | {statistics.mean(c['quality'] for c in cs):.3f} | "
                    f"{statistics.median(lat):.2f}s | {percentile(lat, 95):.2f}s | {tps:.1f} | {_f(acc, '{:.0%}')} | {cut:.0%} |")
     return out
+
+
+# What `quality` is on each task, for the prose above the tables (only the tasks benched are named).
+QUALITY = {
+    "gsm8k": "GSM8K exact match",
+    "nq": "NQ max(token F1, gold answer contained in the first line)",
+    "wp": "WritingPrompts ROUGE-L against the human story (HANNA prompts)",
+    "code": "HumanEval pass@1 (the problem's tests run against the answer in a sandbox)",
+}
+METRICS = {
+    "gsm8k": "GSM8K: exact match of the final number",
+    "nq": "NQ: exact match, token F1 and 'a gold answer is contained'",
+    "wp": "WritingPrompts: ROUGE-L and BLEU (0-1) against the human story",
+    "code": "HumanEval: pass@1, 1 when the answer passes all of the problem's tests",
+}
+
+
+def _named(table: dict[str, str], tasks, sep: str = ", ") -> str:
+    return sep.join(table.get(t, t) for t in tasks)
 
 
 MODE_LABELS = {"soft": "budget only", "hard": "`--hard-budget`"}
@@ -198,8 +218,7 @@ def main() -> None:
         lines += ["## Routing: quality vs. latency", "",
                   f"{summary['n_prompts']} prompts ({cfg.get('limit')} per task: {', '.join(summary['tasks'])}), "
                   f"every prompt run once on every pair ({len(cfg.get('pairs', []))} pairs), strategies compared on "
-                  "the same result matrix. Quality: GSM8K exact match, NQ max(token F1, gold answer contained "
-                  "in the first line), WritingPrompts ROUGE-L against the human story (HANNA prompts). "
+                  f"the same result matrix. Quality: {_named(QUALITY, summary['tasks'])}. "
                   "QualityRoute's points come from a sweep of budgets; cost-only routing (fastest predicted "
                   "pair) is a single point, so 'at matched latency' compares QualityRoute's best point "
                   "within that latency. With this few prompts per task the per-task rows are noisy; the "
@@ -258,8 +277,7 @@ def main() -> None:
         cells = _load("matrix.json") or []
         if cells:
             lines += ["", "### Every pair on every task", "",
-                      "GSM8K: exact match of the final number; NQ: exact match, token F1 and 'a gold answer is "
-                      "contained'; WritingPrompts: ROUGE-L and BLEU (0-1) against the human story. 'Cut at cap': "
+                      f"{_named(METRICS, summary['tasks'], '; ')}. 'Cut at cap': "
                       "answers that reached the task's token cap.", ""] + pairs_section(cells)
         lines += ["", "### Every strategy (all tasks)", ""] + strategies_section(rows, "all") + [""]
         ra = summary.get("routing_analysis", [])

@@ -1,8 +1,12 @@
 """Generate the predictor's training data: every built-in verifier's greedy answer to training
 prompts, with its stats, each drafter's acceptance rate on it, and automatic quality scores.
 
-    python -m predictor.datagen --gsm8k 60 --nq 60 --wp 60            # resumes where it stopped
-    python -m predictor.datagen --gsm8k 600 --nq 600 --wp 500 --n-gpu-layers -1   # on a GPU
+    python -m predictor.datagen --gsm8k 60 --nq 60 --wp 60 --code 60  # resumes where it stopped
+    python -m predictor.datagen --gsm8k 600 --nq 600 --wp 500 --code 85 --n-gpu-layers -1   # on a GPU
+
+Sources: the training side of each bench task (qroute_cli/evaluation/splits.py): GSM8K train,
+NQ-open dev's train side, the WritingPrompts train sample, and code: HumanEval's training side
+(85 problems, from the file qroute ships), whose answers score pass@1 in the code sandbox.
 
 Output: append-only gzipped JSON Lines (predictor/data/responses.jsonl.gz by default), one
 row per (prompt x verifier) with key "dataset:id:model"; rows already there are skipped, so a
@@ -288,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gsm8k", type=int, default=60, help="GSM8K train prompts")
     ap.add_argument("--nq", type=int, default=60, help="NQ-open dev prompts (train side of the split)")
     ap.add_argument("--wp", type=int, default=60, help="WritingPrompts train-sample prompts")
+    ap.add_argument("--code", type=int, default=60,
+                    help="HumanEval problems on the training side of its split (85 in all; scored pass@1 in the sandbox)")
     ap.add_argument("--models", default="", help="comma-separated verifier models (default: all built-in)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--chunk", type=int, default=10, help="prompts per data set per chunk")
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     added = run(
-        {"gsm8k": args.gsm8k, "nq": args.nq, "wp": args.wp}, args.out, models,
+        {"gsm8k": args.gsm8k, "nq": args.nq, "wp": args.wp, "code": args.code}, args.out, models,
         chunk=args.chunk, until=args.until, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads or None,
         workers=args.workers, worker=args.worker,
     )

@@ -96,7 +96,9 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     for key in ("hypervolume_ratio_vs_best_static", "quality_gain_vs_cost_at_matched_latency", "apgr",
                 "n_prompts", "tasks"):
         assert key in summary
-    assert summary["n_prompts"] == 6 and summary["tasks"] == ["gsm8k", "nq", "wp"]
+    # Every task by default, code included (its fake answers score 0 in the sandbox).
+    assert summary["n_prompts"] == 8 and summary["tasks"] == ["code", "gsm8k", "nq", "wp"]
+    assert summary["provenance"]["code_sandbox"].startswith("rlimits, audit guard")
     rows = json.loads((out / "strategies.json").read_text())
     strategies_seen = {r["strategy"] for r in rows}
     assert {"static", "oracle", "random", "bandit", "ensemble", "cost", "quality", "quality+online",
@@ -104,12 +106,12 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     assert {"quality [prior]", "quality [copy]", "quality+online", "quality+online (live)"} <= set(summary["ablation"])
     # The live loop ran every prompt once, in stream order, and learned from each run.
     live = summary["live_online"]
-    assert live["first_half"]["n"] + live["second_half"]["n"] == 6
+    assert live["first_half"]["n"] + live["second_half"]["n"] == 8
     assert 0.0 <= live["hit_rate"] <= 1.0 and live["mean_latency_s"] > 0
     trace = json.loads((out / "live_stream.json").read_text())[0]["stream"]
-    assert len(trace) == 6 and all(r["observed_latency_s"] > 0 and r["predicted_latency_s"] for r in trace)
+    assert len(trace) == 8 and all(r["observed_latency_s"] > 0 and r["predicted_latency_s"] for r in trace)
     live_row = next(r for r in rows if r["strategy"] == "quality+online (live)" and r["task"] == "all")
-    assert sum(live_row["choices"].values()) == 6
+    assert sum(live_row["choices"].values()) == 8
     assert (out / "pareto_all.png").stat().st_size > 1000
     analysis = json.loads((out / "summary.json").read_text())["routing_analysis"]
     assert analysis and all(sum(r["why"].values()) == sum(r["choices"].values()) for r in analysis)
@@ -132,7 +134,7 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     again = _bench_cli("--limit", "2", "--pairs", "fake-big,fake-small,fake-big+ngram", "--json", "--no-live")
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
-    assert second["n_prompts"] == 6
+    assert second["n_prompts"] == 8
     for key in ("hypervolume_ratio_vs_best_static", "quality_gain_vs_cost_at_matched_latency", "apgr"):
         assert second[key] == summary[key], key
 
@@ -148,6 +150,68 @@ def test_bench_rejects_bad_scorer_option(tmp_path):
     said = " ".join(r.stderr.split())
     assert r.returncode == 2 and "cannot be loaded" in said and "Traceback" not in said
     assert "running prompts" not in said  # refused before any model ran
+
+
+def test_bench_code_task_end_to_end_on_fake_backend(tmp_path):
+    """`--tasks code`: the first HumanEval problems of the bench side, every answer's tests run
+    in the sandbox (the fake models write no code: pass@1 is 0, not an error); the matrix
+    names each problem by id and carries none of its tests."""
+    from qroute_cli.evaluation import humaneval
+
+    out = tmp_path / "out"
+    r = _bench_cli("--tasks", "code", "--limit", "2", "--pairs", "fake-big,fake-small", "--out", str(out),
+                   "--json", "--no-live", "--bootstrap", "0", "--cache", str(tmp_path / "cache.jsonl"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["tasks"] == ["code"] and summary["n_prompts"] == 2
+    assert summary["provenance"]["code_sandbox"]  # what the sandbox isolated the code with
+    cells = json.loads((out / "matrix.json").read_text())
+    bench_side = [p.task_id for p in humaneval.load("bench")[:2]]
+    assert [c["item"] for c in cells] == [i for i in bench_side for _ in ("fake-big", "fake-small")]
+    assert all(c["task"] == "code" and c["scores"] == {"pass": 0.0, "quality": 0.0, "correct": 0.0} for c in cells)
+    assert "def check(" not in (out / "matrix.json").read_text()
+    assert "def check(" not in (tmp_path / "cache.jsonl").read_text()
+
+
+def test_code_task_scores_pass_at_1_in_the_sandbox(monkeypatch):
+    """A bench item's reference is what its tests need: the canonical solution scores 1 (as a
+    chat answer and as a bare body), a wrong one 0, and a sandbox that cannot run is an error
+    that says so, not a 0."""
+    from qroute_cli.errors import QrouteError
+    from qroute_cli.evaluation import humaneval, sandbox
+    from qroute_cli.evaluation.tasks import load
+
+    code = TASKS["code"]
+    items = load("code")
+    assert len(items) == 79 and all(humaneval.side(it.id) == "bench" for it in items)
+    assert load("code", Path("/nonexistent")) == items  # --data-dir leaves code to the shipped file
+    it = items[0]
+    problem = it.reference
+    assert it.question == problem.prompt and it.prompt == problem.chat_prompt
+    answer = f"Here it is:\n```python\n{problem.prompt}{problem.canonical_solution}\n```"
+    assert code.score(answer, problem) == {"pass": 1.0, "quality": 1.0, "correct": 1.0}
+    assert code.score(problem.canonical_solution, problem)["quality"] == 1.0
+    assert code.score("I would rather not.", problem) == {"pass": 0.0, "quality": 0.0, "correct": 0.0}
+    assert code.quality_name == "pass@1" and code.max_tokens == humaneval.MAX_TOKENS
+
+    def broken(source, limits=sandbox.Limits()):
+        return sandbox.Outcome("error", "no interpreter", "", 0.0)
+
+    monkeypatch.setattr(sandbox, "run_python", broken)
+    with pytest.raises(QrouteError, match="could not run the tests of .*no interpreter"):
+        code.score(answer + "\n# not scored before", problem)
+
+
+def test_every_task_is_benched_by_default_and_named_in_the_help():
+    import inspect
+
+    from qroute_cli.cli.commands.bench import bench
+    from qroute_cli.evaluation.bench import BenchConfig
+
+    assert BenchConfig().tasks == tuple(TASKS) and "code" in TASKS
+    params = inspect.signature(bench).parameters
+    assert all(name in params["tasks"].default.help for name in TASKS)
+    assert "code" in params["data_dir"].default.help
 
 
 def test_bench_rejects_unknown_task():
@@ -300,7 +364,7 @@ def test_a_router_choice_outside_the_matrix_is_an_error(fake_matrix, fake_regist
 
 def test_every_task_scores_prompts_and_agrees_in_one_object():
     """The task table: one prompt format, cap, score and consensus per data set."""
-    assert list(TASKS) == ["gsm8k", "nq", "wp"]
+    assert list(TASKS) == ["gsm8k", "nq", "wp", "code"]
     assert TASKS["nq"].prompt("  who wrote hamlet ") == "Who wrote hamlet?\nAnswer in a few words only."
     assert TASKS["gsm8k"].prompt("2 + 2?").startswith("2 + 2?\nSolve it step by step")
     for name, task in TASKS.items():

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import require_model, require_source_data
 from predictor import datagen
-from qroute_cli.evaluation import splits
+from qroute_cli.evaluation import humaneval, splits
 from qroute_cli.evaluation.tasks import TASKS
 
 
@@ -103,7 +103,8 @@ def _shipped_bench(task):
 
 def test_shipped_bench_data_is_never_training_data():
     """Every shipped bench question against the shipped keys of every training question (all
-    three data sets and EVOUNA), and against the prompts the shipped predictor trained on."""
+    four data sets, code included, and EVOUNA), and against the prompts the shipped predictor
+    trained on."""
     trained = set().union(*splits.read_train_hashes().values())
     assert len(trained) > 10_000
     for task in splits.DATASETS:
@@ -113,6 +114,8 @@ def test_shipped_bench_data_is_never_training_data():
         assert not clash, f"{task} bench questions are training questions: {clash[:5]}"
         if task == "nq":
             assert all(splits.nq_side(it.question) == "bench" for it in items)
+        if task == "code":
+            assert all(humaneval.side(it.id) == "bench" for it in items)
     prompts = {r["prompt"] for r in datagen.read_rows(datagen.DEFAULT_OUT)}
     assert len(prompts) > 100
     bench_prompts = {it.prompt for task in splits.DATASETS for it in _shipped_bench(task)}
@@ -126,6 +129,43 @@ def test_shipped_hashes_catch_a_training_question():
     row = next(r for r in datagen.read_rows(datagen.DEFAULT_OUT) if r["dataset"] == "gsm8k")
     question = row["prompt"].split("\nSolve it step by step")[0]
     assert splits.question_key(question) in trained["gsm8k"]
+
+
+def test_code_training_side_is_in_the_shipped_hashes_and_apart_from_the_bench():
+    """HumanEval needs no source data: its training side is the problems `humaneval.side` puts
+    there, every one of them has its key shipped, and no bench problem does."""
+    shipped = splits.read_train_hashes()
+    train = splits.train_rows("code")
+    assert {r.id for r in train} == {p.task_id for p in humaneval.load() if humaneval.side(p.task_id) == "train"}
+    assert shipped["code"] == {splits.question_key(r.question) for r in train} and len(shipped["code"]) == 85
+    bench_rows = splits.bench_rows("code")
+    bench = {splits.question_key(r.question) for r in bench_rows}
+    # HumanEval/56 and /61 differ only in their bracket characters, which the key drops; both
+    # are bench problems, so the 79 bench problems have 78 keys.
+    assert len(bench_rows) == 79 and len(bench) == 78
+    assert not bench & set().union(*shipped.values())
+
+
+def test_fake_run_labels_the_code_training_side(tmp_path, data_root, fake_registry):
+    """Code rows: HumanEval training problems as the bench asks them, scored pass@1 in the sandbox."""
+    out = tmp_path / "rows.jsonl.gz"
+    added = datagen.run({"code": 1}, out, ["fake-small"], registry=fake_registry, n_threads=None, data_root=data_root)
+    (row,) = datagen.read_rows(out)
+    assert added == 1 and row["dataset"] == "code" and humaneval.side(row["id"]) == "train"
+    problem = next(p for p in humaneval.load() if p.task_id == row["id"])
+    assert row["prompt"] == problem.chat_prompt and row["max_tokens"] == TASKS["code"].max_tokens
+    assert row["scores"] == {"pass": 0.0, "quality": 0.0, "correct": 0.0}  # the fake writes no code
+    assert "--code" in _datagen_help()
+
+
+def _datagen_help() -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        datagen.main(["--help"])
+    return buf.getvalue()
 
 
 def test_splits_on_the_source_data_match_the_shipped_hashes():

@@ -107,22 +107,39 @@ def test_canonical_solution_passes_as_body_and_as_chat_answer(problems, task_id)
     assert humaneval.score(p, chat) == {"pass": 1.0, "quality": 1.0, "correct": 1.0}
 
 
-def test_the_bench_task_shape_holds_human_eval(problems):
-    """HumanEval fits the bench's Task (prompt, cap, score, consensus) with the Problem as the
-    reference; it is not in the bench's task table yet."""
-    from qroute_cli.evaluation import metrics
-    from qroute_cli.evaluation.tasks import TASKS, Task
+def test_the_bench_code_task_is_human_eval(problems):
+    """The bench's `code` task: HumanEval's chat prompt and cap, pass@1 scores with the Problem
+    as the reference, and a consensus among answers."""
+    from qroute_cli.evaluation.tasks import TASKS
 
-    task = Task("humaneval", lambda question: humaneval.TEMPLATE.format(prompt=question.strip("\n")),
-                humaneval.MAX_TOKENS, lambda text, problem: humaneval.score(problem, text, FAST),
-                metrics.most_agreed(metrics.token_f1), correct_at=1.0)
+    task = TASKS["code"]
     p = problems["HumanEval/0"]
-    assert task.prompt(p.prompt) == p.chat_prompt
+    assert task.prompt(p.prompt) == p.chat_prompt and task.max_tokens == humaneval.MAX_TOKENS
     right = f"```python\n{p.prompt}{p.canonical_solution}\n```"
     assert task.score(right, p) == {"pass": 1.0, "quality": 1.0, "correct": 1.0}
     assert task.score(_body("return False"), p)["correct"] == 0.0
     assert task.consensus({"a": right, "b": right, "c": "I cannot solve this."}) == "a"
-    assert "humaneval" not in TASKS
+
+
+def test_a_sandbox_where_nothing_runs_is_an_error_not_a_failed_answer(problems, monkeypatch):
+    """When not even the trivial probe runs, every answer would score 0; scoring raises instead."""
+    from qroute_cli.errors import QrouteError
+
+    def dead(source, limits, iso):
+        return sandbox.Outcome("failed", "python: not found", "", 0.0)
+
+    sandbox.isolation.cache_clear()
+    try:
+        monkeypatch.setattr(sandbox, "_run", dead)
+        iso = sandbox.isolation()
+        assert iso.broken and "python: not found" in iso.describe()
+        assert sandbox.run_python("print(1)").status == "error"
+        with pytest.raises(QrouteError, match="could not run the tests of HumanEval/0"):
+            humaneval.score(problems["HumanEval/0"], problems["HumanEval/0"].canonical_solution)
+    finally:
+        monkeypatch.undo()
+        sandbox.isolation.cache_clear()
+    assert not sandbox.isolation().broken
 
 
 def test_wrong_or_missing_solution_fails(problems):

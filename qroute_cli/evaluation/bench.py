@@ -318,6 +318,10 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     res = BenchResult(cfg, items, matrix, outcomes)
     res.summary = headline(outcomes, items)
     res.summary["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    if any(it.task == "code" for it in items):  # pass@1 depends on what the sandbox let the code do
+        from qroute_cli.evaluation import sandbox
+
+        res.summary.setdefault("provenance", {})["code_sandbox"] = sandbox.isolation().describe()
     live = next((o for o in outcomes if o.live), None)
     if live is not None:
         replay = next((o for o in outcomes if o.strategy == "quality" and o.online and not o.live and o.scorer is None

@@ -22,7 +22,8 @@ al. (2021) with n = k = 1. One answer is scored in four steps:
 
 A timeout, a crash, a syntax error, an answer with no code, an early `exit()` and anything
 the sandbox refuses count as a failure (0). A sandbox that cannot run at all (no POSIX
-system) raises instead of scoring 0 for every answer.
+system, or not even a trivial program runs in it) raises QrouteError instead of scoring 0
+for every answer.
 
 The split
 ---------
@@ -178,7 +179,8 @@ def score(problem: Problem, answer: str, limits: sandbox.Limits = sandbox.Limits
     """pass@1 of one answer as the bench's metrics report it: `pass`, `quality`, `correct`."""
     outcome = check(problem, answer, limits)
     if outcome.status == "error":
-        raise QrouteError(f"The code sandbox could not run: {outcome.reason}.",
-                          "Run the code task on Linux or macOS with the standard Python interpreter.")
+        raise QrouteError(f"The code sandbox could not run the tests of {problem.task_id}: {outcome.reason}.",
+                          "This is not a failed answer: the code task needs Linux or macOS with the standard "
+                          "Python interpreter (`qroute bench --tasks gsm8k,nq,wp` leaves code out).")
     passed = float(outcome.passed)
     return {"pass": passed, "quality": passed, "correct": passed}

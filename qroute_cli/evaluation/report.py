@@ -11,6 +11,7 @@ from rich.table import Table
 
 from qroute_cli.evaluation import frontier
 from qroute_cli.evaluation.bench import BenchResult
+from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.numeric import percentile
 
 
@@ -45,9 +46,17 @@ def summary_table(res: BenchResult, title: str = "Strategies on the result matri
     return t
 
 
+def task_columns(items) -> list[tuple[str, str]]:
+    """(task, column title) for each task benched, in bench order: the title says what the
+    task's quality is (code: 'code pass@1')."""
+    names = list(dict.fromkeys(it.task for it in items))
+    return [(name, f"{name} {TASKS[name].quality_name}") for name in names]
+
+
 def matrix_table(res: BenchResult) -> Table:
     t = Table(title="Pairs measured (every prompt run once)", title_justify="left")
-    for col in ("pair", "quality", "mean lat.", "tok/s", "acceptance"):
+    columns = task_columns(res.items)
+    for col in ("pair", "quality", *(title for _, title in columns), "mean lat.", "tok/s", "acceptance"):
         t.add_column(col)
     m = res.matrix
     for p in m.pairs:
@@ -56,7 +65,11 @@ def matrix_table(res: BenchResult) -> Table:
         secs = sum(c.latency_s for c in cells)
         drafted = sum(c.drafted for c in cells)
         acc = sum(c.accepted for c in cells) / drafted if drafted else None
-        t.add_row(p, f"{sum(c.quality for c in cells) / len(cells):.3f}", f"{secs / len(cells):.2f}s",
+        per_task = []
+        for task, _ in columns:
+            qs = [m.cell(it, p).quality for it in res.items if it.task == task]
+            per_task.append(f"{sum(qs) / len(qs):.3f}")
+        t.add_row(p, f"{sum(c.quality for c in cells) / len(cells):.3f}", *per_task, f"{secs / len(cells):.2f}s",
                   f"{toks / secs:.1f}" if secs else "-", "-" if acc is None else f"{acc:.0%}")
     return t
 

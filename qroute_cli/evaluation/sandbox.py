@@ -92,8 +92,11 @@ class Isolation:
 
     namespaces: bool  # user + network + PID namespaces through `unshare`
     user: int | None  # uid the code runs as when qroute runs as root; None: qroute's own user
+    broken: str = ""  # why not even a trivial program ran in any setup ("" when one did)
 
     def describe(self) -> str:
+        if self.broken:
+            return f"unavailable: {self.broken}"
         parts = ["rlimits", "audit guard"]
         parts.append("no network (net namespace)" if self.namespaces else "sockets blocked by the guard only")
         if self.user is not None:
@@ -418,17 +421,23 @@ def isolation() -> Isolation:
         users.insert(0, NOBODY)
     namespaces = [True, False] if sys.platform.startswith("linux") and shutil.which("unshare") else [False]
     probe = "import math\nprint('sandbox ok', math.sqrt(4))\n"
+    why = ""
     for user in users:
         for ns in namespaces:
             iso = Isolation(ns, user)
             out = _run(probe, Limits(timeout_s=10.0), iso)
             if out.passed and "sandbox ok 2.0" in out.output:
                 return iso
-    return Isolation(False, None)
+            why = out.reason or out.status
+    # Scoring every answer 0 on a machine where nothing can run would read as a result.
+    return Isolation(False, None, broken=f"a trivial program did not run ({why})")
 
 
 def run_python(source: str, limits: Limits = Limits()) -> Outcome:
     """Run `source` as a program in the sandbox; see the module docstring for what it may do."""
     if not hasattr(os, "killpg") or sys.platform == "win32":
         return Outcome("error", "the code sandbox needs a POSIX system (Linux or macOS)", "", 0.0)
-    return _run(source, limits, isolation())
+    iso = isolation()
+    if iso.broken:
+        return Outcome("error", iso.broken, "", 0.0)
+    return _run(source, limits, iso)

@@ -9,6 +9,9 @@
 - WritingPrompts: wp_train_sample500 trains; wp_test_sample70 is for the bench. HANNA's 96
   prompts overlap that test sample (7 prompts), so HANNA is used only to validate metrics,
   never to train.
+- HumanEval (code): the 164 problems qroute ships, each on one side by a fixed hash of its
+  task id (`humaneval.side`, 85 train, 79 bench). Always read from the shipped file, whatever
+  the data folder.
 
 The bench imports this module: `from qroute_cli.evaluation.splits import nq_side, bench_rows`.
 
@@ -36,7 +39,7 @@ from qroute_cli.jsonl import read_jsonl
 NQ_SPLIT_SALT = "qroute-nq-split-v1"
 NQ_TRAIN_PERCENT = 40
 
-DATASETS = ("gsm8k", "nq", "wp")
+DATASETS = ("gsm8k", "nq", "wp", "code")
 TRAIN_HASHES = Path(__file__).resolve().parent.parent / "data" / "splits" / "train_questions.sha256.gz"
 
 
@@ -71,7 +74,7 @@ class Row:
     dataset: str
     id: str
     question: str  # the raw question / writing prompt
-    reference: Any  # gsm8k: final number (str); nq: list of answers; wp: human story
+    reference: Any  # gsm8k: final number (str); nq: list of answers; wp: human story; code: humaneval.Problem
 
 
 def gsm8k_final(answer: str) -> str:
@@ -95,6 +98,10 @@ _SOURCES = {
 
 
 def _rows(dataset: str, side: str, root: Path | None) -> list[Row]:
+    if dataset == "code":
+        from qroute_cli.evaluation import humaneval
+
+        return [Row("code", p.task_id, p.prompt, p) for p in humaneval.load(side)]
     root = root or data_root()
     if dataset == "gsm8k":
         file, prefix = _SOURCES[side]["gsm8k"]
@@ -144,7 +151,8 @@ def question_key(question: str) -> str:
 
 def training_questions(root: Path | None = None) -> Iterator[tuple[str, str]]:
     """(source, question) for every question the predictor's training may read: the train
-    side of each data set, and the EVOUNA questions the difficulty head learns from."""
+    side of each data set (code: a HumanEval problem's prompt), and the EVOUNA questions the
+    difficulty head learns from."""
     root = root or data_root()
     for dataset in DATASETS:
         for row in train_rows(dataset, root):
@@ -173,7 +181,7 @@ def write_train_hashes(path: Path = TRAIN_HASHES, root: Path | None = None) -> i
 
 
 def read_train_hashes(path: Path = TRAIN_HASHES) -> dict[str, set[str]]:
-    """The shipped keys by source ('gsm8k', 'nq', 'wp', 'evouna-tq', 'evouna-nq')."""
+    """The shipped keys by source ('gsm8k', 'nq', 'wp', 'code', 'evouna-tq', 'evouna-nq')."""
     out: dict[str, set[str]] = {}
     with gzip.open(path, "rt", encoding="ascii") as fh:
         for line in fh:

@@ -1,4 +1,4 @@
-"""`qroute bench`: quality-speed comparison of routing strategies on GSM8K, NQ and WritingPrompts."""
+"""`qroute bench`: quality-speed comparison of routing strategies on GSM8K, NQ, WritingPrompts and HumanEval."""
 
 from __future__ import annotations
 
@@ -19,13 +19,17 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    tasks: str = typer.Option("gsm8k,nq,wp", "--tasks", help="Comma-separated: gsm8k, nq, wp."),
+    tasks: Optional[str] = typer.Option(
+        None, "--tasks", help="Comma-separated, from gsm8k, nq, wp and code (HumanEval, pass@1: each answer's "
+                              "tests run in a sandbox). Default: all four."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Prompts per task (overrides the preset)."),
     quick: bool = typer.Option(False, "--quick", help="3 prompts per task: a few minutes on 2 cores."),
     full: bool = typer.Option(False, "--full", help="20 prompts per task: the preset behind bench/REPORT.md."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated pairs (default: all with models present)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for random and bandit baselines."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data) for gsm8k, nq and "
+                                 "wp; code always comes from the HumanEval file qroute ships."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON, CSV, PNG plots and summary.json here."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Result cache (default: in the user data dir)."),
     scorer: Optional[list[str]] = typer.Option(
@@ -69,7 +73,7 @@ def bench(
         raise UsageError("Choose one of --quick and --full.")
     reg = registry()
     n = limit or PRESETS["full" if full else "quick"]
-    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else BenchConfig.tasks
     if pairs:
         pair_list = tuple(reg.pair(p.strip()).name for p in pairs.split(",") if p.strip())
     else:
