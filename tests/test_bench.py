@@ -214,6 +214,16 @@ def test_every_task_is_benched_by_default_and_named_in_the_help():
     assert "code" in params["data_dir"].default.help
 
 
+def test_the_report_names_pass_at_1_for_code():
+    from bench import write_report
+
+    cell = {"task": "code", "pair": "a", "scores": {"pass": 1.0, "quality": 1.0, "correct": 1.0}, "quality": 1.0,
+            "latency_s": 2.0, "tokens": 100, "drafted": 0, "accepted": 0}
+    rows = write_report.pairs_section([cell, {**cell, "scores": {"pass": 0.0}, "quality": 0.0}])
+    assert rows[-1].startswith("| code | a | pass@1 0.500 | 0.500 |")
+    assert "HumanEval pass@1" in write_report._named(write_report.QUALITY, ["code", "gsm8k"])
+
+
 def test_bench_rejects_unknown_task():
     r = _bench_cli("--tasks", "gsm8kk", "--limit", "1", "--pairs", "fake-big,fake-small")
     assert r.returncode == 2 and "Did you mean 'gsm8k'" in r.stderr
