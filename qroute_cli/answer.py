@@ -92,7 +92,9 @@ def answer(
         pair = pool.registry.pair(decision.chosen)
         if before_run is not None:
             messages = before_run(decision, pair, cfg) or messages
-        gen = run_prompt(pool, pair, messages, cfg, on_text=on_text)
+        run = decision.predicted  # the pair drafts by the cost curve and acceptance it was predicted with
+        gen = run_prompt(pool, pair, messages, cfg, on_text=on_text, costs=run and run.costs,
+                         acceptance=run and run.acceptance)
     except KeyboardInterrupt:  # while routing or loading; the token loop keeps its own partial text
         return Answer(decision, None, pair, pool.last_threads)
     if learn and (gen.finish_reason != "interrupted" or gen.stats.output_tokens > 0):

@@ -31,15 +31,24 @@ class Drafting:
     # With sampling, the drawn token is often not the drafter's top choice, so it is held to
     # this share of min_prob.
     sampled_min_prob_share: float = 0.5
-    # More unseen tokens than one step leaves behind means the drafter is catching up (the
-    # prompt, or the answer after a pause in drafting): a one-off cost the speed controller
-    # leaves out of steady-state drafting.
-    catchup_tokens: int = 4
     # N-gram drafting looks for the last 4, then 3, then 2 tokens earlier in the text: a
     # longer match predicts better and is tried first; a single repeated token predicts
     # little.
     ngram_max: int = 4
     ngram_min: int = 2
+    # Acceptance before anything is known: a same-family model drafter agrees often; an n-gram
+    # drafter's drafts are often right but it rarely finds one, and its "effective" rate is
+    # lower. The latency model predicts with these, and the engine starts from them when no
+    # predictor has an estimate for the prompt.
+    prior_model: float = 0.6
+    prior_ngram: float = 0.3
+    # The engine's prior acceptance counts as this many checked draft tokens: two or three
+    # steps of this answer's own drafts outweigh it.
+    prior_weight: float = 8.0
+    # When the expected acceptance says drafting loses, a draft is still tried while it would
+    # pay at the acceptance one standard deviation above the estimate: a prior that undersells
+    # the drafter is corrected, and each miss narrows the bet until probing stops.
+    probe_z: float = 1.0
 
 
 @dataclass(frozen=True)

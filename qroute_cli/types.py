@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qroute_cli.speculation import CostCurve
 from qroute_cli.tuning import DRAFTING
 
 # Drafter kinds a pair can name besides another model.
@@ -142,6 +143,9 @@ class Estimate:
     acceptance: float | None = None
     draft_len: int = 0
     draft_prefill_s: float = 0.0  # a model drafter reads the prompt too, after the first token
+    # What a step of the pair costs (None: no drafter, or no profile): the run drafts by this
+    # curve and `acceptance`, as the estimate assumed.
+    costs: CostCurve | None = None
 
     @property
     def latency_s(self) -> float:

@@ -244,3 +244,18 @@ def test_eos_ends_generation_with_stop():
     out = generate(FakeBackend(seed=1, eos_bias=8.0), PROMPT, GenerationConfig(max_tokens=50))
     assert out.finish_reason == "stop"
     assert len(out.tokens) < 50
+
+
+def test_the_service_drafts_by_the_cost_curve_it_is_handed(fake_pool):
+    """run_prompt passes the curve to the controller: a curve where verify batches are dear keeps
+    a seeded run plain (a probe or two at most); a cheap one drafts."""
+    from qroute_cli.generation.runner import run_prompt, user_messages
+    from qroute_cli.speculation import CostCurve
+
+    pair = fake_pool.registry.pair("fake-big+ngram")
+    cfg = GenerationConfig(max_tokens=120, seed=5)
+    msgs = user_messages("tell me a story")
+    dear = run_prompt(fake_pool, pair, msgs, cfg, costs=CostCurve((0.01,) + (0.05,) * 8), acceptance=0.5)
+    cheap = run_prompt(fake_pool, pair, msgs, cfg, costs=CostCurve((0.01,) * 9), acceptance=0.9)
+    assert dear.tokens == cheap.tokens
+    assert dear.stats.drafted <= 4 < cheap.stats.drafted

@@ -21,10 +21,10 @@ from qroute_cli.routing.latency import (
     Machine,
     ModelProfile,
     Profile,
-    expected_tokens_per_step,
+    base_per_token,
+    cost_curve,
     load_profile,
     save_profile,
-    spec_time_per_token,
 )
 from qroute_cli.routing.online import LogFactorFilter, OnlineEstimates
 from qroute_cli.routing.router import Router, task_type
@@ -51,20 +51,30 @@ def quiet_console() -> Console:
 # -- the cost model -----------------------------------------------------------------
 
 
-def test_expected_tokens_per_step():
-    assert expected_tokens_per_step(0.0, 4) == pytest.approx(1.0)
-    assert expected_tokens_per_step(0.5, 2) == pytest.approx(1.75)
-    assert expected_tokens_per_step(1.0, 4) == pytest.approx(5.0, rel=0.01)
+def test_a_pairs_cost_curve_is_read_from_the_profile(fake_registry):
+    profile = fake_profile(fake_registry)
+    big, small = profile.models["fake-big"], profile.models["fake-small"]
+    curve = cost_curve(profile, fake_registry.pair("fake-big+small"))
+    assert curve.verify_s == (big.decode_s,) + big.verify_s  # a batch of 1 is a plain step
+    assert curve.draft_s == small.draft_token_s
+    assert curve.catchup_s == pytest.approx(small.verify_s[0] - small.decode_s)  # a batch of 2, not 1
+    ngram = cost_curve(profile, fake_registry.pair("fake-big+ngram"))
+    assert ngram.draft_s == profile.ngram_s and ngram.catchup_s == 0.0
+    assert cost_curve(profile, fake_registry.pair("fake-big")) is None
 
 
-def test_speculation_only_when_it_pays():
-    verify = [0.012 + 0.002 * k for k in range(1, 9)]  # cheap batches
-    t, k = spec_time_per_token(0.001, verify, 0.010, acceptance=0.9)
-    assert k > 0 and t < 0.010
-    t, k = spec_time_per_token(0.001, verify, 0.010, acceptance=0.05)
-    assert k == 0 and t == 0.010  # plain decoding wins
-    t, k = spec_time_per_token(0.009, verify, 0.010, acceptance=0.9)  # drafter as slow as verifier
-    assert k == 0
+@pytest.mark.parametrize("pair", ["fake-big+small", "fake-big+ngram"])
+@pytest.mark.parametrize("acceptance", [0.05, 0.6, 0.95])
+def test_the_latency_model_predicts_with_the_engines_rule(fake_registry, pair, acceptance):
+    """A speculative pair's predicted time per token is the draft-length rule's value on the
+    pair's curve: the rule the engine drafts by."""
+    from qroute_cli.speculation import best_draft_len
+
+    profile = fake_profile(fake_registry)
+    p = fake_registry.pair(pair)
+    per_token, k = base_per_token(profile, p, acceptance)
+    assert (k, per_token) == best_draft_len(cost_curve(profile, p), acceptance, 8)
+    assert per_token <= profile.models["fake-big"].decode_s  # never slower than plain
 
 
 def test_prefill_is_linear_with_fixed_cost():
@@ -296,10 +306,11 @@ def test_model_drafter_reads_the_prompt_too(fake_registry):
     assert est["fake-big+small"].draft_prefill_s == pytest.approx(212 / 2500, rel=0.1)
     # By hand, from the profile: 212 prompt tokens (12 of template + 700 chars / 3.5) prefill in
     # 0.212 s on fake-big and 0.0848 s on fake-small. At the prior acceptance 0.6, drafting one
-    # token (0.004 s) plus a verify batch of one (0.011 s) yields 1.6 tokens: 0.009375 s per token,
-    # better than plain decoding (0.010 s) and than k = 2 (0.020 / 1.96 = 0.0102 s).
+    # token (0.004 s) plus a verify batch of one (0.011 s), plus the drafter's catch-up after a
+    # fully accepted draft (0.6 x 0.0004 s), yields 1.6 tokens: 0.009525 s per token, better
+    # than plain decoding (0.010 s) and than k = 2 ((0.020 + 0.36 x 0.0004) / 1.96 = 0.0103 s).
     assert est["fake-big+small"].draft_len == 1
-    assert est["fake-big+small"].latency_s == pytest.approx(0.212 + 0.0848 + 50 * 0.009375)
+    assert est["fake-big+small"].latency_s == pytest.approx(0.212 + 0.0848 + 50 * 0.009525)
     assert est["fake-big"].latency_s == pytest.approx(0.212 + 50 * 0.010)
 
 
@@ -421,3 +432,14 @@ def test_a_capped_run_is_predicted_and_logged_as_capped(fake_registry):
     assert rec.predicted_latency_s == pytest.approx(d.predicted_latency_s)
     assert rec.predicted_tokens == d.max_tokens
     router.close()
+
+
+def test_the_decision_hands_the_run_its_cost_curve(fake_registry):
+    """The chosen pair runs by the curve and acceptance it was predicted with."""
+    profile = fake_profile(fake_registry)
+    router = Router(fake_registry, budget_s=5.0, profile=profile, scorer=PriorScorer(fake_registry, default_length=50),
+                    store=Store(), console=quiet_console())
+    d = router.decide(user_messages("tell me a story"), max_tokens=50, forced_pair="fake-big+small")
+    assert d.predicted.costs == cost_curve(profile, fake_registry.pair("fake-big+small"))
+    assert d.predicted.acceptance == pytest.approx(0.6)
+    assert d.estimate("fake-big").costs is None

@@ -22,9 +22,11 @@ class Drafter(Protocol):
     # Drafts cost (next to) nothing to make: the loop starts at the longest drafts, and a
     # step where the drafter had nothing to offer is an ordinary plain step.
     free: bool
-    # Seconds the last propose() spent catching up on tokens it had not seen (a one-off
-    # cost the speed controller leaves out of steady-state drafting); 0 for free drafters.
-    last_catchup_s: float
+    # Seconds the last propose() spent reading the prompt (its first call of a generation):
+    # the drafter's prefill, paid once per answer whatever the drafting does next, so the speed
+    # controller leaves it out of judging steps (the latency model counts it apart). Catching up
+    # after a pause in drafting is a cost of drafting and is not in here. 0 for free drafters.
+    last_prefill_s: float
 
     def propose(self, history: Sequence[int], k: int) -> tuple[list[int], list[np.ndarray] | None]:
         """Up to k tokens that are likely to follow `history` (may be empty)."""
@@ -59,7 +61,7 @@ class NgramDrafter:
 
     backend = None
     free = True
-    last_catchup_s = 0.0  # a lookup has nothing to catch up on
+    last_prefill_s = 0.0  # a lookup reads nothing
 
     def __init__(self, n_max: int = DRAFTING.ngram_max, n_min: int = DRAFTING.ngram_min) -> None:
         self.n_max = n_max
@@ -93,10 +95,12 @@ class ModelDrafter:
         self.min_prob = min_prob
         self.temperature = temperature
         self.rng = rng or np.random.default_rng()
-        self.last_catchup_s = 0.0  # e.g. reading the prompt, or the answer after a pause in drafting
+        self.last_prefill_s = 0.0
+        self._read_prompt = False  # whether this generation's first propose() has run
 
     def reset(self) -> None:
-        self.last_catchup_s = 0.0
+        self.last_prefill_s = 0.0
+        self._read_prompt = False
 
     def _sync(self, history: Sequence[int]) -> np.ndarray:
         """Bring the KV cache to `history`; return the logits after its last token."""
@@ -115,9 +119,9 @@ class ModelDrafter:
             return [], None
         clock = getattr(self.backend, "clock", time.perf_counter)  # the engine's time source
         t0 = clock()
-        unseen = len(history) - len(self.backend.tokens)
         logits = self._sync(history)
-        self.last_catchup_s = clock() - t0 if unseen > DRAFTING.catchup_tokens else 0.0
+        self.last_prefill_s = 0.0 if self._read_prompt else clock() - t0
+        self._read_prompt = True
         draft: list[int] = []
         dists: list[np.ndarray] = []
         for i in range(k):

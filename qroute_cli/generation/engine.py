@@ -9,13 +9,19 @@ Greedy (temperature 0) output equals the verifier's own greedy output. With samp
 drafts are accepted by speculative sampling (accept with min(1, p/q), resample from
 max(0, p - q) on rejection), so the output distribution is the verifier's.
 
-Drafting adapts: the draft length follows recent acceptance, and when speculative steps
-deliver fewer tokens per second than plain steps the loop stops drafting for a while
-(with a growing back-off), so a drafter that does not pay on this machine costs little.
+Drafting adapts. Given the pair's cost curve (what each verify batch and each drafted token
+costs here, from the calibration profile), each step drafts the length that maximises expected
+tokens per second at the acceptance seen so far (qroute_cli/speculation.py, the rule the
+latency model predicts with); 0 when no length beats a plain step. Without a curve the length
+follows recent acceptance. And when speculative steps, everything they cost counted (drafting,
+the drafter catching up after a pause, the verify batch), deliver fewer tokens per second than
+plain steps, the loop stops drafting for a while (with a growing back-off), so a drafter that
+does not pay on this machine costs little.
 
-With a seed the schedule follows acceptance alone (a back-off after drafts that all fail),
-never the clock: the verify batches, and so llama.cpp's float sums, are the same on every
-rerun, and a seeded command on the same machine and thread count repeats its text exactly.
+With a seed the schedule follows the curve and acceptance counts alone (without a curve, a
+back-off after drafts that all fail), never the clock: the verify batches, and so llama.cpp's
+float sums, are the same on every rerun, and a seeded command on the same machine and thread
+count repeats its text exactly.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 from qroute_cli.generation.backends.base import Backend
 from qroute_cli.generation.drafters import Drafter
 from qroute_cli.numeric import softmax
+from qroute_cli.speculation import CostCurve, best_draft_len, optimistic_acceptance, shrunk_acceptance
 from qroute_cli.tuning import BACKOFF, DEADLINE, DRAFTING
 from qroute_cli.types import Generation, GenerationConfig, SpecStats
 
@@ -59,7 +66,13 @@ class SpeedMemory:
 
 @dataclass
 class DraftController:
-    """Chooses the next draft length: 0 (plain step) or 1..k_max."""
+    """Chooses the next draft length: 0 (plain step) or 1..k_max.
+
+    With a cost curve: the length that maximises expected tokens per second at this answer's
+    acceptance so far, shrunk to `prior`; where that is 0, a probe at the length that would pay
+    at an optimistic acceptance, until the evidence rules it out. Without a curve: one longer
+    after a fully accepted draft, else one past the accepted prefix.
+    """
 
     k_max: int = DRAFTING.max_len
     k: int = DRAFTING.start_len
@@ -72,6 +85,10 @@ class DraftController:
     follow_speed: bool = True
     misses: int = 0  # draft steps in a row that kept no draft token
     miss_backoff: int = BACKOFF.first  # plain tokens after BACKOFF.misses misses, doubles each time
+    curve: CostCurve | None = None  # what steps cost on this machine; None: follow acceptance alone
+    prior: float = DRAFTING.prior_model  # acceptance expected before this answer's drafts are checked
+    drafted: int = 0  # draft tokens checked in this answer
+    accepted: int = 0  # of which the verifier kept
 
     def next_k(self) -> int:
         if not self.adaptive:
@@ -80,15 +97,32 @@ class DraftController:
             return 0
         if self.follow_speed and self.memory.plain_n < self.warmup_plain:
             return 0
-        return self.k
+        return self.k if self.curve is None else self.best_k()
+
+    def acceptance(self) -> float:
+        """This answer's acceptance so far, the prior counted as DRAFTING.prior_weight draft tokens."""
+        return shrunk_acceptance(self.accepted, self.drafted, self.prior, DRAFTING.prior_weight)
+
+    def best_k(self) -> int:
+        """The draft length the cost curve favours (a function of the counts, never the clock)."""
+        k, _ = best_draft_len(self.curve, self.acceptance(), self.k_max)
+        if k == 0:
+            optimistic = optimistic_acceptance(self.accepted, self.drafted, self.prior,
+                                               DRAFTING.prior_weight, DRAFTING.probe_z)
+            k, _ = best_draft_len(self.curve, optimistic, self.k_max)
+        return k
 
     def record_plain(self, seconds: float) -> None:
         self.memory.observe_plain(1, seconds)
         self.cooldown = max(0, self.cooldown - 1)
 
     def record_spec(self, drafted: int, accepted: int, produced: int, seconds: float) -> None:
+        """One speculative step: `seconds` is everything it cost (drafting, the drafter's
+        catch-up, the verify batch), so the back-off compares like with like."""
         mem = self.memory
         mem.observe_spec(produced, seconds)
+        self.drafted += drafted
+        self.accepted += accepted
         if not self.adaptive:
             return
         if drafted == 0:
@@ -98,7 +132,8 @@ class DraftController:
         else:
             self.k = max(1, accepted + 1)
         if not self.follow_speed:
-            self._back_off_on_misses(accepted)
+            if self.curve is None:  # with a curve, low acceptance already turns drafting off
+                self._back_off_on_misses(accepted)
             return
         # Two losing steps are evidence; one is enough once speculation has lost before on this pair.
         needed = 1 if mem.backoff > BACKOFF.first else 2
@@ -231,6 +266,7 @@ def generate(
     ctl.adaptive = config.adaptive
     ctl.follow_speed = config.seed is None  # a seeded run must not depend on timing
     ctl.cooldown = 0
+    ctl.drafted = ctl.accepted = 0
     if drafter is not None:
         drafter.reset()
     stream = TextStream(verifier, tuple(stops) + tuple(config.stop), on_text)
@@ -295,7 +331,7 @@ def generate(
                 if k > 0 and not drafter.free:
                     # The drafter ran but was unsure of its first token: its time counts
                     # against speculation, not against plain decoding.
-                    ctl.record_spec(0, 0, 1, clock() - step_t0 - drafter.last_catchup_s)
+                    ctl.record_spec(0, 0, 1, clock() - step_t0 - drafter.last_prefill_s)
                 else:
                     ctl.record_plain(clock() - step_t0)
                 continue
@@ -306,7 +342,7 @@ def generate(
             drafted += len(draft)
             accepted += n_ok
             draft_steps += 1
-            ctl.record_spec(len(draft), n_ok, n_ok + 1, clock() - step_t0 - drafter.last_catchup_s)
+            ctl.record_spec(len(draft), n_ok, n_ok + 1, clock() - step_t0 - drafter.last_prefill_s)
             done = emit(draft[:n_ok] + [nxt])
     except KeyboardInterrupt:
         finish = "interrupted"

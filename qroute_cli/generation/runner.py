@@ -24,6 +24,8 @@ from qroute_cli.types import (
     ModelSpec,
     Pair,
 )
+from qroute_cli.speculation import CostCurve
+from qroute_cli.tuning import DRAFTING
 
 # Room kept free at the end of the context for one verify batch.
 CTX_MARGIN = 16
@@ -71,8 +73,16 @@ def run_prompt(
     messages: Sequence[Message],
     config: GenerationConfig,
     on_text: OnText | None = None,
+    *,
+    costs: CostCurve | None = None,
+    acceptance: float | None = None,
 ) -> Generation:
-    """Answer `messages` with `pair`, streaming text through `on_text`."""
+    """Answer `messages` with `pair`, streaming text through `on_text`.
+
+    `costs` (the pair's cost curve from the calibration profile) and `acceptance` (the
+    predicted acceptance, else the drafter kind's prior) set the draft lengths, as the latency
+    estimate assumed them; without a curve the draft length follows acceptance alone.
+    """
     spec = pool.registry.model(pair.verifier)
     verifier = pool.get(pair.verifier)
     tokens, stops = prompt_tokens(verifier, spec, messages)
@@ -86,7 +96,10 @@ def run_prompt(
         config = replace(config, max_tokens=room)
     drafter = make_drafter(pool, pair, config, verifier)
     pool.fit_threads([verifier, drafter.backend if drafter is not None else None])
-    controller = DraftController(k_max=config.draft_max, adaptive=config.adaptive, memory=pool.speed_memory(pair.name))
+    prior = acceptance if acceptance is not None else (
+        DRAFTING.prior_ngram if pair.drafter == DRAFTER_NGRAM else DRAFTING.prior_model)
+    controller = DraftController(k_max=config.draft_max, adaptive=config.adaptive, memory=pool.speed_memory(pair.name),
+                                 curve=costs if drafter is not None else None, prior=prior)
     if drafter is not None and drafter.free:
         controller.k = config.draft_max  # free drafts: start long, acceptance shortens them
     gen = generate(verifier, tokens, config, drafter, on_text, stops, controller)

@@ -1,13 +1,13 @@
 """Calibrated profile of this machine -> predicted latency of a pair on a prompt.
 
 predicted latency = prefill(prompt tokens) + expected output tokens x time per output token.
-A plain pair's time per token is its measured decode cost. A speculative pair's follows from
-the drafter's per-token cost c, the verify-batch cost V(k) and the expected acceptance a:
-one step drafts k tokens and yields E[k, a] = (1 - a^(k+1)) / (1 - a) tokens, so it costs
-(k c + V(k)) / E[k, a] per token; the engine adapts k and stops drafting when that loses,
-so the model takes the best k and never more than plain decoding. k runs over the verify
-batches calibration measured, 1..tuning.DRAFTING.max_len: the bound the engine and
---draft-max have too.
+A plain pair's time per token is its measured decode cost. A speculative pair's follows the
+rule the engine drafts by (qroute_cli/speculation.py), on the pair's cost curve from this
+profile: the verifier's batch of k + 1 tokens, the drafter's cost per token and its catch-up,
+at the expected acceptance, for the best draft length k in 0..tuning.DRAFTING.max_len (the
+batches calibration measured, and the bound the engine and --draft-max have too). k = 0 is
+plain decoding, so the model never predicts a drafter slower than plain, and the engine,
+handed the same curve, drafts as predicted.
 
 Prompt tokens are estimated from text (models are not loaded just to route): a fixed chat-
 template overhead plus characters / 3.5 until the run log has learned, per verifier, a line
@@ -28,14 +28,15 @@ from typing import Callable, Sequence
 
 from qroute_cli import paths
 from qroute_cli.config import Registry
+from qroute_cli.speculation import CostCurve, best_draft_len
+from qroute_cli.tuning import DRAFTING
 from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
 
 PROFILE_VERSION = 1
 DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
 TEMPLATE_TOKENS = 12.0  # chat-template tokens around a single user turn
-# Acceptance before anything is known: a same-family model drafter agrees often; an n-gram
-# drafter's drafts are often right but it rarely finds one, and its "effective" rate is lower.
-PRIOR_ACCEPTANCE = {"model": 0.6, DRAFTER_NGRAM: 0.3}
+# Acceptance before anything is known, per drafter kind (the reasons are in tuning.DRAFTING).
+PRIOR_ACCEPTANCE = {"model": DRAFTING.prior_model, DRAFTER_NGRAM: DRAFTING.prior_ngram}
 
 
 @dataclass(frozen=True)
@@ -308,24 +309,6 @@ def now_iso() -> str:
 # -- the latency model -----------------------------------------------------------------
 
 
-def expected_tokens_per_step(acceptance: float, k: int) -> float:
-    """Tokens one draft/verify step yields: accepted prefix + the verifier's own token."""
-    a = min(max(acceptance, 0.0), 0.999)
-    return (1 - a ** (k + 1)) / (1 - a)
-
-
-def spec_time_per_token(
-    draft_cost: float, verify: Sequence[float], decode_s: float, acceptance: float
-) -> tuple[float, int]:
-    """Best (seconds per token, draft length) over k = 1..len(verify); k = 0 is plain decoding."""
-    best, best_k = decode_s, 0
-    for k in range(1, len(verify) + 1):
-        t = (k * draft_cost + verify[k - 1]) / expected_tokens_per_step(acceptance, k)
-        if t < best:
-            best, best_k = t, k
-    return best, best_k
-
-
 def base_prefill(profile: Profile, registry: Registry, pair: Pair, prompt_tokens: float) -> float:
     """The verifier's prefill: what stands between the prompt and the first token."""
     return profile.models[pair.verifier].prefill(prompt_tokens)
@@ -338,17 +321,32 @@ def draft_prefill(profile: Profile, pair: Pair, prompt_tokens: float) -> float:
     return profile.models[pair.drafter].prefill(prompt_tokens)
 
 
+def cost_curve(profile: Profile, pair: Pair) -> CostCurve | None:
+    """What one step of `pair` costs, from the profile: the curve the engine drafts by.
+
+    None for a pair without a drafter. The verifier's batches: its decode step (1 token), then
+    the verify batches calibration measured (2..DRAFTING.max_len + 1 tokens). A model drafter
+    pays its measured cost per drafted token and, after a fully accepted draft, a batch of two
+    instead of one (its own batch of 2 less its decode step).
+    """
+    if pair.drafter == DRAFTER_NONE:
+        return None
+    v = profile.models[pair.verifier]
+    verify = (v.decode_s,) + tuple(v.verify_s)
+    if pair.drafter == DRAFTER_NGRAM:
+        return CostCurve(verify, draft_s=profile.ngram_s)
+    d = profile.models[pair.drafter]
+    draft = d.draft_token_s if d.draft_token_s is not None else d.decode_s
+    return CostCurve(verify, draft_s=draft, catchup_s=max(d.verify(1) - d.decode_s, 0.0))
+
+
 def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tuple[float, int]:
     """Seconds per output token from the profile alone, and the draft length it assumes."""
-    v = profile.models[pair.verifier]
-    if pair.drafter == DRAFTER_NONE or acceptance is None:
-        return v.decode_s, 0
-    if pair.drafter == DRAFTER_NGRAM:
-        cost = profile.ngram_s
-    else:
-        d = profile.models[pair.drafter]
-        cost = d.draft_token_s if d.draft_token_s is not None else d.decode_s
-    return spec_time_per_token(cost, v.verify_s, v.decode_s, acceptance)
+    curve = cost_curve(profile, pair)
+    if curve is None or acceptance is None:
+        return profile.models[pair.verifier].decode_s, 0
+    k, per_token = best_draft_len(curve, acceptance, DRAFTING.max_len)
+    return per_token, k
 
 
 def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[Pair]) -> list[str]:

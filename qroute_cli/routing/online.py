@@ -39,6 +39,7 @@ from qroute_cli.routing.latency import (
     Profile,
     base_per_token,
     base_prefill,
+    cost_curve,
     draft_prefill,
     log_ratio,
 )
@@ -337,4 +338,5 @@ def estimate(
     per_token, k = base_per_token(profile, pair, acceptance)
     per_token *= online.decode.factor(pair.name)
     tokens = min(max(tokens, 1.0), float(max_tokens))
-    return Estimate(pair.name, prefill, per_token, tokens, acceptance, k, drafter_prefill)
+    return Estimate(pair.name, prefill, per_token, tokens, acceptance, k, drafter_prefill,
+                    cost_curve(profile, pair) if acceptance is not None else None)
