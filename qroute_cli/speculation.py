@@ -79,14 +79,8 @@ def speedup_limit(curve: CostCurve, acceptance: float, k_max: int | None = None)
     return curve.plain_s / best_draft_len(curve, acceptance, k_max)[1]
 
 
-def shrunk_acceptance(accepted: int, drafted: int, prior: float, weight: float) -> float:
-    """Observed acceptance with the prior counted as `weight` drafted tokens."""
-    return (accepted + prior * weight) / (drafted + weight)
-
-
-def optimistic_acceptance(accepted: int, drafted: int, prior: float, weight: float, z: float) -> float:
-    """The shrunk acceptance plus z standard deviations of its Beta posterior: what a probe
-    bets on. The bet narrows as drafts are checked, so probing a losing drafter stops by itself."""
-    n = drafted + weight
-    mean = (accepted + prior * weight) / n
-    return min(mean + z * math.sqrt(mean * (1 - mean) / (n + 1)), _MAX_ACCEPTANCE)
+def optimistic_acceptance(acceptance: float, evidence: float, z: float) -> float:
+    """`acceptance` plus z standard deviations of a Beta posterior worth `evidence` draft tokens:
+    what a probe bets on. The bet narrows as drafts are checked, so probing stops by itself."""
+    a = min(max(acceptance, 0.0), 1.0)
+    return min(a + z * math.sqrt(a * (1 - a) / (evidence + 1)), _MAX_ACCEPTANCE)

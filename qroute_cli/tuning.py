@@ -42,9 +42,14 @@ class Drafting:
     # predictor has an estimate for the prompt.
     prior_model: float = 0.6
     prior_ngram: float = 0.3
-    # The engine's prior acceptance counts as this many checked draft tokens: two or three
-    # steps of this answer's own drafts outweigh it.
+    # The engine starts an answer with the prior acceptance worth this many checked draft
+    # tokens: two or three steps of the answer's own drafts outweigh it.
     prior_weight: float = 8.0
+    # Acceptance comes in runs (an n-gram draft copying a passage is right to the end, then
+    # wrong at the edit), so the engine's counts, the prior's included, keep this share of
+    # their weight per draft step: about five steps of memory, long drafts through a passage,
+    # short ones after it.
+    acceptance_memory: float = 0.8
     # When the expected acceptance says drafting loses, a draft is still tried while it would
     # pay at the acceptance one standard deviation above the estimate: a prior that undersells
     # the drafter is corrected, and each miss narrows the bet until probing stops.

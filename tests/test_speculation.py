@@ -14,7 +14,6 @@ from qroute_cli.speculation import (
     expected_tokens,
     optimistic_acceptance,
     seconds_per_token,
-    shrunk_acceptance,
     speedup_limit,
     step_seconds,
 )
@@ -72,12 +71,10 @@ def test_draft_and_catch_up_costs_count():
     assert best_draft_len(CostCurve((0.010, 0.011, 0.012), draft_s=0.010), 0.95)[0] == 0
 
 
-def test_acceptance_is_shrunk_to_the_prior_and_the_bet_narrows():
-    assert shrunk_acceptance(0, 0, 0.6, 8) == 0.6
-    assert shrunk_acceptance(8, 8, 0.5, 8) == pytest.approx(0.75)
-    wide = optimistic_acceptance(0, 0, 0.3, 8, 1.0)
-    narrow = optimistic_acceptance(0, 40, 0.3, 8, 1.0)
-    assert wide > 0.3 and narrow < wide
+def test_the_probes_bet_narrows_with_evidence():
+    wide, narrow = optimistic_acceptance(0.3, 8, 1.0), optimistic_acceptance(0.3, 80, 1.0)
+    assert 0.3 < narrow < wide
+    assert optimistic_acceptance(0.0, 5, 1.0) == 0.0  # nothing ever accepted: no bet
 
 
 # -- the controller -------------------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 from qroute_cli.generation.backends.base import Backend
 from qroute_cli.generation.drafters import Drafter
 from qroute_cli.numeric import softmax
-from qroute_cli.speculation import CostCurve, best_draft_len, optimistic_acceptance, shrunk_acceptance
+from qroute_cli.speculation import CostCurve, best_draft_len, optimistic_acceptance
 from qroute_cli.tuning import BACKOFF, DEADLINE, DRAFTING
 from qroute_cli.types import Generation, GenerationConfig, SpecStats
 
@@ -69,9 +69,9 @@ class DraftController:
     """Chooses the next draft length: 0 (plain step) or 1..k_max.
 
     With a cost curve: the length that maximises expected tokens per second at this answer's
-    acceptance so far, shrunk to `prior`; where that is 0, a probe at the length that would pay
-    at an optimistic acceptance, until the evidence rules it out. Without a curve: one longer
-    after a fully accepted draft, else one past the accepted prefix.
+    recent acceptance (starting from `prior`); where that is 0, a probe at the length that
+    would pay at an optimistic acceptance, until the evidence rules it out. Without a curve:
+    one longer after a fully accepted draft, else one past the accepted prefix.
     """
 
     k_max: int = DRAFTING.max_len
@@ -87,8 +87,19 @@ class DraftController:
     miss_backoff: int = BACKOFF.first  # plain tokens after BACKOFF.misses misses, doubles each time
     curve: CostCurve | None = None  # what steps cost on this machine; None: follow acceptance alone
     prior: float = DRAFTING.prior_model  # acceptance expected before this answer's drafts are checked
-    drafted: int = 0  # draft tokens checked in this answer
-    accepted: int = 0  # of which the verifier kept
+    # Draft tokens checked in this answer and those the verifier kept, starting from the prior
+    # (worth DRAFTING.prior_weight tokens), each step's weight fading by
+    # DRAFTING.acceptance_memory: the acceptance of the passage being written.
+    drafted: float = field(init=False, default=0.0)
+    accepted: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.start_answer()
+
+    def start_answer(self) -> None:
+        """Forget the acceptance of earlier answers: start again from the prior."""
+        self.drafted = DRAFTING.prior_weight
+        self.accepted = self.prior * DRAFTING.prior_weight
 
     def next_k(self) -> int:
         if not self.adaptive:
@@ -100,15 +111,14 @@ class DraftController:
         return self.k if self.curve is None else self.best_k()
 
     def acceptance(self) -> float:
-        """This answer's acceptance so far, the prior counted as DRAFTING.prior_weight draft tokens."""
-        return shrunk_acceptance(self.accepted, self.drafted, self.prior, DRAFTING.prior_weight)
+        """This answer's recent acceptance (the prior until drafts are checked)."""
+        return self.accepted / self.drafted
 
     def best_k(self) -> int:
         """The draft length the cost curve favours (a function of the counts, never the clock)."""
         k, _ = best_draft_len(self.curve, self.acceptance(), self.k_max)
         if k == 0:
-            optimistic = optimistic_acceptance(self.accepted, self.drafted, self.prior,
-                                               DRAFTING.prior_weight, DRAFTING.probe_z)
+            optimistic = optimistic_acceptance(self.acceptance(), self.drafted, DRAFTING.probe_z)
             k, _ = best_draft_len(self.curve, optimistic, self.k_max)
         return k
 
@@ -121,8 +131,9 @@ class DraftController:
         catch-up, the verify batch), so the back-off compares like with like."""
         mem = self.memory
         mem.observe_spec(produced, seconds)
-        self.drafted += drafted
-        self.accepted += accepted
+        if drafted:
+            self.drafted = self.drafted * DRAFTING.acceptance_memory + drafted
+            self.accepted = self.accepted * DRAFTING.acceptance_memory + accepted
         if not self.adaptive:
             return
         if drafted == 0:
@@ -266,7 +277,7 @@ def generate(
     ctl.adaptive = config.adaptive
     ctl.follow_speed = config.seed is None  # a seeded run must not depend on timing
     ctl.cooldown = 0
-    ctl.drafted = ctl.accepted = 0
+    ctl.start_answer()
     if drafter is not None:
         drafter.reset()
     stream = TextStream(verifier, tuple(stops) + tuple(config.stop), on_text)
