@@ -44,13 +44,11 @@ def bench(
 ) -> None:
     """Run every (prompt, pair) once, then compare strategies on the same results.
 
-    Compares each static pair, cost-only routing, random, a MetaLLM-style bandit, an
-    LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets (with the
-    trained predictor, the per-model priors and any --scorer files), online learning replayed
-    on the matrix and run live, and the oracle: Pareto frontiers, hypervolume, quality at
-    matched latency and APGR, against the Pareto frontier of all static pairs as well as the
-    single best pair, each with a 95% bootstrap interval over prompts; and how often a drafter
-    changed the verifier's answer. Results are cached, so an interrupted bench resumes.
+    Compares each static pair, cost-only routing, random, a MetaLLM-style bandit, an LLM-Blender-style ensemble, qroute's quality routing at a sweep of budgets (with the trained predictor, the per-model priors and any --scorer files), online learning replayed on the matrix and run live, and the oracle.
+
+    Reports Pareto frontiers, hypervolume, quality at matched latency and APGR, against the Pareto frontier of all static pairs as well as the single best pair, each with a 95% bootstrap interval over prompts, and how often a drafter changed the verifier's answer.
+
+    Results are cached, so an interrupted bench resumes.
 
     Examples:
 
