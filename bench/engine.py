@@ -4,19 +4,28 @@ For each prompt it runs, alternating and repeated, on the same verifier:
   - llama-cpp-python plain greedy generation (`Llama.generate`),
   - llama-cpp-python's own prompt-lookup `draft_model` path,
   - qroute plain decoding, qroute n-gram speculation, qroute model-draft speculation,
-and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain and the
-token agreement with plain output. Raw rows go to bench/results/engine.json.
+and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain, the
+token agreement with plain output and, for speculative modes, the limit: the speed-up over
+plain decoding that the verifier's cost curve allows at the acceptance the mode observed
+(qroute_cli/speculation.py, the rule the engine drafts by). qroute's speculative modes draft
+by the cost curve of this setup's calibration profile (models it lacks are measured first,
+with the full plan, and not saved). --baseline adds the same drafters with the draft length following
+acceptance alone (the rule without a curve). Raw rows, with the commit, date, machine,
+threads and command, go to bench/results/engine.json.
 
     .venv/bin/python -m bench.engine                 # Qwen 1.5B verifier, 0.5B drafter
     .venv/bin/python -m bench.engine --quick         # smollm2-135m, fewer tokens
+    .venv/bin/python -m bench.engine --repeats 1 --max-tokens 64 --baseline   # a short before/after
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +38,9 @@ from qroute_cli.config import load_registry
 from qroute_cli.models import cache
 from qroute_cli.generation.pool import ModelPool
 from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
+from qroute_cli.routing.calibrate import calibrate
+from qroute_cli.routing.latency import cost_curve, cpu_model, current_machine, load_profile, missing_models
+from qroute_cli.speculation import best_draft_len, speedup_limit
 from qroute_cli.types import GenerationConfig, Pair
 
 PROMPTS = {
@@ -64,6 +76,34 @@ def agreement(a, b) -> float:
     return n / max(len(a), len(b), 1)
 
 
+def commit() -> str:
+    """The checkout's commit, with '+dirty' when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def setup_profile(pool, pairs, path: Path | None, console: Console):
+    """The calibration profile the runs draft by: --profile, else this setup's saved one, with
+    the models it lacks measured now (the full plan: a quick one is too noisy on a busy machine
+    to choose draft lengths by; not saved). Returns (profile, where it came from)."""
+    machine = current_machine()
+    profile = load_profile(path) if path else load_profile(machine=machine)
+    source = str(path) if path else ("saved" if profile else "measured")
+    need = missing_models(profile, pool.registry, pairs)
+    if need:
+        console.print(f"[dim]measuring {', '.join(need)} for the cost curve (calibration)...[/]")
+        profile = calibrate(pool, need, machine, quick=False, base=profile)
+        source += f" + measured {', '.join(need)}"
+    return profile, source
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--verifier", default="qwen2.5-coder-1.5b")
@@ -71,6 +111,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smollm2-135m, 64 tokens, 2 repeats")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run each drafter with the draft length following acceptance alone (no cost curve)")
+    ap.add_argument("--profile", type=Path, default=None, help="a calibration profile JSON (default: this setup's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "engine.json")
     args = ap.parse_args()
     if args.quick:
@@ -86,6 +129,14 @@ def main() -> None:
     rows = []
     cfg = GenerationConfig(max_tokens=args.max_tokens)
     with ModelPool(reg) as pool:
+        profile, profile_source = setup_profile(pool, list(pairs.values()), args.profile, console)
+        curves = {label: cost_curve(profile, pair) for label, pair in pairs.items()}
+        # label -> (pair, cost curve it drafts by): the modes that run through qroute.
+        modes = {label: (pair, curves[label]) for label, pair in pairs.items()}
+        if args.baseline:
+            for label, pair in pairs.items():
+                if curves[label] is not None:
+                    modes[f"{label} (acceptance rule)"] = (pair, None)
         verifier = pool.get(args.verifier)
         path = cache.require(spec)
         lcp_plain = lcp_lookup = None
@@ -93,8 +144,8 @@ def main() -> None:
             msgs = user_messages(text)
             toks, _ = prompt_tokens(verifier, spec, msgs)
             # Warm up every path once (page cache, graph allocation).
-            for pair in pairs.values():
-                run_prompt(pool, pair, msgs, GenerationConfig(max_tokens=8))
+            for pair, curve in modes.values():
+                run_prompt(pool, pair, msgs, GenerationConfig(max_tokens=8), costs=curve)
             _, _, lcp_plain = reference_completion(spec, path, toks, 8, llm=lcp_plain)
             _, _, lcp_lookup = reference_completion(spec, path, toks, 8, prompt_lookup=10, llm=lcp_lookup)
             results: dict[str, list[dict]] = {}
@@ -106,22 +157,30 @@ def main() -> None:
                                                              prompt_lookup=10, llm=lcp_lookup)
                 results.setdefault("llama-cpp-python draft_model (prompt lookup)", []).append(
                     {"tokens": out, "seconds": secs, "acceptance": None})
-                for label, pair in pairs.items():
+                for label, (pair, curve) in modes.items():
                     pool.speed.pop(pair.name, None)  # every repeat starts without speed memory
-                    gen = run_prompt(pool, pair, msgs, cfg)
+                    gen = run_prompt(pool, pair, msgs, cfg, costs=curve)
                     results.setdefault(label, []).append(
                         {"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
                          "acceptance": gen.stats.acceptance, "drafted": gen.stats.drafted,
-                         "accepted": gen.stats.accepted})
+                         "accepted": gen.stats.accepted, "draft_steps": gen.stats.draft_steps,
+                         "plain_steps": gen.stats.plain_steps, "threads": pool.last_threads})
             ref = results["qroute plain"][0]["tokens"]
             base_tps = statistics.median(len(r["tokens"]) / r["seconds"] for r in results["qroute plain"])
             for label, runs in results.items():
                 tps = statistics.median(len(r["tokens"]) / r["seconds"] for r in runs)
                 acc = [r["acceptance"] for r in runs if r["acceptance"] is not None]
+                curve = curves.get(label.removesuffix(" (acceptance rule)"))
+                mean_acc = statistics.mean(acc) if acc else None
+                # The limit: what the cost curve allows at the acceptance this mode observed.
+                limit = speedup_limit(curve, mean_acc, cfg.draft_max) if curve and mean_acc is not None else None
                 rows.append({
                     "prompt": name, "mode": label, "tokens_per_s": round(tps, 2),
                     "ratio_vs_qroute_plain": round(tps / base_tps, 3),
-                    "acceptance": round(statistics.mean(acc), 3) if acc else None,
+                    "limit_vs_plain": None if limit is None else round(limit, 3),
+                    "best_draft_len": None if limit is None else best_draft_len(curve, mean_acc, cfg.draft_max)[0],
+                    "share_of_limit": None if limit is None else round(tps / base_tps / limit, 3),
+                    "acceptance": round(mean_acc, 3) if acc else None,
                     "agreement_with_plain": round(statistics.mean(agreement(r["tokens"], ref) for r in runs), 3),
                     "tokens": statistics.median(len(r["tokens"]) for r in runs),
                     "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs],
@@ -131,16 +190,27 @@ def main() -> None:
                 llm.close()
 
     table = Table(title=f"Engine: {args.verifier} verifier, {args.max_tokens} tokens, median of {args.repeats}")
-    for col in ("prompt", "mode", "tok/s", "x qroute plain", "acceptance", "agrees w/ plain", "tokens"):
+    for col in ("prompt", "mode", "tok/s", "x qroute plain", "limit (k)", "acceptance", "agrees w/ plain", "tokens"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["prompt"], r["mode"], f"{r['tokens_per_s']:.1f}", f"{r['ratio_vs_qroute_plain']:.2f}",
+        limit = "-" if r["limit_vs_plain"] is None else f"{r['limit_vs_plain']:.2f} ({r['best_draft_len']})"
+        table.add_row(r["prompt"], r["mode"], f"{r['tokens_per_s']:.1f}", f"{r['ratio_vs_qroute_plain']:.2f}", limit,
                       "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}",
                       f"{r['agreement_with_plain']:.0%}", str(r["tokens"]))
     console.print(table)
+    console.print("[dim]limit: the speed-up over plain the verifier's cost curve allows at the observed acceptance, "
+                  "with the draft length k it takes[/]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    threads = sorted({run["threads"] for r in rows for run in r["runs"] if run.get("threads")})
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,
             "repeats": args.repeats, "llama_cpp_python": llama_cpp_version(), "machine": platform.machine(),
+            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or None,
+            "commit": commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
+            "profile": profile_source,
+            "cost_curves": {label: None if c is None else {"verify_s": [round(x, 5) for x in c.verify_s],
+                                                          "draft_s": round(c.draft_s, 6),
+                                                          "catchup_s": round(c.catchup_s, 6)}
+                            for label, c in curves.items()},
             "python": sys.version.split()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     console.print(f"[dim]raw results: {args.out}[/]")
