@@ -167,3 +167,12 @@ def test_a_seeded_run_with_a_curve_does_not_depend_on_speed(drafter, temperature
     assert (cheap.stats.draft_steps, cheap.stats.drafted, cheap.stats.accepted) == \
         (dear.stats.draft_steps, dear.stats.drafted, dear.stats.accepted)
     assert cheap.stats.draft_steps > 0
+
+
+def test_a_drafter_too_unsure_to_propose_counts_as_a_miss():
+    ctl = DraftController(k_max=8, curve=EPYC, prior=0.81, follow_speed=False)
+    for _ in range(30):
+        if ctl.next_k() == 0:
+            break
+        ctl.record_spec(0, 0, 1, 0.0)  # the model drafter ran and proposed nothing
+    assert ctl.next_k() == 0

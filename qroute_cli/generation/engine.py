@@ -131,9 +131,10 @@ class DraftController:
         catch-up, the verify batch), so the back-off compares like with like."""
         mem = self.memory
         mem.observe_spec(produced, seconds)
-        if drafted:
-            self.drafted = self.drafted * DRAFTING.acceptance_memory + drafted
-            self.accepted = self.accepted * DRAFTING.acceptance_memory + accepted
+        # A drafter too unsure to propose anything counts as one missed token: it cost its time,
+        # and asked on every step it would cost it on every step.
+        self.drafted = self.drafted * DRAFTING.acceptance_memory + max(drafted, 1)
+        self.accepted = self.accepted * DRAFTING.acceptance_memory + accepted
         if not self.adaptive:
             return
         if drafted == 0:
