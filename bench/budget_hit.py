@@ -112,18 +112,9 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     from qroute_cli import paths
+    from qroute_cli.evaluation.provenance import source_commit
     from qroute_cli.routing.latency import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     env["QROUTE_MODELS"] = os.environ.get("QROUTE_MODELS") or str(paths.cache_dir())
     load_before = os.getloadavg()
     result: dict = {
-        "commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": source_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": cpu_model(), "cores": os.cpu_count(), "budget": args.budget, "max_tokens": args.max_tokens,
         "prompt_file": str(args.prompts.relative_to(ROOT)) if args.prompts.is_relative_to(ROOT) else str(args.prompts),
         "load_average_before": [round(x, 2) for x in load_before], "modes": {}, "rows": {},

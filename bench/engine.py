@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from qroute_cli.models import cache
 from qroute_cli.generation.pool import ModelPool
 from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
 from qroute_cli.routing.calibrate import calibrate
+from qroute_cli.evaluation.provenance import source_commit
 from qroute_cli.routing.latency import cost_curve, cpu_model, current_machine, load_profile, missing_models
 from qroute_cli.speculation import best_draft_len, speedup_limit
 from qroute_cli.types import GenerationConfig, Pair
@@ -74,19 +74,6 @@ def agreement(a, b) -> float:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n / max(len(a), len(b), 1)
-
-
-def commit() -> str:
-    """The checkout's commit, with '+dirty' when tracked files differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def setup_profile(pool, pairs, path: Path | None, console: Console):
@@ -205,7 +192,7 @@ def main() -> None:
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,
             "repeats": args.repeats, "llama_cpp_python": llama_cpp_version(), "machine": platform.machine(),
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or None,
-            "commit": commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
+            "commit": source_commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
             "profile": profile_source,
             "cost_curves": {label: None if c is None else {"verify_s": [round(x, 5) for x in c.verify_s],
                                                           "draft_s": round(c.draft_s, 6),

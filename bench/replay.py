@@ -20,7 +20,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 
 from qroute_cli.config import load_registry
+from qroute_cli.evaluation.provenance import git_state
 from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, evidence, headline
 from qroute_cli.evaluation.matrix import Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
@@ -92,15 +92,10 @@ def _sha256(path: Path) -> str:
 
 def provenance(args, argv: list[str] | None) -> dict:
     """What made a results file: the code, the inputs (with their hashes), the machine, the command."""
-    def git(*cmd: str) -> str | None:
-        try:
-            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
+    head, dirty = git_state()
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
+        "commit": head,
+        "uncommitted_changes": dirty,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},

@@ -39,6 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from qroute_cli.evaluation.provenance import source_commit
+from qroute_cli.routing.latency import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "What is the capital of France?"
 
@@ -58,27 +61,6 @@ def _qroute(root: Path) -> list[str]:
     code = f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'qroute'; " \
            "from qroute_cli.cli import main; sys.exit(main())"
     return [sys.executable, "-c", code]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "qroute_cli"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -173,9 +155,9 @@ def main() -> int:
             shown[name] = f"qroute (qroute_cli from {args.baseline}) " + " ".join(commands[name][3:])
     result = {
         "bench": "startup",
-        "commit": _commit(),
+        "commit": source_commit(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "threads": args.threads,
         "runs": args.runs,
@@ -190,7 +172,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
-    print(f"{_cpu_model()}, {os.cpu_count()} cores, --threads {args.threads}, {args.runs} rounds; "
+    print(f"{cpu_model()}, {os.cpu_count()} cores, --threads {args.threads}, {args.runs} rounds; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     for name, v in med.items():
         print(f"  {name:15s} median {v:6.3f} s  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")

@@ -115,6 +115,9 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
     assert (out / "pareto_all.png").stat().st_size > 1000
     analysis = json.loads((out / "summary.json").read_text())["routing_analysis"]
     assert analysis and all(sum(r["why"].values()) == sum(r["choices"].values()) for r in analysis)
+    made_by = json.loads((out / "summary.json").read_text())["provenance"]
+    assert {"commit", "date", "machine", "threads", "command"} <= set(made_by)
+    assert made_by["commit"] and made_by["machine"] and "bench" in made_by["command"]
     # What the user ran in between does not move the figures: the bench routes with an empty
     # learning store (and the second run is served from the cache). Here the user's store says
     # every fake-big and fake-small run took 50 s.

@@ -61,6 +61,7 @@ def bench(
     from qroute_cli import paths
     from qroute_cli.cli.options import registry, state
     from qroute_cli.evaluation.bench import BenchConfig, run_bench, select_items
+    from qroute_cli.evaluation import provenance
     from qroute_cli.evaluation.report import headline_table, matrix_table, summary_table, write_outputs
     from qroute_cli.evaluation.strategies import fresh_router
     from qroute_cli.generation.pool import ModelPool
@@ -117,6 +118,8 @@ def bench(
 
             res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
                             scorers=scorers, items=items, on_live=on_live)
+            # threads: the --threads count, or None where each answer took what the load left
+            res.summary.setdefault("provenance", {}).update(provenance.record(threads=pool.n_threads))
     if out is not None:
         written = write_outputs(res, out)
         err.print(f"[dim]wrote {len(written)} files to {escape(str(out))}[/]")
