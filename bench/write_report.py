@@ -199,6 +199,19 @@ def frontier_section(path: Path) -> list[str]:
     return out
 
 
+def made_by(data) -> list[str]:
+    """A section's provenance line: the commit, date, machine, threads and command its results
+    file records, or a warning that the file does not say, so a stale section is not read as fresh."""
+    meta = (data or {}) if isinstance(data, dict) else {}
+    meta = meta.get("provenance") or meta.get("meta") or meta
+    if not meta.get("commit"):
+        return ["**Provenance not recorded**: this section's results file predates the commit, "
+                "thread and command fields, so it was made by older code than this report; "
+                "re-run it with `bash bench/run_full.sh` before relying on it.", ""]
+    return [f"Made by commit `{str(meta['commit'])[:12]}` on {meta.get('date', '?')}, {meta.get('machine', '?')}, "
+            f"threads {meta.get('threads', '?')}: `{meta.get('command', '?')}`.", ""]
+
+
 def main() -> None:
     summary = _load("summary.json")
     rows = _load("strategies.json") or []
@@ -215,7 +228,7 @@ def main() -> None:
     lines += frontier_section(HERE / "results" / "frontier_v2.md")
     if summary:
         cfg = summary.get("config", {})
-        lines += ["## Routing: quality vs. latency", "",
+        lines += ["## Routing: quality vs. latency", ""] + made_by(summary) + [
                   f"{summary['n_prompts']} prompts ({cfg.get('limit')} per task: {', '.join(summary['tasks'])}), "
                   f"every prompt run once on every pair ({len(cfg.get('pairs', []))} pairs), strategies compared on "
                   f"the same result matrix. Quality: {_named(QUALITY, summary['tasks'])}. "
@@ -293,7 +306,7 @@ def main() -> None:
             lines.append("")
     if engine:
         m = engine["meta"]
-        lines += ["## Engine: plain vs. speculative decoding", "",
+        lines += ["## Engine: plain vs. speculative decoding", ""] + made_by(engine) + [
                   f"`bench/engine.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, "
                   f"median of {m['repeats']} alternating runs, llama-cpp-python {m['llama_cpp_python']}.", "",
                   "| prompt | mode | tokens/s | × qroute plain | acceptance | agreement with plain |",
@@ -303,7 +316,7 @@ def main() -> None:
                          f"{_f(r['acceptance'], '{:.0%}')} | {r['agreement_with_plain']:.0%} |")
         lines.append("")
     if speed:
-        lines += ["## Decode speed per llama.cpp build and thread setting", "",
+        lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(speed[0] if speed else None) + [
                   "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "
                   "process keeps one core busy meanwhile.", "",
                   "| setting | model | threads | hog | OMP_WAIT_POLICY | prompt tok/s | generation tok/s |",
@@ -328,11 +341,11 @@ def main() -> None:
                   "below the design brief's figures (28.2 tokens/s for the 1.5B there); this VM's cores are "
                   "simply slower.", ""]
     if lat:
-        lines += ["## Latency model", "", "From `bench/latency_error.py` (see its JSON for every row):", "",
+        lines += ["## Latency model", ""] + made_by(lat) + [ "From `bench/latency_error.py` (see its JSON for every row):", "",
                   "```json", json.dumps({k: v for k, v in lat.items() if not isinstance(v, list)}, indent=1)[:3000],
                   "```", ""]
     if chat:
-        lines += ["## Chat: time to first token with and without KV reuse", "", "```json",
+        lines += ["## Chat: time to first token with and without KV reuse", ""] + made_by(chat) + [ "```json",
                   json.dumps(chat, indent=1)[:2000], "```", ""]
     if budget:
         lines += budget_hit_section(budget)

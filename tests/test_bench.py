@@ -415,3 +415,14 @@ def test_most_chosen_breaks_ties_by_pair_name():
     out = io.StringIO()
     Console(file=out, width=200).print(summary_table(SimpleNamespace(outcomes=[outcome])))
     assert "a+b (2/4)" in out.getvalue()
+
+
+def test_report_sections_say_what_made_them_or_warn():
+    """A section whose results file records no commit is flagged, never shown as fresh."""
+    from bench.write_report import made_by
+
+    assert "Provenance not recorded" in made_by({"rows": []})[0]
+    assert "Provenance not recorded" in made_by(None)[0]
+    line = made_by({"provenance": {"commit": "abc123", "date": "2026-11-30", "machine": "cpu",
+                                   "threads": 2, "command": "qroute bench"}})[0]
+    assert "abc123" in line and "threads 2" in line and "qroute bench" in line
