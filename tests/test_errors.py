@@ -243,11 +243,11 @@ def test_empty_budget_is_an_error_not_the_default():
 
 
 def test_too_many_threads_are_capped_with_a_warning(monkeypatch, capsys):
-    from qroute_cli import cli
+    from qroute_cli.cli import options
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert cli.cap_threads(8) == 8 and cli.cap_threads(None) is None
-    assert cli.cap_threads(999) == 8
+    assert options.cap_threads(8) == 8 and options.cap_threads(None) is None
+    assert options.cap_threads(999) == 8
     assert "--threads 999" in capsys.readouterr().err
     r = qroute("run", "hi", "--pair", "fake-big", "-n", "3", "--threads", "100000")
     assert r.returncode == 0, r.stderr

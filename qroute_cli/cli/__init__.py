@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from qroute_cli import __version__
-from qroute_cli.cli.options import cap_threads, state  # noqa: F401  (cap_threads: cli.cap_threads stays)
+from qroute_cli.cli.options import state
 from qroute_cli.errors import QrouteError
 from qroute_cli.output import silence_stdout
 

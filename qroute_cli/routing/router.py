@@ -13,6 +13,7 @@ on, with a conservative answer length; the decision's reason says when either ap
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -103,28 +104,6 @@ class ThreadFittedPool:
         if n is not None:
             self.threads[name] = n
         return backend
-
-
-class _NoProgress:
-    """Progress display for a caller that gave none: calibration runs silently."""
-
-    def __init__(self, **_) -> None:
-        pass
-
-    def __enter__(self) -> "_NoProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def advance(self, *args, **kwargs) -> None:
-        pass
-
-    def update(self, *args, **kwargs) -> None:
-        pass
 
 
 class Router:
@@ -262,6 +241,8 @@ class Router:
         return max(stamps, default=0.0)
 
     def _measure(self, names: list[str]) -> None:
+        from rich.progress import Progress
+
         from qroute_cli.routing.calibrate import QUICK, calibrate
         from qroute_cli.routing.latency import save_profile
         from qroute_cli.generation.pool import ModelPool
@@ -273,7 +254,9 @@ class Router:
         pool = self.pool or ModelPool(self.registry)
         fitted = ThreadFittedPool(pool)
         try:
-            with (self.progress or _NoProgress)(console=self.console) as progress:
+            # Without a progress factory from the caller, a disabled Rich Progress: calibration runs silently.
+            bar_factory = self.progress or functools.partial(Progress, disable=True)
+            with bar_factory(console=self.console) as progress:
                 bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
                 self.profile = calibrate(
                     fitted, names, self.machine, quick=True, base=self.profile,
