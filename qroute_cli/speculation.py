@@ -59,16 +59,24 @@ def step_seconds(curve: CostCurve, k: int, acceptance: float) -> float:
     return curve.verify_s[k] + k * curve.draft_s + a ** k * curve.catchup_s
 
 
-def seconds_per_token(curve: CostCurve, k: int, acceptance: float) -> float:
-    return step_seconds(curve, k, acceptance) / expected_tokens(acceptance, k)
+def seconds_per_token(curve: CostCurve, k: int, acceptance: float, coverage: float = 1.0) -> float:
+    """Expected seconds per output token with k-token drafts. `coverage` is the share of steps
+    on which the drafter finds a draft at all (an n-gram lookup often finds none): the other
+    steps are plain steps that still paid for the look."""
+    if k <= 0:
+        return curve.plain_s
+    c = min(max(coverage, 0.0), 1.0)
+    seconds = c * step_seconds(curve, k, acceptance) + (1 - c) * (curve.plain_s + curve.draft_s)
+    return seconds / (c * expected_tokens(acceptance, k) + (1 - c))
 
 
-def best_draft_len(curve: CostCurve, acceptance: float, k_max: int | None = None) -> tuple[int, float]:
+def best_draft_len(curve: CostCurve, acceptance: float, k_max: int | None = None,
+                   coverage: float = 1.0) -> tuple[int, float]:
     """(k, seconds per token) of the fastest draft length in 0..k_max; the shorter one on a tie."""
     top = curve.k_max if k_max is None else max(0, min(k_max, curve.k_max))
     best_k, best = 0, curve.plain_s
     for k in range(1, top + 1):
-        t = seconds_per_token(curve, k, acceptance)
+        t = seconds_per_token(curve, k, acceptance, coverage)
         if t < best:
             best_k, best = k, t
     return best_k, best

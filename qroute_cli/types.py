@@ -39,6 +39,9 @@ class ModelSpec:
     stop: tuple[str, ...] = ()  # extra stop strings (completion models need them)
     quality_prior: float = 0.5  # expected quality in [0, 1] until a predictor knows better
     description: str = ""
+    # Served by an endpoint only (`remote = true` in models.toml): no GGUF on this machine,
+    # so only pairs with an `endpoint` may use it. Its name still keys the predictor's quality.
+    remote: bool = False
 
     @property
     def identity(self) -> str:
@@ -61,6 +64,12 @@ class Pair:
     verifier: str
     drafter: str = DRAFTER_NONE  # "none", "ngram" or a model name
     description: str = ""
+    endpoint: str | None = None  # runs on this endpoint (models.toml [endpoints.NAME]), not locally
+    model: str | None = None  # the model name the endpoint expects (None: the endpoint's default)
+
+    @property
+    def remote(self) -> bool:
+        return self.endpoint is not None
 
     @property
     def drafter_kind(self) -> str:
@@ -70,6 +79,21 @@ class Pair:
     def model_names(self) -> tuple[str, ...]:
         """The models the pair loads: the verifier, then a model drafter."""
         return (self.verifier,) + ((self.drafter,) if self.drafter_kind == "model" else ())
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A server that answers pairs over OpenAI's chat API (llama-server, vLLM, any compatible one)."""
+
+    name: str
+    url: str  # base URL, e.g. http://10.0.0.5:8080 (the /v1 paths are added)
+    kind: str = "openai"  # "llama-server" (timings, /props) or "openai" (any compatible server)
+    model: str | None = None  # the model name requests carry when a pair names none
+    api_key_env: str | None = None  # environment variable holding the bearer token
+    connect_timeout_s: float = 3.0  # a machine that is off fails over within this
+    read_timeout_s: float = 60.0  # longest silence between two streamed pieces
+    down_for_s: float = 30.0  # after a failure, how long its pairs are left out of routing
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,9 +122,16 @@ class SpecStats:
     latency_s: float
     drafted: int = 0
     accepted: int = 0
+    # Draft tokens the verifier judged: the accepted ones and, per draft cut short, the first
+    # rejected one (the tokens after it were never in question).
+    checked: int = 0
     draft_steps: int = 0  # verify batches that carried a draft
     plain_steps: int = 0  # single-token decode steps
     prompt_cached: int = 0  # prompt tokens reused from the KV cache
+    # An endpoint's own timings of the answer (its prompt and decode time); None: a local run,
+    # or a server that does not report them. latency_s - both is the network and queue overhead.
+    server_prefill_s: float | None = None
+    server_decode_s: float | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -108,7 +139,13 @@ class SpecStats:
 
     @property
     def acceptance(self) -> float | None:
+        """Share of drafted tokens kept (what llama.cpp reports as draft_n_accepted / draft_n)."""
         return self.accepted / self.drafted if self.drafted else None
+
+    @property
+    def token_acceptance(self) -> float | None:
+        """The per-token rate speculation.expected_tokens assumes: kept / judged."""
+        return self.accepted / self.checked if self.checked else None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 
 from qroute_cli.generation.backends.fake import FakeBackend
 from qroute_cli.generation.drafters import ModelDrafter, NgramDrafter, ngram_lookup
-from qroute_cli.generation.engine import DraftController, TextStream, generate, ngram_acceptance, verify_draft
+from qroute_cli.generation.engine import (DraftController, TextStream, generate, ngram_acceptance, ngram_stats,
+                                         verify_draft)
 from qroute_cli.types import GenerationConfig
 
 PROMPT = list(b"<user>tell me a story about the sea\n<assistant>")
@@ -118,12 +119,32 @@ def test_ngram_lookup_pure():
     assert ngram_lookup([7, 8, 1, 7, 8, 2, 7, 8], 1) == [2]
 
 
-def test_ngram_acceptance_counts_agreeing_tokens():
+def test_ngram_acceptance_counts_judged_tokens():
     prompt = [1, 2, 3, 4, 5, 6]
-    # After "1 2" repeats, the lookup drafts "3 4 5 6 1 2": the first four stand.
-    assert ngram_acceptance(prompt, [1, 2, 3, 4, 5, 6]) == pytest.approx(4 / 6)
+    # After "1 2" repeats, the lookup drafts "3 4 5 6 1 2": the answer ends after four of them,
+    # all right; the two past the end were never judged.
+    assert ngram_acceptance(prompt, [1, 2, 3, 4, 5, 6]) == pytest.approx(1.0)
     assert ngram_acceptance(prompt, [9, 9, 9]) is None  # nothing to draft from
-    assert 0 < ngram_acceptance(prompt, [1, 2, 3, 4, 0, 0]) < 1
+    # "3 4" stand and "5" is rejected: 2 of 3 judged tokens, whatever the draft's length.
+    assert ngram_acceptance(prompt, [1, 2, 3, 4, 0, 0]) == pytest.approx(2 / 3)
+    acceptance, coverage = ngram_stats(prompt, [1, 2, 3, 4, 0, 0])
+    assert acceptance == pytest.approx(2 / 3)
+    assert 0 < coverage < 1  # one of the steps carried a draft, the others found none
+
+
+def test_controller_reads_acceptance_per_judged_token():
+    """Long drafts that are right for a few tokens and then wrong are the same drafter as short
+    ones that are right: both are judged per token, as E(k, a) assumes."""
+    long_, short = DraftController(k_max=8, prior=0.5), DraftController(k_max=8, prior=0.5)
+    for _ in range(30):
+        long_.record_spec(8, 3, 4, 0.1)  # 3 kept, the 4th rejected: 4 judged
+        short.record_spec(4, 3, 4, 0.1)
+    assert long_.acceptance() == pytest.approx(short.acceptance())
+    assert long_.acceptance() == pytest.approx(0.75, abs=0.02)
+    unsure = DraftController(k_max=8, prior=0.5)
+    for _ in range(30):
+        unsure.record_spec(0, 0, 1, 0.1)  # a model drafter that proposed nothing: one miss
+    assert unsure.acceptance() < 0.05
 
 
 def test_controller_backs_off_when_speculation_is_slower():

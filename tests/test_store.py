@@ -51,6 +51,36 @@ def test_wal_mode_and_schema_version():
     conn.close()
 
 
+def _schema_1_store(path) -> None:
+    """A store as a qroute of schema 1 left it: no `checked` column, one run."""
+    from qroute_cli.routing import runlog
+
+    conn = sqlite3.connect(path)
+    conn.executescript(runlog._SCHEMA.replace(",\n    checked INTEGER", ""))
+    cols = [c for c in runlog._COLUMNS if c != "checked"]
+    row = {**rec(7, drafted=10, accepted=4).__dict__}
+    conn.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                 [row[c] for c in cols])
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_1_store_keeps_its_runs_and_gains_the_new_column(tmp_path):
+    path = tmp_path / "old.db"
+    _schema_1_store(path)
+    with Store(path, read_only=True) as s:  # `qroute stats` on an old store changes nothing
+        (old,) = s.recent()
+        assert old.checked is None and old.judged == 10  # falls back to the drafted tokens
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    with Store(path) as s:
+        s.append(rec(8, drafted=8, accepted=3, checked=4))
+        old, new = s.recent()
+        assert (old.prompt_chars, old.accepted, old.checked) == (17, 4, None)
+        assert new.checked == 4 and new.token_acceptance == pytest.approx(0.75)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_several_processes_write_at_once(tmp_path):
     path = str(tmp_path / "shared.db")
     ctx = mp.get_context("spawn")

@@ -64,6 +64,12 @@ class SpeedMemory:
         self.spec_n += 1
 
 
+def checked_tokens(drafted: int, accepted: int) -> int:
+    """Draft tokens the verifier judged: the accepted ones, plus the rejected one when the draft
+    was cut short (or was empty: an unsure drafter's step counts as one miss)."""
+    return accepted + (1 if accepted < drafted or drafted == 0 else 0)
+
+
 @dataclass
 class DraftController:
     """Chooses the next draft length: 0 (plain step) or 1..k_max.
@@ -131,9 +137,13 @@ class DraftController:
         catch-up, the verify batch), so the back-off compares like with like."""
         mem = self.memory
         mem.observe_spec(produced, seconds)
+        # The rate the cost curve's E(k, a) assumes is per judged token: the accepted ones and
+        # the first rejected one. Tokens after a rejection were never in question; counting
+        # them would read a good drafter's long drafts as a bad drafter (an n-gram drafter that
+        # is right 65% of the time per token keeps only ~25% of its 8-token drafts).
         # A drafter too unsure to propose anything counts as one missed token: it cost its time,
         # and asked on every step it would cost it on every step.
-        self.drafted = self.drafted * DRAFTING.acceptance_memory + max(drafted, 1)
+        self.drafted = self.drafted * DRAFTING.acceptance_memory + checked_tokens(drafted, accepted)
         self.accepted = self.accepted * DRAFTING.acceptance_memory + accepted
         if not self.adaptive:
             return
@@ -291,7 +301,7 @@ def generate(
     cached = min(cached, len(prompt_tokens) - 1)  # the last prompt token yields the logits
     verifier.truncate(cached)
     out: list[int] = []
-    drafted = accepted = draft_steps = plain_steps = 0
+    drafted = accepted = checked = draft_steps = plain_steps = 0
     finish = "length"
     ttft = 0.0
     history = list(prompt_tokens)
@@ -353,6 +363,7 @@ def generate(
             verifier.truncate(base + 1 + n_ok)
             drafted += len(draft)
             accepted += n_ok
+            checked += checked_tokens(len(draft), n_ok)
             draft_steps += 1
             ctl.record_spec(len(draft), n_ok, n_ok + 1, clock() - step_t0 - drafter.last_prefill_s)
             done = emit(draft[:n_ok] + [nxt])
@@ -367,6 +378,7 @@ def generate(
         latency_s=latency,
         drafted=drafted,
         accepted=accepted,
+        checked=checked,
         draft_steps=draft_steps,
         plain_steps=plain_steps,
         prompt_cached=cached,
@@ -394,25 +406,36 @@ def teacher_forced_acceptance(
 
 def ngram_acceptance(prompt_tokens: Sequence[int], output_tokens: Sequence[int],
                      k: int = DRAFTING.max_len) -> float | None:
-    """Share of n-gram draft tokens a greedy verifier would accept on this exact answer."""
+    """Per-token acceptance (kept / judged, as the engine counts it) of the n-gram drafts a
+    greedy verifier would check on this exact answer; None where no draft is ever found."""
+    return ngram_stats(prompt_tokens, output_tokens, k)[0]
+
+
+def ngram_stats(prompt_tokens: Sequence[int], output_tokens: Sequence[int],
+                k: int = DRAFTING.max_len) -> tuple[float | None, float]:
+    """(per-token acceptance, coverage) of n-gram drafting on this exact answer: coverage is
+    the share of steps on which the lookup found a draft (the rest are plain steps)."""
     from qroute_cli.generation.drafters import ngram_lookup
 
     history = list(prompt_tokens)
-    drafted = ok = 0
+    judged = ok = steps = draft_steps = 0
     i = 0
     out = list(output_tokens)
     while i < len(out):
+        steps += 1
         draft = ngram_lookup(history, k)
         if not draft:
             history.append(out[i])
             i += 1
             continue
+        draft_steps += 1
         n = 0
         while n < len(draft) and i + n < len(out) and draft[n] == out[i + n]:
             n += 1
-        drafted += len(draft)
         ok += n
+        # A draft running past the end of the answer was not rejected there.
+        judged += n + (1 if n < len(draft) and i + n < len(out) else 0)
         step = min(n + 1, len(out) - i)
         history.extend(out[i: i + step])
         i += step
-    return ok / drafted if drafted else None
+    return (ok / judged if judged else None), (draft_steps / steps if steps else 0.0)

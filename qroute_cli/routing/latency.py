@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 from qroute_cli import paths
 from qroute_cli.config import Registry
-from qroute_cli.speculation import CostCurve, best_draft_len
+from qroute_cli.speculation import CostCurve, best_draft_len, seconds_per_token
 from qroute_cli.tuning import DRAFTING
 from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
 
@@ -345,8 +345,11 @@ def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tu
     curve = cost_curve(profile, pair)
     if curve is None or acceptance is None:
         return profile.models[pair.verifier].decode_s, 0
-    k, per_token = best_draft_len(curve, acceptance, DRAFTING.max_len)
-    return per_token, k
+    # The engine's rule picks k for the steps that carry a draft; an n-gram lookup finds one
+    # on only some steps, and the rest run plain.
+    k, _ = best_draft_len(curve, acceptance, DRAFTING.max_len)
+    coverage = DRAFTING.ngram_coverage if pair.drafter == DRAFTER_NGRAM else 1.0
+    return seconds_per_token(curve, k, acceptance, coverage), k
 
 
 def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[Pair]) -> list[str]:

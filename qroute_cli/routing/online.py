@@ -7,7 +7,8 @@ Why these updates (and not a bandit):
   a shared machine factor plus one factor per pair (decode) or per verifier (prefill). The
   shared factor moves every pair's estimate after a few runs of any of them, which is what
   makes a wrong profile recover quickly; the per-pair factors catch what is pair-specific.
-- Acceptance is a rate of Bernoulli trials (drafted tokens accepted or not): a Beta posterior
+- Acceptance is a rate of Bernoulli trials (judged draft tokens accepted or not: the tokens
+  after a rejection are never judged): a Beta posterior
   per (pair, task type) with forgetting, shrunk towards the pair's pooled rate.
 - Output length: a shrunk running mean per (verifier, task type) of finished answers; when
   a trained predictor gives the length, a log-scale correction per (verifier, task type)
@@ -263,7 +264,7 @@ class OnlineEstimates:
         pair = registry.pairs.get(rec.pair)
         if rec.drafted:
             for key in ((rec.pair, rec.task), (rec.pair, "*")):
-                self.acceptance.setdefault(key, BetaRate()).update(rec.accepted, rec.drafted)
+                self.acceptance.setdefault(key, BetaRate()).update(rec.accepted, rec.judged)
         if rec.output_tokens > 0 and rec.finish != "interrupted":
             # Runs cut at max_tokens count as they are: what we predict is min(length, max_tokens).
             for key in ((rec.verifier, rec.task), (rec.verifier, "*")):
@@ -285,7 +286,7 @@ class OnlineEstimates:
         # Judge the speed model at the acceptance it predicted with, not the observed one: the
         # drafter stops at unsure tokens, so observed acceptance overstates tokens per step, and
         # learning against it would bias every later prediction.
-        acc = rec.predicted_acceptance if rec.predicted_acceptance is not None else rec.acceptance
+        acc = rec.predicted_acceptance if rec.predicted_acceptance is not None else rec.token_acceptance
         per_token_base, _ = base_per_token(profile, pair, acc)
         if rec.predicted_tokens:
             self.residuals.append(Residual(pair.name, pair.verifier, prefill_base, per_token_base,

@@ -357,7 +357,7 @@ class Router:
             strategy=decision.strategy, scorer=getattr(self.scorer, "name", "?"),
             observed_latency_s=s.latency_s, ttft_s=s.ttft_s, prompt_tokens=s.prompt_tokens,
             output_tokens=s.output_tokens, prompt_cached=s.prompt_cached, drafted=s.drafted,
-            accepted=s.accepted, finish=generation.finish_reason, budget_s=decision.budget_s,
+            accepted=s.accepted, checked=s.checked, finish=generation.finish_reason, budget_s=decision.budget_s,
             max_tokens=cap, predicted_latency_s=run.latency_s if run else None,
             predicted_tokens=run.tokens if run else None, predicted_acceptance=run.acceptance if run else None,
             overhead_ms=decision.overhead_ms, prompt=text,

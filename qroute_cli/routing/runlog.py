@@ -29,7 +29,7 @@ from typing import Callable
 from qroute_cli import paths
 from qroute_cli.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Long enough to wait out another process's write burst, short enough that a store held by a
 # stuck process costs one pause, not a hung command.
 BUSY_TIMEOUT_S = 10.0
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS runs (
     drafted INTEGER NOT NULL,
     accepted INTEGER NOT NULL,
     finish TEXT NOT NULL,
-    overhead_ms REAL
+    overhead_ms REAL,
+    checked INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_pair ON runs(pair);
 """
@@ -96,10 +97,22 @@ class RunRecord:
     predicted_acceptance: float | None = None
     overhead_ms: float | None = None
     prompt: str | None = None
+    checked: int | None = None  # draft tokens judged (SpecStats.checked); None in runs of schema 1
 
     @property
     def acceptance(self) -> float | None:
         return self.accepted / self.drafted if self.drafted else None
+
+    @property
+    def judged(self) -> int:
+        """Draft tokens the verifier judged; a run logged before they were counted gives its
+        drafted tokens (which reads its drafter as worse than it was)."""
+        return self.checked if self.checked is not None else self.drafted
+
+    @property
+    def token_acceptance(self) -> float | None:
+        """The per-token rate the cost curve assumes (kept / judged)."""
+        return self.accepted / self.judged if self.judged else None
 
     @property
     def hit(self) -> bool | None:
@@ -107,6 +120,17 @@ class RunRecord:
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]
+
+# Columns added after schema 1, with their SQL type: a store of an older schema gains them
+# (NULL in its old rows) and keeps every run it has.
+_ADDED_COLUMNS = {"checked": "INTEGER"}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    for name, sql_type in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
 
 
 def prompt_hash(text: str) -> str:
@@ -266,6 +290,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+                _add_missing_columns(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             for suffix in ("-wal", "-shm"):  # files an older qroute made world-readable
@@ -350,12 +375,14 @@ class Store:
         """The latest `limit` runs, oldest first (optionally of one machine only)."""
         if self._conn is None:
             return []
-        cols = ", ".join(_COLUMNS)
+        # A store opened read-only keeps its schema: columns it predates read as their default.
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        names = [c for c in _COLUMNS if c in have]
         where, args = ("WHERE machine = ?", [machine]) if machine else ("", [])
         rows = self._conn.execute(
-            f"SELECT {cols} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
+            f"SELECT {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
         ).fetchall()
-        return [RunRecord(**dict(zip(_COLUMNS, r))) for r in reversed(rows)]
+        return [RunRecord(**dict(zip(names, r))) for r in reversed(rows)]
 
     def count(self) -> int:
         if self._conn is None:
