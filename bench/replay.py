@@ -1,9 +1,12 @@
 """Re-evaluate every routing strategy on the committed result matrix, without generating.
 
 The matrix (bench/results/matrix.json) holds every (prompt, pair) answer with its measured
-latency and quality; this replays the strategies over it (static pairs, cost-only, random,
+latency and quality, and capped.json beside it (when there) the answers run with a router's
+token cap; this replays the strategies over it (static pairs, cost-only, random,
 bandit, ensemble, QualityRoute's budget sweep, online learning replayed, oracle) with one
-given calibration profile, and prints the headline figures as JSON. The same matrix and
+given calibration profile, and prints the headline figures as JSON. A capped route whose
+capped answer was never run is simulated (the answer cut, its time scaled) and counted in
+each scope's `simulated`. The same matrix and
 profile always give the same figures, so a refactor of the routing code can be checked to
 change nothing:
 
@@ -29,18 +32,18 @@ from rich.console import Console
 from qroute_cli.config import load_registry
 from qroute_cli.evaluation.provenance import git_state
 from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, evidence, headline
-from qroute_cli.evaluation.matrix import Cell, Matrix
+from qroute_cli.evaluation.matrix import CAPPED_FILE, CELL_FIELDS, Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
 from qroute_cli.evaluation.tasks import load
 from qroute_cli.routing.latency import Profile
 from qroute_cli.routing.scoring import PriorScorer
 
 ROOT = Path(__file__).resolve().parent.parent
-CELL_FIELDS = ("quality", "scores", "latency_s", "ttft_s", "tokens", "prompt_tokens", "drafted", "accepted", "text")
 
 
 def load_matrix(path: Path) -> Matrix:
-    """The committed rows as a Matrix over the bench items they cover, in bench order."""
+    """The committed rows as a Matrix over the bench items they cover, in bench order, with
+    the capped answers of capped.json beside it (when there) for the routes that cap."""
     rows = json.loads(path.read_text(encoding="utf-8"))
     wanted = {(r["task"], r["item"]) for r in rows}
     items = [it for task in sorted({t for t, _ in wanted}) for it in load(task) if (task, it.id) in wanted]
@@ -48,6 +51,10 @@ def load_matrix(path: Path) -> Matrix:
     m = Matrix(items, pairs)
     for r in rows:
         m.cells[(r["item"], r["pair"])] = Cell(**{k: r[k] for k in CELL_FIELDS})
+    capped = path.parent / CAPPED_FILE
+    if capped.is_file():
+        for r in json.loads(capped.read_text(encoding="utf-8")):
+            m.capped[(r["item"], r["pair"], r["max_tokens"])] = Cell(**{k: r[k] for k in CELL_FIELDS})
     return m
 
 
@@ -123,6 +130,23 @@ def _ci(fig: dict | None, digits: int = 3) -> str:
     return text + (" *" if fig.get("real") else "")
 
 
+def simulated_sentence(report: dict) -> str:
+    """How many routed points rest on simulated answers, overall and per task: where the router
+    capped an answer (no pair fit the budget) and the matrix lacks that capped run, the measured
+    uncapped answer is cut by character share and its latency scaled."""
+    sim = report["all"].get("simulated")
+    if not sim:
+        return ""
+    if not sim["answers"]:
+        return (f"Every routed answer is a measured run ({sim['answers_routed']} answers over "
+                f"{sim['points_routed']} routed points), the capped ones included.")
+    per_task = ", ".join(f"{task} {s['simulated']['points']}" for task, s in sorted(report["by_task"].items()))
+    return (f"**Simulated, not measured**: {sim['points']} of the {sim['points_routed']} routed points "
+            f"({per_task} of the per-task ones) include answers the router capped (no pair fit the budget) "
+            f"and the matrix never ran with that cap: {sim['answers']} of {sim['answers_routed']} routed "
+            "answers are the measured uncapped answer cut by character share, its latency scaled.")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
@@ -147,9 +171,7 @@ def markdown(report: dict, prov: dict) -> str:
            f"`{prov['matrix']['sha256'][:16]}`) with the calibration profile `{prov['profile']['file']}` (sha256 "
            f"`{prov['profile']['sha256'][:16]}`), commit `{(prov['commit'] or 'unknown')[:12]}`"
            f"{' with uncommitted changes' if prov['uncommitted_changes'] else ''}: `{prov['command']}`.",
-           "Nothing was generated: every point is read off the matrix. Where the router capped an answer "
-           "(no pair fit the budget), the point uses the measured answer cut by character share and its "
-           "latency scaled: simulated, not measured.\n"]
+           "Nothing was generated: every point is read off the matrix. " + simulated_sentence(report) + "\n"]
     if iv is not None:
         out.append(f"Intervals: {iv['method']}, {iv['resamples']} resamples (seed {iv['seed']}). "
                    "A `*` marks an interval that excludes no difference (1 for a ratio, 0 for a gain or "

@@ -17,10 +17,16 @@ import numpy as np
 
 from qroute_cli.evaluation import bootstrap, frontier, strategies
 from qroute_cli.evaluation.divergence import divergence
-from qroute_cli.evaluation.matrix import Matrix, run_matrix
+from qroute_cli.evaluation.matrix import Matrix, cell_counts, run_matrix
+from qroute_cli.evaluation.provenance import SOURCE_ROOT
 from qroute_cli.evaluation.strategies import Outcome
 from qroute_cli.evaluation.tasks import TASKS, Item, load
 from qroute_cli.tuning import SWEEP
+
+# The results a checkout commits (`qroute bench --out bench/results`): their cells seed the
+# cache where the regime matches, so a bench extends the committed matrix. An installed copy
+# has no such folder and seeds nothing.
+COMMITTED_RESULTS = SOURCE_ROOT / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class BenchConfig:
     random_seeds: int = 5
     live: bool = True  # also run the online-learning loop for real over the prompt stream
     bootstrap: int = bootstrap.RESAMPLES  # resamples behind every figure's 95% interval; 0: none
+    seed_dir: Path | None = COMMITTED_RESULTS  # earlier results whose cells of this regime are reused
 
 
 @dataclass
@@ -110,7 +117,8 @@ def online_learning(m: Matrix, items: Sequence[Item], cfg: BenchConfig, registry
             o = strategies.routed(m, stream, learner, "quality", b, learn=True)
         choices, quality, latency = (strategies.in_item_order(order, v) for v in (o.choices, o.quality, o.latency))
         results.append(Outcome("quality", o.setting, choices, quality, latency, b,
-                               {"overhead_ms": o.extra.get("overhead_ms"),
+                               {"overhead_ms": strategies.in_item_order(order, o.extra["overhead_ms"]),
+                                "simulated": strategies.in_item_order(order, o.extra["simulated"]),
                                 "stream_hits": [lat <= b for lat in o.latency]}, online=True))
     return results
 
@@ -261,6 +269,8 @@ def headline(outcomes: Sequence[Outcome], items: Sequence[Item]) -> dict:
         "strong_pair": strong.setting,
         "oracle_quality": None if oracle_free is None else round(oracle_free.mean_quality, 4),
         "hypervolume_reference_latency_s": round(ref, 3),
+        # Routed answers the matrix lacked with the router's cap, cut and scaled instead of run.
+        "simulated": strategies.simulated_counts(outcomes),
     }
 
 
@@ -306,7 +316,7 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
-    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell)
+    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir)
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)
     if router is not None and cfg.live:
@@ -318,6 +328,7 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     res = BenchResult(cfg, items, matrix, outcomes)
     res.summary = headline(outcomes, items)
     res.summary["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    res.summary["matrix_cells"] = cell_counts(matrix)
     if any(it.task == "code" for it in items):  # pass@1 depends on what the sandbox let the code do
         from qroute_cli.evaluation import sandbox
 
@@ -342,6 +353,13 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     return res
 
 
+PER_PROMPT = ("overhead_ms", "why", "simulated")  # extra lists in item order, one value per prompt
+
+
 def _subset(o: Outcome, idx: list[int]) -> Outcome:
+    extra = dict(o.extra)
+    for key in PER_PROMPT:
+        if isinstance(extra.get(key), list) and len(extra[key]) == len(o.choices):
+            extra[key] = [extra[key][i] for i in idx]
     return replace(o, choices=[o.choices[i] for i in idx], quality=[o.quality[i] for i in idx],
-                   latency=[o.latency[i] for i in idx], extra=dict(o.extra))
+                   latency=[o.latency[i] for i in idx], extra=extra)

@@ -1,14 +1,25 @@
 """The bench's result matrix: every (prompt, pair) run once, scored, cached on disk.
 
-The cache is append-only JSON Lines keyed by the pair's model hashes, the prompt and the
-generation settings, so an interrupted bench resumes where it stopped and a changed model
-or setting is never mixed with old results.
+A cell's cache key names everything that changes its text or time: the pair's model hashes,
+the prompt, the generation settings (the answer cap among them) and the regime it ran in:
+the engine code, the llama.cpp build, the machine and the thread count (`Regime`). The cache
+is append-only JSON Lines, so an interrupted bench resumes where it stopped, and a cell from
+another regime is run again, never mixed with this one's.
+
+The results of an earlier bench (`--out DIR`: matrix.json and capped.json carry each cell's
+key) seed the cache: a bench can extend a committed matrix where the regime matches. A cell
+in them without a key (written before keys were) is of another regime and is run again.
+
+Besides the matrix proper, a route that caps the answer (no pair fits the budget, so the
+router shortens max_tokens) needs the answer generated with that cap: `Matrix.capped_cell`
+runs it as a cell of its own, cached like the others, when the matrix has a `CellStore`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +30,9 @@ from qroute_cli.evaluation.tasks import TASKS, Item
 from qroute_cli.jsonl import read_jsonl
 from qroute_cli.types import GenerationConfig, Pair
 
-CACHE_VERSION = 1
+# 2: the key names the regime. Version 1 keys (no regime) never match: those cells run again.
+CACHE_VERSION = 2
+MATRIX_FILE, CAPPED_FILE = "matrix.json", "capped.json"  # in a bench's --out directory
 
 
 @dataclass(frozen=True)
@@ -41,17 +54,56 @@ class Cell:
         return self.accepted / self.drafted if self.drafted else None
 
 
+CELL_FIELDS = tuple(Cell.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """What besides the models, the prompt and the settings changes a cell's text or time."""
+
+    engine: str  # provenance.engine_revision(): a hash of the generation code
+    llama_cpp: str  # provenance.llama_cpp_identity(): version and native build
+    machine: str  # the CPU model
+    threads: int | None  # llama.cpp threads the cell runs with; None: models without threads (fakes)
+
+
+def current_regime(threads: int | None) -> Regime:
+    from qroute_cli.evaluation.provenance import engine_revision, llama_cpp_identity
+    from qroute_cli.routing.latency import cpu_model
+
+    return Regime(engine_revision(), llama_cpp_identity(), cpu_model(), threads)
+
+
 @dataclass
 class Matrix:
     items: list[Item]
     pairs: list[str]
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    # Answers generated with a router's cap: (item id, pair, max_tokens) -> cell.
+    capped: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
+    # How each cell and capped cell was obtained, for the results files: key -> {"key", "regime"}.
+    meta: dict[tuple, dict] = field(default_factory=dict)
+    store: "CellStore | None" = None  # runs a capped cell not measured yet; None: offline (replay)
 
     def cell(self, item: Item, pair: str) -> Cell:
         return self.cells[(item.id, pair)]
 
+    def capped_cell(self, item: Item, pair: str, cap: int) -> Cell | None:
+        """`pair`'s measured answer to `item` with max_tokens=`cap`: the uncapped cell when the
+        cap could not have changed its run, a capped cell measured before, or (with a store) one
+        generated now; None when it was not measured and cannot be here."""
+        full = self.cell(item, pair)
+        if full.tokens + GenerationConfig().draft_max <= cap:
+            # The answer stopped on its own this far below the cap: the engine never shortened
+            # a draft for it (k <= max_tokens - tokens so far), so a capped run is this run.
+            return full
+        key = (item.id, pair, cap)
+        if key not in self.capped and self.store is not None:
+            self.capped[key], self.meta[key] = self.store.get(item, pair, cap)
+        return self.capped.get(key)
 
-def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig) -> str:
+
+def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig, regime: Regime) -> str:
     ident = {
         "v": CACHE_VERSION,
         "models": [registry.model(name).identity for name in pair.model_names],
@@ -60,6 +112,7 @@ def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfi
         "max_tokens": config.max_tokens,
         "temperature": config.temperature,
         "draft_max": config.draft_max,
+        "regime": asdict(regime),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -74,6 +127,99 @@ def load_cache(path: Path) -> dict[str, dict]:
     return out
 
 
+@dataclass
+class Seeds:
+    """The cells of an earlier bench's results directory: by key where they carry one, and
+    by (item, pair, max_tokens) for every row, to tell a cell of another regime apart."""
+
+    by_key: dict[str, dict] = field(default_factory=dict)
+    slots: set[tuple[str, str, int]] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, results_dir: Path | None) -> "Seeds":
+        seeds = cls()
+        if results_dir is None:
+            return seeds
+        for name in (MATRIX_FILE, CAPPED_FILE):
+            path = Path(results_dir) / name
+            if not path.is_file():
+                continue
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # an unreadable results file seeds nothing: its cells run again
+            for r in rows if isinstance(rows, list) else []:
+                if not isinstance(r, dict) or r.get("task") not in TASKS or not all(k in r for k in CELL_FIELDS):
+                    continue
+                cap = r.get("max_tokens", TASKS[r["task"]].max_tokens)
+                seeds.slots.add((r["item"], r["pair"], cap))
+                if r.get("key"):
+                    seeds.by_key[r["key"]] = {"key": r["key"], "item": r["item"], "pair": r["pair"],
+                                              "regime": r.get("regime"), "cell": {k: r[k] for k in CELL_FIELDS}}
+        return seeds
+
+
+class CellStore:
+    """Cells by cache key: from the cache file, else from the seeds, else generated now (and
+    appended to the cache). `counts` says how many came from where, for the bench output."""
+
+    def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None) -> None:
+        self.pool, self.registry = pool, pool.registry
+        self.cache_path = cache_path
+        self.cache = load_cache(cache_path)
+        self.seeds = seeds or Seeds()
+        self.counts: Counter = Counter()
+        paths.private_dir(cache_path.parent)
+        paths.private_file(cache_path)  # answers are kept owner-only, as every file qroute writes
+
+    def get(self, item: Item, pair_name: str, max_tokens: int | None = None) -> tuple[Cell, dict]:
+        """(cell, {"key", "regime"}) for `pair_name` on `item` at `max_tokens` (default: the
+        task's cap); also counted in `counts` under 'cache', 'results' or 'run' (with 'capped '
+        before it for a capped cell, and 'other regime' for a run the results had a cell for)."""
+        from qroute_cli.generation.runner import run_prompt, user_messages
+
+        task = TASKS[item.task]
+        cap = max_tokens if max_tokens is not None else task.max_tokens
+        kind = "" if cap == task.max_tokens else "capped "
+        pair = self.registry.pair(pair_name)
+        config = GenerationConfig(max_tokens=cap, temperature=0.0)
+        # The thread count this cell will run with (a fixed --threads, else what the load
+        # leaves free now; the run applies the same count): part of the regime.
+        regime = current_regime(self.pool.next_threads())
+        key = cell_key(self.registry, pair, item, config, regime)
+        meta = {"key": key, "regime": asdict(regime)}
+        row = self.cache.get(key)
+        source = "cache"
+        if row is None and key in self.seeds.by_key:
+            row, source = self.seeds.by_key[key], "results"
+            self._append(key, item, pair_name, cap, meta, row["cell"])
+        if row is not None:
+            cell = Cell(**row["cell"])
+            # Score again from the stored text: a metric fix applies to cached runs too.
+            scores = task.score(cell.text, item.reference)
+            self.counts[kind + source] += 1
+            return replace(cell, scores=scores, quality=float(scores["quality"])), meta
+        gen = run_prompt(self.pool, pair, user_messages(item.prompt), config)
+        scores = task.score(gen.text, item.reference)
+        s = gen.stats
+        cell = Cell(
+            quality=float(scores["quality"]), scores=scores, latency_s=s.latency_s, ttft_s=s.ttft_s,
+            tokens=s.output_tokens, prompt_tokens=s.prompt_tokens, drafted=s.drafted,
+            accepted=s.accepted, text=gen.text,
+        )
+        self._append(key, item, pair_name, cap, meta, asdict(cell))
+        self.counts[kind + "run"] += 1
+        if (item.id, pair_name, cap) in self.seeds.slots:
+            self.counts[kind + "other regime"] += 1
+        return cell, meta
+
+    def _append(self, key: str, item: Item, pair: str, cap: int, meta: dict, cell: dict) -> None:
+        row = {"key": key, "item": item.id, "pair": pair, "max_tokens": cap, "regime": meta["regime"], "cell": cell}
+        self.cache[key] = row
+        with self.cache_path.open("a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
+
+
 def run_matrix(
     pool,
     items: Sequence[Item],
@@ -81,42 +227,31 @@ def run_matrix(
     cache_path: Path,
     *,
     on_cell: Callable[[Item, str, Cell, bool], None] | None = None,
+    seed_dir: Path | None = None,
 ) -> Matrix:
-    """Run every (item, pair) not yet in the cache; pair-major so models load once."""
-    from qroute_cli.generation.runner import run_prompt, user_messages
-
-    registry = pool.registry
-    cache = load_cache(cache_path)
-    paths.private_dir(cache_path.parent)
-    paths.private_file(cache_path)  # answers are kept owner-only, as every file qroute writes
-    matrix = Matrix(list(items), list(pairs))
-    with cache_path.open("a", encoding="utf-8") as log:
-        for pair_name in pairs:
-            pair = registry.pair(pair_name)
-            for item in items:
-                task = TASKS[item.task]
-                config = GenerationConfig(max_tokens=task.max_tokens, temperature=0.0)
-                key = cell_key(registry, pair, item, config)
-                if key in cache:
-                    cell = Cell(**cache[key]["cell"])
-                    # Score again from the stored text: a metric fix applies to cached runs too.
-                    scores = task.score(cell.text, item.reference)
-                    cell = replace(cell, scores=scores, quality=float(scores["quality"]))
-                    matrix.cells[(item.id, pair_name)] = cell
-                    if on_cell:
-                        on_cell(item, pair_name, cell, True)
-                    continue
-                gen = run_prompt(pool, pair, user_messages(item.prompt), config)
-                scores = task.score(gen.text, item.reference)
-                s = gen.stats
-                cell = Cell(
-                    quality=float(scores["quality"]), scores=scores, latency_s=s.latency_s, ttft_s=s.ttft_s,
-                    tokens=s.output_tokens, prompt_tokens=s.prompt_tokens, drafted=s.drafted,
-                    accepted=s.accepted, text=gen.text,
-                )
-                log.write(json.dumps({"key": key, "item": item.id, "pair": pair_name, "cell": asdict(cell)}) + "\n")
-                log.flush()
-                matrix.cells[(item.id, pair_name)] = cell
-                if on_cell:
-                    on_cell(item, pair_name, cell, False)
+    """Run every (item, pair) not yet in the cache (or in `seed_dir`'s results with this
+    regime); pair-major so models load once. The matrix keeps its CellStore, so capped
+    cells the strategies ask for are generated and cached too."""
+    store = CellStore(pool, cache_path, Seeds.load(seed_dir))
+    matrix = Matrix(list(items), list(pairs), store=store)
+    for pair_name in pairs:
+        for item in items:
+            before = store.counts["run"]
+            cell, meta = store.get(item, pair_name)
+            matrix.cells[(item.id, pair_name)] = cell
+            matrix.meta[(item.id, pair_name)] = meta
+            if on_cell:
+                on_cell(item, pair_name, cell, store.counts["run"] == before)
     return matrix
+
+
+def cell_counts(m: Matrix) -> dict:
+    """How the matrix's cells were obtained: reused from the cache or from the seeding results,
+    run now, and of those run, how many the results had from another regime; the same for
+    capped cells."""
+    c = m.store.counts if m.store is not None else Counter()
+    out = {}
+    for kind, name in (("", "cells"), ("capped ", "capped_cells")):
+        out[name] = {"reused_from_cache": c[kind + "cache"], "reused_from_results": c[kind + "results"],
+                     "run": c[kind + "run"], "rerun_other_regime": c[kind + "other regime"]}
+    return out

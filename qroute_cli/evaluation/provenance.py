@@ -6,6 +6,8 @@ and a report can tell a section made by other code from a fresh one.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 import sys
@@ -36,6 +38,48 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
     return head + ("+dirty" if dirty else "")
 
 
+# The code a cell's text and time come from: the generation pipeline (the draft/verify loop,
+# drafters, backends, thread choice), the draft-length rule and the constants they read.
+ENGINE_SOURCES = ("generation", "speculation.py", "tuning.py")
+
+
+@functools.lru_cache(maxsize=None)
+def engine_revision() -> str:
+    """A hash of the engine's source files (ENGINE_SOURCES), not the git commit: a commit that
+    only touches the router, the CLI or the docs leaves every measured cell valid, and an
+    uncommitted engine edit (or an installed copy without git) still gets its own revision."""
+    package = Path(__file__).resolve().parents[1]
+    files: list[Path] = []
+    for name in ENGINE_SOURCES:
+        path = package / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def llama_cpp_identity() -> str:
+    """llama-cpp-python's version and a hash of its native libraries, which differ with every
+    build flag (CPU features, AMX, BLAS): 'VERSION+HASH', without loading the library.
+    'none' when it is not installed."""
+    import importlib.util
+
+    from qroute_cli.routing.latency import llama_cpp_build
+
+    version = llama_cpp_build()
+    spec = importlib.util.find_spec("llama_cpp") if version != "none" else None
+    if spec is None or not spec.submodule_search_locations:
+        return version
+    root = Path(next(iter(spec.submodule_search_locations)))
+    libs = sorted(p for p in root.rglob("*") if p.is_file() and (".so" in p.name or p.suffix in (".dylib", ".dll")))
+    digest = hashlib.sha256()
+    for path in libs:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{version}+{digest.hexdigest()[:12]}" if libs else version
+
+
 def record(command: str | None = None, threads: int | None = None) -> dict:
     """The provenance fields every results file carries."""
     from qroute_cli import __version__
@@ -49,5 +93,7 @@ def record(command: str | None = None, threads: int | None = None) -> dict:
         "cores": os.cpu_count(),
         "threads": threads,
         "llama_cpp": llama_cpp_build(),
+        "llama_cpp_build": llama_cpp_identity(),
+        "engine": engine_revision(),
         "command": command if command is not None else " ".join(["qroute", *sys.argv[1:]]),
     }

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from qroute_cli.evaluation import frontier
 from qroute_cli.evaluation.bench import BenchResult
+from qroute_cli.evaluation.matrix import CAPPED_FILE, MATRIX_FILE
 from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.numeric import percentile
 
@@ -53,8 +54,24 @@ def task_columns(items) -> list[tuple[str, str]]:
     return [(name, f"{name} {TASKS[name].quality_name}") for name in names]
 
 
+def cells_caption(res: BenchResult) -> str:
+    """Where the matrix's cells came from and how much of the routing is simulated, in a line."""
+    counts = res.summary.get("matrix_cells")
+    if not counts:
+        return ""
+    c, k = counts["cells"], counts["capped_cells"]
+    text = (f"cells: {c['reused_from_cache']} reused from the cache, {c['reused_from_results']} from earlier "
+            f"results, {c['run']} run ({c['rerun_other_regime']} of them earlier results had from another "
+            f"regime); capped answers: {k['reused_from_cache'] + k['reused_from_results']} reused, {k['run']} run")
+    sim = res.summary.get("simulated")
+    if sim and sim["answers"]:
+        text += f"; simulated: {sim['answers']} answers in {sim['points']} points"
+    return text
+
+
 def matrix_table(res: BenchResult) -> Table:
-    t = Table(title="Pairs measured (every prompt run once)", title_justify="left")
+    t = Table(title="Pairs measured (every prompt run once)", title_justify="left", caption=cells_caption(res) or None,
+              caption_justify="left")
     columns = task_columns(res.items)
     for col in ("pair", "quality", *(title for _, title in columns), "mean lat.", "tok/s", "acceptance"):
         t.add_column(col)
@@ -122,15 +139,23 @@ def write_outputs(res: BenchResult, out: Path) -> list[Path]:
         w.writeheader()
         for r in rows:
             w.writerow({**r, "choices": json.dumps(r["choices"])})
-    cells = [{"item": it.id, "task": it.task, "pair": p, **{k: v for k, v in asdict(res.matrix.cell(it, p)).items()}}
-             for it in res.items for p in res.matrix.pairs]
-    (out / "matrix.json").write_text(json.dumps(cells, indent=1, ensure_ascii=False))
+    m = res.matrix
+    # Each cell with its cache key and regime, so a later bench can seed its cache from them.
+    cells = [{"item": it.id, "task": it.task, "pair": p, **asdict(m.cell(it, p)), **m.meta.get((it.id, p), {})}
+             for it in res.items for p in m.pairs]
+    (out / MATRIX_FILE).write_text(json.dumps(cells, indent=1, ensure_ascii=False))
+    tasks = {it.id: it.task for it in res.items}
+    capped = [{"item": item, "task": tasks[item], "pair": p, "max_tokens": cap, **asdict(cell),
+               **m.meta.get((item, p, cap), {})}
+              for (item, p, cap), cell in sorted(m.capped.items()) if item in tasks]
+    (out / CAPPED_FILE).write_text(json.dumps(capped, indent=1, ensure_ascii=False))
     summary = dict(res.summary)
     summary["by_task"] = {task: d["summary"] for task, d in res.by_task.items()}
     summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res.config).items()}
     summary["routing_analysis"] = routing_analysis(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    written += [out / "strategies.json", out / "strategies.csv", out / "matrix.json", out / "summary.json"]
+    written += [out / "strategies.json", out / "strategies.csv", out / MATRIX_FILE, out / CAPPED_FILE,
+                out / "summary.json"]
     live = [o for o in res.outcomes if "stream" in o.extra]
     if live:  # the live loop's per-prompt trace, in stream order
         (out / "live_stream.json").write_text(json.dumps(
@@ -141,37 +166,53 @@ def write_outputs(res: BenchResult, out: Path) -> list[Path]:
 
 
 def plot(res: BenchResult, out: Path) -> list[Path]:
+    """One Pareto plot per scope (all tasks, then each task), from the rows strategies.json holds."""
+    scopes = [("all", [outcome_row(o) for o in res.outcomes])]
+    scopes += [(t, [outcome_row(o, t) for o in d["outcomes"]]) for t, d in res.by_task.items()]
+    paths = [pareto_plot(rows, f"qroute bench: {scope}", out / f"pareto_{scope}.png") for scope, rows in scopes]
+    return [p for p in paths if p is not None]
+
+
+STYLES = {"static": "s", "quality": "o", "cost": "v", "oracle": "*", "random": "x", "bandit": "^", "ensemble": "D"}
+
+
+def pareto_plot(rows: list[dict], title: str, path: Path) -> Path | None:
+    """The quality-latency plane of `rows` (outcome_row dicts of one scope): every strategy's
+    points, the Pareto frontier of the static pairs as a step line (the best quality a fixed
+    pair reaches at each mean latency: the baseline the headline compares with), and the
+    frontiers of QualityRoute, the oracle and the bandit. None without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
-    paths = []
-    scopes = [("all", res.outcomes)] + [(t, d["outcomes"]) for t, d in res.by_task.items()]
-    styles = {"static": "s", "quality": "o", "cost": "v", "oracle": "*", "random": "x", "bandit": "^", "ensemble": "D"}
-    for scope, outcomes in scopes:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label in sorted({o.label for o in outcomes}):
-            group = [o for o in outcomes if o.label == label]
-            pts = [(o.mean_latency, o.mean_quality) for o in group]
-            base = group[0].strategy if not group[0].online else None  # learning online: no marker of its own
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=styles.get(base, "."), label=label, alpha=0.8)
-            if base in ("quality", "oracle", "bandit") and len(pts) > 1:
-                fr = frontier.pareto(pts)
-                ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", alpha=0.5)
-        for o in outcomes:
-            if o.strategy == "static":
-                ax.annotate(o.setting, (o.mean_latency, o.mean_quality), fontsize=6, alpha=0.7)
-        ax.set_xscale("log")
-        ax.set_xlabel("mean latency per prompt (s, log)")
-        ax.set_ylabel("mean quality")
-        ax.set_title(f"qroute bench: {scope}")
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        path = out / f"pareto_{scope}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    right = max(r["mean_latency_s"] for r in rows) * 1.3
+    for label in sorted({r["strategy"] for r in rows}):
+        group = [r for r in rows if r["strategy"] == label]
+        pts = [(r["mean_latency_s"], r["mean_quality"]) for r in group]
+        base = None if "+online" in label else label.split(" ")[0]  # learning online: no marker of its own
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=STYLES.get(base, "."), label=label, alpha=0.8)
+        if base in ("quality", "oracle", "bandit") and len(pts) > 1:
+            fr = frontier.pareto(pts)
+            ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", alpha=0.5)
+    statics = [(r["mean_latency_s"], r["mean_quality"]) for r in rows if r["strategy"] == "static"]
+    if statics:
+        fr = frontier.pareto(statics)
+        ax.step([p[0] for p in fr] + [right], [p[1] for p in fr] + [fr[-1][1]], where="post", color="black",
+                linestyle="--", linewidth=1.2, label="static frontier")
+    for r in rows:
+        if r["strategy"] == "static":
+            ax.annotate(r["setting"], (r["mean_latency_s"], r["mean_quality"]), fontsize=6, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlim(right=right)
+    ax.set_xlabel("mean latency per prompt (s, log)")
+    ax.set_ylabel("mean quality")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -187,8 +187,9 @@ def why(d) -> str:
 
 
 def capped(cell, cap: int | None, task: str, reference):
-    """The cell as if the router's token cap had applied: the text cut in proportion (by
-    characters) and scored again, the decode time scaled; the matrix ran every pair uncapped."""
+    """The cell as if the router's token cap had applied, simulated: the text cut in proportion
+    (by characters) and scored again, the decode time scaled. Only for a replay of a matrix that
+    lacks the capped cell; `routed` counts every answer it makes this way."""
     if not cap or cap >= cell.tokens or cell.tokens <= 0:
         return cell
     share = cap / cell.tokens
@@ -203,8 +204,10 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
            setting: str | None = None, learn: bool = False) -> Outcome:
     """Ask qroute's Router for each prompt (predictions only) and read the result off the matrix.
 
-    When the router caps the answer length (no pair fits the budget), the measured cell is
-    cut to that cap (`capped`). With `learn`, every chosen run's outcome is fed back through
+    When the router caps the answer length (no pair fits the budget), the answer is the one
+    generated with that cap (`Matrix.capped_cell`, run now when the matrix has a store); only
+    where it was never measured (a replay of an older matrix) is it simulated (`capped`), and
+    `extra["simulated"]` marks those prompts. With `learn`, every chosen run's outcome is fed back through
     `router.record` as it would be in live use, so later decisions use the learned estimates.
     The router must weigh only the matrix's pairs: a choice the matrix did not run is an error.
     """
@@ -212,7 +215,7 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
 
     router.set_strategy(strategy)
     router.budget_s = budget_s  # None: no budget, every pair fits (the policy reads it so)
-    choices, quality, latency, overhead, reasons = [], [], [], [], []
+    choices, quality, latency, overhead, reasons, simulated = [], [], [], [], [], []
     for it in items:
         msgs = user_messages(it.prompt)
         d = router.decide(msgs, max_tokens=TASKS[it.task].max_tokens)
@@ -220,7 +223,13 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
         if chosen not in m.pairs:
             raise QrouteError(f"The router chose {chosen}, a pair the result matrix did not run.",
                               "Route the bench with a registry of the matrix's pairs only.")
-        cell = capped(m.cell(it, chosen), d.max_tokens, it.task, it.reference)
+        cell = m.cell(it, chosen)
+        measured = True
+        if d.max_tokens is not None and d.max_tokens < TASKS[it.task].max_tokens:
+            measured_cell = m.capped_cell(it, chosen, d.max_tokens)
+            measured = measured_cell is not None
+            cell = measured_cell if measured else capped(cell, d.max_tokens, it.task, it.reference)
+        simulated.append(not measured)
         choices.append(chosen)
         quality.append(cell.quality)
         latency.append(cell.latency_s)
@@ -232,4 +241,14 @@ def routed(m: Matrix, items: Sequence[Item], router, strategy: str, budget_s: fl
     out = Outcome(strategy, label, choices, quality, latency, budget_s)
     out.extra["overhead_ms"] = overhead
     out.extra["why"] = reasons
+    out.extra["simulated"] = simulated
     return out
+
+
+def simulated_counts(outcomes: Sequence[Outcome]) -> dict:
+    """How much of the routed results is simulated (a capped answer the matrix never ran):
+    answers, and points (an outcome with any simulated answer), of all routed ones."""
+    routed_outs = [o for o in outcomes if "simulated" in o.extra]
+    flags = [f for o in routed_outs for f in o.extra["simulated"]]
+    return {"answers": sum(flags), "answers_routed": len(flags),
+            "points": sum(any(o.extra["simulated"]) for o in routed_outs), "points_routed": len(routed_outs)}
