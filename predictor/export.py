@@ -4,12 +4,17 @@ Graph contract (what predict.py relies on):
 - inputs: "features" float32 (n, n_buckets + N_DENSE) for the hashed architecture; or
   "input_ids", "attention_mask" int64 (n, L) and "dense" float32 (n, N_DENSE) for the encoder.
 - outputs: "quality" (n, V) in [0, 1], "acceptance" (n, A) in [0, 1], "length" (n, V) >= 1
-  tokens, in the order of metadata "verifiers" and "acceptance_keys" ("VERIFIER+DRAFTER").
+  tokens, in the order of metadata "verifiers" and "acceptance_keys" ("VERIFIER+DRAFTER");
+  with per-task terms also "difficulty" (n, K), the difficulty models' scores (metadata
+  "difficulty" names them), for reports and `qroute score`; the router does not read it.
 - metadata_props "qroute_predictor": JSON with architecture, featurizer config, the key lists
   and training facts (rows, commit, date).
 
 Heads are a list of dense layers (W (in, out), b, activation); target scaling is folded
 into the last layer, so the graph's raw output is [quality | acceptance | log1p(length)].
+Per-task terms (`TaskTerms`) come first: linear difficulty models read the same features,
+and each task one-hot multiplies [some dense features | difficulty scores], so a linear head
+can give every task its own slope.
 """
 
 from __future__ import annotations
@@ -35,33 +40,64 @@ class Dense:
 
 
 @dataclass
+class TaskTerms:
+    """Per-task terms appended to the input: task one-hot x [chosen columns | difficulty scores]."""
+
+    difficulty: Dense  # (n_features, K) linear difficulty scores read from the same input
+    columns: tuple[int, ...]  # input columns (dense features) that get a slope per task
+    task_cols: tuple[int, ...]  # the task-type one-hot columns of the input
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.task_cols) * (len(self.columns) + self.difficulty.b.shape[0])
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.difficulty.w + self.difficulty.b
+
+    def expand(self, x: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """[x | interactions]; `scores` replaces the difficulty models' output (training uses
+        cross-fitted scores, so no prompt sees a model trained on its own question)."""
+        s = self.scores(x) if scores is None else scores
+        base = np.concatenate([x[:, list(self.columns)], s], axis=1)
+        t = x[:, list(self.task_cols)]
+        inter = (t[:, :, None] * base[:, None, :]).reshape(len(x), -1)
+        return np.concatenate([x, inter], axis=1)
+
+
+@dataclass
 class Heads:
-    """Multi-task heads: optional difficulty pre-layer, then dense layers to raw outputs."""
+    """Multi-task heads: optional difficulty pre-layer or per-task terms, then dense layers to raw outputs."""
 
     layers: list[Dense]
     n_quality: int
     n_acceptance: int
     pre: Dense | None = None  # a linear difficulty score appended to the input (clipped to [0, 1])
     meta: dict[str, Any] = field(default_factory=dict)
+    terms: TaskTerms | None = None
 
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        """The numpy forward pass the ONNX graph must reproduce."""
+    def raw(self, x: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """The numpy forward pass the ONNX graph must reproduce (`scores`: see TaskTerms.expand)."""
         if self.pre is not None:
             x = np.concatenate([x, np.clip(x @ self.pre.w + self.pre.b, 0.0, 1.0)], axis=1)
+        if self.terms is not None:
+            x = self.terms.expand(x, scores)
         for layer in self.layers:
             x = x @ layer.w + layer.b
             if layer.act == "relu":
                 x = np.maximum(x, 0.0)
         return x
 
-    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        raw = self.raw(x)
+    def outputs(self, x: np.ndarray, scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        raw = self.raw(x, scores)
         v, a = self.n_quality, self.n_acceptance
-        return {
+        out = {
             "quality": np.clip(raw[:, :v], 0.0, 1.0),
             "acceptance": np.clip(raw[:, v: v + a], 0.0, 1.0),
             "length": np.maximum(np.expm1(raw[:, v + a:]), 1.0),
         }
+        if self.terms is not None:
+            out["difficulty"] = self.terms.scores(x) if scores is None else scores
+        return out
 
 
 def _head_nodes(heads: Heads, x: str, fp16: bool):
@@ -85,6 +121,16 @@ def _head_nodes(heads: Heads, x: str, fp16: bool):
     if heads.pre is not None:
         d = node("Clip", [node("Add", [node("MatMul", [x, const(heads.pre.w, "pw")]), const(heads.pre.b, "pb")]), zero, one])
         x = node("Concat", [x, d], axis=1)
+    if heads.terms is not None:
+        t = heads.terms
+        d = node("Add", [node("MatMul", [x, const(t.difficulty.w, "dw")]), const(t.difficulty.b, "db")], out="difficulty")
+        cols = node("Gather", [x, const(np.array(t.columns, np.int64), "cols")], axis=1)
+        base = node("Concat", [cols, d], axis=1)
+        tasks = node("Gather", [x, const(np.array(t.task_cols, np.int64), "tasks")], axis=1)
+        outer = node("Mul", [node("Unsqueeze", [tasks, const(np.array([2], np.int64), "ax")]),
+                             node("Unsqueeze", [base, const(np.array([1], np.int64), "ax")])])
+        flat = node("Reshape", [outer, const(np.array([-1, t.n_terms], np.int64), "shape")])
+        x = node("Concat", [x, flat], axis=1)
     for layer in heads.layers:
         x = node("Add", [node("MatMul", [x, const(layer.w, "w")]), const(layer.b, "b")])
         if layer.act == "relu":
@@ -113,6 +159,9 @@ def build(heads: Heads, meta: dict[str, Any], *, encoder_weights: dict | None = 
         helper.make_tensor_value_info("acceptance", TensorProto.FLOAT, ["n", a]),
         helper.make_tensor_value_info("length", TensorProto.FLOAT, ["n", v]),
     ]
+    if heads.terms is not None:
+        k = heads.terms.difficulty.b.shape[0]
+        outputs.append(helper.make_tensor_value_info("difficulty", TensorProto.FLOAT, ["n", k]))
     if encoder_weights is None:
         inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", n_features])]
         nodes, inits = _head_nodes(heads, "features", fp16)
@@ -165,7 +214,7 @@ def random_predictor(path: Path, verifiers: list[str], acceptance_keys: list[str
 
     cfg = FeaturizerConfig(n_buckets=256)
     rng = np.random.default_rng(seed)
-    n_in = cfg.n_buckets + 8
+    n_in = cfg.n_features
     n_out = 2 * len(verifiers) + len(acceptance_keys)
     bias = np.concatenate([np.full(len(verifiers) + len(acceptance_keys), 0.5), np.full(len(verifiers), np.log(50.0))])
     heads = Heads(

@@ -133,7 +133,7 @@ def length_only_heads(x: np.ndarray, y: np.ndarray, nv: int, na: int) -> export.
     alone (every other weight zero), so the bench can route with it like any predictor file."""
     from sklearn.linear_model import LinearRegression
 
-    col = x.shape[1] - N_DENSE  # log_tokens, the first dense feature
+    col = FeaturizerConfig().n_buckets  # log_tokens, the first dense feature
     fit = LinearRegression().fit(x[:, col:col + 1], y)
     w = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
     w[col] = fit.coef_[:, 0]
@@ -340,7 +340,7 @@ def cross_validate(t: Table, feats: dict[str, np.ndarray], pre_fn, folds: int) -
 
     nv, na = len(t.verifiers), len(t.acc_keys)
     oof = {name: np.zeros((len(t.prompts), 2 * nv + na)) for name in ARCHS + BASELINES}
-    lengths = feats["hashed"][:, -N_DENSE]  # log_tokens column
+    lengths = feats["hashed"][:, FeaturizerConfig().n_buckets]  # log_tokens column
     skf = StratifiedKFold(folds, shuffle=True, random_state=SEED)
     for tr, te in skf.split(t.prompts, t.datasets):
         acc_fill = np.nan_to_num(np.nanmean(t.acceptance[tr], axis=0), nan=0.5)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from qroute_cli.routing.features import N_DENSE, Featurizer, FeaturizerConfig
+from qroute_cli.routing.features import N_DENSE, TASK_TYPES, Featurizer, FeaturizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def feat() -> Featurizer:
 def test_hashed_shape_norm_and_determinism(feat):
     prompts = ["What is 17 * 23?", "Write a story about a lighthouse.", ""]
     x = feat.hashed(prompts)
-    assert x.shape == (3, feat.config.n_buckets + N_DENSE) and x.dtype == np.float32
+    assert x.shape == (3, feat.config.n_buckets + N_DENSE + len(TASK_TYPES)) and x.dtype == np.float32
     norms = np.linalg.norm(x[:, : feat.config.n_buckets], axis=1)
     assert norms[0] == pytest.approx(1.0, abs=1e-5) and norms[1] == pytest.approx(1.0, abs=1e-5)
     assert norms[2] == 0.0  # the empty prompt has no n-grams, and does not divide by zero
@@ -63,3 +63,23 @@ def test_encoder_inputs_pad_and_truncate(feat):
 def test_config_round_trips_and_ignores_unknown_keys():
     cfg = FeaturizerConfig(n_buckets=128, max_len=64)
     assert FeaturizerConfig.from_json({**cfg.to_json(), "future_key": 1}) == cfg
+
+
+def test_task_columns_follow_the_router_task_type(feat):
+    """The predictor's task one-hots are the router's task types, one per prompt."""
+    from qroute_cli.routing.router import task_type
+
+    prompts = ["Tom has 3 apples and buys 4 more. How many apples does he have?", "who wrote the iliad",
+               "Write a story about a dragon", "def add(a, b): return a+b  -- add type hints"]
+    x = feat.hashed(prompts)
+    onehot = x[:, feat.task_start:]
+    assert onehot.shape == (4, len(TASK_TYPES)) and np.array_equal(onehot.sum(1), np.ones(4))
+    assert [TASK_TYPES[i] for i in onehot.argmax(1)] == [task_type(p) for p in prompts] == list(TASK_TYPES)
+    assert np.array_equal(x[:, feat.dense_start: feat.task_start], feat.dense(prompts))
+
+
+def test_files_made_before_task_columns_keep_their_width():
+    """A predictor file whose metadata predates the task columns gets the features it was trained on."""
+    old = FeaturizerConfig.from_json({"n_buckets": 4096, "bigrams": True, "max_hash_tokens": 1024, "max_len": 128})
+    assert not old.tasks and old.n_features == 4096 + N_DENSE
+    assert Featurizer(config=old).hashed(["hi"]).shape == (1, 4096 + N_DENSE)

@@ -3,7 +3,8 @@
 Built on `tokenizers` and numpy only (never onnxruntime): the WordPiece tokenizer of
 all-MiniLM-L6-v2 turns a prompt into ids, from which we make
 - `hashed()`: hashed unigram + bigram counts (log-scaled, L2-normalised) plus a few dense
-  shape features (length, digits, lines...), for the light model;
+  shape features (length, digits, lines...) and the prompt's task type as one-hot columns
+  (the router's `task_type`), for the light model;
 - `encoder_inputs()`: padded ids and attention mask, for the sentence-encoder model.
 Both models also take `dense()`, so they see the same length and shape signals.
 
@@ -36,6 +37,10 @@ DENSE_NAMES = (
     "code_chars",  # share of {}[]();=<> characters: code
 )
 N_DENSE = len(DENSE_NAMES)
+# Task types (routing.router.task_type), one column each after the dense features: a trained
+# model can then give each task its own terms (its own slope on length or difficulty) instead
+# of applying the slope it sees across tasks within one task.
+TASK_TYPES = ("math", "qa", "story", "code")
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE_CHARS = set("{}[]();=<>")
@@ -50,6 +55,12 @@ class FeaturizerConfig:
     bigrams: bool = True
     max_hash_tokens: int = 1024  # hash the first tokens only: keeps scoring time bounded
     max_len: int = 128  # encoder input length incl. [CLS]/[SEP]; prompts are mostly short
+    tasks: bool = True  # append the task-type one-hot columns (TASK_TYPES) to hashed()
+
+    @property
+    def n_features(self) -> int:
+        """Columns of `Featurizer.hashed()` under this config."""
+        return self.n_buckets + N_DENSE + (len(TASK_TYPES) if self.tasks else 0)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +68,7 @@ class FeaturizerConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "FeaturizerConfig":
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known.setdefault("tasks", False)  # files written before the task columns existed
         return cls(**known)
 
 
@@ -87,7 +99,17 @@ class Featurizer:
 
     @property
     def n_features(self) -> int:
-        return self.config.n_buckets + N_DENSE
+        return self.config.n_features
+
+    @property
+    def dense_start(self) -> int:
+        """Column of the first dense feature (log_tokens) in `hashed()`."""
+        return self.config.n_buckets
+
+    @property
+    def task_start(self) -> int | None:
+        """Column of the first task-type one-hot in `hashed()`; None without them."""
+        return self.config.n_buckets + N_DENSE if self.config.tasks else None
 
     def ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """WordPiece ids without special tokens, one list per prompt."""
@@ -113,8 +135,20 @@ class Featurizer:
             )
         return out
 
+    def tasks(self, prompts: Sequence[str]) -> np.ndarray:
+        """The task type of each prompt as one-hot columns in TASK_TYPES order, (n, 4) float32."""
+        # The router's own definition, so the predictor's task terms and the router's per-task
+        # averages agree; imported here because the router imports the scorer that imports us.
+        from qroute_cli.routing.router import task_type
+
+        out = np.zeros((len(prompts), len(TASK_TYPES)), dtype=np.float32)
+        for i, text in enumerate(prompts):
+            out[i, TASK_TYPES.index(task_type(text))] = 1.0
+        return out
+
     def hashed(self, prompts: Sequence[str]) -> np.ndarray:
-        """Hashed unigram (+ bigram) counts, log1p then L2-normalised, then dense: (n, n_features)."""
+        """Hashed unigram (+ bigram) counts, log1p then L2-normalised, then dense, then the task
+        one-hots (with `config.tasks`): (n, n_features)."""
         cfg = self.config
         ids = self.ids(prompts)
         out = np.zeros((len(prompts), self.n_features), dtype=np.float32)
@@ -129,7 +163,9 @@ class Featurizer:
                 v = np.log1p(counts.astype(np.float32))
                 norm = float(np.linalg.norm(v))
                 out[i, : cfg.n_buckets] = v / norm if norm > 0 else v
-        out[:, cfg.n_buckets:] = self.dense(prompts, ids)
+        out[:, cfg.n_buckets: cfg.n_buckets + N_DENSE] = self.dense(prompts, ids)
+        if cfg.tasks:
+            out[:, cfg.n_buckets + N_DENSE:] = self.tasks(prompts)
         return out
 
     def encoder_inputs(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
