@@ -89,8 +89,9 @@ mkdir -p "$TMP"
 for tool in $TOOLS; do
   cp "$WORK/build/bin/$tool" "$TMP/"
 done
-printf 'llama-cpp-python %s\ncmake flags: %s\nplatform: %s\nbuilt: %s\n' \
-  "$LLAMA_VERSION" "${FLAGS:-(none)}" "$(uname -sm)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$TMP/build-info.txt"
+printf 'llama-cpp-python: %s\ncmake flags: %s\nplatform: %s\ntools: %s\nkey: %s\nbuilt: %s\n' \
+  "$LLAMA_VERSION" "${FLAGS:-(none)}" "$(uname -sm)" "$TOOLS" "$KEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  >"$TMP/build-info.txt"
 if [ -d "$BIN" ]; then
   rm -rf "$BIN"
 fi
