@@ -426,3 +426,162 @@ def test_report_sections_say_what_made_them_or_warn():
     line = made_by({"provenance": {"commit": "abc123", "date": "2026-11-30", "machine": "cpu",
                                    "threads": 2, "command": "qroute bench"}})[0]
     assert "abc123" in line and "threads 2" in line and "qroute bench" in line
+
+
+# -- one provenance: the cache key, seeding from results, measured capped answers ----------
+
+
+def _fake_pool(fake_registry, threads: int | None):
+    """A pool of fake models that reports `threads` as the count the next answer runs with."""
+    from qroute_cli.generation.pool import ModelPool
+
+    pool = ModelPool(fake_registry)
+    pool.next_threads = lambda: threads
+    return pool
+
+
+def test_a_cell_of_another_regime_is_run_again_and_the_same_regime_reuses_it(tmp_path, fake_registry, monkeypatch):
+    from qroute_cli.evaluation import provenance
+    from qroute_cli.evaluation.matrix import CellStore
+    from qroute_cli.evaluation.tasks import load
+
+    item, cache = load("gsm8k")[0], tmp_path / "cache.jsonl"
+
+    def get(threads: int | None):
+        with _fake_pool(fake_registry, threads) as pool:
+            store = CellStore(pool, cache)
+            cell, meta = store.get(item, "fake-small")
+            return cell, meta, dict(store.counts)
+
+    first, meta, counts = get(2)
+    assert counts == {"run": 1} and meta["regime"]["threads"] == 2
+    again, meta_again, counts = get(2)
+    assert counts == {"cache": 1} and again == first and meta_again == meta
+    _, meta_one, counts = get(1)  # another thread count: another regime, run again
+    assert counts == {"run": 1} and meta_one["key"] != meta["key"]
+    with monkeypatch.context() as patched:
+        patched.setattr(provenance, "engine_revision", lambda: "other engine code")
+        _, meta_code, counts = get(2)
+    assert counts == {"run": 1} and meta_code["key"] not in (meta["key"], meta_one["key"])
+    with monkeypatch.context() as patched:
+        patched.setattr(provenance, "llama_cpp_identity", lambda: "0.0.0+another-build")
+        assert get(2)[2] == {"run": 1}
+    assert get(2)[2] == {"cache": 1}
+    assert len(cache.read_text().splitlines()) == 4  # every run appended, the hit not
+
+
+def test_the_engine_revision_is_the_engine_source_only(tmp_path):
+    """A hash of the generation code, speculation.py and tuning.py: it names their content, so
+    an unrelated commit keeps the cells and an engine edit (committed or not) does not."""
+    from qroute_cli.evaluation import provenance
+
+    rev = provenance.engine_revision()
+    assert rev == provenance.engine_revision.__wrapped__() and len(rev) == 16
+    assert provenance.ENGINE_SOURCES == ("generation", "speculation.py", "tuning.py")
+    assert provenance.llama_cpp_identity().startswith(provenance.llama_cpp_identity().split("+")[0])
+
+
+def _fake_bench(home: Path, out: Path | None, seed_dir: Path | None, budgets=(), monkeypatch=None):
+    """The bench on two fake pairs, one prompt per task, in-process: its result (and, with
+    `out`, its results files written there)."""
+    import io
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from qroute_cli.config import load_registry
+    from qroute_cli.evaluation.bench import BenchConfig, run_bench
+    from qroute_cli.evaluation.report import write_outputs
+    from qroute_cli.generation.pool import ModelPool
+
+    pairs = ("fake-big", "fake-small")
+    reg = load_registry(FAKE_CONFIG, include_user=False)
+    reg = replace(reg, pairs={p: reg.pairs[p] for p in pairs})
+    cfg = BenchConfig(limit=1, pairs=pairs, live=False, bootstrap=0, seed_dir=seed_dir, budgets=tuple(budgets))
+    with ModelPool(reg) as pool, strategies.fresh_router(reg, strategy="quality", pool=pool, seed=0,
+                                                          console=Console(file=io.StringIO())) as router:
+        res = run_bench(pool, cfg, home / "matrix.jsonl", router=router, scorers={})
+    if out is not None:
+        write_outputs(res, out)
+    return res
+
+
+def _figures(res) -> dict:
+    return {k: v for k, v in res.summary.items() if k not in ("bench_seconds", "matrix_cells")}
+
+
+def test_a_bench_extends_earlier_results_of_its_regime_and_reruns_unkeyed_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("QROUTE_HOME", str(tmp_path / "home"))
+    first = _fake_bench(tmp_path / "a", tmp_path / "results", None)
+    n = len(first.items) * 2
+    assert first.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
+                                                      "rerun_other_regime": 0}
+    rows = json.loads((tmp_path / "results" / "matrix.json").read_text())
+    assert len(rows) == n and all(r["key"] and r["regime"]["engine"] for r in rows)
+    # A fresh cache seeded from those results: nothing runs, and the figures are the same.
+    seeded = _fake_bench(tmp_path / "b", None, tmp_path / "results")
+    assert seeded.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": n, "run": 0,
+                                                       "rerun_other_regime": 0}
+    assert _figures(seeded) == _figures(first)
+    # Results written before cells carried a key (the committed matrix): another regime, run again.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "matrix.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("key", "regime")}
+                                                 for r in rows]))
+    rerun = _fake_bench(tmp_path / "c", None, old)
+    assert rerun.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
+                                                      "rerun_other_regime": n}
+
+
+def test_a_capped_route_runs_the_answer_with_the_cap(tmp_path, fake_registry, monkeypatch):
+    """A budget no pair fits (0.1 s: room for a short fake answer only) makes the router cap max_tokens: the bench generates that capped
+    answer through the real pipeline (cached as a cell of its own) instead of cutting the
+    uncapped one; a replay without it says the point is simulated."""
+    from qroute_cli.evaluation.matrix import Matrix, run_matrix
+    from qroute_cli.evaluation.tasks import load
+    from qroute_cli.generation.pool import ModelPool
+    from qroute_cli.generation.runner import run_prompt, user_messages
+    from qroute_cli.types import GenerationConfig
+
+    monkeypatch.setenv("QROUTE_HOME", str(tmp_path / "home"))
+    items = [load(task)[0] for task in ("gsm8k", "wp")]
+    pairs = ["fake-big", "fake-small"]
+    cache = tmp_path / "cache.jsonl"
+    with ModelPool(fake_registry) as pool, _fake_bench_router(fake_registry, pairs) as router:
+        m = run_matrix(pool, items, pairs, cache)
+        tight = strategies.routed(m, items, router, "quality", 0.1)
+        offline = Matrix(m.items, m.pairs, dict(m.cells))  # as a replay of a matrix without capped runs
+        replayed = strategies.routed(offline, items, router, "quality", 0.1)
+        assert m.capped and not any(tight.extra["simulated"])
+        for (item_id, pair, cap), cell in m.capped.items():
+            item = next(it for it in items if it.id == item_id)
+            assert cap < TASKS[item.task].max_tokens and cell.tokens <= cap
+            # The same answer as a run with that cap, not a cut of the uncapped one.
+            direct = run_prompt(pool, fake_registry.pair(pair), user_messages(item.prompt),
+                                GenerationConfig(max_tokens=cap, temperature=0.0))
+            assert cell.text == direct.text and cell.tokens == direct.stats.output_tokens
+            assert m.meta[(item_id, pair, cap)]["key"]
+        assert m.store.counts["capped run"] == len(m.capped)
+        logged = [json.loads(line) for line in cache.read_text().splitlines()]
+        assert sorted((r["item"], r["pair"], r["max_tokens"]) for r in logged if r["max_tokens"] in
+                      {cap for _, _, cap in m.capped}) == sorted(m.capped)
+    assert all(replayed.extra["simulated"])
+    counts = strategies.simulated_counts([tight, replayed])
+    assert counts == {"answers": len(items), "answers_routed": 2 * len(items), "points": 1, "points_routed": 2}
+    # An answer that stopped well below the cap is its own capped run: nothing to generate.
+    full = m.cell(items[0], "fake-small")
+    assert m.capped_cell(items[0], "fake-small", full.tokens + 64) is full
+    assert offline.capped_cell(items[0], "fake-big", 20) is None  # offline: not measured, not run
+
+
+def test_capped_answers_go_to_the_results_and_seed_a_later_bench(tmp_path, monkeypatch):
+    monkeypatch.setenv("QROUTE_HOME", str(tmp_path / "home"))
+    first = _fake_bench(tmp_path / "a", tmp_path / "results", None, budgets=(0.1, 1000.0))
+    assert first.summary["matrix_cells"]["capped_cells"]["run"] > 0
+    assert first.summary["simulated"]["answers"] == 0
+    capped = json.loads((tmp_path / "results" / "capped.json").read_text())
+    assert len(capped) == len(first.matrix.capped) and all(r["key"] and r["max_tokens"] for r in capped)
+    seeded = _fake_bench(tmp_path / "b", None, tmp_path / "results", budgets=(0.1, 1000.0))
+    assert seeded.summary["matrix_cells"]["capped_cells"]["run"] == 0
+    assert seeded.summary["matrix_cells"]["capped_cells"]["reused_from_results"] == len(capped)
+    assert _figures(seeded) == _figures(first)
