@@ -585,3 +585,22 @@ def test_capped_answers_go_to_the_results_and_seed_a_later_bench(tmp_path, monke
     assert seeded.summary["matrix_cells"]["capped_cells"]["run"] == 0
     assert seeded.summary["matrix_cells"]["capped_cells"]["reused_from_results"] == len(capped)
     assert _figures(seeded) == _figures(first)
+
+
+def test_routing_overhead_script_runs_on_a_few_prompts(tmp_path):
+    """bench.overhead times decide() with the shipped ONNX predictor on the committed matrix's
+    prompts and writes p50/p95, the share of end-to-end latency and what made the file."""
+    out = tmp_path / "overhead.json"
+    r = subprocess.run([sys.executable, "-m", "bench.overhead", "--limit", "1", "--repeats", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    tasks = {row["task"] for row in json.loads((Path(__file__).resolve().parents[1] / "bench" / "results"
+                                                / "matrix.json").read_text())}
+    assert data["all"]["n_prompts"] == len(tasks) == len(data["rows"]) and set(data["by_task"]) == tasks
+    assert data["scorer"]["file"].endswith("predictor.onnx") and data["scorer"]["name"] != "prior"
+    for fig in ("decide_ms", "predictor_ms", "share_of_end_to_end"):
+        assert 0 < data["all"][fig]["p50"] <= data["all"][fig]["p95"]
+    assert all(0 < row["share"] < 1 and row["chosen"] in data["pairs"] for row in data["rows"])
+    assert {"commit", "date", "machine", "command", "engine", "llama_cpp_build"} <= set(data["provenance"])
+    assert data["load_read"]["no_recent_reading_ms"] > data["load_read"]["recent_reading_ms"]
