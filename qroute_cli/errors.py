@@ -64,3 +64,24 @@ def did_you_mean(name: str, options: list[str]) -> str:
     if close:
         return f"Did you mean '{close[0]}'?"
     return "Valid names: " + ", ".join(sorted(options)) if options else ""
+
+
+class EndpointError(QrouteError):
+    """A remote endpoint refused, timed out, failed or answered something unreadable.
+
+    `kind`: "refused", "timeout", "http", "dropped" or "bad_response"; `status`: the HTTP status
+    when there was one; `shown`: pieces of text already streamed to the caller before it failed.
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None, *, endpoint: str = "", kind: str = "http",
+                 status: int | None = None, shown: int = 0) -> None:
+        super().__init__(message, hint)
+        self.endpoint, self.kind, self.status, self.shown = endpoint, kind, status, shown
+
+    @property
+    def endpoint_fault(self) -> bool:
+        """The endpoint itself is at fault (down, broken, misconfigured), not this one request
+        (400, 413, 422: e.g. a prompt longer than its context)."""
+        return self.status not in (400, 413, 422)

@@ -20,7 +20,8 @@ from qroute_cli.types import GenerationConfig
 
 # The documented `qroute run --json` fields, in their order (README, "qroute run --json").
 FIELDS = ["prompt", "text", "pair", "verifier", "drafter", "tokens", "prompt_tokens", "latency_s", "ttft_s",
-          "tokens_per_s", "drafted", "accepted", "acceptance", "finish_reason", "threads", "route"]
+          "tokens_per_s", "drafted", "accepted", "acceptance", "finish_reason", "threads", "endpoint", "failovers",
+          "route"]
 ROUTE_FIELDS = ["strategy", "budget_s", "chosen", "reason", "max_tokens", "predicted_latency_s", "overhead_ms",
                 "candidates"]
 

@@ -17,6 +17,10 @@ Why these updates (and not a bandit):
 - The budget threshold: the router treats a pair as fitting when predicted x margin <= budget;
   the margin is the empirical quantile of recent observed/predicted ratios that gives the
   target hit rate. It is the quality/latency trade-off threshold learned from use.
+- Pairs on an endpoint (remote.py) learn the same way against their own profile, in filters of
+  their own per endpoint: the shared factor is that server's (its load, its hardware), never
+  this machine's. Prefill and decode are judged on the server's own timings where it reports
+  them, and the network and queue overhead is a forgetting mean of wall clock less server time.
 A bandit would need the quality of unchosen pairs, which a local CLI never observes; every
 quantity here is observed on each run, so plain Bayesian estimation is enough.
 
@@ -44,9 +48,10 @@ from qroute_cli.routing.latency import (
     draft_prefill,
     log_ratio,
 )
+from qroute_cli.routing.remote import RemoteProfile
 from qroute_cli.routing.runlog import RunRecord
 from qroute_cli.tuning import ANSWER, ROUTING
-from qroute_cli.types import DRAFTER_NONE, Estimate, Prediction
+from qroute_cli.types import DRAFTER_NONE, Estimate, Pair, Prediction
 
 
 class LogFactorFilter:
@@ -134,6 +139,22 @@ class LogCorrection:
 
 
 @dataclass
+class ForgettingMean:
+    """A mean that forgets: each update weighs the past by `decay` (~20 runs of memory)."""
+
+    total: float = 0.0
+    weight: float = 0.0
+    decay: float = 0.95
+
+    def update(self, x: float) -> None:
+        self.total = self.total * self.decay + x
+        self.weight = self.weight * self.decay + 1.0
+
+    def mean(self, prior: float, strength: float = 1.0) -> float:
+        return (self.total + prior * strength) / (self.weight + strength)
+
+
+@dataclass
 class RunningMean:
     n: float = 0.0
     total: float = 0.0
@@ -187,6 +208,8 @@ class Residual:
     per_token_s: float  # profile-only time per token at the predicted acceptance
     tokens: float  # output tokens as predicted before the run
     observed_s: float
+    endpoint: str | None = None  # a remote pair's endpoint: its factors are that server's
+    overhead_s: float = 0.0  # a remote pair's network and queue time as predicted
 
 
 @dataclass
@@ -204,6 +227,10 @@ class OnlineEstimates:
     cached: dict[str, RunningMean] = field(default_factory=dict)  # verifier: prompt tokens reused
     residuals: deque = field(default_factory=lambda: deque(maxlen=ROUTING.margin_window))  # recent runs, for the margin
     runs: int = 0
+    # Pairs on endpoints, per endpoint: its own shared factor, one local factor per pair.
+    remote_decode: dict[str, LogFactorFilter] = field(default_factory=dict)
+    remote_prefill: dict[str, LogFactorFilter] = field(default_factory=dict)
+    overhead: dict[str, ForgettingMean] = field(default_factory=dict)  # endpoint: network + queue seconds
 
     # -- reading ------------------------------------------------------------------
 
@@ -246,8 +273,13 @@ class OnlineEstimates:
             return self.default_margin
         logs = []
         for r in self.residuals:
-            pred = (r.prefill_s * self.prefill.factor(r.verifier)
-                    + r.tokens * r.per_token_s * self.decode.factor(r.pair))
+            if r.endpoint is not None:
+                pred = (self.overhead_for(r.endpoint, r.overhead_s)
+                        + r.prefill_s * self._remote(self.remote_prefill, r.endpoint).factor(r.pair)
+                        + r.tokens * r.per_token_s * self._remote(self.remote_decode, r.endpoint).factor(r.pair))
+            else:
+                pred = (r.prefill_s * self.prefill.factor(r.verifier)
+                        + r.tokens * r.per_token_s * self.decode.factor(r.pair))
             if pred > 0 and r.observed_s > 0:
                 logs.append(math.log(r.observed_s / pred))
         if len(logs) < ROUTING.margin_min_runs:
@@ -255,11 +287,21 @@ class OnlineEstimates:
         q = float(np.quantile(np.array(logs), self.target_hit_rate))
         return min(max(math.exp(q), 1.0), ROUTING.margin_max)
 
+    @staticmethod
+    def _remote(filters: dict[str, LogFactorFilter], endpoint: str) -> LogFactorFilter:
+        return filters.setdefault(endpoint, LogFactorFilter())
+
+    def overhead_for(self, endpoint: str, prior: float) -> float:
+        """Network and queue seconds of `endpoint`: the calibrated value until runs say more."""
+        m = self.overhead.get(endpoint)
+        return m.mean(prior) if m is not None else prior
+
     # -- learning -----------------------------------------------------------------
 
-    def observe(self, rec: RunRecord, profile: Profile | None, registry: Registry, *, timing: bool = True) -> None:
+    def observe(self, rec: RunRecord, profile: Profile | None, registry: Registry, *, timing: bool = True,
+                remote: dict[str, RemoteProfile] | None = None) -> None:
         """Fold one run into the estimates; timing=False learns only acceptance and lengths
-        (for runs timed before the current calibration)."""
+        (for runs timed before the current calibration). `remote`: the endpoint pairs' profiles."""
         self.runs += 1
         pair = registry.pairs.get(rec.pair)
         if rec.drafted:
@@ -277,6 +319,11 @@ class OnlineEstimates:
             self.chars.setdefault(rec.verifier, LinearFit()).update(rec.prompt_chars, rec.prompt_tokens)
             self.cached.setdefault(rec.verifier, RunningMean()).update(rec.prompt_cached)
         if not timing:
+            return
+        if pair is not None and pair.remote:
+            rp = (remote or {}).get(pair.name)
+            if rp is not None:
+                self._observe_remote(rec, pair.endpoint, rp)
             return
         if pair is None or profile is None or not all(m in profile.models for m in pair.model_names):
             return
@@ -302,6 +349,68 @@ class OnlineEstimates:
                 self.decode.update(pair.name, y)
 
 
+    def _observe_remote(self, rec: RunRecord, endpoint: str, rp: RemoteProfile) -> None:
+        """A remote run: the server's prefill and decode against the pair's remote profile, and
+        the overhead from wall clock less server time (by wall clock alone without timings)."""
+        new_tokens = max(rec.prompt_tokens - rec.prompt_cached, 1) if rec.prompt_tokens else \
+            self.prompt_tokens(rec.verifier, rec.prompt_chars)
+        overhead = self.overhead_for(endpoint, rp.overhead_s)
+        if rec.predicted_tokens:
+            self.residuals.append(Residual(rec.pair, rec.verifier, rp.prefill(new_tokens), rp.decode_s,
+                                           rec.predicted_tokens, rec.observed_latency_s, endpoint, rp.overhead_s))
+        server = rec.server_prefill_s is not None and rec.server_decode_s is not None
+        if server:
+            prefill_s = rec.server_prefill_s
+            decode_s = rec.server_decode_s
+            self.overhead.setdefault(endpoint, ForgettingMean()).update(
+                max(rec.observed_latency_s - rec.server_prefill_s - rec.server_decode_s, 0.0))
+        else:
+            prefill_s = rec.ttft_s - overhead
+            decode_s = rec.observed_latency_s - rec.ttft_s
+        y = log_ratio(prefill_s, rp.prefill(new_tokens))
+        if y is not None and rec.output_tokens > 0:
+            self._remote(self.remote_prefill, endpoint).update(rec.pair, y)
+        if rec.output_tokens >= 2:
+            y = log_ratio(decode_s / (rec.output_tokens - 1), rp.decode_s)
+            if y is not None:
+                self._remote(self.remote_decode, endpoint).update(rec.pair, y)
+
+
+def estimate_remote(
+    rp: RemoteProfile,
+    pair: Pair,
+    online: OnlineEstimates,
+    *,
+    chars: int,
+    task: str,
+    prediction: Prediction,
+    max_tokens: int,
+) -> Estimate:
+    """Predicted overhead + prefill, per-token time and length of a pair on its endpoint.
+
+    The overhead rides in the prefill (it is paid before the first token); the per-token time
+    is the server's decode with its own drafting, so no draft length or cost curve applies.
+    """
+    n_prompt = online.prompt_tokens(pair.verifier, chars)
+    prefill = online.overhead_for(pair.endpoint, rp.overhead_s) + \
+        rp.prefill(n_prompt) * online._remote(online.remote_prefill, pair.endpoint).factor(pair.name)
+    per_token = rp.decode_s * online._remote(online.remote_decode, pair.endpoint).factor(pair.name)
+    tokens = _length(pair, online, task, prediction)
+    acceptance = None
+    if pair.drafter_kind != DRAFTER_NONE:
+        acceptance = online.acceptance_for(pair.name, task, PRIOR_ACCEPTANCE[pair.drafter_kind])[0]
+    return Estimate(pair.name, prefill, per_token, min(max(tokens, 1.0), float(max_tokens)), acceptance)
+
+
+def _length(pair: Pair, online: OnlineEstimates, task: str, prediction: Prediction) -> float:
+    """Expected output tokens of the pair's verifier: the trained predictor's (corrected), else
+    the running mean of this verifier and task type, else the prior."""
+    if prediction.scorer != "prior" and pair.verifier in prediction.length:
+        return float(prediction.length[pair.verifier]) * online.length_factor(pair.verifier, task)
+    prior_len = float(prediction.length.get(pair.verifier, ANSWER.default_length))
+    return online.length_for(pair.verifier, task, prior_len)[0]
+
+
 def estimate(
     profile: Profile,
     registry: Registry,
@@ -324,11 +433,7 @@ def estimate(
     prefill = base_prefill(profile, registry, pair, n_prompt) * online.prefill.factor(pair.verifier)
     drafter_prefill = draft_prefill(profile, pair, n_prompt) * online.prefill.factor(pair.drafter)
 
-    if trained and pair.verifier in prediction.length:
-        tokens = float(prediction.length[pair.verifier]) * online.length_factor(pair.verifier, task)
-    else:
-        prior_len = float(prediction.length.get(pair.verifier, ANSWER.default_length))
-        tokens = online.length_for(pair.verifier, task, prior_len)[0]
+    tokens = _length(pair, online, task, prediction)
     acceptance = None
     if pair.drafter_kind != DRAFTER_NONE:
         prior_acc = PRIOR_ACCEPTANCE[pair.drafter_kind]

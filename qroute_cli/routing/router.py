@@ -23,9 +23,10 @@ from typing import Callable, ContextManager, Sequence
 from qroute_cli import paths
 from qroute_cli.routing import policy
 from qroute_cli.config import Registry
-from qroute_cli.errors import QrouteError, UsageError
+from qroute_cli.errors import EndpointError, QrouteError, UsageError
 from qroute_cli.routing.latency import Machine, Profile, current_machine, missing_models
-from qroute_cli.routing.online import OnlineEstimates, estimate
+from qroute_cli.routing.online import OnlineEstimates, estimate, estimate_remote
+from qroute_cli.routing import remote
 from qroute_cli.models.cache import installed_pairs
 from qroute_cli.routing.scoring import Scorer, default_scorer, prompt_text
 from qroute_cli.tuning import ROUTING
@@ -126,6 +127,8 @@ class Router:
         progress: Callable[..., ContextManager] | None = None,
         pool=None,
         seed: int | None = None,
+        endpoints=None,
+        remote_profiles: dict[str, remote.RemoteProfile] | None = None,
     ) -> None:
         self.registry = registry
         self.set_strategy(strategy or registry.defaults.strategy)
@@ -148,6 +151,10 @@ class Router:
         self._warned: set[str] = set()
         self._n = 0
         self._machine: Machine | None = None
+        self._endpoints = endpoints  # clients of the remote endpoints and their health (made on first use)
+        self._own_endpoints = endpoints is None
+        self.remote_profiles = remote_profiles  # by pair; None: loaded from the data dir when first needed
+        self._remote_given = remote_profiles is not None
 
     def set_strategy(self, text: str) -> None:
         """Switch strategy ('quality', 'cost', 'random', 'static:PAIR'); UsageError when unknown."""
@@ -192,14 +199,83 @@ class Router:
             self._store = Store(keep_prompts=paths.log_prompts(), notify=self._say)
         return self._store
 
+    @property
+    def endpoints(self):
+        """The remote endpoints' clients and health (qroute_cli.endpoints.Endpoints)."""
+        if self._endpoints is None:
+            from qroute_cli.endpoints import Endpoints
+
+            self._endpoints = Endpoints(self.registry)
+        return self._endpoints
+
     def candidates(self) -> list[Pair]:
-        """Pairs whose model files are present (fake models always are)."""
-        return installed_pairs(self.registry)
+        """Pairs whose model files are present (fake models always are), less those on an
+        endpoint that failed lately."""
+        pairs = installed_pairs(self.registry)
+        if not any(p.remote for p in pairs):
+            return pairs
+        health = self.endpoints.health
+        return [p for p in pairs if not health.is_down(p.endpoint)]
+
+    def endpoint_failed(self, exc: EndpointError, pair: str | None = None) -> None:
+        """An endpoint failed an answer: leave its pairs out for a while (when it, not the request,
+        was at fault), say so, and keep a note in the run log."""
+        down = self.endpoints.failed(exc)
+        left_out = f" Its pairs are left out for {self.registry.endpoints[exc.endpoint].down_for_s:g} s." if down else ""
+        self._say(f"{exc.message}{left_out}")
+        try:
+            self.store.note(f"endpoint {exc.endpoint}", f"{'down' if down else 'failed'}"
+                                                         f"{f' (pair {pair})' if pair else ''}: {exc.message}")
+        except QrouteError:
+            pass
+
+    def _remote_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
+        """Load the remote profiles; measure the endpoint pairs that have none (or one of
+        another server). An endpoint that fails its calibration is marked down, not fatal."""
+        if self.remote_profiles is None:
+            self.remote_profiles = remote.load_profiles(self._warn_once)
+        if not measure or self._remote_given:
+            return
+        from qroute_cli.endpoints.run import model_name
+
+        measured = False
+        for pair in pairs:
+            if not pair.remote or self.endpoints.health.is_down(pair.endpoint):
+                continue
+            endpoint = self.registry.endpoints[pair.endpoint]
+            have = self.remote_profiles.get(pair.name)
+            if have is not None and have.identity == remote.identity(endpoint, model_name(endpoint, pair)):
+                continue
+            self._say(f"No calibration for {pair.name} on endpoint {endpoint.name} yet: measuring now (3 short "
+                      f"requests). `qroute calibrate --endpoint {endpoint.name}` measures again.")
+            try:
+                self.remote_profiles[pair.name] = remote.calibrate_pair(self.endpoints, pair)
+                measured = True
+            except EndpointError as exc:
+                self.endpoint_failed(exc, pair.name)
+        if measured:
+            self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profiles
+            try:
+                remote.save_profiles(self.remote_profiles)
+            except OSError as exc:
+                self._warn_once(f"Could not save the endpoint profiles ({exc.strerror or exc}); "
+                                "they are used for this run only.")
+
+    def _remote_since(self, pair: str) -> float:
+        from datetime import datetime
+
+        rp = (self.remote_profiles or {}).get(pair)
+        try:
+            return datetime.fromisoformat(rp.measured_at).timestamp() if rp else float("inf")
+        except ValueError:
+            return 0.0
 
     def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
         """Load profile, store and scorer once; measure models the profile lacks."""
         if not self._ready and not self._profile_given:
             self.profile = self._load_profile()
+        if any(p.remote for p in pairs):
+            self._remote_ready(pairs, measure)
         if measure and not self._profile_given:
             need = missing_models(self.profile, self.registry, pairs)
             if need:
@@ -213,7 +289,9 @@ class Router:
                 # under other load); acceptance and answer lengths stay learned.
                 # The log does not say how many threads a run had: speed is learned against
                 # the profile as measured.
-                self.online.observe(for_learning(rec), self.profile, self.registry, timing=rec.ts >= since)
+                timed = rec.ts >= (self._remote_since(rec.pair) if rec.endpoint else since)
+                self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
+                                    remote=self.remote_profiles)
             self._ready = True
 
     def _load_profile(self) -> Profile | None:
@@ -283,6 +361,10 @@ class Router:
             self.registry.pair(forced_pair)
         pairs = self.candidates()
         self._ensure_ready(pairs, measure=forced_pair is None)
+        if any(p.remote for p in pairs):
+            pairs = self.candidates()  # a calibration may have found an endpoint down
+        if forced_pair is None and not pairs:
+            self._all_down()
         t0 = time.perf_counter()
         text = prompt_text(messages)
         chars = sum(len(m.content) for m in messages)
@@ -296,6 +378,17 @@ class Router:
         floor, conservative = unseen_task_tokens(self.online, task, max_tokens) if unseen else (0.0, False)
         options = []
         for pair in pairs:
+            if pair.remote:
+                rp = (self.remote_profiles or {}).get(pair.name)
+                if rp is None:
+                    continue  # its endpoint could not be measured: routed once it can
+                est = estimate_remote(rp, pair, self.online, chars=chars, task=task, prediction=prediction,
+                                      max_tokens=max_tokens)
+                if est.tokens < floor:
+                    est = replace(est, tokens=floor)
+                quality = float(prediction.quality.get(pair.verifier, self.registry.models[pair.verifier].quality_prior))
+                options.append(policy.Option(pair.name, quality, est))
+                continue
             if profile is None or missing_models(profile, self.registry, [pair]):
                 continue  # only with --pair and no profile: nothing to predict from
             est = estimate(profile, self.registry, self.online, pair.name, chars=chars, task=task,
@@ -323,6 +416,18 @@ class Router:
                 and self.strategy in ("quality", "cost"):
             self._say(f"Warning: {result.reason}")
         return result
+
+    def _all_down(self) -> None:
+        """No pair is left: say which endpoints are down and why."""
+        downs = {p.endpoint: self.endpoints.health.down(p.endpoint) for p in installed_pairs(self.registry)
+                 if p.remote}
+        downs = {name: d for name, d in downs.items() if d is not None}
+        if downs:
+            name, mark = next(iter(downs.items()))
+            more = f" (and {len(downs) - 1} more endpoint{'s' if len(downs) > 2 else ''})" if len(downs) > 1 else ""
+            raise EndpointError(f"No pair can run: every one is on an endpoint that is down{more}. {mark.reason}",
+                                "Start the server again, or install a local model: qroute models pull smollm2-135m",
+                                endpoint=name, kind="refused")
 
     def _notes(self, task: str, conservative: bool, fewer_threads: int | None, max_tokens: int) -> list[str]:
         """What the reason must add about how the estimates were made (`fewer_threads`: the
@@ -360,7 +465,8 @@ class Router:
             accepted=s.accepted, checked=s.checked, finish=generation.finish_reason, budget_s=decision.budget_s,
             max_tokens=cap, predicted_latency_s=run.latency_s if run else None,
             predicted_tokens=run.tokens if run else None, predicted_acceptance=run.acceptance if run else None,
-            overhead_ms=decision.overhead_ms, prompt=text,
+            overhead_ms=decision.overhead_ms, prompt=text, endpoint=pair.endpoint,
+            server_prefill_s=s.server_prefill_s, server_decode_s=s.server_decode_s,
         )
         try:
             self.store.append(rec)
@@ -369,9 +475,12 @@ class Router:
         # Speed is judged against the profile at the thread count the run had.
         threads = self.pool.last_threads if self.pool is not None else None
         profile = self.profile.at_threads(threads) if self.profile is not None else None
-        self.online.observe(for_learning(rec), profile, self.registry)
+        self.online.observe(for_learning(rec), profile, self.registry, remote=self.remote_profiles)
 
     def close(self) -> None:
         if self._store is not None and self._own_store:
             self._store.close()
             self._store = None
+        if self._endpoints is not None and self._own_endpoints:
+            self._endpoints.close()
+            self._endpoints = None

@@ -29,7 +29,7 @@ from typing import Callable
 from qroute_cli import paths
 from qroute_cli.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Long enough to wait out another process's write burst, short enough that a store held by a
 # stuck process costs one pause, not a hung command.
 BUSY_TIMEOUT_S = 10.0
@@ -62,9 +62,18 @@ CREATE TABLE IF NOT EXISTS runs (
     accepted INTEGER NOT NULL,
     finish TEXT NOT NULL,
     overhead_ms REAL,
-    checked INTEGER
+    checked INTEGER,
+    endpoint TEXT,
+    server_prefill_s REAL,
+    server_decode_s REAL
 );
 CREATE INDEX IF NOT EXISTS runs_pair ON runs(pair);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL
+);
 """
 
 
@@ -97,6 +106,9 @@ class RunRecord:
     predicted_acceptance: float | None = None
     overhead_ms: float | None = None
     prompt: str | None = None
+    endpoint: str | None = None  # the endpoint a remote pair ran on
+    server_prefill_s: float | None = None  # that server's own timings, where it reports them
+    server_decode_s: float | None = None
     checked: int | None = None  # draft tokens judged (SpecStats.checked); None in runs of schema 1
 
     @property
@@ -123,7 +135,10 @@ _COLUMNS = [f.name for f in fields(RunRecord)]
 
 # Columns added after schema 1, with their SQL type: a store of an older schema gains them
 # (NULL in its old rows) and keeps every run it has.
-_ADDED_COLUMNS = {"checked": "INTEGER"}
+_ADDED_COLUMNS = {"checked": "INTEGER",
+                  # 3: a pair on a remote endpoint logs it and that server's own prompt and decode
+                  # time (the rest of its wall clock is network and queue)
+                  "endpoint": "TEXT", "server_prefill_s": "REAL", "server_decode_s": "REAL"}
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -383,6 +398,30 @@ class Store:
             f"SELECT {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
         ).fetchall()
         return [RunRecord(**dict(zip(names, r))) for r in reversed(rows)]
+
+    def note(self, subject: str, message: str) -> None:
+        """Keep a one-line note (e.g. an endpoint that failed and was left out); never raises:
+        a note is worth less than the answer it is about."""
+        if self._conn is None or self.read_only:
+            return
+        import time
+
+        try:
+            self._conn.execute("INSERT INTO notes (ts, subject, message) VALUES (?, ?, ?)",
+                               (time.time(), subject, message))
+        except sqlite3.Error:
+            pass
+
+    def notes(self, limit: int = 100) -> list[tuple[float, str, str]]:
+        """The latest notes, oldest first: (time, subject, message)."""
+        if self._conn is None:
+            return []
+        try:
+            rows = self._conn.execute("SELECT ts, subject, message FROM notes ORDER BY id DESC LIMIT ?",
+                                      (limit,)).fetchall()
+        except sqlite3.Error:  # a store older than notes, opened read-only
+            return []
+        return [tuple(r) for r in reversed(rows)]
 
     def count(self) -> int:
         if self._conn is None:
