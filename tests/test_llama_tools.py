@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -248,7 +249,10 @@ def test_the_server_dies_with_a_process_that_never_stopped_it(fake_tools, model_
     deadline = time.monotonic() + 10
     while not dead(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert dead(pid), f"llama-server {pid} outlived the process that started it"
+    outlived = not dead(pid)
+    if outlived:
+        os.kill(pid, signal.SIGKILL)  # leave no stray server behind a failing test
+    assert not outlived, f"llama-server {pid} outlived the process that started it"
 
 
 # -- the real llama-server ------------------------------------------------------------------

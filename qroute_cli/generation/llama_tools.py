@@ -26,7 +26,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +136,9 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-_running: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
+# Started and not yet stopped: held here (not weakly) so that a server its owner dropped
+# without stopping is still stopped at exit.
+_running: set[LlamaServer] = set()
 
 
 @atexit.register
