@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.matrix, args.profile, max(1, args.repeats), args.limit)
     command = " ".join(["python -m bench.overhead", *(sys.argv[1:] if argv is None else argv)])
     result["provenance"] = {
-        **provenance.record(command=command, threads=None),
+        # No model runs here: the only threads are onnxruntime's for the predictor (qroute's setting).
+        **provenance.record(command=command, threads="no llama.cpp threads (no model runs)"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "matrix": {"file": _relative(args.matrix), "sha256": _sha256(args.matrix)},

@@ -199,6 +199,102 @@ def frontier_section(path: Path) -> list[str]:
     return out
 
 
+def targets_sentence(summary: dict) -> str:
+    """The seed claims (>= 1.25x the static approach's hypervolume, >= +15% quality over cost-only
+    routing at matched latency), each against the baseline the summary has a figure for."""
+    hv = summary.get("hypervolume_ratio_vs_static_frontier")
+    if hv is not None:
+        hv_text = f"{hv:.2f}x the Pareto frontier of the static pairs ({'meets' if hv >= 1.25 else 'misses'} >= 1.25x)"
+    elif summary.get("hypervolume_ratio_vs_best_static") is not None:
+        # Not the target's baseline: no verdict from it.
+        hv_text = (f"{summary['hypervolume_ratio_vs_best_static']:.2f}x the single best static pair (the target is "
+                   "against the static frontier, which this summary has no figure for)")
+    else:
+        hv_text = "–"
+    gain, ap = summary.get("quality_gain_vs_cost_at_matched_latency"), summary.get("apgr")
+    return ("Against the targets (all tasks): hypervolume " + hv_text
+            + "; quality at cost-only routing's mean latency "
+            + (f"{gain:+.0%} ({'meets' if gain >= 0.15 else 'misses'} >= +15%)" if gain is not None else "–")
+            + (f"; APGR {ap:.2f}." if ap is not None else "."))
+
+
+def busy_core_sentences(speed: list[dict]) -> list[str]:
+    """What the rows show about threads when another process keeps a core busy: per model,
+    generation speed with one thread against two, busy core and quiet."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in speed):
+        def tps(threads: int, hog: bool) -> float | None:
+            return next((r["gen_tps"] for r in speed if r["model"] == model and r["threads"] == threads
+                         and r["hog"] == hog and not r["omp_wait_policy"]), None)
+
+        one, two = tps(1, True), tps(2, True)
+        if one and two:
+            quiet = tps(2, False)
+            out.append(f"{model}, one core busy: {two:.1f} tokens/s with 2 threads, {one:.1f} with 1 "
+                       f"({one / two:.1f}x)" + (f"; {quiet:.1f} with 2 threads on a quiet machine." if quiet else "."))
+    if out:
+        out.append("qroute picks the thread count per answer from the other processes' recent CPU use "
+                   "(qroute_cli/generation/threads.py); `--threads` fixes it.")
+    return out
+
+
+def build_sentence(builds: list[dict]) -> str:
+    """How far apart the builds' generation speeds are, per model, from the rows alone."""
+    diffs = []
+    for model in dict.fromkeys(r["model"] for r in builds):
+        tps = [r["gen_tps"] for r in builds if r["model"] == model]
+        if len(tps) > 1 and min(tps) > 0:
+            diffs.append((max(tps) / min(tps) - 1, model))
+    if not diffs:
+        return ""
+    worst, model = max(diffs)
+    return (f"Generation speed differs between the builds by at most {worst:.0%} ({model}); "
+            "the rows are single runs of a median of 3, so differences of that order are not established.")
+
+
+def redraw_plots(rows: list[dict]) -> None:
+    """The Pareto plots of the report, from strategies.json: every strategy's points and the
+    static pairs' frontier as a line (the baseline the headline compares with)."""
+    from qroute_cli.evaluation.report import pareto_plot
+
+    for scope in dict.fromkeys(r["task"] for r in rows):
+        pareto_plot([r for r in rows if r["task"] == scope], f"qroute bench: {scope}", RESULTS / f"pareto_{scope}.png")
+
+
+def overhead_section(data: dict) -> list[str]:
+    """bench.overhead's results: decide() time per prompt with the shipped predictor and its
+    share of end-to-end latency, overall and per task."""
+    prov, a = data["provenance"], data["all"]
+    busy = max(prov["load_average_before"][0], prov["load_average_after"][0]) >= 0.5 * (prov.get("cores") or 1)
+    out = ["## Routing overhead with the shipped predictor", ""] + made_by(data) + [
+           f"`python -m bench.overhead` timed the router's decide() (features, the ONNX predictor "
+           f"`{data['scorer']['file']}` ({data['scorer']['name']}), the latency model for {len(data['pairs'])} pairs "
+           f"and the policy) on the {a['n_prompts']} prompts of `{prov['matrix']['file']}`, QualityRoute at a "
+           f"{data['budget_s']:g} s budget, with the profile `{prov['profile']['file']}`: one warm-up pass, then "
+           f"the median of {data['repeats']} decisions per prompt; p50/p95 are over prompts. The share of end-to-end "
+           "latency divides that time by itself plus the measured latency of the pair chosen (from the matrix).",
+           f"Load average {prov['load_average_before'][0]:g} before and {prov['load_average_after'][0]:g} after, "
+           f"{prov.get('cores', '?')} cores"
+           + (": other work shared the CPU, so these are rough figures." if busy else "."), "",
+           "| scope | prompts | decide() p50 | p95 | predictor p50 | latency model + policy p50 "
+           "| share of end-to-end p50 | p95 | overall | share with the fastest pair p95 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for scope, f in [("all", a)] + list(data["by_task"].items()):
+        s, fast = f["share_of_end_to_end"], f["share_if_fastest_pair"]
+        out.append(f"| {scope} | {f['n_prompts']} | {f['decide_ms']['p50']:.2f} ms | {f['decide_ms']['p95']:.2f} ms | "
+                   f"{f['predictor_ms']['p50']:.2f} ms | {f['latency_model_and_policy_ms']['p50']:.2f} ms | "
+                   f"{s['p50']:.3%} | {s['p95']:.3%} | {s['overall']:.3%} | {fast['p95']:.3%} |")
+    lr = data.get("load_read")
+    if lr:
+        out += ["", f"Not in decide()'s time above: reading the machine's load for the thread count, "
+                f"{lr['recent_reading_ms']:.2f} ms when the last reading is recent and {lr['no_recent_reading_ms']:.0f} ms "
+                "(a sample) when it is not (the first answer of a process, or after a pause)."]
+    if a.get("simulated_answers"):
+        out += ["", f"{a['simulated_answers']} of the chosen answers were capped and the matrix has no capped run: "
+                "their latency is the measured one scaled to the cap."]
+    return out + [""]
+
+
 def made_by(data) -> list[str]:
     """A section's provenance line: the commit, date, machine, threads and command its results
     file records, or a warning that the file does not say, so a stale section is not read as fresh."""
@@ -208,8 +304,9 @@ def made_by(data) -> list[str]:
         return ["**Provenance not recorded**: this section's results file predates the commit, "
                 "thread and command fields, so it was made by older code than this report; "
                 "re-run it with `bash bench/run_full.sh` before relying on it.", ""]
+    threads = meta.get("threads", "?")
     return [f"Made by commit `{str(meta['commit'])[:12]}` on {meta.get('date', '?')}, {meta.get('machine', '?')}, "
-            f"threads {meta.get('threads', '?')}: `{meta.get('command', '?')}`.", ""]
+            f"threads {'as the load left them' if threads is None else threads}: `{meta.get('command', '?')}`.", ""]
 
 
 def main() -> None:
@@ -219,12 +316,15 @@ def main() -> None:
     lat = _load("latency_error.json")
     chat = _load("chat_ttft.json")
     budget = _load("budget_hit.json")
+    overhead = _load("overhead.json")
+    if rows:
+        redraw_plots(rows)
     speed = _load_lines("decode_speed.jsonl")
     builds = _load_lines("build_speed.jsonl")
     lines = ["# qroute bench report", "",
              "Regenerate with `bash bench/run_full.sh` (runs the benches, then `python -m bench.write_report`).",
-             "All figures below were measured on the 2-core CPU machine described in the design brief,",
-             "side by side in one run per section.", ""]
+             "Each section names the results file it is written from and what made that file: the commit, "
+             "date, machine, threads and command.", ""]
     lines += frontier_section(HERE / "results" / "frontier_v2.md")
     if summary:
         cfg = summary.get("config", {})
@@ -234,8 +334,7 @@ def main() -> None:
                   f"the same result matrix. Quality: {_named(QUALITY, summary['tasks'])}. "
                   "QualityRoute's points come from a sweep of budgets; cost-only routing (fastest predicted "
                   "pair) is a single point, so 'at matched latency' compares QualityRoute's best point "
-                  "within that latency. With this few prompts per task the per-task rows are noisy; the "
-                  "matrix cache lets a larger `--limit` extend the same run.", "",
+                  "within that latency. The matrix cache lets a larger `--limit` extend the same run.", "",
                   "| scope | hypervolume vs best static | quality vs cost-only @ matched latency | APGR | oracle quality | n |",
                   "|---|---|---|---|---|---|"]
         scopes = [("all", summary)] + list(summary.get("by_task", {}).items())
@@ -243,16 +342,7 @@ def main() -> None:
             lines.append(f"| {scope} | {_f(s['hypervolume_ratio_vs_best_static'])} | "
                          f"{_f(s['quality_gain_vs_cost_at_matched_latency'], '{:+.1%}')} | {_f(s['apgr'])} | "
                          f"{_f(s.get('oracle_quality'))} | {s['n_prompts']} |")
-        hv, gain, ap = (summary["hypervolume_ratio_vs_best_static"], summary["quality_gain_vs_cost_at_matched_latency"],
-                        summary["apgr"])
-        lines += ["", "Against the targets (all tasks): hypervolume "
-                  + (f"{hv:.2f}x the best static pair ({'meets' if hv >= 1.25 else 'misses'} >= 1.25x)" if hv else "–")
-                  + "; quality at cost-only routing's mean latency "
-                  + (f"{gain:+.0%} ({'meets' if gain >= 0.15 else 'misses'} >= +15%)" if gain is not None else "–")
-                  + (f"; APGR {ap:.2f}." if ap is not None else "."),
-                  "Within one task the cost-only point is the fastest pair's, and QualityRoute has no point at or "
-                  "below that latency with better quality, so the per-task gain reads +0%; across tasks it wins "
-                  "by sending the cheap questions (short NQ answers) to the stronger verifier."]
+        lines += ["", targets_sentence(summary)]
         abl = summary.get("ablation", {})
         if abl:
             lines += ["", "### Ablations (all tasks)", "",
@@ -324,10 +414,7 @@ def main() -> None:
         for r in speed:
             lines.append(f"| {r['label']} | {r['model']} | {r['threads']} | {'yes' if r['hog'] else 'no'} | "
                          f"{r['omp_wait_policy'] or '–'} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
-        lines += ["", "With one core taken by another process, two spinning llama.cpp threads decode many times "
-                  "slower than one; OMP_WAIT_POLICY=PASSIVE helps under load but costs most of the quiet-machine "
-                  "speed. So qroute picks the thread count per answer from the other processes' recent CPU use "
-                  "(qroute_cli/generation/threads.py); `--threads` fixes it.", ""]
+        lines += [""] + busy_core_sentences(speed) + [""]
     if builds:
         lines += ["### llama.cpp build", "",
                   "The same script on two builds of llama-cpp-python 0.3.36, one after the other on a quiet machine: "
@@ -337,9 +424,7 @@ def main() -> None:
                   "| build | model | prompt tok/s | generation tok/s |", "|---|---|---|---|"]
         for r in builds:
             lines.append(f"| {r['label']} | {r['model']} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
-        lines += ["", "The builds are within noise of each other: the non-native build is not why generation here is "
-                  "below the design brief's figures (28.2 tokens/s for the 1.5B there); this VM's cores are "
-                  "simply slower.", ""]
+        lines += ["", build_sentence(builds), ""]
     if lat:
         lines += ["## Latency model", ""] + made_by(lat) + [ "From `bench/latency_error.py` (see its JSON for every row):", "",
                   "```json", json.dumps({k: v for k, v in lat.items() if not isinstance(v, list)}, indent=1)[:3000],
@@ -347,6 +432,8 @@ def main() -> None:
     if chat:
         lines += ["## Chat: time to first token with and without KV reuse", ""] + made_by(chat) + [ "```json",
                   json.dumps(chat, indent=1)[:2000], "```", ""]
+    if overhead:
+        lines += overhead_section(overhead)
     if budget:
         lines += budget_hit_section(budget)
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")

@@ -604,3 +604,40 @@ def test_routing_overhead_script_runs_on_a_few_prompts(tmp_path):
     assert all(0 < row["share"] < 1 and row["chosen"] in data["pairs"] for row in data["rows"])
     assert {"commit", "date", "machine", "command", "engine", "llama_cpp_build"} <= set(data["provenance"])
     assert data["load_read"]["no_recent_reading_ms"] > data["load_read"]["recent_reading_ms"]
+
+
+def test_the_report_draws_the_static_frontier_and_derives_its_sentences(tmp_path):
+    """The Pareto plots draw the static pairs' frontier as a step line; the report's sentences
+    about targets, threads and builds are computed from the results, and the routing-overhead
+    section says when the machine was busy."""
+    from bench import write_report
+    from qroute_cli.evaluation.report import frontier_line, pareto_plot
+
+    xs, ys = frontier_line([(1.0, 0.2), (3.0, 0.4), (2.0, 0.5), (4.0, 0.9)], 6.0)
+    assert (xs, ys) == ([1.0, 2.0, 4.0, 6.0], [0.2, 0.5, 0.9, 0.9])  # (3.0, 0.4) is dominated
+    rows = [{"task": "all", "strategy": s, "setting": f"{s}{i}", "mean_latency_s": 1.0 + i, "mean_quality": q}
+            for i, (s, q) in enumerate([("static", 0.2), ("static", 0.5), ("quality", 0.4), ("quality", 0.6)])]
+    assert pareto_plot(rows, "t", tmp_path / "p.png").stat().st_size > 1000
+
+    no_frontier = write_report.targets_sentence({"hypervolume_ratio_vs_best_static": 1.6,
+                                                 "quality_gain_vs_cost_at_matched_latency": 0.2, "apgr": 0.5})
+    assert "single best static pair" in no_frontier and "1.60x" in no_frontier and "meets >= 1.25x" not in no_frontier
+    assert "misses >= 1.25x" in write_report.targets_sentence({"hypervolume_ratio_vs_static_frontier": 1.1})
+    speed = [{"model": "m", "threads": t, "hog": h, "omp_wait_policy": "", "gen_tps": v}
+             for t, h, v in [(2, False, 60.0), (2, True, 3.0), (1, True, 42.0)]]
+    assert write_report.busy_core_sentences(speed)[0].startswith("m, one core busy: 3.0 tokens/s with 2 threads, 42.0 with 1 (14.0x)")
+    assert "at most 10% (m)" in write_report.build_sentence([{"model": "m", "gen_tps": 10.0}, {"model": "m", "gen_tps": 11.0}])
+    fig = {"p50": 1.0, "p95": 2.0, "mean": 1.2, "max": 3.0}
+    share = {"p50": 0.001, "p95": 0.002, "mean": 0.001, "max": 0.003, "overall": 0.001}
+    scope = {"n_prompts": 3, "decide_ms": fig, "predictor_ms": fig, "latency_model_and_policy_ms": fig,
+             "share_of_end_to_end": share, "share_if_fastest_pair": share, "simulated_answers": 0}
+    data = {"all": scope, "by_task": {"nq": scope}, "budget_s": 2.0, "repeats": 5, "pairs": ["a", "b"],
+            "scorer": {"file": "predictor.onnx", "name": "hashed-ridge"},
+            "load_read": {"recent_reading_ms": 0.2, "no_recent_reading_ms": 50.0},
+            "provenance": {"commit": "abc", "date": "d", "machine": "cpu", "threads": None, "command": "c", "cores": 2,
+                           "load_average_before": [3.0, 1.0, 1.0], "load_average_after": [0.1, 0.1, 0.1],
+                           "matrix": {"file": "matrix.json"}, "profile": {"file": "profile.json"}}}
+    text = "\n".join(write_report.overhead_section(data))
+    assert "| all | 3 | 1.00 ms | 2.00 ms |" in text and "| nq | 3 |" in text and "rough figures" in text
+    data["provenance"]["load_average_before"] = [0.2, 0.2, 0.2]
+    assert "rough figures" not in "\n".join(write_report.overhead_section(data))

@@ -157,3 +157,21 @@ def test_divergence_counts_differing_texts_and_the_quality_difference():
     assert row["by_task"]["gsm8k"]["texts_differ"] == 1 and row["by_task"]["nq"]["texts_differ"] == 1
     assert row["by_task"]["nq"]["quality_difference"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "real": False}
     assert divergence(m, items, _Registry())[0]["quality_difference"] == {"estimate": pytest.approx(-1 / 3, abs=1e-4)}
+
+
+def test_simulated_answers_are_counted_and_the_replay_says_so():
+    """A routed answer the matrix lacked with the router's cap is simulated: counted per
+    answer and per point (outcome), and the replay's report prints the counts."""
+    from bench.replay import simulated_sentence
+    from qroute_cli.evaluation.strategies import simulated_counts
+
+    measured = _outcome("quality", "5s", [1.0, 0.0], [1.0, 1.0], extra={"simulated": [False, False]})
+    partly = _outcome("quality", "1s", [1.0, 0.0], [1.0, 1.0], extra={"simulated": [True, False]})
+    static = _outcome("static", "p", [1.0, 0.0], [1.0, 1.0])  # read off the matrix: never simulated
+    counts = simulated_counts([measured, partly, static])
+    assert counts == {"answers": 1, "answers_routed": 4, "points": 1, "points_routed": 2}
+    report = {"all": {"simulated": counts}, "by_task": {"nq": {"simulated": counts}}}
+    said = simulated_sentence(report)
+    assert "1 of the 2 routed points" in said and "1 of 4 routed answers" in said and "nq 1" in said
+    clean = {"answers": 0, "answers_routed": 4, "points": 0, "points_routed": 2}
+    assert "Every routed answer is a measured run" in simulated_sentence({"all": {"simulated": clean}, "by_task": {}})

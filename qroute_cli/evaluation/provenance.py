@@ -19,14 +19,16 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool]:
-    """(HEAD's commit, whether tracked files differ from it), results files not counted:
-    a bench rewriting bench/results is not a change to the code. ('unknown', False) outside git."""
+    """(HEAD's commit, whether tracked files differ from it), results and data files not
+    counted: a bench rewriting bench/results is not a change to the code. ('unknown', False) outside git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+        # Not code: the bench's results and the predictor's generated training data, which a
+        # long data-generation run keeps appending to while benches run.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", ":!predictor/data")
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
     return head, bool(dirty)
@@ -80,7 +82,7 @@ def llama_cpp_identity() -> str:
     return f"{version}+{digest.hexdigest()[:12]}" if libs else version
 
 
-def record(command: str | None = None, threads: int | None = None) -> dict:
+def record(command: str | None = None, threads: int | str | None = None) -> dict:
     """The provenance fields every results file carries."""
     from qroute_cli import __version__
     from qroute_cli.routing.latency import cpu_model, llama_cpp_build

@@ -173,6 +173,13 @@ def plot(res: BenchResult, out: Path) -> list[Path]:
     return [p for p in paths if p is not None]
 
 
+def frontier_line(points: list[tuple[float, float]], right: float) -> tuple[list[float], list[float]]:
+    """The step line of the best quality `points` reach at each mean latency (drawn with
+    where="post"): their Pareto frontier, held level from the slowest point to `right`."""
+    fr = frontier.pareto(points)
+    return [p[0] for p in fr] + [right], [p[1] for p in fr] + [fr[-1][1]]
+
+
 STYLES = {"static": "s", "quality": "o", "cost": "v", "oracle": "*", "random": "x", "bandit": "^", "ensemble": "D"}
 
 
@@ -200,9 +207,8 @@ def pareto_plot(rows: list[dict], title: str, path: Path) -> Path | None:
             ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", alpha=0.5)
     statics = [(r["mean_latency_s"], r["mean_quality"]) for r in rows if r["strategy"] == "static"]
     if statics:
-        fr = frontier.pareto(statics)
-        ax.step([p[0] for p in fr] + [right], [p[1] for p in fr] + [fr[-1][1]], where="post", color="black",
-                linestyle="--", linewidth=1.2, label="static frontier")
+        xs, ys = frontier_line(statics, right)
+        ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1.2, label="static frontier")
     for r in rows:
         if r["strategy"] == "static":
             ax.annotate(r["setting"], (r["mean_latency_s"], r["mean_quality"]), fontsize=6, alpha=0.7)
