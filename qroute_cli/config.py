@@ -181,8 +181,8 @@ def _validate_file(data: dict[str, Any], path: Path) -> None:
 def _check_endpoint(t: dict[str, Any], where: str, path: Path) -> None:
     """An endpoint's values: an http(s) URL, a known kind, an environment variable's name,
     positive timeouts."""
-    url = t.get("url", "")
-    if not re.match(r"https?://[^/\s]+", url):
+    url = t.get("url")
+    if url is not None and not re.match(r"https?://[^/\s]+", url):
         raise ConfigError(f"{path}: '{where}.url' must be an http:// or https:// URL, got {url!r}.",
                           'For example url = "http://10.0.0.5:8080" (qroute adds the /v1 paths).')
     if t.get("kind", "openai") not in ENDPOINT_KINDS:
