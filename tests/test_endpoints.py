@@ -499,3 +499,40 @@ def test_store_upgrades_and_keeps_notes(tmp_path):
     with Store(tmp_path / "runs.db") as store:
         store.note("endpoint a", "down: refused")
         assert store.notes()[0][1:] == ("endpoint a", "down: refused")
+
+
+# -- qroute serve ---------------------------------------------------------------------------
+
+
+def test_serve_says_which_pair_answered_and_counts_per_endpoint(routed, servers):
+    from starlette.testclient import TestClient
+
+    from qroute_cli.serve.app import create_app
+
+    reg, router, pool, clock = routed
+    a, b = servers
+    a.script = ["status:500"]
+    chat = {"model": "qroute/auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    with TestClient(create_app(router, pool)) as http:
+        r = http.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "small-remote@b" and body["choices"][0]["message"]["content"] == "a small answer"
+        q = body["qroute"]
+        assert q["endpoint"] == "b" and q["failovers"][0]["pair"] == "big-remote@a"
+        assert q["drafted"] == 6 and q["accepted"] == 4  # vLLM's speculative counts
+        health = http.get("/health").json()
+        assert health["endpoints"]["a"]["state"] == "down" and "HTTP 500" in health["endpoints"]["a"]["error"]
+        assert health["endpoints"]["b"] == {"state": "up"}
+        # Streamed: b answers while a is down.
+        with http.stream("POST", "/v1/chat/completions", json={**chat, "stream": True}) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["qroute"]["endpoint"] == "b"
+        # Pinned to a pair whose endpoint fails: its error, not another pair's answer.
+        a.script = ["status:500"]
+        r = http.post("/v1/chat/completions", json={**chat, "model": "qroute/pair/big-remote@a"})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed"
+        metrics = http.get("/metrics").text
+    assert 'qroute_upstream_failures_total{reason="failover",upstream="a"} 1.0' in metrics
+    assert 'qroute_upstream_answers_total{pair="small-remote@b",upstream="b"} 2.0' in metrics
+    assert 'qroute_upstream_failures_total{reason="http",upstream="a"} 1.0' in metrics  # the pinned one

@@ -14,6 +14,11 @@ answered however long it waited, unless `hard_budget` asks for the deadline.
 A client that goes away stops its answer: the text callback raises ClientGone, a
 KeyboardInterrupt, which the engine already turns into finish_reason "interrupted" for Ctrl-C;
 answer() records the partial run as `qroute run` does.
+
+Pairs on remote endpoints answer through the same worker. An endpoint that fails before any of
+its text was sent is left out and the request goes to the next best pair (a response sent whole
+may fail over even mid-answer: its client has seen nothing yet); the response's `qroute` object
+lists the failovers, and /metrics counts answers and failures per endpoint.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as Endpoint
 
 from qroute_cli.answer import Answer, answer
-from qroute_cli.errors import PromptTooLongError, QrouteError, UsageError
+from qroute_cli.errors import EndpointError, PromptTooLongError, QrouteError, UsageError
 from qroute_cli.models.cache import installed_pairs
 from qroute_cli.routing import policy
 from qroute_cli.routing.router import parse_budget
@@ -169,8 +174,10 @@ class Worker:
         router.budget_s = max(left, 1e-3)  # a pinned pair that waited long still runs
         try:
             router.set_strategy(job.strategy or self.strategy)
+            # A response sent whole has shown its client nothing yet: a pair that fails mid-answer
+            # may be replaced from the start.
             result = answer(router, self.pool, job.messages, config, on_text,
-                            forced_pair=job.pair, before_run=before_run)
+                            forced_pair=job.pair, before_run=before_run, restart=job.on_text is None)
         except ClientGone:  # raised outside the token loop (the engine catches it inside)
             return None
         finally:
@@ -196,6 +203,8 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
     settings = settings or Settings()
     metrics = metrics or Metrics()
     registry = pool.registry
+    if registry.endpoints:
+        _ = router.endpoints  # made here, not lazily in two threads at once (/health reads it)
     worker = Worker(router, pool)
     created = api.now()
 
@@ -265,9 +274,15 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
         metrics.queued.dec()
         exc = future.exception()
         ran = None if exc is not None else future.result()
+        if isinstance(exc, EndpointError) and exc.endpoint:
+            metrics.upstream_failed(exc.endpoint, exc.kind)
         if ran is None:
             metrics.requests.labels(job.endpoint, "none", "error" if exc else "interrupted").inc()
             return
+        for f in ran.result.failovers:
+            metrics.upstream_failed(f.endpoint, "failover")
+        if ran.result.pair.endpoint:
+            metrics.upstream_answered(ran.result.pair.endpoint, ran.result.pair.name)
         s = ran.result.generation.stats
         routed = job.pair is None
         metrics.answered(job.endpoint, ran.result.pair.name, ran.result.outcome, wall_s=ran.wall_s,
@@ -300,6 +315,10 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
             return ApiError(400, exc.message + " " + exc.hint, param="messages", code="context_length_exceeded")
         if isinstance(exc, UsageError):
             return _qroute_error(exc)
+        if isinstance(exc, EndpointError):  # a pinned pair's endpoint, or every endpoint, failed
+            return ApiError(502 if exc.endpoint_fault else 400, exc.message + (f" {exc.hint}" if exc.hint else ""),
+                            type_="server_error" if exc.endpoint_fault else "invalid_request_error",
+                            code="upstream_failed")
         if isinstance(exc, QrouteError):
             return _qroute_error(exc, status=500)
         log.error("answer failed", exc_info=exc)
@@ -404,7 +423,12 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
         return JSONResponse(api.model_list([p.name for p in installed_pairs(registry)], created))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "pairs": len(installed_pairs(registry)), "queue": worker.pending})
+        body = {"status": "ok", "pairs": len(installed_pairs(registry)), "queue": worker.pending}
+        if registry.endpoints:
+            health = router.endpoints.health
+            body["endpoints"] = {name: ({"state": "down", "error": d.reason} if (d := health.down(name)) else
+                                        {"state": "up"}) for name in registry.endpoints}
+        return JSONResponse(body)
 
     async def metrics_page(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)

@@ -3,7 +3,10 @@ apps in one process, as in tests, count apart).
 
 Labels: `endpoint` (chat or completions) and `pair` (the pair that answered; "none" for a
 request that got an error before a pair ran). `outcome` is ok, deadline (the hard budget cut
-the answer), interrupted (the client went away) or error.
+the answer), interrupted (the client went away) or error. `upstream` is a remote endpoint of
+models.toml (the machine a pair ran on); its failures are counted by `reason`: failover (another
+pair answered instead) or the error's kind when the request failed with it (refused, timeout,
+http, dropped, bad_response).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class Metrics:
         self.queue_wait = Histogram("qroute_queue_wait_seconds", "Time a request waited for the model.",
                                     ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.queued = Gauge("qroute_queue_depth", "Requests waiting for or running on the model.", registry=r)
+        self.upstream_answers = Counter("qroute_upstream_answers", "Answers a remote endpoint gave.",
+                                        ["upstream", "pair"], registry=r)
+        self.upstream_failures = Counter("qroute_upstream_failures", "Remote endpoint failures, by what followed "
+                                         "(failover) or what failed the request.", ["upstream", "reason"], registry=r)
 
     def answered(self, endpoint: str, pair: str, outcome: str, *, wall_s: float, queue_s: float,
                  drafted: int, accepted: int, tokens: int, missed_budget: bool) -> None:
@@ -47,6 +54,12 @@ class Metrics:
         self.completion_tokens.labels(endpoint, pair).inc(tokens)
         if missed_budget:
             self.budget_misses.labels(endpoint, pair).inc()
+
+    def upstream_answered(self, upstream: str, pair: str) -> None:
+        self.upstream_answers.labels(upstream, pair).inc()
+
+    def upstream_failed(self, upstream: str, reason: str) -> None:
+        self.upstream_failures.labels(upstream, reason).inc()
 
     def refused(self, endpoint: str) -> None:
         self.requests.labels(endpoint, "none", "error").inc()

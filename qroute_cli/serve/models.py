@@ -189,6 +189,8 @@ def decision_json(result: Answer, queue_s: float, wall_s: float, budget_s: float
         "max_tokens": d.max_tokens,
         "finish_reason": gen.finish_reason,
         "threads": result.threads,
+        "endpoint": pair.endpoint,  # the remote endpoint that answered (None: this machine)
+        "failovers": [f.to_json() for f in result.failovers],  # pairs whose endpoint failed first
     }
     if explain:
         out["candidates"] = d.to_json()["candidates"]
