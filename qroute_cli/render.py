@@ -67,9 +67,35 @@ def pairs_table(reg, status_by_name) -> Table:
     for col in ("pair", "verifier", "drafter", "ready"):
         table.add_column(col)
     for pair in reg.pairs.values():
+        if pair.remote:
+            continue  # in the endpoints table
         ready = all(status_by_name[n].present for n in pair.model_names if n in status_by_name)
         table.add_row(escape(pair.name), escape(pair.verifier), escape(pair.drafter),
                       "[green]yes[/]" if ready else "[red]no[/]")
+    return table
+
+
+def endpoint_pairs_table(reg, states) -> Table:
+    """Pairs that run on remote endpoints, with each endpoint's state (`states`: name ->
+    endpoints.probe.Capabilities)."""
+    from rich.table import Table
+
+    table = Table(title="Pairs on endpoints", title_justify="left")
+    for col in ("pair", "verifier", "drafter", "endpoint", "model", "state"):
+        table.add_column(col, overflow="fold")
+    for pair in (p for p in reg.pairs.values() if p.remote):
+        endpoint, caps = reg.endpoints[pair.endpoint], states.get(pair.endpoint)
+        model = endpoint.model_for(pair)
+        if caps is None:
+            state = "-"
+        elif not caps.ok:
+            state = f"[red]down[/]: {escape(caps.error or '')}"
+        elif caps.serves(model) is False and endpoint.kind == "openai":
+            state = f"[red]up, but does not serve {escape(model)}[/] (it serves {escape(', '.join(caps.models))})"
+        else:
+            state = "[green]up[/]"
+        table.add_row(escape(pair.name), escape(pair.verifier), escape(pair.drafter),
+                      escape(f"{endpoint.name} ({endpoint.kind}, {endpoint.url})"), escape(model), state)
     return table
 
 

@@ -51,3 +51,14 @@ def stats_table(summary: dict) -> Table:
             "-" if b["overhead_ms_p50"] is None else f"{b['overhead_ms_p50']:.2f} ms",
         )
     return table
+
+
+def remote_profile_table(profiles) -> Table:
+    """One row per pair on an endpoint: its measured overhead, prefill and decode."""
+    table = Table(title="Calibration of pairs on endpoints", title_justify="left")
+    for col in ("pair", "overhead", "prefill tok/s", "decode tok/s", "timed by"):
+        table.add_column(col, justify="left" if col in ("pair", "timed by") else "right")
+    for p in profiles.values():
+        table.add_row(escape(p.pair), _ms(p.overhead_s), f"{p.prefill_tps:,.0f}", f"{1 / p.decode_s:,.1f}",
+                      "the server" if p.timed_by_server else "wall clock (overhead in prefill)")
+    return table

@@ -95,6 +95,11 @@ class Endpoint:
     down_for_s: float = 30.0  # after a failure, how long its pairs are left out of routing
     description: str = ""
 
+    def model_for(self, pair: "Pair") -> str:
+        """The model name a request for `pair` carries: the pair's, else this endpoint's, else
+        the verifier's name."""
+        return pair.model or self.model or pair.verifier
+
 
 @dataclass(frozen=True)
 class GenerationConfig:

@@ -536,3 +536,36 @@ def test_serve_says_which_pair_answered_and_counts_per_endpoint(routed, servers)
     assert 'qroute_upstream_failures_total{reason="failover",upstream="a"} 1.0' in metrics
     assert 'qroute_upstream_answers_total{pair="small-remote@b",upstream="b"} 2.0' in metrics
     assert 'qroute_upstream_failures_total{reason="http",upstream="a"} 1.0' in metrics  # the pinned one
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_models_list_shows_endpoint_pairs_and_their_state(tmp_path, servers):
+    a, _ = servers
+    path = write_config(tmp_path / "m.toml", {"a": a.url, "b": f"http://127.0.0.1:{free_port()}"})
+    r = qroute("models", "list", "--json", config=path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    eps = {e["name"]: e for e in data["endpoints"]}
+    assert eps["a"]["state"] == "up" and eps["a"]["models"] == ["served-big-remote"]
+    assert eps["b"]["state"] == "down" and "refused the connection" in eps["b"]["error"]
+    assert {p["name"]: p["endpoint"] for p in data["pairs"]}["big-remote@a"] == "a"
+    remote_model = next(m for m in data["models"] if m["name"] == "big-remote")
+    assert remote_model["path"].startswith("remote")
+    r = qroute("models", "list", config=path, env={"COLUMNS": "200"})
+    assert r.returncode == 0 and "Pairs on endpoints" in r.stdout and "big-remote@a" in r.stdout
+    assert "refused the connection" in r.stdout
+
+
+def test_calibrate_an_endpoint_from_the_command_line(tmp_path, servers):
+    a, _ = servers
+    a.reply = " ".join(f"w{i}" for i in range(40))
+    path = write_config(tmp_path / "m.toml", {"a": a.url, "b": f"http://127.0.0.1:{free_port()}"})
+    r = qroute("calibrate", "--endpoint", "a", "--json", config=path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["big-remote@a"]["decode_s"] == pytest.approx(0.004)
+    r = qroute("calibrate", "--endpoint", "b", config=path)
+    assert r.returncode == 4 and "refused the connection" in r.stderr and "Traceback" not in r.stderr
+    r = qroute("models", "pull", "big-remote", config=path)
+    assert r.returncode == 2 and "is remote" in r.stderr

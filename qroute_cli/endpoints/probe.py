@@ -56,3 +56,24 @@ def probe(client: Client, timeout_s: float = PROBE_TIMEOUT_S) -> Capabilities:
     n_ctx = settings.get("n_ctx") if isinstance(settings.get("n_ctx"), int) else None
     path = props.get("model_path") if isinstance(props.get("model_path"), str) else None
     return Capabilities(e.name, True, None, models, n_ctx, path, props)
+
+
+def probe_all(registry, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Capabilities]:
+    """Every endpoint of `registry`, probed at once (a list of them takes one timeout, not one each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> Capabilities:
+        try:
+            client = Client(registry.endpoints[name])
+        except EndpointError as exc:  # e.g. its API key variable is not set
+            return Capabilities(name, False, exc.message)
+        try:
+            return probe(client, timeout_s)
+        finally:
+            client.close()
+
+    names = list(registry.endpoints)
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(names), 8)) as pool:
+        return dict(zip(names, pool.map(one, names)))

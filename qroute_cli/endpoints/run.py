@@ -26,14 +26,9 @@ from qroute_cli.types import Endpoint, Generation, GenerationConfig, Message, Pa
 _FINISH = {"stop": "stop", "length": "length", "eos": "stop", "stop_sequence": "stop", "tool_calls": "stop"}
 
 
-def model_name(endpoint: Endpoint, pair: Pair) -> str:
-    """What the request's `model` says: the pair's, else the endpoint's, else the verifier's name."""
-    return pair.model or endpoint.model or pair.verifier
-
-
 def chat_body(endpoint: Endpoint, pair: Pair, messages: Sequence[Message], config: GenerationConfig) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": model_name(endpoint, pair),
+        "model": endpoint.model_for(pair),
         "messages": [{"role": m.role, "content": m.content} for m in messages],
         "stream": True,
         "stream_options": {"include_usage": True},

@@ -135,11 +135,9 @@ def calibrate_pair(endpoints, pair: Pair) -> RemoteProfile:
     """Measure `pair` on its endpoint: a warm-up answer, then a short and a long prompt.
     EndpointError when the endpoint fails or does not serve the pair's model."""
     from qroute_cli.endpoints.probe import probe
-    from qroute_cli.endpoints.run import model_name
-
     client = endpoints.client(pair.endpoint)
     endpoint = client.endpoint
-    model = model_name(endpoint, pair)
+    model = endpoint.model_for(pair)
     caps = probe(client)
     if not caps.ok:
         raise EndpointError(caps.error or f"Endpoint '{endpoint.name}' is not ready.",
@@ -159,3 +157,25 @@ def calibrate_pair(endpoints, pair: Pair) -> RemoteProfile:
         if i:
             runs.append((gen, len(text)))
     return profile_from_runs(pair, identity(endpoint, model), runs)
+
+
+def calibrate_endpoints(registry, names: list[str], on_pair: Callable[[str], None] = lambda name: None) -> dict[str, RemoteProfile]:
+    """Measure every pair on the endpoints `names` and save the profiles (the others' stay).
+    EndpointError when an endpoint fails; UsageError for an unknown name or one without pairs."""
+    from qroute_cli.endpoints import Endpoints
+    from qroute_cli.errors import UsageError
+
+    for name in names:
+        registry.endpoint(name)  # unknown -> "Did you mean"
+    pairs = [p for p in registry.pairs.values() if p.endpoint in names]
+    if not pairs:
+        raise UsageError(f"No pair runs on {', '.join(names)}.",
+                         'Add one to models.toml: [pairs.NAME] with verifier = "MODEL" and endpoint = "ENDPOINT".')
+    profiles = load_profiles()
+    measured = {}
+    with Endpoints(registry) as endpoints:
+        for pair in pairs:
+            on_pair(pair.name)
+            measured[pair.name] = calibrate_pair(endpoints, pair)
+    save_profiles({**profiles, **measured})
+    return measured

@@ -236,15 +236,13 @@ class Router:
             self.remote_profiles = remote.load_profiles(self._warn_once)
         if not measure or self._remote_given:
             return
-        from qroute_cli.endpoints.run import model_name
-
         measured = False
         for pair in pairs:
             if not pair.remote or self.endpoints.health.is_down(pair.endpoint):
                 continue
             endpoint = self.registry.endpoints[pair.endpoint]
             have = self.remote_profiles.get(pair.name)
-            if have is not None and have.identity == remote.identity(endpoint, model_name(endpoint, pair)):
+            if have is not None and have.identity == remote.identity(endpoint, endpoint.model_for(pair)):
                 continue
             self._say(f"No calibration for {pair.name} on endpoint {endpoint.name} yet: measuring now (3 short "
                       f"requests). `qroute calibrate --endpoint {endpoint.name}` measures again.")

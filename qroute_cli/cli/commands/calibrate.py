@@ -22,6 +22,7 @@ def calibrate(
     gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one; part of the profile's key."),
     yes: bool = typer.Option(False, "--yes", "-y", hidden=True, help="Accepted for older scripts: profiles are kept per setup, nothing is replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+    endpoints: Optional[List[str]] = typer.Option(None, "--endpoint", "-e", help="Measure the pairs on this remote endpoint of models.toml instead (repeatable): a few short requests each."),
 ) -> None:
     """Measure what each model costs on this machine and save the profile the router uses.
 
@@ -30,6 +31,8 @@ def calibrate(
       qroute calibrate --quick
 
       qroute calibrate --show
+
+      qroute calibrate --endpoint gpu-box
     """
     from rich.markup import escape
 
@@ -42,6 +45,20 @@ def calibrate(
     from qroute_cli.render_route import profile_table
 
     reg = registry()
+    if endpoints:
+        from dataclasses import asdict
+
+        from qroute_cli.render_route import remote_profile_table
+        from qroute_cli.routing.remote import calibrate_endpoints
+
+        say = (lambda name: None) if state.quiet or as_json else \
+            (lambda name: err_console().print(f"[dim]measuring {escape(name)}[/]"))
+        measured = calibrate_endpoints(reg, list(endpoints), say)
+        if as_json:
+            typer.echo(json.dumps({name: asdict(p) for name, p in measured.items()}, indent=1))
+        else:
+            console().print(remote_profile_table(measured))
+        return
     machine = current_machine(threads, gpu_layers)  # each setup keeps its own profile
     saved = usable_profile(machine, lambda msg: err_console().print(f"[yellow]{escape(msg)}[/]"))
     if show:

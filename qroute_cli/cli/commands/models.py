@@ -19,27 +19,40 @@ def register(app: typer.Typer) -> None:
 @models_app.command("list")
 def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print models and pairs as one JSON object."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="Ask each remote endpoint whether it is up (a few seconds at most)."),
 ) -> None:
-    """Show every model (with cache status) and every pair."""
+    """Show every model (with cache status), every pair, and each remote endpoint's state."""
     from qroute_cli.cli.options import registry
+    from qroute_cli.endpoints.probe import probe_all
     from qroute_cli.models import cache
-    from qroute_cli.render import console, models_table, pairs_table
+    from qroute_cli.render import console, endpoint_pairs_table, models_table, pairs_table
 
     reg = registry()
     statuses = [
-        cache.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if spec.is_fake else cache.status(spec)
+        cache.ModelStatus(spec.name, spec.path, True, True, 0, spec.vocab_size) if spec.is_fake else
+        cache.ModelStatus(spec.name, "remote: served by an endpoint", True, False, None, spec.vocab_size)
+        if spec.remote else cache.status(spec)
         for spec in reg.models.values()
     ]
+    states = probe_all(reg) if probe else {}
     if as_json:
         payload = {
             "models": [st.__dict__ for st in statuses],
-            "pairs": [{"name": p.name, "verifier": p.verifier, "drafter": p.drafter} for p in reg.pairs.values()],
+            "pairs": [{"name": p.name, "verifier": p.verifier, "drafter": p.drafter, "endpoint": p.endpoint}
+                      for p in reg.pairs.values()],
+            "endpoints": [{"name": e.name, "url": e.url, "kind": e.kind,
+                           "state": None if e.name not in states else "up" if states[e.name].ok else "down",
+                           "error": states[e.name].error if e.name in states else None,
+                           "models": list(states[e.name].models) if e.name in states else []}
+                          for e in reg.endpoints.values()],
         }
         typer.echo(json.dumps(payload, indent=2))
         return
     out = console()
     out.print(models_table(reg, statuses))
     out.print(pairs_table(reg, {st.name: st for st in statuses}))
+    if any(p.remote for p in reg.pairs.values()):
+        out.print(endpoint_pairs_table(reg, states))
     missing = [st.name for st in statuses if not st.present]
     if missing:
         out.print(f"[dim]Fetch missing models with: qroute models pull {escape(' '.join(missing))}[/]")
@@ -58,8 +71,15 @@ def pull(
     from qroute_cli.models import cache, fetch
     from qroute_cli.render import err_console, progress_bar
 
+    from qroute_cli.errors import UsageError
+
     reg = registry()
-    targets = [reg.model(n) for n in names] if names else [m for m in reg.models.values() if not m.is_fake]
+    targets = [reg.model(n) for n in names] if names else [m for m in reg.models.values()
+                                                            if not m.is_fake and not m.remote]
+    remote = [m.name for m in targets if m.remote]
+    if remote:
+        raise UsageError(f"Model '{remote[0]}' is remote: an endpoint serves it, there is nothing to pull.",
+                         "`qroute models list` shows whether its endpoint is up.")
     results = []
     with progress_bar("bytes", "speed", "remaining", disable=state.quiet or as_json) as progress:
         for spec in targets:
