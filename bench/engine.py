@@ -6,7 +6,7 @@ For each prompt it runs, alternating and repeated, on the same verifier:
   - qroute plain decoding, qroute n-gram speculation, qroute model-draft speculation,
 and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain, the
 token agreement with plain output and, for speculative modes, the limit: the speed-up over
-plain decoding that the verifier's cost curve allows at the acceptance the mode observed
+plain decoding that the verifier's cost curve allows at the per-token acceptance of the answer
 (qroute_cli/speculation.py, the rule the engine drafts by). qroute's speculative modes draft
 by the cost curve of this setup's calibration profile (models it lacks are measured first,
 with the full plan, and not saved). --baseline adds the same drafters with the draft length following
@@ -40,7 +40,8 @@ from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_message
 from qroute_cli.routing.calibrate import calibrate
 from qroute_cli.evaluation.provenance import source_commit
 from qroute_cli.routing.latency import cost_curve, cpu_model, current_machine, load_profile, missing_models
-from qroute_cli.speculation import best_draft_len, speedup_limit
+from qroute_cli.generation.engine import ngram_stats
+from qroute_cli.speculation import best_draft_len
 from qroute_cli.types import GenerationConfig, Pair
 
 PROMPTS = {
@@ -65,6 +66,18 @@ PROMPTS = {
         "    return merged\n"
     ),
 }
+
+
+def limit_inputs(label: str, runs: list[dict], prompt: list[int], plain: list[int]) -> tuple[float | None, float]:
+    """(per-token acceptance, coverage) the limit is computed at. N-gram drafting's are a
+    property of the answer (what the lookup finds in the plain output); a model drafter's per-token
+    acceptance is what its runs observed, with a draft on every step."""
+    if "ngram" in label:
+        return ngram_stats(prompt, plain)
+    judged = sum(r.get("checked") or 0 for r in runs)
+    if not judged:
+        return None, 1.0
+    return sum(r["accepted"] for r in runs) / judged, 1.0
 
 
 def agreement(a, b) -> float:
@@ -149,8 +162,9 @@ def main() -> None:
                     gen = run_prompt(pool, pair, msgs, cfg, costs=curve)
                     results.setdefault(label, []).append(
                         {"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
-                         "acceptance": gen.stats.acceptance, "drafted": gen.stats.drafted,
-                         "accepted": gen.stats.accepted, "draft_steps": gen.stats.draft_steps,
+                         "acceptance": gen.stats.acceptance, "token_acceptance": gen.stats.token_acceptance,
+                         "drafted": gen.stats.drafted, "accepted": gen.stats.accepted,
+                         "checked": gen.stats.checked, "draft_steps": gen.stats.draft_steps,
                          "plain_steps": gen.stats.plain_steps, "threads": pool.last_threads})
             ref = results["qroute plain"][0]["tokens"]
             base_tps = statistics.median(len(r["tokens"]) / r["seconds"] for r in results["qroute plain"])
@@ -159,15 +173,20 @@ def main() -> None:
                 acc = [r["acceptance"] for r in runs if r["acceptance"] is not None]
                 curve = curves.get(label.removesuffix(" (acceptance rule)"))
                 mean_acc = statistics.mean(acc) if acc else None
-                # The limit: what the cost curve allows at the acceptance this mode observed.
-                limit = speedup_limit(curve, mean_acc, cfg.draft_max) if curve and mean_acc is not None else None
+                per_token, coverage = limit_inputs(label, runs, toks, ref)
+                # The limit: what the cost curve allows at the per-token acceptance (and, for
+                # n-gram drafts, the lookup's coverage) of this answer.
+                best = best_draft_len(curve, per_token, cfg.draft_max, coverage) if curve and per_token is not None else None
+                limit = curve.plain_s / best[1] if best else None
                 rows.append({
                     "prompt": name, "mode": label, "tokens_per_s": round(tps, 2),
                     "ratio_vs_qroute_plain": round(tps / base_tps, 3),
                     "limit_vs_plain": None if limit is None else round(limit, 3),
-                    "best_draft_len": None if limit is None else best_draft_len(curve, mean_acc, cfg.draft_max)[0],
+                    "best_draft_len": None if best is None else best[0],
                     "share_of_limit": None if limit is None else round(tps / base_tps / limit, 3),
                     "acceptance": round(mean_acc, 3) if acc else None,
+                    "token_acceptance": None if per_token is None else round(per_token, 3),
+                    "coverage": None if per_token is None else round(coverage, 3),
                     "agreement_with_plain": round(statistics.mean(agreement(r["tokens"], ref) for r in runs), 3),
                     "tokens": statistics.median(len(r["tokens"]) for r in runs),
                     "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs],
@@ -177,16 +196,21 @@ def main() -> None:
                 llm.close()
 
     table = Table(title=f"Engine: {args.verifier} verifier, {args.max_tokens} tokens, median of {args.repeats}")
-    for col in ("prompt", "mode", "tok/s", "x qroute plain", "limit (k)", "acceptance", "agrees w/ plain", "tokens"):
+    for col in ("prompt", "mode", "tok/s", "x qroute plain", "limit (k)", "share of limit", "kept / per token",
+                "agrees w/ plain", "tokens"):
         table.add_column(col)
     for r in rows:
         limit = "-" if r["limit_vs_plain"] is None else f"{r['limit_vs_plain']:.2f} ({r['best_draft_len']})"
+        share = "-" if r["share_of_limit"] is None else f"{r['share_of_limit']:.0%}"
+        acc = "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
+        if r["token_acceptance"] is not None:
+            acc += f" / {r['token_acceptance']:.0%}"
         table.add_row(r["prompt"], r["mode"], f"{r['tokens_per_s']:.1f}", f"{r['ratio_vs_qroute_plain']:.2f}", limit,
-                      "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}",
-                      f"{r['agreement_with_plain']:.0%}", str(r["tokens"]))
+                      share, acc, f"{r['agreement_with_plain']:.0%}", str(r["tokens"]))
     console.print(table)
-    console.print("[dim]limit: the speed-up over plain the verifier's cost curve allows at the observed acceptance, "
-                  "with the draft length k it takes[/]")
+    console.print("[dim]limit: the speed-up over plain the verifier's cost curve allows at the answer's per-token "
+                  "acceptance (n-gram: and the share of steps its lookup finds a draft), with the draft length k "
+                  "it takes. kept: drafted tokens kept; per token: kept / judged.[/]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     threads = sorted({run["threads"] for r in rows for run in r["runs"] if run.get("threads")})
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,
