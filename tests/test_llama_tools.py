@@ -154,9 +154,12 @@ def test_speculation_options_become_llama_server_flags(fake_tools, model_file):
     cmd = LlamaServer(model_file, speculation=spec, threads=2, ctx=512).command(8123)
     joined = " ".join(cmd)
     assert cmd[0].endswith("llama-server")
-    for part in ("-m " + str(model_file), "-md /m/draft.gguf", "--spec-type ngram-simple", "--spec-draft-n-max 4",
+    for part in ("-m " + str(model_file), "-md /m/draft.gguf", "--spec-type ngram-simple,draft-simple", "--spec-draft-n-max 4",
                  "--spec-draft-n-min 1", "--host 127.0.0.1", "--port 8123", "-t 2", "-c 512", "-np 1"):
         assert part in joined
+    assert Speculation(draft_model=Path("d.gguf")).args() == ["-md", "d.gguf", "--spec-type", "draft-simple"]
+    assert Speculation(draft_model=Path("e.gguf"), spec_type="draft-eagle3").args()[-1] == "draft-eagle3"
+    assert Speculation().args() == []
 
 
 # -- the process lifecycle, with a stand-in server -----------------------------------------

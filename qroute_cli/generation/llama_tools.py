@@ -99,8 +99,11 @@ def _built_version(folder: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Speculation:
-    """How llama-server speculates: a draft model (`-md`), an n-gram type (`--spec-type`, e.g.
-    'ngram-simple', 'ngram-mod', 'ngram-cache'), or both; draft lengths when not the defaults."""
+    """How llama-server speculates: a draft model (`-md`), n-gram types (`--spec-type`, comma-
+    separated: 'ngram-simple', 'ngram-mod', 'ngram-cache', ...), or both; draft lengths when not
+    the defaults. A draft model is used as 'draft-simple' unless spec_type names a draft-* type:
+    this llama-server infers a type only from special draft files (MTP, EAGLE-3, DFlash) and
+    otherwise loads a plain -md model without drafting from it."""
 
     draft_model: Path | None = None
     spec_type: str | None = None
@@ -109,10 +112,13 @@ class Speculation:
 
     def args(self) -> list[str]:
         args: list[str] = []
+        types = [t for t in (self.spec_type or "").split(",") if t]
         if self.draft_model is not None:
             args += ["-md", str(self.draft_model)]
-        if self.spec_type is not None:
-            args += ["--spec-type", self.spec_type]
+            if not any(t.startswith("draft-") for t in types):
+                types.append("draft-simple")
+        if types:
+            args += ["--spec-type", ",".join(types)]
         if self.n_max is not None:
             args += ["--spec-draft-n-max", str(self.n_max)]
         if self.n_min is not None:
