@@ -56,6 +56,36 @@ def test_measurements_recover_known_costs():
     assert backend.tokens == []  # leaves the KV cache empty for the next user
 
 
+class BusySpellFake(TimedFake):
+    """A TimedFake whose evals number `first .. first + length - 1` take 5x as long: another
+    process took the core for a moment."""
+
+    def __init__(self, first: int, length: int, **kw) -> None:
+        super().__init__(**kw)
+        self.spell = range(first, first + length)
+        self.calls = 0
+
+    def eval(self, tokens, logits="last"):
+        self.calls += 1
+        t0 = self.clock.now
+        out = super().eval(tokens, logits)
+        if self.calls in self.spell:
+            self.clock.advance(4 * (self.clock.now - t0))
+        return out
+
+
+@pytest.mark.parametrize("first", range(8, 37, 2))  # after the warm-up and six prefills
+def test_a_busy_spell_does_not_bend_the_verify_curve(first):
+    """Batch sizes are timed in rounds, so two slow calls in a row touch two sizes once each
+    and the median of three rounds ignores them; timing one size's repeats back to back would
+    let the spell set that size's cost."""
+    backend = BusySpellFake(first, 2, call_s=0.004, token_s=0.0005, name="busy")
+    prof = measure_model(backend, "busy", "id", Plan(prefill_sizes=(16, 64), reps=3, decode_steps=6), drafter=False)
+    for k in range(1, 9):
+        assert prof.verify(k) == pytest.approx(0.004 + (k + 1) * 0.0005, rel=0.05)
+    assert prof.decode_s == pytest.approx(0.0045, rel=0.05)
+
+
 def test_calibrate_through_pool_marks_drafters(fake_registry):
     with ModelPool(fake_registry) as pool:
         names = ["fake-big", "fake-small", "fake-other"]
