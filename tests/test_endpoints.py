@@ -569,3 +569,27 @@ def test_calibrate_an_endpoint_from_the_command_line(tmp_path, servers):
     assert r.returncode == 4 and "refused the connection" in r.stderr and "Traceback" not in r.stderr
     r = qroute("models", "pull", "big-remote", config=path)
     assert r.returncode == 2 and "is remote" in r.stderr
+
+
+def test_the_readme_example_loads(tmp_path):
+    """The models.toml of the README's section on remote endpoints is what the loader accepts."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Remote endpoints", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "models.toml"
+    path.write_text(example)
+    reg = load_registry(path, include_user=False)
+    assert set(reg.endpoints) == {"gpu-box", "cpu-box", "vllm"}
+    assert reg.endpoints["vllm"].kind == "openai" and reg.endpoints["gpu-box"].api_key_env == "GPU_BOX_KEY"
+    assert reg.endpoints["cpu-box"].down_for_s == 60 and reg.endpoints["cpu-box"].connect_timeout_s == 2
+    remote_pairs = {n: p for n, p in reg.pairs.items() if p.remote}
+    assert set(remote_pairs) == {"qwen2.5-7b+0.5b@gpu-box", "qwen2.5-coder-1.5b+ngram@cpu-box", "qwen2.5-7b@vllm"}
+    assert reg.endpoints["vllm"].model_for(remote_pairs["qwen2.5-7b@vllm"]) == "Qwen/Qwen2.5-7B-Instruct"
+    assert reg.models["qwen2.5-7b-instruct"].remote and not reg.models["qwen2.5-coder-1.5b"].remote
+    # Every key the README lists for an endpoint is one the loader knows.
+    from qroute_cli.config import _ENDPOINT_KEYS
+
+    import re
+
+    listed = section.split("Endpoint keys:", 1)[1].split("; a pair", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) - {"openai"} == set(_ENDPOINT_KEYS)  # openai: a kind
