@@ -593,3 +593,21 @@ def test_the_readme_example_loads(tmp_path):
 
     listed = section.split("Endpoint keys:", 1)[1].split("; a pair", 1)[0]
     assert set(re.findall(r"`([a-z_]+)`", listed)) - {"openai"} == set(_ENDPOINT_KEYS)  # openai: a kind
+
+
+def test_chat_answers_through_an_endpoint_and_fails_over(routed, servers):
+    from conftest import Screen
+    from qroute_cli.chat import Chat
+
+    reg, router, pool, clock = routed
+    a, b = servers
+    screen = Screen()
+    router.console = screen.view.err  # as `qroute chat` wires it
+    chat = Chat(pool, router, GenerationConfig(max_tokens=20), screen.view)
+    assert chat.ask("hello").text == "the big answer is here"  # no local model was loaded for it
+    assert pool.loaded() == []
+    a.script = ["status:502"]
+    assert chat.ask("and again").text == "a small answer"
+    assert "HTTP 502" in screen.err
+    # The second turn carried the first as context.
+    assert [m["content"] for m in b.requests[-1]["messages"]] == ["hello", "the big answer is here", "and again"]

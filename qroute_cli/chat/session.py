@@ -81,9 +81,10 @@ class Chat:
 
         def before_run(decision: RouteDecision, pair: Pair, cfg: GenerationConfig) -> list[Message]:
             self.last_decision = decision
-            if pair.verifier not in self.pool.loaded():
-                self.view.status(f"Loading {pair.verifier}…")
-            self.fit(pair, text, cfg)
+            if not pair.remote:  # a pair on an endpoint: the server holds the model and its context
+                if pair.verifier not in self.pool.loaded():
+                    self.view.status(f"Loading {pair.verifier}…")
+                self.fit(pair, text, cfg)
             self.view.begin()
             return self.history.messages(text)
 
