@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_model, require_module
-from servers import llama_server, smollm_self_draft_server, smollm_server  # noqa: F401 (fixtures)
+from servers import smollm_self_draft_server, smollm_server  # noqa: F401 (fixtures)
 from qroute_cli.answer import answer
 from qroute_cli.config import load_registry
 from qroute_cli.endpoints import Endpoints
@@ -34,7 +34,7 @@ GENERIC_ALIAS = "smollm-generic"
 
 @contextlib.contextmanager
 def generic_openai_server(model: str = "smollm2-135m"):
-    """`python -m llama_cpp.server` on a free port (one thread, small context); its URL."""
+    """`python -m llama_cpp.server` on a free port (one thread, small context): (URL, process)."""
     require_module("sse_starlette")  # llama_cpp.server's own dependencies (the test extra has them)
     require_module("starlette_context")
     from qroute_cli.generation.llama_tools import free_port, port_open
@@ -51,7 +51,7 @@ def generic_openai_server(model: str = "smollm2-135m"):
             if proc.poll() is not None or time.monotonic() > end:
                 pytest.fail(f"llama_cpp.server did not start: {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         try:
@@ -125,7 +125,7 @@ def test_routed_calibrated_and_learned_through_llama_server(tmp_path, smollm_ser
 
 
 def test_llama_cpp_python_server_as_a_generic_openai_endpoint(tmp_path):
-    with generic_openai_server() as url:
+    with generic_openai_server() as (url, _):
         reg = registry_for(tmp_path, {"py": (url, "openai", GENERIC_ALIAS)})
         with Endpoints(reg) as eps:
             caps = probe(eps.client("py"))
@@ -139,14 +139,17 @@ def test_llama_cpp_python_server_as_a_generic_openai_endpoint(tmp_path):
 
 
 def test_a_server_killed_mid_run_fails_over_to_the_other(tmp_path):
-    with generic_openai_server() as url, llama_server("smollm2-135m") as doomed:
-        reg = registry_for(tmp_path, {"doomed": (doomed.url, "llama-server", "smollm2-135m"),
+    # Two generic servers, so that this runs wherever llama-cpp-python does (llama-server may be unbuilt).
+    with generic_openai_server() as (url, _), generic_openai_server() as (doomed_url, doomed):
+        reg = registry_for(tmp_path, {"doomed": (doomed_url, "openai", GENERIC_ALIAS),
                                       "py": (url, "openai", GENERIC_ALIAS)})
-        router = Router(reg, budget_s=60.0, scorer=PriorScorer(reg))
+        # Profiles given: no calibration requests, the routing is the quality priors'.
+        profiles = {p: remote.RemoteProfile(p, "-", 0.0, 500.0, 0.02, 0.0, False) for p in reg.pairs}
+        router = Router(reg, budget_s=60.0, scorer=PriorScorer(reg), remote_profiles=profiles)
         with ModelPool(reg) as pool:
             assert answer(router, pool, PROMPT, GenerationConfig(max_tokens=8)).pair.name == "smollm@doomed"
-            doomed.process.kill()
-            doomed.process.wait()
+            doomed.kill()  # SIGKILL: the machine went away
+            doomed.wait()
             result = answer(router, pool, PROMPT, GenerationConfig(max_tokens=8))
         router.close()
     assert result.pair.name == "smollm@py" and result.generation.text
