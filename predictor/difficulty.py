@@ -41,6 +41,8 @@ FOLDS = 5
 ALPHA = {"gsm8k-steps": 3.0, "nq-evouna": 10.0}  # chosen by 5-fold CV Spearman (predictor/REPORT.md)
 STRONG_SYSTEMS = ("gpt35", "chatgpt", "gpt4", "newbing")  # FiD is far weaker than the others
 NAMES = ("gsm8k-steps", "nq-evouna")
+# The router task type (routing.router.task_type) each model speaks for.
+TASK_TYPE = {"gsm8k-steps": "math", "nq-evouna": "qa"}
 # Sign that makes "higher = harder" for each score, for reports.
 HARDER = {"gsm8k-steps": 1.0, "nq-evouna": -1.0}
 

@@ -41,26 +41,29 @@ class Dense:
 
 @dataclass
 class TaskTerms:
-    """Per-task terms appended to the input: task one-hot x [chosen columns | difficulty scores]."""
+    """Per-task terms appended to the input: task one-hot x [chosen columns | difficulty scores],
+    kept where `mask` (tasks x columns+scores) is 1: a difficulty model speaks for its own task."""
 
     difficulty: Dense  # (n_features, K) linear difficulty scores read from the same input
     columns: tuple[int, ...]  # input columns (dense features) that get a slope per task
     task_cols: tuple[int, ...]  # the task-type one-hot columns of the input
+    mask: np.ndarray  # (len(task_cols), len(columns) + K) of 0 / 1
+    clip: float = 3.0  # scores are standardised; a prompt far outside a model's data is read at +-clip
 
     @property
     def n_terms(self) -> int:
         return len(self.task_cols) * (len(self.columns) + self.difficulty.b.shape[0])
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.difficulty.w + self.difficulty.b
+        return np.clip(x @ self.difficulty.w + self.difficulty.b, -self.clip, self.clip)
 
     def expand(self, x: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
         """[x | interactions]; `scores` replaces the difficulty models' output (training uses
         cross-fitted scores, so no prompt sees a model trained on its own question)."""
-        s = self.scores(x) if scores is None else scores
+        s = self.scores(x) if scores is None else np.clip(scores, -self.clip, self.clip)
         base = np.concatenate([x[:, list(self.columns)], s], axis=1)
         t = x[:, list(self.task_cols)]
-        inter = (t[:, :, None] * base[:, None, :]).reshape(len(x), -1)
+        inter = (t[:, :, None] * base[:, None, :] * self.mask[None, :, :]).reshape(len(x), -1)
         return np.concatenate([x, inter], axis=1)
 
 
@@ -123,12 +126,15 @@ def _head_nodes(heads: Heads, x: str, fp16: bool):
         x = node("Concat", [x, d], axis=1)
     if heads.terms is not None:
         t = heads.terms
-        d = node("Add", [node("MatMul", [x, const(t.difficulty.w, "dw")]), const(t.difficulty.b, "db")], out="difficulty")
+        lo, hi = const(np.array(-t.clip, np.float32), "lo"), const(np.array(t.clip, np.float32), "hi")
+        d = node("Clip", [node("Add", [node("MatMul", [x, const(t.difficulty.w, "dw")]), const(t.difficulty.b, "db")]), lo, hi],
+                 out="difficulty")
         cols = node("Gather", [x, const(np.array(t.columns, np.int64), "cols")], axis=1)
         base = node("Concat", [cols, d], axis=1)
         tasks = node("Gather", [x, const(np.array(t.task_cols, np.int64), "tasks")], axis=1)
-        outer = node("Mul", [node("Unsqueeze", [tasks, const(np.array([2], np.int64), "ax")]),
-                             node("Unsqueeze", [base, const(np.array([1], np.int64), "ax")])])
+        outer = node("Mul", [node("Mul", [node("Unsqueeze", [tasks, const(np.array([2], np.int64), "ax")]),
+                                          node("Unsqueeze", [base, const(np.array([1], np.int64), "ax")])]),
+                             const(t.mask.astype(np.float32)[None, :, :], "mask")])
         flat = node("Reshape", [outer, const(np.array([-1, t.n_terms], np.int64), "shape")])
         x = node("Concat", [x, flat], axis=1)
     for layer in heads.layers:

@@ -1,50 +1,82 @@
-"""Train the quality predictor, compare architectures by cross-validation, export to ONNX.
+"""Train the quality predictor, choose it by routing value, export it to ONNX.
 
-    python -m predictor.train                  # CV ablation + export every architecture
-    python -m predictor.train --ship hashed-mlp  # which one goes into the package
+    nice -n 10 python -m predictor.train          # everything below, then ships the chosen file
+    python -m predictor.train --ship task-ridge    # force the architecture that ships
 
-Data: predictor/data/responses.jsonl.gz (predictor/datagen.py). One example per prompt with
-answers from every verifier; targets are quality per verifier, acceptance per
-(verifier, drafter) and log1p(output tokens) per verifier, learned jointly (multi-task).
+Data: predictor/data/responses.jsonl.gz (predictor/datagen.py), whatever rows it holds now:
+one example per prompt answered by every verifier; targets are quality per verifier,
+acceptance per (verifier, drafter) and log1p(output tokens) per verifier, learned jointly.
 
-Architectures (the ablation):
-- hashed-ridge        hashed WordPiece uni+bigrams + shape features -> ridge (linear)
-- hashed-mlp          same features -> one hidden layer MLP
-- hashed-mlp+evouna   hashed-mlp plus a difficulty score pre-trained on EVOUNA human labels
-- minilm-ridge        all-MiniLM-L6-v2 sentence embedding + shape features -> ridge
-- minilm-mlp          same embedding -> MLP
-Baselines: per-data-set mean (knows the data set: a strong one), prompt length only.
+Features (qroute_cli/routing/features.py, shared with serving): hashed WordPiece uni+bigrams,
+8 shape features and the router's task type as one-hot columns. Two difficulty models
+(predictor/difficulty.py) read the same features inside the graph: GSM8K calculator steps
+(from 7,473 reference solutions) and EVOUNA's share of strong QA systems judged right.
 
-Held-out figures are out-of-fold predictions of a K-fold split by prompt (no prompt is in
-its own training fold). Results go to predictor/results/cv.json for predictor/report.py.
+Architectures:
+- hashed-ridge       ridge on the features, pooled across tasks (the previous shipped model)
+- hashed-mlp         the same features -> one hidden layer
+- task-linear        per-task intercepts and per-task slopes on length, numbers and the two
+                     difficulty scores (task one-hot x feature), ridge; no n-grams
+- task-ridge         task-linear plus the hashed n-grams at a lower weight
+- task-ridge-nodiff  task-ridge without the difficulty scores (what they add)
+Baselines: task-mean (per detected task type), length-only (pooled slope on prompt length),
+and, in routing only, the per-model priors of models.toml.
+
+Choice: a fixed-hash quarter of the training prompts (`dev_side`) is held out; every
+architecture is fitted on the rest and routes the held-out prompts in a simulation of the
+bench (predictor/routing_value.py); the best static-frontier gain ships, refitted on every
+row. Held-out accuracy is reported from K-fold out-of-fold predictions (no prompt in its own
+training fold), within each task, with bootstrap intervals; a learning curve shows within-task
+skill against the number of training prompts per task. Results: predictor/results/cv.json.
+
+Answer lengths are predicted at today's caps. GSM8K rows made at the old 256-token cap that
+ended by "length" are right-censored: their length is imputed as the expected log-length
+above the cap under a censored normal fit per (data set, verifier), capped at 384 (`impute_censored`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from predictor import datagen, export
+from predictor import datagen, difficulty, export
 from qroute_cli.evaluation import splits
 from qroute_cli.evaluation.tasks import TASKS
-from qroute_cli.routing.features import N_DENSE, PREDICTOR_DIR, TOKENIZER_FILE, Featurizer, FeaturizerConfig
+from qroute_cli.routing.features import DENSE_NAMES, N_DENSE, PREDICTOR_DIR, TASK_TYPES, TOKENIZER_FILE, Featurizer, \
+    FeaturizerConfig
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 RESULTS = HERE / "results"
 SHIPPED = PREDICTOR_DIR / "predictor.onnx"
-ARCHS = ("hashed-ridge", "hashed-mlp", "hashed-mlp+evouna", "minilm-ridge", "minilm-mlp")
-BASELINES = ("dataset-mean", "length-only")
+DIFFICULTY_KEYS = HERE / "data" / "difficulty_questions.sha256.gz"
+ARCHS = ("hashed-ridge", "hashed-mlp", "task-linear", "task-ridge", "task-ridge-nodiff")
+BASELINES = ("task-mean", "length-only")
 SEED = 0
+DEV_SALT = "qroute-predictor-dev-v1"
+DEV_PARTS = 4  # routing value: each quarter routed by a model fitted on the other three
+# Dense features that get a slope per task (with the difficulty scores): prompt length and
+# how many numbers it carries are the two shape signals that differ most within a task.
+TERM_COLUMNS = ("log_tokens", "numbers")
+RIDGE_ALPHA = 1.0  # hashed-ridge, as before
+TASK_ALPHA = 30.0  # task archs, on standardised columns (set by hand on the routing simulation)
+HASHED_WEIGHT = 1.6  # task-ridge: n-gram columns scaled so their penalty is about hashed-ridge's (30 / 1.6^2)
+
+
+def dev_part(prompt: str) -> int:
+    """Which of the DEV_PARTS fixed-hash parts a training prompt is in (by its question key)."""
+    digest = hashlib.sha256((DEV_SALT + splits.question_key(prompt)).encode()).hexdigest()
+    return int(digest[:8], 16) % DEV_PARTS
 
 
 @dataclass
@@ -58,16 +90,28 @@ class Table:
     acc_keys: list[str]
     quality: np.ndarray  # (n, V)
     acceptance: np.ndarray  # (n, A)
-    length: np.ndarray  # (n, V) output tokens
+    length: np.ndarray  # (n, V) output tokens as generated
     n_rows: int = 0
+    texts: list[list[str]] = field(default_factory=list)  # [prompt][verifier]
+    prompt_tokens: np.ndarray | None = None  # (n, V)
+    censored: np.ndarray | None = None  # (n, V) bool: cut at a cap below today's
+    length_now: np.ndarray | None = None  # (n, V) length at today's cap (censored rows imputed)
 
     def targets(self, acc_fill: np.ndarray) -> np.ndarray:
         acc = np.where(np.isnan(self.acceptance), acc_fill[None, :], self.acceptance)
-        return np.concatenate([self.quality, acc, np.log1p(self.length)], axis=1).astype(np.float64)
+        length = self.length if self.length_now is None else self.length_now
+        return np.concatenate([self.quality, acc, np.log1p(length)], axis=1).astype(np.float64)
+
+    def subset(self, idx: np.ndarray) -> "Table":
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Table([self.prompts[i] for i in idx], self.datasets[idx], [self.ids[i] for i in idx], self.verifiers,
+                     self.acc_keys, self.quality[idx], self.acceptance[idx], self.length[idx],
+                     len(idx) * len(self.verifiers), [self.texts[i] for i in idx] if self.texts else [],
+                     pick(self.prompt_tokens), pick(self.censored), pick(self.length_now))
 
 
 def load_table(path: Path, verifiers: list[str] | None = None) -> Table:
-    """Rows -> Table, keeping prompts answered by every verifier."""
+    """Rows -> Table, keeping prompts answered by every verifier; censored lengths imputed."""
     rows = datagen.read_rows(path)
     verifiers = verifiers or sorted({r["model"] for r in rows})
     acc_keys = sorted({k for r in rows for k in r.get("acceptance", {}) if r["model"] in verifiers})
@@ -77,29 +121,80 @@ def load_table(path: Path, verifiers: list[str] | None = None) -> Table:
             by_prompt.setdefault((r["dataset"], r["id"]), {})[r["model"]] = r
     keep = [(k, v) for k, v in sorted(by_prompt.items()) if all(m in v for m in verifiers)]
     n, nv, na = len(keep), len(verifiers), len(acc_keys)
-    q, ln = np.zeros((n, nv)), np.zeros((n, nv))
+    q, ln, ptok = np.zeros((n, nv)), np.zeros((n, nv)), np.zeros((n, nv))
+    cens = np.zeros((n, nv), bool)
     acc = np.full((n, na), np.nan)
-    for i, (_, per_model) in enumerate(keep):
+    texts = []
+    for i, ((dataset, _), per_model) in enumerate(keep):
+        texts.append([per_model[m].get("text", "") for m in verifiers])
         for j, m in enumerate(verifiers):
             r = per_model[m]
             q[i, j] = r["scores"]["quality"]
             ln[i, j] = r["output_tokens"]
+            ptok[i, j] = r.get("prompt_tokens") or 0
+            cap_then = r.get("max_tokens") or TASKS[dataset].max_tokens
+            cens[i, j] = r.get("finish_reason") == "length" and cap_then < TASKS[dataset].max_tokens
             for a, key in enumerate(acc_keys):
                 val = r.get("acceptance", {}).get(key)
                 if val is not None:
                     acc[i, a] = val
     prompts = [next(iter(v.values()))["prompt"] for _, v in keep]
-    return Table(prompts, np.array([k[0] for k, _ in keep]), [k[1] for k, _ in keep], verifiers, acc_keys,
-                 q, acc, ln, n_rows=sum(len(v) for _, v in keep))
+    t = Table(prompts, np.array([k[0] for k, _ in keep]), [k[1] for k, _ in keep], verifiers, acc_keys,
+              q, acc, ln, sum(len(v) for _, v in keep), texts, ptok, cens)
+    t.length_now = impute_censored(t)
+    return t
+
+
+def impute_censored(t: Table) -> np.ndarray:
+    """Lengths at today's caps: a censored row's length is E[log1p L | L > its cap] under a normal
+    fit of log1p(length) per (data set, verifier) that counts censored rows as 'above the cap'
+    (Tobit), capped at today's cap. Uncensored rows keep their length."""
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    out = t.length.astype(float).copy()
+    for d in sorted(set(t.datasets)):
+        cap = TASKS[d].max_tokens
+        for j in range(len(t.verifiers)):
+            rows = np.flatnonzero(t.datasets == d)
+            c = t.censored[rows, j]
+            if not c.any():
+                continue
+            y = np.log1p(t.length[rows, j])
+
+            def nll(p):
+                mu, s = p[0], math.exp(p[1])
+                return -(norm.logpdf(y[~c], mu, s).sum() + norm.logsf(y[c], mu, s).sum())
+
+            start = [float(y.mean()), math.log(float(y.std()) + 0.1)]
+            mu, s = minimize(nll, start, method="Nelder-Mead").x
+            s = math.exp(s)
+            a = (y[c] - mu) / s
+            expect = mu + s * norm.pdf(a) / np.maximum(norm.sf(a), 1e-12)
+            out[rows[c], j] = np.minimum(np.expm1(np.maximum(expect, y[c])), cap)
+    return out
 
 
 # --------------------------------------------------------------------------- model fitting
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> list[export.Dense]:
+@dataclass
+class Fitted:
+    """A fitted architecture: the heads the graph is built from, and how to read a table with them."""
+
+    name: str
+    heads: export.Heads
+    uses_scores: bool  # whether the heads' task terms read the difficulty scores
+
+    def raw(self, x: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+        return self.heads.raw(x, scores if self.heads.terms is not None else None)
+
+
+def _scaled_ridge(u: np.ndarray, y: np.ndarray, alpha: float, scale: np.ndarray) -> export.Dense:
+    """Ridge on u * scale (per-column weights of the penalty), folded back to weights on u."""
     from sklearn.linear_model import Ridge
 
-    m = Ridge(alpha=alpha).fit(x, y)
-    return [export.Dense(m.coef_.T.astype(np.float32), m.intercept_.astype(np.float32))]
+    m = Ridge(alpha=alpha).fit(u * scale[None, :], y)
+    return export.Dense((m.coef_.T * scale[:, None]).astype(np.float32), m.intercept_.astype(np.float32))
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int, alpha: float) -> list[export.Dense]:
@@ -118,65 +213,386 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int, alpha: float) -> list[exp
     ]
 
 
-def fit_heads(arch: str, x: np.ndarray, y: np.ndarray, nv: int, na: int, pre: export.Dense | None = None) -> export.Heads:
-    if pre is not None:
-        x = np.concatenate([x, np.clip(x @ pre.w + pre.b, 0, 1)], axis=1)
-    if arch.endswith("ridge"):
-        layers = fit_ridge(x, y, alpha=1.0 if arch.startswith("hashed") else 3.0)
-    else:
-        layers = fit_mlp(x, y, hidden=32, alpha=1.0)
-    return export.Heads(layers, nv, na, pre=pre)
+def task_terms(feat: Featurizer, diff: export.Dense | None) -> export.TaskTerms:
+    """Every task x TERM_COLUMNS, and each difficulty score for its own task only (GSM8K steps
+    for math, EVOUNA for qa: read on other prompts they are off their data); without models,
+    zero scores."""
+    n_models = len(difficulty.NAMES)
+    if diff is None:
+        diff = export.Dense(np.zeros((feat.n_features, n_models), np.float32), np.zeros(n_models, np.float32))
+    cols = tuple(feat.dense_start + DENSE_NAMES.index(c) for c in TERM_COLUMNS)
+    tasks = tuple(range(feat.task_start, feat.task_start + len(TASK_TYPES)))
+    mask = np.zeros((len(TASK_TYPES), len(cols) + n_models), np.float32)
+    mask[:, :len(cols)] = 1.0
+    for k, name in enumerate(difficulty.NAMES):
+        mask[TASK_TYPES.index(difficulty.TASK_TYPE[name]), len(cols) + k] = 1.0
+    return export.TaskTerms(diff, cols, tasks, mask)
 
 
-def length_only_heads(x: np.ndarray, y: np.ndarray, nv: int, na: int) -> export.Heads:
-    """The 'length-only' baseline as hashed-input heads: a linear fit on the log_tokens column
-    alone (every other weight zero), so the bench can route with it like any predictor file."""
-    from sklearn.linear_model import LinearRegression
+def fit_arch(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, y: np.ndarray, nv: int, na: int,
+             diff: export.Dense | None) -> Fitted:
+    """Fit one architecture or baseline on features x (n, n_features), cross-fitted difficulty
+    `scores` (n, K) and targets y; `diff` is the difficulty layer the exported graph computes."""
+    n_buckets = feat.config.n_buckets
+    if arch == "hashed-ridge":
+        scale = np.ones(x.shape[1])
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, RIDGE_ALPHA, scale)], nv, na), False)
+    if arch == "hashed-mlp":
+        return Fitted(arch, export.Heads(fit_mlp(x, y, hidden=32, alpha=1.0), nv, na), False)
+    if arch == "length-only":
+        # A linear fit on the log_tokens column alone (every other weight zero), so the bench
+        # can route with it like any predictor file.
+        scale = np.zeros(x.shape[1])
+        scale[feat.dense_start] = 1.0
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-6, scale)], nv, na), False)
+    if arch == "task-mean":
+        scale = np.zeros(x.shape[1])
+        scale[feat.task_start:feat.task_start + len(TASK_TYPES)] = 1.0
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-3, scale)], nv, na), False)
+    with_diff = arch in ("task-linear", "task-ridge") and scores is not None and diff is not None
+    terms = task_terms(feat, diff if with_diff else None)
+    s = scores if with_diff else np.zeros((len(x), len(difficulty.NAMES)))
+    u = terms.expand(x, s)
+    sd = u.std(0)
+    scale = np.where(sd > 1e-9, 1.0 / np.maximum(sd, 1e-9), 0.0)
+    scale[:n_buckets] = HASHED_WEIGHT if arch in ("task-ridge", "task-ridge-nodiff") else 0.0
+    heads = export.Heads([_scaled_ridge(u, y, TASK_ALPHA, scale)], nv, na, terms=terms)
+    return Fitted(arch, heads, with_diff)
 
-    col = FeaturizerConfig().n_buckets  # log_tokens, the first dense feature
-    fit = LinearRegression().fit(x[:, col:col + 1], y)
-    w = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
-    w[col] = fit.coef_[:, 0]
-    return export.Heads([export.Dense(w, fit.intercept_.astype(np.float32))], nv, na)
+
+def _outputs_from_raw(raw: np.ndarray, nv: int, na: int) -> dict[str, np.ndarray]:
+    return {
+        "quality": np.clip(raw[:, :nv], 0, 1),
+        "acceptance": np.clip(raw[:, nv: nv + na], 0, 1),
+        "length": np.maximum(np.expm1(raw[:, nv + na:]), 1.0),
+    }
 
 
+def _acc_fill(t: Table, idx: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.nanmean(t.acceptance[idx], axis=0), nan=0.5) if len(idx) else np.full(len(t.acc_keys), 0.5)
 
-# --------------------------------------------------------------------------- EVOUNA difficulty
 
-def evouna_difficulty(featurizer: Featurizer, root: Path | None = None) -> tuple[export.Dense, dict]:
-    """Ridge from hashed prompt features to the share of 5 QA systems a human judged correct.
+def fit_predict(arch: str, feat: Featurizer, t: Table, x: np.ndarray, scores: np.ndarray | None,
+                tr: np.ndarray, te: np.ndarray, diff: export.Dense | None) -> dict[str, np.ndarray]:
+    """Fit on rows `tr`, predict rows `te` (their cross-fitted difficulty scores)."""
+    import warnings
 
-    Trained on EVOUNA-TQ (all) and EVOUNA-NQ questions on the train side of the NQ split, each
-    phrased like our NQ prompts. Returns the layer and held-out facts for the report.
-    """
+    nv, na = len(t.verifiers), len(t.acc_keys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN acceptance columns in a small fold
+        y = t.targets(_acc_fill(t, tr))
+    f = fit_arch(arch, feat, x[tr], None if scores is None else scores[tr], y[tr], nv, na, diff)
+    return _outputs_from_raw(f.raw(x[te], None if scores is None else scores[te]), nv, na)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def _spearman(p: np.ndarray, y: np.ndarray) -> float | None:
     from scipy.stats import spearmanr
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
+
+    if len(p) < 3 or np.ptp(p) == 0 or np.ptp(y) == 0:
+        return None
+    return float(spearmanr(p, y)[0])
+
+
+def _auc(p: np.ndarray, y: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(y.tolist())) < 2:
+        return None
+    return float(roc_auc_score(y, p))
+
+
+def _binary(t: Table, d: str, q: np.ndarray) -> np.ndarray:
+    """Correct/incorrect for AUC: the task's line for a correct answer (gsm8k: EM, nq:
+    quality >= 0.5, code: pass), else above the data set's median quality (wp)."""
+    line = TASKS[d].correct_at
+    if line is not None:
+        return (q >= line).astype(float)
+    return (q > np.median(t.quality[t.datasets == d])).astype(float)
+
+
+def _rank_rows(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(a, axis=1)  # average ranks: ties (binary labels, flat predictions) count half
+
+
+def bootstrap_interval(p: np.ndarray, y: np.ndarray, metric: str, resamples: int = 1000,
+                       seed: int = SEED) -> list[float] | None:
+    """2.5th-97.5th percentile of Spearman ('spearman') or AUC ('auc', y binary) over prompts
+    resampled with replacement; resamples where the metric is undefined are dropped."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(p), (resamples, len(p)))
+    rp, yy = _rank_rows(p[idx]), y[idx]
+    if metric == "auc":
+        pos = yy > 0.5
+        n1, n0 = pos.sum(1), (~pos).sum(1)
+        ok = (n1 > 0) & (n0 > 0)
+        vals = ((rp * pos).sum(1) - n1 * (n1 + 1) / 2) / np.maximum(n1 * n0, 1)
+    else:
+        ry = _rank_rows(yy)
+        rp, ry = rp - rp.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+        den = np.sqrt((rp ** 2).sum(1) * (ry ** 2).sum(1))
+        ok = den > 0
+        vals = (rp * ry).sum(1) / np.where(ok, den, 1.0)
+    vals = vals[ok]
+    if len(vals) < resamples // 2:
+        return None
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def evaluate(t: Table, pred: dict[str, np.ndarray], constant_within: bool = False, intervals: bool = True) -> dict:
+    """Held-out figures per data set (and 'all') and per verifier, with bootstrap intervals
+    within each data set. constant_within: one value per data set (task-mean): within-set ρ and
+    AUC are undefined there."""
+    out: dict = {}
+    groups = {d: np.where(t.datasets == d)[0] for d in sorted(set(t.datasets))}
+    groups["all"] = np.arange(len(t.prompts))
+    for g, idx in groups.items():
+        if len(idx) == 0:
+            continue
+        res: dict = {"n": int(len(idx)), "quality": {}, "acceptance": {}, "length": {}}
+        for j, v in enumerate(t.verifiers):
+            p, y = pred["quality"][idx, j], t.quality[idx, j]
+            undefined = constant_within and g != "all"
+            row = {"spearman": None if undefined else _spearman(p, y), "auc": None,
+                   "mae": float(np.mean(np.abs(p - y))), "actual_mean": float(y.mean())}
+            if g != "all" and not undefined:
+                yb = _binary(t, g, y)
+                row["auc"] = _auc(p, yb)
+                if intervals:
+                    row["spearman_ci"] = bootstrap_interval(p, y, "spearman") if row["spearman"] is not None else None
+                    row["auc_ci"] = bootstrap_interval(p, yb, "auc") if row["auc"] is not None else None
+            res["quality"][v] = row
+            pl, yl = pred["length"][idx, j], t.length_now[idx, j]
+            res["length"][v] = {
+                "mae_tokens": float(np.mean(np.abs(pl - yl))),
+                "median_rel_err": float(np.median(np.abs(pl - yl) / np.maximum(yl, 1))),
+                "spearman": _spearman(pl, yl),
+                "actual_mean": float(yl.mean()),
+            }
+        for a, key in enumerate(t.acc_keys):
+            ok = ~np.isnan(t.acceptance[idx, a])
+            if ok.any():
+                p, y = pred["acceptance"][idx, a][ok], t.acceptance[idx, a][ok]
+                res["acceptance"][key] = {"mae": float(np.mean(np.abs(p - y))), "spearman": _spearman(p, y),
+                                          "actual_mean": float(y.mean()), "n": int(ok.sum())}
+        # Choosing the better of two verifiers, over prompts where their actual quality differs.
+        hits = total = 0.0
+        for i in idx:
+            for a in range(len(t.verifiers)):
+                for b in range(a + 1, len(t.verifiers)):
+                    dy = t.quality[i, a] - t.quality[i, b]
+                    if abs(dy) < 1e-9:
+                        continue
+                    dp = pred["quality"][i, a] - pred["quality"][i, b]
+                    hits += 0.5 if abs(dp) < 1e-12 else float(np.sign(dp) == np.sign(dy))
+                    total += 1
+        res["better_of_two"] = {"accuracy": hits / total if total else None, "pairs": int(total)}
+        out[g] = res
+    return out
+
+
+def cross_validate(t: Table, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, diff, folds: int,
+                   names: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+    """Out-of-fold predictions of every architecture and baseline (folds stratified by data set)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    nv, na = len(t.verifiers), len(t.acc_keys)
+    oof = {name: {"quality": np.zeros((len(t.prompts), nv)), "acceptance": np.zeros((len(t.prompts), na)),
+                  "length": np.zeros((len(t.prompts), nv))} for name in names}
+    skf = StratifiedKFold(folds, shuffle=True, random_state=SEED)
+    for tr, te in skf.split(t.prompts, t.datasets):
+        for name in names:
+            for k, v in fit_predict(name, feat, t, x, scores, tr, te, diff).items():
+                oof[name][k][te] = v
+    return oof
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+def diagnose(t: Table, oof: dict, root: Path | None) -> dict:
+    """Within-task skill of the simple signals next to the models, and the pooled-slope check:
+    does a fit pooled across tasks give prompt length the opposite sign it has within a task?"""
+    import json as _json
+
+    from qroute_cli.jsonl import read_jsonl
 
     root = root or splits.data_root()
-    items: list[tuple[str, float]] = []
-    for name in ("evouna_tq.json", "evouna_nq.json"):
-        for r in json.loads((root / "human_quality" / name).read_text()):
-            if r.get("improper") is True:
-                continue
-            if name == "evouna_nq.json" and splits.nq_side(r["question"]) != "train":
-                continue
-            labels = [r[k] for k in r if k.startswith("judge_") and isinstance(r[k], bool)]
-            if len(labels) >= 3:
-                q = r["question"].strip()
-                prompt = datagen.prompt_for(splits.Row("nq", "", q, None))
-                items.append((prompt, float(np.mean(labels))))
-    from scipy.sparse import csr_matrix
+    signals: dict[str, dict[str, np.ndarray]] = {}
+    words = np.array([len(p.split()) for p in t.prompts], float)
+    for d in sorted(set(t.datasets)):
+        idx = np.flatnonzero(t.datasets == d)
+        signals.setdefault(d, {})["fewer question words"] = -words[idx]
+    gsm = np.flatnonzero(t.datasets == "gsm8k")
+    if gsm.size and (root / "gsm8k" / "train.jsonl").exists():
+        answers = {f"train-{i}": r["answer"] for i, r in enumerate(read_jsonl(root / "gsm8k" / "train.jsonl"))}
+        signals["gsm8k"]["fewer calculator steps (reference, training-only)"] = -np.array(
+            [answers[t.ids[i]].count("<<") for i in gsm], float)
+    nq = np.flatnonzero(t.datasets == "nq")
+    evouna_file = root / "human_quality" / "evouna_nq.json"
+    if nq.size and evouna_file.exists():
+        by_q = {splits.normalize_question(r["question"]): r for r in _json.loads(evouna_file.read_text(encoding="utf-8"))}
+        dev = {f"dev-{i}": r["question"] for i, r in enumerate(read_jsonl(root / "nq_open" / "NQ-open.dev.jsonl"))}
+        counts = []
+        for i in nq:
+            r = by_q.get(splits.normalize_question(dev[t.ids[i]]))
+            counts.append(np.nan if r is None else sum(bool(r.get(f"judge_{s}")) for s in difficulty.STRONG_SYSTEMS))
+        counts = np.array(counts)
+        signals["nq"]["strong systems judged right (EVOUNA, human)"] = np.where(np.isnan(counts), np.nanmean(counts), counts)
+    out: dict = {"signals": {}, "slopes": {}}
+    for d, sigs in signals.items():
+        idx = np.flatnonzero(t.datasets == d)
+        for name, s in sigs.items():
+            out["signals"].setdefault(d, {})[name] = {
+                v: {"spearman": _spearman(s, t.quality[idx, j]), "auc": _auc(s, _binary(t, d, t.quality[idx, j]))}
+                for j, v in enumerate(t.verifiers)}
+    # Slope of quality on log prompt length: pooled across tasks vs within each task.
+    logl = np.log1p(words)
+    for j, v in enumerate(t.verifiers):
+        pooled = float(np.polyfit(logl, t.quality[:, j], 1)[0])
+        within = {}
+        for d in sorted(set(t.datasets)):
+            idx = np.flatnonzero(t.datasets == d)
+            within[d] = float(np.polyfit(logl[idx], t.quality[idx, j], 1)[0]) if np.ptp(logl[idx]) > 0 else None
+        out["slopes"][v] = {"pooled": pooled, "within": within}
+    return out
 
-    x = csr_matrix(featurizer.hashed([p for p, _ in items]))  # ~1% non-zero: sparse solvers are fast
-    y = np.array([t for _, t in items])
-    oof = np.zeros_like(y)
-    for tr, te in KFold(5, shuffle=True, random_state=SEED).split(x):
-        oof[te] = Ridge(alpha=3.0, solver="sparse_cg").fit(x[tr], y[tr]).predict(x[te])
-    m = Ridge(alpha=3.0, solver="sparse_cg").fit(x, y)
-    facts = {"questions": len(items), "cv_spearman": float(spearmanr(oof, y)[0]), "mean_correct": float(y.mean())}
-    return export.Dense(m.coef_[:, None].astype(np.float32), np.array([m.intercept_], np.float32)), facts
 
+# --------------------------------------------------------------------------- routing value
+
+def sim_rows(t: Table, idx: np.ndarray, root: Path | None):
+    """SimRows of prompts `idx` (their items carry the references the bench scores with)."""
+    from predictor.routing_value import SimRow
+    from qroute_cli.evaluation.tasks import Item
+
+    refs = {}
+    for d in sorted(set(t.datasets[idx])):
+        for r in splits.train_rows(d, root):
+            refs[(d, r.id)] = r
+    rows = []
+    for i in idx:
+        src = refs[(t.datasets[i], t.ids[i])]
+        item = Item(t.datasets[i], t.ids[i], src.question, src.reference)
+        rows.append(SimRow(
+            item,
+            quality={v: float(t.quality[i, j]) for j, v in enumerate(t.verifiers)},
+            text={v: t.texts[i][j] for j, v in enumerate(t.verifiers)},
+            tokens={v: float(t.length_now[i, j]) for j, v in enumerate(t.verifiers)},
+            prompt_tokens={v: int(t.prompt_tokens[i, j]) for j, v in enumerate(t.verifiers)},
+            acceptance={k: (None if np.isnan(t.acceptance[i, a]) else float(t.acceptance[i, a]))
+                        for a, k in enumerate(t.acc_keys)},
+        ))
+    return rows
+
+
+def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, names: tuple[str, ...],
+                      profile_path: Path, root: Path | None) -> dict | None:
+    """Routing value of every candidate: the training prompts fall into DEV_PARTS fixed-hash
+    parts; each part is predicted by a fit on the other parts, and all prompts, each with its
+    held-out prediction, are routed in the simulation (predictor/routing_value.py). Returns
+    each candidate's static-frontier gain; None when the rows cannot be simulated."""
+    from predictor import routing_value as rv
+    from qroute_cli.config import load_registry
+    from qroute_cli.routing.latency import Profile
+    from qroute_cli.routing.predict import trained_tasks
+    from qroute_cli.routing.scoring import PriorScorer
+
+    registry = rv.routing_registry(load_registry(None, include_user=False))
+    if not set(t.verifiers) <= set(registry.models) or not profile_path.exists():
+        return None
+    profile = Profile.from_json(json.loads(profile_path.read_text(encoding="utf-8")))
+    part = np.array([dev_part(p) for p in t.prompts])
+    if min(np.bincount(part, minlength=DEV_PARTS)) < 4:
+        return None
+    every = np.arange(len(t.prompts))
+    rows = sim_rows(t, every, root)
+    m = rv.simulated_matrix(rows, registry, profile)
+    items = [r.item for r in rows]
+    counts = {d: int((t.datasets == d).sum()) for d in sorted(set(t.datasets))}
+    tasks = trained_tasks({"trained_on": {"per_dataset": counts}})
+    out = {"parts": DEV_PARTS, "prompts": counts, "profile": str(profile_path.name), "gains": {}}
+    nv, na = len(t.verifiers), len(t.acc_keys)
+    curves = {}
+    for name in names:
+        pred = {"quality": np.zeros((len(every), nv)), "acceptance": np.zeros((len(every), na)),
+                "length": np.zeros((len(every), nv))}
+        for k in range(DEV_PARTS):
+            tr, te = np.flatnonzero(part != k), np.flatnonzero(part == k)
+            for key, v in fit_predict(name, feat, t, x, scores, tr, te, diff).items():
+                pred[key][te] = v
+        scorer = rv.TableScorer(name, registry, t.prompts, pred, t.verifiers, t.acc_keys, tasks)
+        curves[name] = rv.route(m, items, registry, profile, scorer)
+        out["gains"][name] = rv.summary(curves[name], items)
+        print(f"  routing value {name}: static-frontier gain {out['gains'][name]['all']['gain_abs']:+.4f}", flush=True)
+    curves["prior"] = rv.route(m, items, registry, profile, PriorScorer(registry))
+    out["gains"]["prior"] = rv.summary(curves["prior"], items)
+    best = max(ARCHS, key=lambda a: out["gains"][a]["all"]["gain_abs"] or -1.0)
+    out["best"] = best
+    # How far each candidate is from the best, with the noise of a few hundred prompts.
+    out["vs_best"] = {name: rv.paired_interval(curves[name], curves[best], items) for name in curves if name != best}
+    return out
+
+
+def choose(selection: dict | None, results: dict) -> str:
+    """The architecture to ship: the best routing value; candidates whose gap to it is within
+    its 95% interval (not distinguishable on these prompts) are tied, and the tie goes to the
+    better mean within-task skill (AUC where defined, else Spearman, held out)."""
+    def skill(a: str) -> float:
+        vals = [(v["auc"] if v["auc"] is not None else v["spearman"]) for d, r in results[a].items() if d != "all"
+                for v in r["quality"].values() if (v["auc"] if v["auc"] is not None else v["spearman"]) is not None]
+        return float(np.mean(vals)) if vals else -1.0
+
+    if selection is None:
+        return max(ARCHS, key=skill)
+    best = selection["best"]
+    tied = [best] + [a for a in ARCHS if a != best and (ci := selection["vs_best"].get(a)) is not None and ci[1] >= 0]
+    return max(tied, key=skill)
+
+
+# --------------------------------------------------------------------------- learning curve
+
+def learning_curve(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, arch: str,
+                   repeats: int = 20) -> dict:
+    """Within-task skill of `arch` against training prompts per task: for each size, `repeats`
+    random draws of that many prompts per task to fit on, scored on the task's other prompts."""
+    rng = np.random.default_rng(SEED)
+    per_task = {d: np.flatnonzero(t.datasets == d) for d in sorted(set(t.datasets))}
+    sizes = [s for s in (10, 20, 30, 40, 60, 80, 120, 160, 240) if s <= max(len(v) for v in per_task.values()) - 10]
+    targets = {  # what the issue's targets name: 1.5B correct on GSM8K (AUROC), NQ / code quality (rho)
+        "gsm8k": ("qwen2.5-coder-1.5b", "auc"), "nq": ("qwen2.5-coder-1.5b", "spearman"),
+        "code": ("qwen2.5-coder-1.5b", "spearman"), "wp": ("qwen2.5-coder-1.5b", "spearman")}
+    out = {"arch": arch, "repeats": repeats, "sizes": sizes, "curves": {}}
+    for d, (v, metric) in targets.items():
+        if d in per_task and v in t.verifiers:
+            out["curves"][d] = {"verifier": v, "metric": metric, "points": []}
+    for size in sizes:
+        # Tasks with at least size + 10 prompts are drawn down to `size` and scored on the rest;
+        # smaller ones train on all their prompts and are not scored at this size.
+        scored = [d for d, ix in per_task.items() if len(ix) >= size + 10]
+        vals: dict[str, list[float]] = {d: [] for d in out["curves"] if d in scored}
+        for _ in range(repeats):
+            tr = np.concatenate([rng.choice(ix, size, replace=False) if d in scored else ix for d, ix in per_task.items()])
+            te = np.setdiff1d(np.arange(len(t.prompts)), tr)
+            pred = fit_predict(arch, feat, t, x, scores, tr, te, diff)
+            for d in vals:
+                c = out["curves"][d]
+                j = t.verifiers.index(c["verifier"])
+                sel = t.datasets[te] == d
+                p, y = pred["quality"][sel, j], t.quality[te][sel, j]
+                v = _auc(p, _binary(t, d, y)) if c["metric"] == "auc" else _spearman(p, y)
+                if v is not None:
+                    vals[d].append(v)
+        for d, got in vals.items():
+            if got:
+                out["curves"][d]["points"].append({
+                    "per_task": size, "mean": float(np.mean(got)), "draws": len(got),
+                    "p2.5": float(np.percentile(got, 2.5)), "p97.5": float(np.percentile(got, 97.5))})
+    return out
+
+
+# --------------------------------------------------------------------------- human-label checks
 
 def evouna_metric_check(root: Path | None = None) -> dict:
     """How well our automatic NQ scores (normalised EM, token F1) agree with EVOUNA's human labels."""
@@ -232,160 +648,38 @@ def hanna_check(root: Path | None = None) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- evaluation
-
-def _spearman(p: np.ndarray, y: np.ndarray) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(p) < 3 or np.ptp(p) == 0 or np.ptp(y) == 0:
-        return None
-    return float(spearmanr(p, y)[0])
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(set(y.tolist())) < 2:
-        return None
-    return float(roc_auc_score(y, p))
-
-
-def _binary(t: Table, idx: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Correct/incorrect for AUC: the task's line for a correct answer (gsm8k: EM, nq:
-    quality >= 0.5), else above the data set's median quality (wp)."""
-    d = t.datasets[idx][0]
-    line = TASKS[d].correct_at
-    if line is not None:
-        return (q >= line).astype(float)
-    return (q > np.median(t.quality[t.datasets == d])).astype(float)
-
-
-def evaluate(t: Table, pred: dict[str, np.ndarray], constant_within: bool = False) -> dict:
-    """Held-out figures per data set (and 'all') and per verifier.
-
-    constant_within: the method predicts one value per data set (dataset-mean). Its within-set
-    ρ and AUC are undefined; computing them would only measure how the fold means move.
-    """
-    out: dict = {}
-    groups = {d: np.where(t.datasets == d)[0] for d in sorted(set(t.datasets))}
-    groups["all"] = np.arange(len(t.prompts))
-    for g, idx in groups.items():
-        if len(idx) == 0:
-            continue
-        res: dict = {"n": int(len(idx)), "quality": {}, "acceptance": {}, "length": {}}
-        for j, v in enumerate(t.verifiers):
-            p, y = pred["quality"][idx, j], t.quality[idx, j]
-            undefined = constant_within and g != "all"
-            res["quality"][v] = {
-                "spearman": None if undefined else _spearman(p, y),
-                "auc": _auc(p, _binary(t, idx, y)) if g != "all" and not undefined else None,
-                "mae": float(np.mean(np.abs(p - y))),
-                "actual_mean": float(y.mean()),
-            }
-            pl, yl = pred["length"][idx, j], t.length[idx, j]
-            res["length"][v] = {
-                "mae_tokens": float(np.mean(np.abs(pl - yl))),
-                "median_rel_err": float(np.median(np.abs(pl - yl) / np.maximum(yl, 1))),
-                "spearman": _spearman(pl, yl),
-                "actual_mean": float(yl.mean()),
-            }
-        for a, key in enumerate(t.acc_keys):
-            ok = ~np.isnan(t.acceptance[idx, a])
-            if ok.any():
-                p, y = pred["acceptance"][idx, a][ok], t.acceptance[idx, a][ok]
-                res["acceptance"][key] = {"mae": float(np.mean(np.abs(p - y))), "spearman": _spearman(p, y),
-                                          "actual_mean": float(y.mean()), "n": int(ok.sum())}
-        # Choosing the better of two verifiers, over prompts where their actual quality differs.
-        hits = total = 0.0
-        for i in idx:
-            for a in range(len(t.verifiers)):
-                for b in range(a + 1, len(t.verifiers)):
-                    dy = t.quality[i, a] - t.quality[i, b]
-                    if abs(dy) < 1e-9:
-                        continue
-                    dp = pred["quality"][i, a] - pred["quality"][i, b]
-                    hits += 0.5 if abs(dp) < 1e-12 else float(np.sign(dp) == np.sign(dy))
-                    total += 1
-        res["better_of_two"] = {"accuracy": hits / total if total else None, "pairs": int(total)}
-        out[g] = res
-    return out
-
-
-def _outputs_from_raw(raw: np.ndarray, nv: int, na: int) -> dict[str, np.ndarray]:
-    return {
-        "quality": np.clip(raw[:, :nv], 0, 1),
-        "acceptance": np.clip(raw[:, nv: nv + na], 0, 1),
-        "length": np.maximum(np.expm1(raw[:, nv + na:]), 1.0),
-    }
-
-
-def baseline_predictions(name: str, t: Table, tr: np.ndarray, te: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    if name == "dataset-mean":
-        raw = np.zeros((len(te), y.shape[1]))
-        for i, k in enumerate(te):
-            same = tr[t.datasets[tr] == t.datasets[k]]
-            raw[i] = y[same].mean(0) if len(same) else y[tr].mean(0)
-        return raw
-    if name == "length-only":
-        from sklearn.linear_model import LinearRegression
-
-        x = lengths[:, None]
-        return LinearRegression().fit(x[tr], y[tr]).predict(x[te])
-    raise ValueError(name)
-
-
-def cross_validate(t: Table, feats: dict[str, np.ndarray], pre_fn, folds: int) -> dict[str, dict[str, np.ndarray]]:
-    """Out-of-fold predictions for every architecture and baseline."""
-    from sklearn.model_selection import StratifiedKFold
-
-    nv, na = len(t.verifiers), len(t.acc_keys)
-    oof = {name: np.zeros((len(t.prompts), 2 * nv + na)) for name in ARCHS + BASELINES}
-    lengths = feats["hashed"][:, FeaturizerConfig().n_buckets]  # log_tokens column
-    skf = StratifiedKFold(folds, shuffle=True, random_state=SEED)
-    for tr, te in skf.split(t.prompts, t.datasets):
-        acc_fill = np.nan_to_num(np.nanmean(t.acceptance[tr], axis=0), nan=0.5)
-        y = t.targets(acc_fill)
-        for arch in ARCHS:
-            x = feats["hashed"] if arch.startswith("hashed") else feats["minilm"]
-            pre = pre_fn() if arch.endswith("+evouna") else None
-            if x is None or (arch.endswith("+evouna") and pre is None):
-                continue
-            heads = fit_heads(arch, x[tr], y[tr], nv, na, pre)
-            oof[arch][te] = heads.raw(x[te])
-        for b in BASELINES:
-            oof[b][te] = baseline_predictions(b, t, tr, te, y, lengths)
-    skip = {a for a in ARCHS if feats["hashed" if a.startswith("hashed") else "minilm"] is None
-            or (a.endswith("+evouna") and pre_fn() is None)}
-    return {k: _outputs_from_raw(v, nv, na) for k, v in oof.items() if k not in skip}
-
-
 # --------------------------------------------------------------------------- main
 
-def _meta(arch: str, t: Table, cfg: FeaturizerConfig, inputs: str, commit: str, caps: dict[str, int]) -> dict:
+def _meta(arch: str, t: Table, cfg: FeaturizerConfig, commit: str, caps: dict[str, int], models) -> dict:
     counts = {d: int((t.datasets == d).sum()) for d in sorted(set(t.datasets))}
-    return {
+    meta = {
         "name": arch,
         "architecture": arch,
-        "inputs": inputs,
+        "inputs": "hashed",
         "featurizer": cfg.to_json(),
         "tokenizer": TOKENIZER_FILE,
         "verifiers": t.verifiers,
         "acceptance_keys": t.acc_keys,
-        "quality": "gsm8k exact match / nq token F1 / writingprompts ROUGE-L, in [0, 1]",
-        "length": "expected output tokens at the training caps (" + ", ".join(f"{d} {c}" for d, c in caps.items()) + ")",
+        "quality": "gsm8k exact match / nq max(token F1, gold answer contained) / writingprompts ROUGE-L / code pass@1, in [0, 1]",
+        "length": "expected output tokens at today's caps (" + ", ".join(f"{d} {c}" for d, c in caps.items()) + ")",
         "trained_on": {"prompts": len(t.prompts), "rows": t.n_rows, "per_dataset": counts},
         "commit": commit,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if arch in ("task-linear", "task-ridge") and models:
+        meta["difficulty"] = [{"name": m.name, "higher_is_harder": difficulty.HARDER[m.name] > 0, **m.facts} for m in models]
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m predictor.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=datagen.DEFAULT_OUT)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--ship", default="auto", help="architecture copied into the package ('auto': best light model)")
-    ap.add_argument("--no-encoder", action="store_true", help="skip the MiniLM architectures")
-    ap.add_argument("--no-human", action="store_true", help="skip the EVOUNA/HANNA parts (and hashed-mlp+evouna)")
+    ap.add_argument("--ship", default="auto", help="architecture copied into the package ('auto': best routing on the dev split)")
+    ap.add_argument("--no-encoder", action="store_true", help=argparse.SUPPRESS)  # MiniLM is no longer trained here
+    ap.add_argument("--no-human", action="store_true", help="skip the difficulty models and the EVOUNA/HANNA checks")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="calibration profile for the routing simulation (default: bench/results/replay_profile.json)")
     ap.add_argument("--build-dir", type=Path, default=BUILD, help="where every architecture's .onnx goes")
     ap.add_argument("--ship-to", type=Path, default=SHIPPED, help="the packaged predictor file")
     ap.add_argument("--results", type=Path, default=RESULTS / "cv.json")
@@ -398,84 +692,74 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from predictor import routing_value
+
     t0 = time.time()
     table = load_table(args.data)
     if len(table.prompts) < 2 * args.folds:
         print(f"only {len(table.prompts)} complete prompts in {args.data}: generate more first", file=sys.stderr)
         return 1
     print(f"{len(table.prompts)} prompts x {len(table.verifiers)} verifiers ({table.n_rows} rows): "
-          + ", ".join(f"{d}={int((table.datasets == d).sum())}" for d in sorted(set(table.datasets))))
+          + ", ".join(f"{d}={int((table.datasets == d).sum())}" for d in sorted(set(table.datasets)))
+          + f"; {int(table.censored.sum())} answers cut at an older cap (lengths imputed)", flush=True)
     cfg = FeaturizerConfig()
     feat = Featurizer(PREDICTOR_DIR / TOKENIZER_FILE, cfg)
-    feats: dict[str, np.ndarray | None] = {"hashed": feat.hashed(table.prompts), "minilm": None}
-    enc_w = None
-    if not args.no_encoder:
-        from predictor import encoder
+    x = feat.hashed(table.prompts)
+    models, scores, diff = [], None, None
+    if not args.no_human:
+        models, labels = difficulty.fit_all(feat)
+        scores = difficulty.cross_fitted(models, x, table.prompts)
+        diff = difficulty.stacked(models)
+        difficulty.write_keys(labels, DIFFICULTY_KEYS)
+        for m in models:
+            print(f"difficulty {m.name}: {m.facts['questions']} questions, held-out Spearman {m.facts['cv_spearman']:.2f}")
+    print(f"features ready in {time.time() - t0:.0f}s", flush=True)
+    names = ARCHS + BASELINES
 
-        enc_w = encoder.load_weights()
-        emb = encoder.embed_prompts(enc_w, feat, table.prompts)
-        feats["minilm"] = np.concatenate([emb, feat.dense(table.prompts)], axis=1)
-    print(f"features ready in {time.time() - t0:.1f}s")
+    selection = None
+    profile = args.profile or routing_value.DEFAULT_PROFILE
+    if not args.no_human:
+        selection = routing_selection(table, feat, x, scores, diff, names, profile, None)
+    oof = cross_validate(table, feat, x, scores, diff, args.folds, names)
+    results = {name: evaluate(table, pred, constant_within=name == "task-mean") for name, pred in oof.items()}
+    print(f"cross-validated in {time.time() - t0:.0f}s", flush=True)
 
-    pre_layer, evouna_facts = (None, {}) if args.no_human else evouna_difficulty(feat)
-    print(f"EVOUNA difficulty: {evouna_facts}")
-    oof = cross_validate(table, feats, lambda: pre_layer, args.folds)
-    results = {name: evaluate(table, pred, constant_within=name == "dataset-mean") for name, pred in oof.items()}
+    ship = choose(selection, results) if args.ship == "auto" else args.ship
 
-    # Does the EVOUNA difficulty score track our verifiers' NQ quality?
-    from scipy.stats import spearmanr
+    facts: dict = {}
+    if not args.no_human:
+        facts["diagnosis"] = diagnose(table, oof, None)
+        facts["learning_curve"] = learning_curve(table, feat, x, scores, diff, ship if ship in ARCHS else "task-ridge")
+        for j, m in enumerate(models):  # cross-fitted scores against our verifiers' quality, within task
+            d = "gsm8k" if m.name == "gsm8k-steps" else "nq"
+            idx = np.flatnonzero(table.datasets == d)
+            m.facts["vs_our_quality"] = {v: _spearman(-difficulty.HARDER[m.name] * scores[idx, j], table.quality[idx, k])
+                                         for k, v in enumerate(table.verifiers)} if idx.size > 2 else {}
+        print(f"diagnosis and learning curve in {time.time() - t0:.0f}s", flush=True)
 
-    nq = table.datasets == "nq"
-    if pre_layer is not None:
-        diff = np.clip(feats["hashed"][nq] @ pre_layer.w + pre_layer.b, 0, 1)[:, 0]
-        evouna_facts["spearman_vs_our_nq_quality"] = float(spearmanr(diff, table.quality[nq].mean(1))[0]) if nq.sum() > 2 else None
-
-    # Fit every architecture on all data, export, check ONNX against numpy.
+    # Fit every architecture on all rows, export, check ONNX against numpy.
     commit = datagen.git_commit()
-    acc_fill = np.nan_to_num(np.nanmean(table.acceptance, axis=0), nan=0.5)
-    y = table.targets(acc_fill)
     nv, na = len(table.verifiers), len(table.acc_keys)
+    y = table.targets(_acc_fill(table, np.arange(len(table.prompts))))
     exported = {}
     args.build_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PREDICTOR_DIR / TOKENIZER_FILE, args.build_dir / TOKENIZER_FILE)
-    check_prompts = table.prompts[:8] + ["hi", "Write a Python function that reverses a linked list."]
-    caps = datagen.caps_used(args.data)
-    # The length-only baseline is exported too, so the bench can route with it (never shipped).
-    for arch in ARCHS + ("length-only",):
-        inputs = "encoder" if arch.startswith("minilm") else "hashed"
-        x = feats["minilm"] if inputs == "encoder" else feats["hashed"]
-        if x is None or (arch.endswith("+evouna") and pre_layer is None):
-            continue
-        if arch == "length-only":
-            heads = length_only_heads(x, y, nv, na)
-        else:
-            heads = fit_heads(arch, x, y, nv, na, pre_layer if arch.endswith("+evouna") else None)
-        model = export.build(heads, _meta(arch, table, cfg, inputs, commit, caps),
-                             encoder_weights=enc_w if inputs == "encoder" else None,
-                             n_features=feat.n_features, fp16=inputs == "encoder")
+    check_prompts = table.prompts[:8] + ["hi", "Write a Python function that reverses a linked list.",
+                                         "Tom has 3 apples and buys 4 more. How many apples does he have?"]
+    caps = {d: TASKS[d].max_tokens for d in sorted(set(table.datasets))}
+    xc = feat.hashed(check_prompts)
+    for arch in names:
+        f = fit_arch(arch, feat, x, scores, y, nv, na, diff)
+        if f.heads.terms is not None and not f.uses_scores:
+            f.heads.terms = task_terms(feat, None)  # the graph must compute the zeros training saw
+        model = export.build(f.heads, _meta(arch, table, cfg, commit, caps, models if f.uses_scores else []),
+                             n_features=feat.n_features)
         path = args.build_dir / f"{arch}.onnx"
         size = export.save(model, path)
-        if inputs == "hashed":
-            xc = feat.hashed(check_prompts)
-            feeds = {"features": xc}
-        else:
-            from predictor import encoder
-
-            ids, mask = feat.encoder_inputs(check_prompts)
-            dense = feat.dense(check_prompts)
-            xc = np.concatenate([encoder.embed(enc_w, ids, mask), dense], axis=1)
-            feeds = {"input_ids": ids, "attention_mask": mask, "dense": dense}
-        err = export.check(path, feeds, heads.outputs(xc), atol=2e-2 if inputs == "encoder" else 1e-4)
+        err = export.check(path, {"features": xc}, f.heads.outputs(xc), atol=1e-4)
         exported[arch] = {"path": path.name, "bytes": size, "max_abs_diff_vs_numpy": err}
         print(f"exported {arch}: {size / 1e6:.2f} MB, ONNX vs numpy max diff {err:.2e}")
 
-    light = [a for a in ARCHS if a.startswith("hashed") and a in exported]
-    ship = args.ship
-    if ship == "auto":
-        def score(a: str) -> float:
-            q = [v["spearman"] for d, r in results[a].items() if d != "all" for v in r["quality"].values() if v["spearman"] is not None]
-            return float(np.mean(q)) if q else -1.0
-        ship = max(light, key=score)
     args.ship_to.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.build_dir / f"{ship}.onnx", args.ship_to)
     tok = args.ship_to.parent / TOKENIZER_FILE
@@ -487,20 +771,33 @@ def _train(args) -> int:
     summary = {
         "data": {"prompts": len(table.prompts), "rows": table.n_rows, "verifiers": table.verifiers,
                  "acceptance_keys": table.acc_keys,
-                 "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))}},
+                 "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))},
+                 "censored_answers": {d: {v: int(table.censored[table.datasets == d, j].sum())
+                                          for j, v in enumerate(table.verifiers)} for d in sorted(set(table.datasets))},
+                 "caps": caps},
         "folds": args.folds,
         "results": results,
+        "selection": selection,
         "exported": exported,
         "shipped": ship,
-        "evouna_difficulty": evouna_facts,
+        "difficulty": {m.name: m.facts for m in models},
         "evouna_metric_check": {} if args.no_human else evouna_metric_check(),
         "hanna_check": {} if args.no_human else hanna_check(),
         "commit": commit,
         "seconds": round(time.time() - t0, 1),
+        **facts,
     }
-    args.results.write_text(json.dumps(summary, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))
+    args.results.write_text(json.dumps(summary, indent=1, default=_json_default))
     print(f"wrote {args.results} in {time.time() - t0:.0f}s")
     return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return None
 
 
 if __name__ == "__main__":

@@ -209,8 +209,8 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
                      "--ship-to", str(ship), "--results", str(tmp_path / "cv.json")])
     assert rc == 0
     cv = json.loads((tmp_path / "cv.json").read_text())
-    assert cv["data"]["prompts"] == 24 and cv["shipped"].startswith("hashed")
-    assert {"hashed-ridge", "hashed-mlp", "dataset-mean", "length-only"} <= set(cv["results"])
+    assert cv["data"]["prompts"] == 24 and cv["shipped"] in train.ARCHS
+    assert {"hashed-ridge", "hashed-mlp", "task-ridge", "task-mean", "length-only"} <= set(cv["results"])
     assert all(e["max_abs_diff_vs_numpy"] < 1e-4 for e in cv["exported"].values())
     assert "length-only" in cv["exported"] and (tmp_path / "build" / "length-only.onnx").exists()
     # fake-big is better everywhere: the predictor must rank it first on held-out prompts.
