@@ -235,3 +235,28 @@ def random_predictor(path: Path, verifiers: list[str], acceptance_keys: list[str
     if not tok.exists():
         tok.write_bytes((PREDICTOR_DIR / TOKENIZER_FILE).read_bytes())
     return heads
+
+
+def linear_heads_from_onnx(path: Path) -> Heads:
+    """The numpy heads of a linear predictor file (any architecture without hidden layers), read
+    back from its initializers: tests check that the graph and the numpy forward pass agree."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    if any(n.op_type == "Relu" for n in model.graph.node):
+        raise ValueError(f"{path.name} has hidden layers; only linear heads are read back")
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    by_base: dict[str, list[np.ndarray]] = {}
+    for name in sorted(init, key=lambda n: int(n.rsplit("_", 1)[1])):  # creation order
+        by_base.setdefault(name.split("_")[1], []).append(init[name])
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == META_KEY))
+    v, a = len(meta["verifiers"]), len(meta["acceptance_keys"])
+    layers = [Dense(w.astype(np.float32), b.astype(np.float32)) for w, b in zip(by_base["w"], by_base["b"])]
+    terms = None
+    if "dw" in by_base:
+        lo, hi = by_base["lo"][0], by_base["hi"][0]
+        terms = TaskTerms(Dense(by_base["dw"][0], by_base["db"][0]), tuple(int(c) for c in by_base["cols"][0]),
+                          tuple(int(c) for c in by_base["tasks"][0]), by_base["mask"][0][0], clip=float(hi))
+        assert float(lo) == -float(hi)
+    return Heads(layers, v, a, terms=terms)

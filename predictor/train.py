@@ -52,6 +52,7 @@ import numpy as np
 from predictor import datagen, difficulty, export
 from qroute_cli.evaluation import splits
 from qroute_cli.evaluation.tasks import TASKS
+from qroute_cli.routing.predict import DATASET_TASKS
 from qroute_cli.routing.features import DENSE_NAMES, N_DENSE, PREDICTOR_DIR, TASK_TYPES, TOKENIZER_FILE, Featurizer, \
     FeaturizerConfig
 
@@ -70,6 +71,10 @@ DEV_PARTS = 4  # routing value: each quarter routed by a model fitted on the oth
 TERM_COLUMNS = ("log_tokens", "numbers")
 RIDGE_ALPHA = 1.0  # hashed-ridge, as before
 TASK_ALPHA = 30.0  # task archs, on standardised columns (set by hand on the routing simulation)
+# A task with fewer training prompts is not claimed in the file's `tasks`: the router then
+# assumes its answers run to max_tokens until a few are logged, instead of trusting a length
+# learned from a handful of rows.
+MIN_TASK_PROMPTS = 20
 HASHED_WEIGHT = 1.6  # task-ridge: n-gram columns scaled so their penalty is about hashed-ridge's (30 / 1.6^2)
 
 
@@ -511,7 +516,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
     m = rv.simulated_matrix(rows, registry, profile)
     items = [r.item for r in rows]
     counts = {d: int((t.datasets == d).sum()) for d in sorted(set(t.datasets))}
-    tasks = trained_tasks({"trained_on": {"per_dataset": counts}})
+    tasks = trained_tasks({"tasks": [DATASET_TASKS.get(d, d) for d, n in counts.items() if n >= MIN_TASK_PROMPTS]})
     out = {"parts": DEV_PARTS, "prompts": counts, "profile": str(profile_path.name), "gains": {}}
     nv, na = len(t.verifiers), len(t.acc_keys)
     curves = {}
@@ -663,6 +668,7 @@ def _meta(arch: str, t: Table, cfg: FeaturizerConfig, commit: str, caps: dict[st
         "quality": "gsm8k exact match / nq max(token F1, gold answer contained) / writingprompts ROUGE-L / code pass@1, in [0, 1]",
         "length": "expected output tokens at today's caps (" + ", ".join(f"{d} {c}" for d, c in caps.items()) + ")",
         "trained_on": {"prompts": len(t.prompts), "rows": t.n_rows, "per_dataset": counts},
+        "tasks": sorted(DATASET_TASKS.get(d, d) for d, n in counts.items() if n >= MIN_TASK_PROMPTS),
         "commit": commit,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

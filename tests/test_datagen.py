@@ -242,3 +242,39 @@ def test_rescore_recomputes_scores_from_texts(tmp_path, data_root, fake_registry
     datagen.append_row(out, row)
     assert datagen.rescore(out, data_root) == 1
     assert datagen.read_rows(out)[0]["scores"]["quality"] == 1.0
+
+
+def test_difficulty_models_never_saw_a_bench_question():
+    """The questions the shipped predictor's difficulty models were trained on (their keys are
+    committed next to the training data) are training questions, never bench questions, and
+    are the ones the shipped file says it was trained on (a digest per model in its metadata)."""
+    import onnx
+
+    from predictor import difficulty, train
+    from qroute_cli.routing import predict
+
+    keys = difficulty.read_keys(train.DIFFICULTY_KEYS)
+    assert set(keys) == set(difficulty.NAMES)
+    shipped = splits.read_train_hashes()
+    assert keys["gsm8k-steps"] <= shipped["gsm8k"] and len(keys["gsm8k-steps"]) > 7000
+    assert keys["nq-evouna"] <= shipped["evouna-tq"] | shipped["evouna-nq"] and len(keys["nq-evouna"]) > 3000
+    every = set().union(*keys.values())
+    for task in ("gsm8k", "nq"):
+        clash = [it.id for it in _shipped_bench(task) if splits.question_key(it.question) in every]
+        assert not clash, f"{task} bench questions in the difficulty models' data: {clash[:5]}"
+    model = onnx.load(str(predict.DEFAULT_FILE))
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == predict.META_KEY))
+    for m in meta.get("difficulty", []):
+        assert m["keys_sha256"] == difficulty.keys_digest(keys[m["name"]]), m["name"]
+
+
+def test_difficulty_keys_match_the_source_data():
+    """Needs the source data: the committed keys are exactly the questions the models read now."""
+    root = require_source_data()
+    from predictor import difficulty, train
+
+    keys = difficulty.read_keys(train.DIFFICULTY_KEYS)
+    assert keys["gsm8k-steps"] == set(difficulty.gsm8k_steps_labels(root).keys)
+    labels = difficulty.evouna_labels(root)
+    assert keys["nq-evouna"] == set(labels.keys)
+    assert all(splits.nq_side(p.split("?\n")[0]) == "train" for p, s in zip(labels.prompts, labels.sources) if s == "evouna-nq")

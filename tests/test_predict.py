@@ -218,3 +218,108 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
     pred = predict.load_default(fake_registry, ship).predict("What is 3 + 4?")
     assert pred.quality["fake-big"] > pred.quality["fake-small"]
     assert set(pred.acceptance) == {"fake-big+ngram"}
+
+
+def test_shipped_onnx_and_the_numpy_featurizer_agree():
+    """The shipped graph computes what the numpy model training fitted computes, on the numpy
+    featurizer's features: prompts of every task type (its task terms and difficulty scores)."""
+    require_module("onnx")
+    import onnxruntime as ort
+
+    from predictor import export
+    from qroute_cli.routing.features import Featurizer, FeaturizerConfig
+
+    scorer = predict.load_default(None, predict.DEFAULT_FILE)
+    feat = Featurizer(predict.DEFAULT_FILE.parent / "tokenizer.json", FeaturizerConfig.from_json(scorer.meta["featurizer"]))
+    x = feat.hashed(PROMPTS)
+    if feat.config.tasks:  # the four task types are all among the prompts
+        assert set(x[:, feat.task_start:].argmax(1)) == {0, 1, 2, 3}
+    heads = export.linear_heads_from_onnx(predict.DEFAULT_FILE)
+    want = heads.outputs(x)
+    sess = ort.InferenceSession(str(predict.DEFAULT_FILE), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"features": x})))
+    for key, ref in want.items():
+        assert np.allclose(got[key], ref, rtol=1e-4, atol=1e-4), key
+    # And the scorer the router uses reads the same numbers.
+    q = np.array([[p.quality[v] for v in scorer.verifiers] for p in scorer.predict_many(PROMPTS)])
+    assert np.allclose(q, want["quality"], atol=1e-4)
+
+
+def test_task_terms_export_matches_numpy(tmp_path):
+    """Per-task terms (task one-hot x dense columns and clipped difficulty scores, masked) in
+    the graph equal the numpy forward pass."""
+    require_module("onnx")
+    from predictor import export
+    from qroute_cli.routing.features import Featurizer, FeaturizerConfig
+
+    feat = Featurizer(config=FeaturizerConfig(n_buckets=256))
+    rng = np.random.default_rng(1)
+    n_in, k = feat.n_features, 2
+    diff = export.Dense(rng.normal(0, 3, (n_in, k)).astype(np.float32), rng.normal(0, 1, k).astype(np.float32))
+    mask = np.ones((4, 2 + k), np.float32)
+    mask[2:, 2:] = 0.0
+    terms = export.TaskTerms(diff, (feat.dense_start, feat.dense_start + 3), tuple(range(feat.task_start, feat.task_start + 4)), mask)
+    n_out = 2 * 2 + 1
+    heads = export.Heads([export.Dense(rng.normal(0, 0.1, (n_in + terms.n_terms, n_out)).astype(np.float32),
+                                       np.full(n_out, 0.5, np.float32))], 2, 1, terms=terms)
+    meta = {"name": "t", "inputs": "hashed", "featurizer": feat.config.to_json(), "tokenizer": "tokenizer.json",
+            "verifiers": ["a", "b"], "acceptance_keys": ["a+ngram"]}
+    path = tmp_path / "t.onnx"
+    export.save(export.build(heads, meta, n_features=n_in), path)
+    x = feat.hashed(PROMPTS)
+    assert np.abs(terms.scores(x)).max() <= terms.clip  # the clip is exercised
+    assert export.check(path, {"features": x}, heads.outputs(x), atol=1e-4) < 1e-4
+    back = export.linear_heads_from_onnx(path)
+    assert np.allclose(back.raw(x), heads.raw(x), atol=1e-5)
+
+
+def test_task_terms_learn_the_within_task_slope():
+    """Longer math questions are answered worse, yet math prompts are longer and better answered
+    than QA prompts: a pooled slope on length gets the within-math order backwards, per-task
+    terms get it right."""
+    require_module("sklearn", extra="train")
+    from predictor import train
+    from qroute_cli.routing.features import Featurizer
+
+    feat = Featurizer()
+    rng = np.random.default_rng(0)
+    prompts, quality = [], []
+    for i in range(40):
+        n = int(rng.integers(3, 40))
+        prompts.append("Tom has 3 apples. " + "He buys more apples at the shop. " * n + "How many apples in total?")
+        quality.append(0.9 - 0.02 * n)
+        prompts.append("who wrote the song number %d" % i)
+        quality.append(0.1)
+    x = feat.hashed(prompts)
+    y = np.column_stack([quality, np.log1p(np.full(len(prompts), 50.0))])
+    math_rows = np.arange(0, len(prompts), 2)
+    preds = {}
+    for arch in ("length-only", "task-linear"):
+        f = train.fit_arch(arch, feat, x, None, y, 1, 0, None)
+        preds[arch] = f.raw(x, None)[math_rows, 0]
+    truth = np.array(quality)[math_rows]
+    assert np.corrcoef(preds["length-only"], truth)[0, 1] < 0  # the across-task slope, applied within
+    assert np.corrcoef(preds["task-linear"], truth)[0, 1] > 0.9
+
+
+def test_lengths_cut_at_an_older_cap_are_imputed_above_it(tmp_path):
+    """GSM8K answers made at the old 256 cap that ended by length are right-censored: their
+    length at today's cap is above 256 and at most today's cap; finished answers keep theirs."""
+    require_module("scipy", extra="train")
+    from predictor import datagen, train
+    from qroute_cli.evaluation.tasks import TASKS
+
+    data = tmp_path / "rows.jsonl.gz"
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        cut = i % 3 == 0
+        tokens = 256 if cut else int(rng.integers(120, 250))
+        datagen.append_row(data, {"key": f"gsm8k:train-{i}:m", "dataset": "gsm8k", "id": f"train-{i}", "model": "m",
+                                  "prompt": f"q{i}", "output_tokens": tokens, "max_tokens": 256,
+                                  "finish_reason": "length" if cut else "stop", "scores": {"quality": 0.0}})
+    t = train.load_table(data)
+    cap = TASKS["gsm8k"].max_tokens
+    cut = t.censored[:, 0]
+    assert cut.sum() == 10
+    assert np.all(t.length_now[cut, 0] > 256) and np.all(t.length_now[cut, 0] <= cap)
+    assert np.array_equal(t.length_now[~cut, 0], t.length[~cut, 0])

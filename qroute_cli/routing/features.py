@@ -4,7 +4,7 @@ Built on `tokenizers` and numpy only (never onnxruntime): the WordPiece tokenize
 all-MiniLM-L6-v2 turns a prompt into ids, from which we make
 - `hashed()`: hashed unigram + bigram counts (log-scaled, L2-normalised) plus a few dense
   shape features (length, digits, lines...) and the prompt's task type as one-hot columns
-  (the router's `task_type`), for the light model;
+  (`task_type`, the router's), for the light model;
 - `encoder_inputs()`: padded ids and attention mask, for the sentence-encoder model.
 Both models also take `dense()`, so they see the same length and shape signals.
 
@@ -37,10 +37,26 @@ DENSE_NAMES = (
     "code_chars",  # share of {}[]();=<> characters: code
 )
 N_DENSE = len(DENSE_NAMES)
-# Task types (routing.router.task_type), one column each after the dense features: a trained
-# model can then give each task its own terms (its own slope on length or difficulty) instead
-# of applying the slope it sees across tasks within one task.
+# Task types, one column each after the dense features: a trained model can then give each
+# task its own terms (its own slope on length or difficulty) instead of applying the slope it
+# sees across tasks within one task. The same regexes as the router's task_type (router.py), so
+# the predictor's task terms and the router's per-task averages agree (tests/test_features.py
+# checks it on every bench prompt); the router imports this module, not the other way round.
 TASK_TYPES = ("math", "qa", "story", "code")
+_CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bcode\b|\bpython\b|\bjavascript\b|\bsql\b|[{};]\s*$", re.I | re.M)
+_MATH = re.compile(r"\bhow (many|much)\b|\bcalculate\b|\bsolve\b|\btotal\b|\d+\s*[-+*/x%]\s*\d+", re.I)
+_STORY = re.compile(r"\bstory\b|\bpoem\b|\btale\b|\bwrite (a|an|me)\b|\bimagine\b", re.I)
+
+
+def task_type(prompt: str) -> str:
+    """A coarse task label (code, math, story, qa); regexes, <0.1 ms."""
+    if _CODE.search(prompt):
+        return "code"
+    if _MATH.search(prompt):
+        return "math"
+    if _STORY.search(prompt):
+        return "story"
+    return "qa"
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE_CHARS = set("{}[]();=<>")
@@ -137,10 +153,6 @@ class Featurizer:
 
     def tasks(self, prompts: Sequence[str]) -> np.ndarray:
         """The task type of each prompt as one-hot columns in TASK_TYPES order, (n, 4) float32."""
-        # The router's own definition, so the predictor's task terms and the router's per-task
-        # averages agree; imported here because the router imports the scorer that imports us.
-        from qroute_cli.routing.router import task_type
-
         out = np.zeros((len(prompts), len(TASK_TYPES)), dtype=np.float32)
         for i, text in enumerate(prompts):
             out[i, TASK_TYPES.index(task_type(text))] = 1.0

@@ -106,7 +106,12 @@ class OnnxScorer:
 
 
 def trained_tasks(meta: dict) -> frozenset[str] | None:
-    """Task types the predictor saw in training, from its metadata; None when it does not say."""
+    """Task types the predictor vouches for, from its metadata; None when it does not say.
+
+    `tasks` names them where the file says (a task with a handful of training prompts is left
+    out: the router then treats it as unseen); older files list every data set they saw."""
+    if isinstance(meta.get("tasks"), list):
+        return frozenset(str(t) for t in meta["tasks"])
     datasets = (meta.get("trained_on") or {}).get("per_dataset")
     if not isinstance(datasets, dict):
         return None
