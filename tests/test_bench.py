@@ -142,6 +142,14 @@ def test_bench_end_to_end_on_fake_backend(tmp_path):
         assert second[key] == summary[key], key
 
 
+def test_bench_threads_fixes_the_count_it_records(tmp_path):
+    """--threads holds a long run to one thread count (cells are cached per count) and says so."""
+    r = _bench_cli("--limit", "1", "--tasks", "nq", "--pairs", "fake-big,fake-small", "--no-live", "--json",
+                   "--bootstrap", "0", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["provenance"]["threads"] == 1
+
+
 def test_bench_rejects_bad_scorer_option(tmp_path):
     r = _bench_cli("--limit", "1", "--pairs", "fake-big,fake-small", "--scorer", "nofile")
     assert r.returncode == 2 and "NAME=FILE.onnx" in r.stderr

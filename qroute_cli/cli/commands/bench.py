@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from qroute_cli.cli.options import cap_threads
 from qroute_cli.errors import UsageError
 
 PRESETS = {"quick": 3, "full": 20}
@@ -41,6 +42,10 @@ def bench(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Resamples of the prompts behind each figure's 95% interval (0: none)."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, callback=cap_threads,
+        help="CPU threads for llama.cpp (default: what the load leaves, per answer). A fixed count keeps every "
+             "cell of a long run in one regime: cells are cached per thread count."),
 ) -> None:
     """Run every (prompt, pair) once, then compare strategies on the same results.
 
@@ -103,7 +108,7 @@ def bench(
     # The strategies route from the calibration alone, with an empty learning store, so the
     # figures do not depend on what this user ran before; learning is measured on its own
     # (quality+online, replayed and live).
-    with ModelPool(bench_reg, max_loaded=3) as pool, \
+    with ModelPool(bench_reg, max_loaded=3, n_threads=threads) as pool, \
             fresh_router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed) as router:
         with progress_bar("count", "remaining", console=err, disable=state.quiet) as progress:
             bar = progress.add_task("running prompts x pairs", total=total)
