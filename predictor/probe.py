@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     table = train.load_table(datagen.DEFAULT_OUT, cv["data"]["verifiers"])
     feats, ms = probe_features(table.prompts)
     out: dict = {"model": PROBE_MODEL, "prompts": len(table.prompts), "threads": 1,
+                 "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))},
                  "prefill_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))},
                  "signals": {}, "added": {}}
     for d in sorted(set(table.datasets)):

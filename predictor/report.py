@@ -23,6 +23,7 @@ from predictor import datagen, train
 
 HERE = Path(__file__).resolve().parent
 TARGET_VERIFIER = "qwen2.5-coder-1.5b"
+MIN_SHOWN = 10  # a task with fewer prompts gets one line, not within-task tables
 
 
 def time_predictor(path: Path, prompts: list[str], calls: int = 200) -> dict:
@@ -49,11 +50,40 @@ def _ci(v, ci, fmt="{:.2f}") -> str:
     return fmt.format(v) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
 
 
-def _tasks(cv: dict) -> list[str]:
-    return [d for d in ("gsm8k", "nq", "wp", "code") if d in cv["data"]["per_dataset"]]
+def _tasks(cv: dict, shown: bool = False) -> list[str]:
+    """Tasks in the data (shown: only those with enough prompts for within-task figures)."""
+    n = cv["data"]["per_dataset"]
+    return [d for d in ("gsm8k", "nq", "wp", "code") if d in n and (not shown or n[d] >= MIN_SHOWN)]
 
 
-def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None) -> str:
+def bench_lines(bench: dict | None) -> list[str]:
+    """The bench's own figures for the shipped predictor (`python -m bench.replay --out`), if given."""
+    if not bench:
+        return ["(no replay file: `python -m bench.replay --profile bench/results/replay_profile.json --out "
+                "predictor/results/bench_replay.json`)"]
+    iv = bench.get("intervals", {})
+
+    def cell(scope: dict, ivs: dict, key: str, fmt: str) -> str:
+        x, ci = scope.get(key), ivs.get("headline", {}).get(key, {})
+        return "–" if x is None else fmt.format(x) + (f" [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]" if ci else "")
+
+    out = ["QualityRoute with the shipped predictor on the committed bench matrix (the bench's test side, "
+           f"{bench['all']['n_prompts']} prompts; `bench.replay`, 95% bootstrap intervals). Targets: ≥ 1.25x "
+           "overall and > 1.0x on every task.", "",
+           "| scope | hypervolume vs static frontier | quality gain vs static frontier (abs) |", "|---|---|---|"]
+    out.append(f"| all | {cell(bench['all'], iv.get('all', {}), 'hypervolume_ratio_vs_static_frontier', '{:.3f}')} | "
+               f"{cell(bench['all'], iv.get('all', {}), 'quality_gain_vs_static_frontier_abs', '{:+.3f}')} |")
+    for t, v in bench["by_task"].items():
+        ivs = iv.get("by_task", {}).get(t, {})
+        out.append(f"| {t} | {cell(v, ivs, 'hypervolume_ratio_vs_static_frontier', '{:.3f}')} | "
+                   f"{cell(v, ivs, 'quality_gain_vs_static_frontier_abs', '{:+.3f}')} |")
+    prov = bench.get("provenance", {})
+    if prov:
+        out += ["", f"Replayed at commit {prov.get('commit', '?')} on {prov.get('date', '?')}."]
+    return out
+
+
+def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None, bench: dict | None = None) -> str:
     res, vs, ship = cv["results"], cv["data"]["verifiers"], cv["shipped"]
     methods = [m for m in train.ARCHS + train.BASELINES if m in res]
     tasks = _tasks(cv)
@@ -69,7 +99,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         "## In short",
         "",
     ]
-    lines += summary_lines(cv)
+    lines += summary_lines(cv, bench)
     lines += [
         "",
         "## Data",
@@ -112,7 +142,11 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         "out-of-fold predictions; brackets: 95% bootstrap interval over the task's prompts. 'task-mean' is one "
         "value per task (ρ and AUC undefined within, –). A verifier that never or always succeeds has no AUC.",
     ]
-    for d in tasks:
+    few = [d for d in tasks if d not in _tasks(cv, shown=True)]
+    if few:
+        lines += ["", "Not shown (fewer than " + str(MIN_SHOWN) + " prompts, no within-task figure means anything): "
+                  + ", ".join(f"{d} ({cv['data']['per_dataset'][d]})" for d in few) + "."]
+    for d in _tasks(cv, shown=True):
         n = res[methods[0]][d]["n"]
         lines += ["", f"### {d} ({n} prompts)", "", "| method | " + " | ".join(f"{v} ρ / AUC" for v in vs) + " | better of 2 |",
                   "|---|" + "---|" * (len(vs) + 1)]
@@ -123,6 +157,9 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
                 q = r["quality"][v]
                 cells.append(f"{_ci(q['spearman'], q.get('spearman_ci'))} / {_ci(q['auc'], q.get('auc_ci'))}")
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {_f(r['better_of_two']['accuracy'])} |")
+
+    lines += ["", "## On the bench", ""]
+    lines += bench_lines(bench)
 
     lines += ["", "## Learning curve", ""]
     lines += curve_lines(cv)
@@ -138,7 +175,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         lines.append(f"| {m} | " + " | ".join(acc) + " | " + " | ".join(ln) + " |")
 
     lines += ["", "## Prompt probe (smollm2-135m perplexity of the prompt)", ""]
-    lines += probe_lines(probe, vs)
+    lines += probe_lines(probe, vs, latency, ship)
 
     lines += ["", "## Size, export check and scoring latency (this machine)", "",
               "| architecture | file | ONNX vs numpy max diff | p50 ms | p95 ms |", "|---|---|---|---|---|"]
@@ -157,7 +194,7 @@ def _q(cv: dict, arch: str, d: str, v: str = TARGET_VERIFIER) -> dict:
     return cv["results"].get(arch, {}).get(d, {}).get("quality", {}).get(v, {})
 
 
-def summary_lines(cv: dict) -> list[str]:
+def summary_lines(cv: dict, bench: dict | None = None) -> list[str]:
     ship = cv["shipped"]
     out = []
     g = _q(cv, ship, "gsm8k")
@@ -174,13 +211,17 @@ def summary_lines(cv: dict) -> list[str]:
                    f"difficulty model predicts the human labels of held-out NQ questions at ρ "
                    f"{_f(cv['difficulty'].get('nq-evouna', {}).get('cv_spearman_nq_questions'))}.")
     c = _q(cv, ship, "code")
-    if c:
+    if c and cv["data"]["per_dataset"].get("code", 0) < MIN_SHOWN:
+        out.append(f"- **code**: {cv['data']['per_dataset'].get('code', 0)} HumanEval training problems have all four "
+                   "answers so far: no within-task figure yet (target ρ ≥ 0.3 for pass@1 unmeasured), and the file "
+                   "does not claim the task, so the router still assumes code answers run to max tokens.")
+    elif c:
         out.append(f"- **code**: pass@1 of the 1.5B ranked at ρ {_ci(c.get('spearman'), c.get('spearman_ci'))} on "
                    f"{cv['data']['per_dataset'].get('code', 0)} HumanEval training problems: too few to tell.")
     w = _q(cv, ship, "wp")
     if w:
         out.append(f"- **WritingPrompts**: ROUGE-L against one human story is not predictable from the prompt "
-                   f"(1.5B ρ {_ci(w.get('spearman'), w.get('spearman_ci'))}); the predictor knows the task-level level only.")
+                   f"(1.5B ρ {_ci(w.get('spearman'), w.get('spearman_ci'))}); the predictor knows the task's level only.")
     sel = cv.get("selection")
     if sel:
         gains = sel["gains"]
@@ -191,6 +232,12 @@ def summary_lines(cv: dict) -> list[str]:
                    f"{gains['length-only']['all']['gain_abs']:+.3f}, per-model priors {gains['prior']['all']['gain_abs']:+.3f}, "
                    f"the previous pooled hashed-ridge {gains['hashed-ridge']['all']['gain_abs']:+.3f}"
                    + ("" if best == ship else f" (best: {best}, {gains[best]['all']['gain_abs']:+.3f})") + ".")
+    if bench:
+        a, t = bench["all"], bench["by_task"]
+        out.append(f"- **On the bench** (the test side, {a['n_prompts']} prompts): "
+                   f"{a['hypervolume_ratio_vs_static_frontier']:.2f}x the static frontier's hypervolume overall, "
+                   + ", ".join(f"{k} {v['hypervolume_ratio_vs_static_frontier']:.2f}x" for k, v in t.items())
+                   + " (targets: 1.25x overall, above 1.0x on every task; intervals below).")
     out.append("- What it can tell, then: which verifier is good at which kind of task, how long each answers, how "
                "well each drafter is accepted, and, within GSM8K, which questions are harder. What it cannot tell: "
                "which NQ, WritingPrompts or code prompts a given verifier will get right.")
@@ -203,10 +250,11 @@ def diagnosis_lines(cv: dict) -> list[str]:
         return ["(not computed: --no-human)"]
     out = ["Slope of each verifier's quality on log(question words), fitted pooled across tasks and within each "
            "task (the same rows):", "",
-           "| verifier | pooled | " + " | ".join(f"within {d}" for d in _tasks(cv)) + " |",
-           "|---|---|" + "---|" * len(_tasks(cv))]
+           "| verifier | pooled | " + " | ".join(f"within {d}" for d in _tasks(cv, shown=True)) + " |",
+           "|---|---|" + "---|" * len(_tasks(cv, shown=True))]
     for v, s in diag["slopes"].items():
-        out.append(f"| {v} | {s['pooled']:+.3f} | " + " | ".join(_f(s['within'].get(d), '{:+.3f}') for d in _tasks(cv)) + " |")
+        out.append(f"| {v} | {s['pooled']:+.3f} | "
+                   + " | ".join(_f(s['within'].get(d), '{:+.3f}') for d in _tasks(cv, shown=True)) + " |")
     out += ["", "Confirmed: for the verifiers that get anything right, the pooled slope is positive (tasks with "
             "longer prompts, GSM8K, have higher quality than NQ) while within GSM8K and NQ longer questions are "
             "answered worse. A model that sees length but not the task applies the across-task slope within a "
@@ -216,6 +264,8 @@ def diagnosis_lines(cv: dict) -> list[str]:
             "fitting):", "",
             "| task | signal | " + " | ".join(cv["data"]["verifiers"]) + " |", "|---|---|" + "---|" * len(cv["data"]["verifiers"])]
     for d, sigs in diag["signals"].items():
+        if d not in _tasks(cv, shown=True):
+            continue
         for name, per_v in sigs.items():
             out.append(f"| {d} | {name} | " + " | ".join(f"{_f(r['spearman'])} / {_f(r['auc'])}" for r in per_v.values()) + " |")
     dif = cv.get("difficulty", {})
@@ -272,7 +322,7 @@ def curve_lines(cv: dict) -> list[str]:
     return out
 
 
-def probe_lines(probe: dict | None, vs: list[str]) -> list[str]:
+def probe_lines(probe: dict | None, vs: list[str], latency: dict | None = None, cv_shipped: str | None = None) -> list[str]:
     if not probe:
         return ["(not measured: run `python -m predictor.probe`)"]
     out = [f"One prefill of the prompt by {probe['model']} ({probe['threads']} thread) costs "
@@ -280,15 +330,21 @@ def probe_lines(probe: dict | None, vs: list[str]) -> list[str]:
            "plus loading the model (about 100 MB) once. Within-task Spearman of the probe features with quality:", "",
            "| task | feature | " + " | ".join(vs) + " |", "|---|---|" + "---|" * len(vs)]
     for d, sigs in probe["signals"].items():
+        if probe.get("per_dataset", {}).get(d, MIN_SHOWN) < MIN_SHOWN:
+            continue
         for name, per_v in sigs.items():
             out.append(f"| {d} | {name} | " + " | ".join(_f(per_v.get(v)) for v in vs) + " |")
     out += ["", "Added to the shipped architecture's held-out predictions (a per-task blend fitted in the same folds), "
             "1.5B ρ / AUC:", "", "| task | shipped | shipped + NLL |", "|---|---|---|"]
-    for d in probe["added"]["shipped"]:
+    for d in [d for d in probe["added"]["shipped"] if probe.get("per_dataset", {}).get(d, MIN_SHOWN) >= MIN_SHOWN]:
         a, b = probe["added"]["shipped"][d].get(TARGET_VERIFIER, {}), probe["added"]["shipped+nll"][d].get(TARGET_VERIFIER, {})
         out.append(f"| {d} | {_f(a.get('spearman'))} / {_f(a.get('auc'))} | {_f(b.get('spearman'))} / {_f(b.get('auc'))} |")
-    out += ["", "Not shipped: the prefill costs tens of times the predictor's whole scoring time, and the within-task "
-            "skill it adds is inside the noise of these prompts."]
+    shipped = (latency or {}).get(cv_shipped or "", {}).get("p50_ms")
+    ratio = f"about {probe['prefill_ms']['p50'] / shipped:,.0f} times the predictor's whole scoring time ({shipped:.2f} ms)" \
+        if shipped else "far more than the predictor's whole scoring time"
+    out += ["", f"Not shipped: the prefill (with logits at every position, which perplexity needs) costs {ratio}, "
+            "on the same cores the answer then needs; the within-task skill it adds is NQ-only and inside the noise "
+            "of these prompts (and the blend costs GSM8K its skill)."]
     return out
 
 
@@ -317,12 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m predictor.report")
     ap.add_argument("--results", type=Path, default=train.RESULTS / "cv.json")
     ap.add_argument("--probe", type=Path, default=train.RESULTS / "probe.json")
+    ap.add_argument("--bench", type=Path, default=train.RESULTS / "bench_replay.json",
+                    help="a `python -m bench.replay --out` file made with the shipped predictor")
     ap.add_argument("--build-dir", type=Path, default=train.BUILD)
     ap.add_argument("--data", type=Path, default=datagen.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
     args = ap.parse_args(argv)
     cv = json.loads(args.results.read_text())
     table = train.load_table(args.data, cv["data"]["verifiers"])
+    if "keys" in cv["data"]:  # the prompts training read (the data file may have grown since)
+        used = set(cv["data"]["keys"])
+        table = table.subset(np.array([i for i, (d, k) in enumerate(zip(table.datasets, table.ids)) if f"{d}:{k}" in used]))
     latency = {}
     for arch in cv["exported"]:
         path = args.build_dir / f"{arch}.onnx"
@@ -332,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     cv["latency"] = latency
     args.results.write_text(json.dumps(cv, indent=1))
     probe = json.loads(args.probe.read_text()) if args.probe.exists() else None
-    args.out.write_text(render(cv, table, latency, probe))
+    bench = json.loads(args.bench.read_text()) if args.bench.exists() else None
+    args.out.write_text(render(cv, table, latency, probe, bench))
     print(f"wrote {args.out}")
     return 0
 

@@ -780,7 +780,7 @@ def _train(args) -> int:
                  "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))},
                  "censored_answers": {d: {v: int(table.censored[table.datasets == d, j].sum())
                                           for j, v in enumerate(table.verifiers)} for d in sorted(set(table.datasets))},
-                 "caps": caps},
+                 "caps": caps, "keys": [f"{d}:{i}" for d, i in zip(table.datasets, table.ids)]},
         "folds": args.folds,
         "results": results,
         "selection": selection,
