@@ -25,7 +25,7 @@ import numpy as np
 
 from qroute_cli.config import Registry
 from qroute_cli.evaluation import frontier, strategies
-from qroute_cli.evaluation.bench import default_budgets, points
+from qroute_cli.evaluation.bench import default_budgets
 from qroute_cli.evaluation.matrix import Cell, Matrix
 from qroute_cli.evaluation.tasks import Item
 from qroute_cli.routing.latency import Profile, base_per_token, base_prefill, draft_prefill

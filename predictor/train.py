@@ -53,7 +53,7 @@ from predictor import datagen, difficulty, export
 from qroute_cli.evaluation import splits
 from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.routing.predict import DATASET_TASKS
-from qroute_cli.routing.features import DENSE_NAMES, N_DENSE, PREDICTOR_DIR, TASK_TYPES, TOKENIZER_FILE, Featurizer, \
+from qroute_cli.routing.features import DENSE_NAMES, PREDICTOR_DIR, TASK_TYPES, TOKENIZER_FILE, Featurizer, \
     FeaturizerConfig
 
 HERE = Path(__file__).resolve().parent
@@ -417,7 +417,7 @@ def cross_validate(t: Table, feat: Featurizer, x: np.ndarray, scores: np.ndarray
 
 # --------------------------------------------------------------------------- diagnosis
 
-def diagnose(t: Table, oof: dict, root: Path | None) -> dict:
+def diagnose(t: Table, root: Path | None) -> dict:
     """Within-task skill of the simple signals next to the models, and the pooled-slope check:
     does a fit pooled across tasks give prompt length the opposite sign it has within a task?"""
     import json as _json
@@ -734,7 +734,7 @@ def _train(args) -> int:
 
     facts: dict = {}
     if not args.no_human:
-        facts["diagnosis"] = diagnose(table, oof, None)
+        facts["diagnosis"] = diagnose(table, None)
         facts["learning_curve"] = learning_curve(table, feat, x, scores, diff, ship if ship in ARCHS else "task-ridge")
         for j, m in enumerate(models):  # cross-fitted scores against our verifiers' quality, within task
             d = "gsm8k" if m.name == "gsm8k-steps" else "nq"
