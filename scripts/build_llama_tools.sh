@@ -78,6 +78,7 @@ echo "Compiling llama.cpp's $TOOLS ($JOBS jobs, a few minutes; log: $LOG)..." >&
   "$CMAKE" --build "$WORK/build" --config Release -j "$JOBS" --target $TOOLS
 } >"$LOG" 2>&1 || {
   tail -n 15 "$LOG" >&2
+  rm -rf "$WORK"
   fail "compiling llama.cpp's tools failed (full log: $LOG)" "a C++17 compiler and cmake >= 3.14 are needed; CMAKE_ARGS overrides the build flags"
 }
 
