@@ -1,0 +1,29 @@
+"""bench.cli_speed: forced pairs through `qroute run`, against the fake models (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import FAKE_CONFIG
+
+
+def test_cli_speed_runs_every_pair_and_records_how(tmp_path, monkeypatch):
+    from bench import cli_speed
+
+    def fake_qroute():
+        import sys
+        return [sys.executable, "-m", "qroute_cli", "--config", str(FAKE_CONFIG)]
+
+    monkeypatch.setattr(cli_speed, "qroute_cmd", fake_qroute)
+    out = tmp_path / "cli_speed.json"
+    assert cli_speed.main(["--verifier", "fake-big", "--pairs", "fake-big+ngram,fake-big+small", "--rounds", "2",
+                           "-n", "12", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert {"commit", "date", "machine", "threads", "command"} <= set(got["provenance"])
+    rows = {(r["prompt"], r["pair"]): r for r in got["rows"]}
+    assert set(rows) == {(p, q) for p in cli_speed.PROMPTS for q in ("fake-big", "fake-big+ngram", "fake-big+small")}
+    for (prompt, pair), r in rows.items():
+        assert len(r["runs"]) == 2 and r["decode_tokens_per_s"] > 0
+        if pair == "fake-big":
+            assert r["x_plain_decode"] == 1.0 and r["acceptance"] is None
+        assert 0.0 <= r["same_text_as_plain"] <= 1.0 and r["tokens"] > 0
