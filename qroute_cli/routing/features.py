@@ -39,9 +39,8 @@ DENSE_NAMES = (
 N_DENSE = len(DENSE_NAMES)
 # Task types, one column each after the dense features: a trained model can then give each
 # task its own terms (its own slope on length or difficulty) instead of applying the slope it
-# sees across tasks within one task. The same regexes as the router's task_type (router.py), so
-# the predictor's task terms and the router's per-task averages agree (tests/test_features.py
-# checks it on every bench prompt); the router imports this module, not the other way round.
+# sees across tasks within one task. The router labels runs for its per-task averages with the
+# same task_type, so the predictor's task terms and the learned averages agree.
 TASK_TYPES = ("math", "qa", "story", "code")
 _CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bcode\b|\bpython\b|\bjavascript\b|\bsql\b|[{};]\s*$", re.I | re.M)
 _MATH = re.compile(r"\bhow (many|much)\b|\bcalculate\b|\bsolve\b|\btotal\b|\d+\s*[-+*/x%]\s*\d+", re.I)

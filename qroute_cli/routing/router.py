@@ -28,6 +28,7 @@ from qroute_cli.routing.latency import Machine, Profile, current_machine, missin
 from qroute_cli.routing.online import OnlineEstimates, estimate, estimate_remote
 from qroute_cli.routing import remote
 from qroute_cli.models.cache import installed_pairs
+from qroute_cli.routing.features import task_type  # one task label for the predictor and the averages
 from qroute_cli.routing.scoring import Scorer, default_scorer, prompt_text
 from qroute_cli.tuning import ROUTING
 from qroute_cli.routing.runlog import RunRecord, Store, prompt_hash
@@ -51,22 +52,6 @@ def parse_budget(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"The budget must be positive, got '{raw}'.", hint)
     return value
-
-
-_CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bcode\b|\bpython\b|\bjavascript\b|\bsql\b|[{};]\s*$", re.I | re.M)
-_MATH = re.compile(r"\bhow (many|much)\b|\bcalculate\b|\bsolve\b|\btotal\b|\d+\s*[-+*/x%]\s*\d+", re.I)
-_STORY = re.compile(r"\bstory\b|\bpoem\b|\btale\b|\bwrite (a|an|me)\b|\bimagine\b", re.I)
-
-
-def task_type(prompt: str) -> str:
-    """A coarse task label (code, math, story, qa) for per-task running averages; regexes, <0.1 ms."""
-    if _CODE.search(prompt):
-        return "code"
-    if _MATH.search(prompt):
-        return "math"
-    if _STORY.search(prompt):
-        return "story"
-    return "qa"
 
 
 # A task type the scorer was not trained on (code: the shipped predictor saw GSM8K, NQ and
