@@ -34,7 +34,10 @@ from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
 
 PROFILE_VERSION = 1
 DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
-TEMPLATE_TOKENS = 12.0  # chat-template tokens around a single user turn
+# Chat-template tokens around a single user turn, default system prompt included: 26 for the
+# built-in Qwen and SmolLM chat models (fitted on the predictor's training prompts: tokens =
+# 26 + chars / 3.7), none for a completion-format model; a few runs teach each verifier's own.
+TEMPLATE_TOKENS = 26.0
 # Acceptance before anything is known, per drafter kind (the reasons are in tuning.DRAFTING).
 PRIOR_ACCEPTANCE = {"model": DRAFTING.prior_model, DRAFTER_NGRAM: DRAFTING.prior_ngram}
 
