@@ -265,6 +265,7 @@ def chat(server, content: str, max_tokens: int) -> dict:
     return server.post_json("/v1/chat/completions", {
         "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
         "temperature": 0, "seed": 1,
+        "cache_prompt": False,  # every request computes the same batches, so greedy repeats exactly
     })
 
 
