@@ -159,6 +159,8 @@ def main() -> None:
                     {"tokens": out, "seconds": secs, "acceptance": None})
                 for label, (pair, curve) in modes.items():
                     pool.speed.pop(pair.name, None)  # every repeat starts without speed memory
+                    for name_ in pool.loaded():  # and reads its prompt afresh, as the llama-cpp-python rows do
+                        pool.get(name_).truncate(0)
                     gen = run_prompt(pool, pair, msgs, cfg, costs=curve)
                     results.setdefault(label, []).append(
                         {"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
