@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate bench/results and bench/REPORT.md (the figures in the report).
 # Needs the built-in models (`.venv/bin/qroute models pull`) and a quiet machine: every
-# figure is a timing. Takes about 1.5 hours on 2 cores.
+# figure is a timing. Takes about 2 hours on 2 cores.
 #
 # The routing ablations use the predictor files of `python -m predictor.train` in
 # predictor/build (length-only, and the MiniLM model when its weights are installed, see
@@ -17,11 +17,18 @@ $PY -m bench.decode_speed --models smollm2-135m,qwen2.5-coder-0.5b --threads 2 -
 $PY -m bench.decode_speed --models smollm2-135m,qwen2.5-coder-0.5b --threads 1 --label "1 thread" --out "$SPEED"
 $PY -m bench.decode_speed --models smollm2-135m --threads 2 --hog --label "2 threads, one core busy" --out "$SPEED"
 $PY -m bench.decode_speed --models smollm2-135m --threads 1 --hog --label "1 thread, one core busy" --out "$SPEED"
+.venv/bin/qroute calibrate --yes
 $PY -m bench.engine --out bench/results/engine.json
-.venv/bin/qroute calibrate --quick --yes
+bash scripts/build_llama_tools.sh
+$PY -m bench.native --threads 2
+$PY -m bench.cli_speed
+$PY -m bench.startup
 SCORERS=()
 [ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
 [ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
-.venv/bin/qroute bench --full --out bench/results "${SCORERS[@]}"
+.venv/bin/qroute bench --full --threads 2 --out bench/results "${SCORERS[@]}"
+$PY -m bench.overhead
 $PY -m bench.latency_error
+$PY -m bench.budget_hit
+$PY -m bench.load_test
 $PY -m bench.write_report

@@ -295,6 +295,110 @@ def overhead_section(data: dict) -> list[str]:
     return out + [""]
 
 
+def engine_section(engine: dict) -> list[str]:
+    """bench.engine: each mode's speed beside the limit its verifier's cost curve allows."""
+    m = engine["meta"]
+    out = ["## Engine: plain vs. speculative decoding, and the limit", ""] + made_by(engine) + [
+           f"`bench/engine.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, "
+           f"median of {m['repeats']} alternating runs, llama-cpp-python {m['llama_cpp_python']}; every run reads "
+           "its prompt afresh. The limit is the speed-up over plain that the verifier's measured cost curve "
+           "allows at the answer's per-token acceptance (for n-gram drafts also the share of steps whose "
+           "lookup finds a draft), with the draft length k it takes; 'kept' is drafted tokens kept, "
+           "'per token' kept / judged.", "",
+           "| prompt | mode | tokens/s | × qroute plain | limit (k) | share of limit | kept / per token "
+           "| agreement with plain |", "|---|---|---|---|---|---|---|---|"]
+    for r in engine["rows"]:
+        limit = "–" if r.get("limit_vs_plain") is None else f"{r['limit_vs_plain']:.2f} ({r.get('best_draft_len')})"
+        acc = _f(r["acceptance"], "{:.0%}") + ("" if r.get("token_acceptance") is None
+                                                 else f" / {r['token_acceptance']:.0%}")
+        out.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['ratio_vs_qroute_plain']:.2f} | "
+                   f"{limit} | {_f(r.get('share_of_limit'), '{:.0%}')} | {acc} | {r['agreement_with_plain']:.0%} |")
+    spec = [r for r in engine["rows"] if r.get("share_of_limit") is not None and "acceptance rule" not in r["mode"]]
+    if spec:
+        below = [r for r in spec if r["share_of_limit"] < 0.9]
+        slow = [r for r in spec if r["ratio_vs_qroute_plain"] < 0.95]
+        out += ["", f"{len(spec) - len(below)} of {len(spec)} speculative rows reach 90% of their limit"
+                + (" (" + ", ".join(f"{r['prompt']} {r['mode']} {r['share_of_limit']:.0%}" for r in below) + " do not)"
+                   if below else "") + f"; {len(slow)} run below 0.95x qroute plain"
+                + (" (" + ", ".join(f"{r['prompt']} {r['mode']} {r['ratio_vs_qroute_plain']:.2f}x" for r in slow) + ")"
+                   if slow else "") + "."]
+    return out + [""]
+
+
+def native_section(native: dict) -> list[str]:
+    """bench.native: qroute against llama.cpp's own speculative decoding on the same files."""
+    m = native["meta"]
+    out = ["## Against llama.cpp's own speculative decoding", ""] + made_by(native) + [
+           f"`bench/native.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, one run "
+           f"per mode, the same GGUF files, prompt tokens and stop strings; time is {m.get('time_measured', 'prefill + decode')}. "
+           "llama-server was built from the llama-cpp-python sdist by `scripts/build_llama_tools.sh`.", "",
+           "| prompt | engine | tokens/s | × qroute plain | acceptance | agreement with qroute plain |",
+           "|---|---|---|---|---|---|"]
+    for r in native["rows"]:
+        out.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {_f(r['ratio_vs_qroute_plain'], '{:.2f}')} | "
+                   f"{_f(r['acceptance'], '{:.0%}')} | {r['agreement_with_plain']:.0%} |")
+    cmds = m.get("llama_server_commands") or {}
+    if cmds:
+        out += ["", "llama-server commands:", ""] + [f"- {k}: `{v if isinstance(v, str) else ' '.join(map(str, v))}`"
+                                                     for k, v in cmds.items()]
+    return out + [""]
+
+
+def cli_speed_section(data: dict) -> list[str]:
+    """bench.cli_speed: forced pairs through `qroute run`, each a fresh process."""
+    out = ["## Forced pairs through `qroute run`", ""] + made_by(data) + [
+           f"`bench/cli_speed.py`: `qroute run --json --pair P -n {data['max_tokens']}`, each run a fresh process "
+           f"drafting by this machine's calibration profile, {data['rounds']} alternating rounds. Decode speed is "
+           "tokens after the first over the time after the first; end to end includes start-up, load and prefill. "
+           "Ratios are per round, the median and the range over rounds.", "",
+           "| prompt | pair | decode tokens/s | decode × plain (range) | end to end × plain | acceptance | same text as plain |",
+           "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lo, hi = r["x_plain_decode_range"]
+        out.append(f"| {r['prompt']} | {r['pair']} | {r['decode_tokens_per_s']:.1f} | {r['x_plain_decode']:.2f} "
+                   f"({lo:.2f}–{hi:.2f}) | {r['x_plain_latency']:.2f} | {_f(r['acceptance'], '{:.0%}')} | "
+                   f"{r['same_text_as_plain']:.0%} |")
+    spec = [r for r in data["rows"] if r["acceptance"] is not None or "+" in r["pair"]]
+    slow = [r for r in spec if r["x_plain_decode"] < 0.95]
+    out += ["", f"{len(spec) - len(slow)} of {len(spec)} speculative rows decode at 0.95x plain or better"
+            + (" (below: " + ", ".join(f"{r['prompt']} {r['pair']} {r['x_plain_decode']:.2f}x" for r in slow) + ")"
+               if slow else "") + "."]
+    return out + [""]
+
+
+def startup_section(data: dict) -> list[str]:
+    """bench.startup: one-shot `qroute run` against a bare llama-cpp-python script."""
+    med, ratio = data["median_s"], data["ratio_over_bare"]["qroute_run"]
+    lo, hi = ratio["bootstrap_95"]
+    return ["## Start-up of a one-shot `qroute run`", ""] + made_by(data) + [
+            f"`bench/startup.py`, {data['runs']} alternating rounds: `qroute run --pair smollm2-135m -n 8` "
+            f"{med['qroute_run']:.2f} s, a bare llama-cpp-python script doing the same {med['bare_llama_cpp']:.2f} s "
+            f"(median), ratio {ratio['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); `qroute --help` "
+            f"{med['qroute_help']:.2f} s. The target is at most 1.2x: "
+            + ("met." if hi <= 1.2 else "not met." if lo > 1.2 else "not shown either way (the interval spans it)."),
+            ""]
+
+
+def load_test_section(data: dict) -> list[str]:
+    """bench.load_test: qroute serve in front of two local servers, one killed mid-run."""
+    st = data["setup"]
+    return ["## `qroute serve` under load, one upstream killed", ""] + made_by(data) + [
+            f"`bench/load_test.py`: {st['clients']} concurrent clients, {st['requests']} requests of at most "
+            f"{st['max_tokens']} tokens, a {st['budget_s']:g} s budget (queue included), `qroute serve` in front of two "
+            f"{st['servers']} servers with {st['model']} ({st['server_threads']} thread each); the first server was "
+            f"killed after {st['kill_after']:.0%} of the requests.", "",
+            "| requests | answered | clear errors | unclear errors | answers/s | p50 | p95 | budget hit rate | with failover |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {data['requests']} | {data['answered']} | {data['clear_errors']} | {data['unclear_errors']} | "
+            f"{_f(data['throughput_answers_per_s'], '{:.2f}')} | {_f(data['latency_p50_s'], '{:.2f} s')} | "
+            f"{_f(data['latency_p95_s'], '{:.2f} s')} | {_f(data['budget_hit_rate'], '{:.0%}')} | "
+            f"{data['answers_with_failover']} |", "",
+            "Every request got an answer or a clear error: "
+            + ("yes." if data["every_request_answered_or_clear_error"] else "**no**.")
+            + " Answers per pair after the kill: "
+            + ", ".join(f"{k}: {v}" for k, v in data["answers_after_the_kill_per_pair"].items()) + ".", ""]
+
+
 def made_by(data) -> list[str]:
     """A section's provenance line: the commit, date, machine, threads and command its results
     file records, or a warning that the file does not say, so a stale section is not read as fresh."""
@@ -317,6 +421,10 @@ def main() -> None:
     chat = _load("chat_ttft.json")
     budget = _load("budget_hit.json")
     overhead = _load("overhead.json")
+    native = _load("native.json")
+    cli_speed = _load("cli_speed.json")
+    startup = _load("startup.json")
+    load_test = _load("load_test.json")
     if rows:
         redraw_plots(rows)
     speed = _load_lines("decode_speed.jsonl")
@@ -395,16 +503,13 @@ def main() -> None:
                              + ", ".join(f"{k}: {v}" for k, v in r.get("why", {}).items()) + " |")
             lines.append("")
     if engine:
-        m = engine["meta"]
-        lines += ["## Engine: plain vs. speculative decoding", ""] + made_by(engine) + [
-                  f"`bench/engine.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, "
-                  f"median of {m['repeats']} alternating runs, llama-cpp-python {m['llama_cpp_python']}.", "",
-                  "| prompt | mode | tokens/s | × qroute plain | acceptance | agreement with plain |",
-                  "|---|---|---|---|---|---|"]
-        for r in engine["rows"]:
-            lines.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['ratio_vs_qroute_plain']:.2f} | "
-                         f"{_f(r['acceptance'], '{:.0%}')} | {r['agreement_with_plain']:.0%} |")
-        lines.append("")
+        lines += engine_section(engine)
+    if native:
+        lines += native_section(native)
+    if cli_speed:
+        lines += cli_speed_section(cli_speed)
+    if startup:
+        lines += startup_section(startup)
     if speed:
         lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(speed[0] if speed else None) + [
                   "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "
@@ -436,6 +541,8 @@ def main() -> None:
         lines += overhead_section(overhead)
     if budget:
         lines += budget_hit_section(budget)
+    if load_test:
+        lines += load_test_section(load_test)
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'REPORT.md'}")
 

@@ -649,3 +649,35 @@ def test_the_report_draws_the_static_frontier_and_derives_its_sentences(tmp_path
     assert "| all | 3 | 1.00 ms | 2.00 ms |" in text and "| nq | 3 |" in text and "rough figures" in text
     data["provenance"]["load_average_before"] = [0.2, 0.2, 0.2]
     assert "rough figures" not in "\n".join(write_report.overhead_section(data))
+
+
+def test_report_sections_for_speculation_startup_and_serving_are_derived_from_their_files():
+    """Each section states its provenance and computes its verdicts from the numbers."""
+    from bench import write_report as wr
+
+    prov = {"commit": "abc123", "date": "2026-11-30", "machine": "cpu", "threads": 2, "command": "python -m bench.x"}
+    engine = {"provenance": prov, "meta": {"verifier": "v", "drafter": "d", "max_tokens": 8, "repeats": 3,
+                                           "llama_cpp_python": "0.3.36"},
+              "rows": [{"prompt": "p", "mode": "qroute plain", "tokens_per_s": 10.0, "ratio_vs_qroute_plain": 1.0,
+                        "limit_vs_plain": None, "share_of_limit": None, "acceptance": None, "agreement_with_plain": 1.0},
+                       {"prompt": "p", "mode": "qroute ngram", "tokens_per_s": 9.0, "ratio_vs_qroute_plain": 0.9,
+                        "limit_vs_plain": 1.2, "best_draft_len": 2, "share_of_limit": 0.75, "acceptance": 0.5,
+                        "token_acceptance": 0.7, "agreement_with_plain": 1.0}]}
+    text = "\n".join(wr.engine_section(engine))
+    assert "abc123" in text and "0 of 1 speculative rows reach 90%" in text and "1 run below 0.95x" in text
+    cli = {"provenance": prov, "max_tokens": 8, "rounds": 3, "rows": [
+        {"prompt": "p", "pair": "v", "decode_tokens_per_s": 10.0, "x_plain_decode": 1.0, "x_plain_decode_range": [1, 1],
+         "x_plain_latency": 1.0, "acceptance": None, "same_text_as_plain": 1.0},
+        {"prompt": "p", "pair": "v+ngram", "decode_tokens_per_s": 11.0, "x_plain_decode": 1.1,
+         "x_plain_decode_range": [1.0, 1.2], "x_plain_latency": 1.05, "acceptance": 0.6, "same_text_as_plain": 1.0}]}
+    assert "1 of 1 speculative rows decode at 0.95x plain or better." in "\n".join(wr.cli_speed_section(cli))
+    startup = {**prov, "runs": 5, "median_s": {"qroute_run": 1.3, "bare_llama_cpp": 1.0, "qroute_help": 0.3},
+               "ratio_over_bare": {"qroute_run": {"median_ratio": 1.3, "bootstrap_95": [1.25, 1.4]}}}
+    assert "not met." in "\n".join(wr.startup_section(startup))
+    load = {"provenance": prov, "setup": {"clients": 4, "requests": 10, "max_tokens": 8, "budget_s": 30, "servers": "x",
+                                          "model": "m", "server_threads": 1, "kill_after": 1 / 3},
+            "requests": 10, "answered": 9, "clear_errors": 1, "unclear_errors": 0, "throughput_answers_per_s": 1.0,
+            "latency_p50_s": 1.0, "latency_p95_s": 2.0, "budget_hit_rate": 0.9, "answers_with_failover": 1,
+            "every_request_answered_or_clear_error": True, "answers_after_the_kill_per_pair": {"b": 6}}
+    text = "\n".join(wr.load_test_section(load))
+    assert "answer or a clear error: yes." in text and "b: 6" in text
