@@ -239,12 +239,17 @@ def test_predictor_metadata_names_its_task_types():
     assert trained_tasks({}) is None
 
 
-def test_shipped_predictor_was_not_trained_on_code(fake_registry):
+def test_shipped_predictor_vouches_only_for_tasks_it_has_enough_prompts_of(fake_registry):
+    """A task with a handful of training prompts is left out of the file's claims, so the
+    router treats it as unseen (conservative lengths) until it has logged runs of it."""
     pytest.importorskip("onnxruntime")
-    from qroute_cli.routing.predict import load_default
+    from predictor.train import MIN_TASK_PROMPTS
+    from qroute_cli.routing.predict import DATASET_TASKS, load_default
 
     scorer = load_default(fake_registry)
-    assert scorer.tasks and "code" not in scorer.tasks
+    counts = scorer.meta["trained_on"]["per_dataset"]
+    assert scorer.tasks == {DATASET_TASKS.get(d, d) for d, n in counts.items() if n >= MIN_TASK_PROMPTS}
+    assert {"math", "qa", "story"} <= scorer.tasks
 
 
 # -- the hard budget -----------------------------------------------------------------------
