@@ -365,6 +365,46 @@ def test_real_model_chat_completion(tmp_path):
     assert resp.choices[0].message.content == json.loads(run.stdout)["text"]
 
 
+@pytest.mark.real
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(tmp_path):
+    """End to end: a streaming client that reads one chunk and closes the connection ends its
+    answer early (logged as interrupted, far short of max_tokens), and the server answers the next
+    request."""
+    import sqlite3
+
+    import httpx
+
+    model = require_model("smollm2-135m")
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in model.parent.glob("smollm2-135m.gguf*"):
+        (models / path.name).symlink_to(path)
+    home = tmp_path / "home"
+    home.mkdir()
+    srv = Server(home, None, env={"QROUTE_MODELS": str(models)})
+    body = {"model": "qroute/pair/smollm2-135m", "stream": True, "max_tokens": 2000, "temperature": 0,
+            "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
+    try:
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {KEY}"}) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if line.startswith("data:") and '"content"' in line:
+                    break  # one piece of text arrived: leave
+        deadline = time.monotonic() + 120
+        while 'outcome="interrupted"' not in _http(srv, "GET", "/metrics").text:
+            assert time.monotonic() < deadline, "the server never ended the abandoned answer"
+            time.sleep(0.2)
+        after = srv.client().chat.completions.create(model="qroute/pair/smollm2-135m", max_tokens=4,
+                                                     messages=[{"role": "user", "content": "Hi"}])
+        assert after.choices[0].message.content is not None
+    finally:
+        srv.stop()
+    (db,) = home.rglob("runs.db")
+    rows = sqlite3.connect(db).execute("SELECT finish, output_tokens FROM runs ORDER BY id").fetchall()
+    assert rows[0][0] == "interrupted" and 0 < rows[0][1] < 2000, rows
+
+
 def test_help_does_not_load_the_server_libraries():
     code = ("import sys; from qroute_cli.cli import app, _register_commands; _register_commands();"
             "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['--help']);"
