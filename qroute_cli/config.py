@@ -32,6 +32,7 @@ _PAIR_KEYS = {"verifier": str, "drafter": str, "description": str, "endpoint": s
 _ENDPOINT_KEYS = {
     "url": str, "kind": str, "model": str, "api_key_env": str, "description": str,
     "connect_timeout": (int, float), "read_timeout": (int, float), "down_for": (int, float),
+    "max_concurrency": int,
 }
 ENDPOINT_KINDS = ("llama-server", "openai")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -196,6 +197,10 @@ def _check_endpoint(t: dict[str, Any], where: str, path: Path) -> None:
         value = t.get(key)
         if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
             raise ConfigError(f"{path}: '{where}.{key}' must be a positive number of seconds, got {value!r}.")
+    value = t.get("max_concurrency")
+    if value is not None and (isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{path}: '{where}.max_concurrency' must be a whole number of requests, 1 or more, "
+                          f"got {value!r}.", "How many requests `qroute serve` sends it at once, e.g. 4.")
 
 
 def _build_model(name: str, t: dict[str, Any], base_dir: Path | None) -> ModelSpec:
@@ -235,6 +240,7 @@ def _build_endpoint(name: str, t: dict[str, Any]) -> Endpoint:
         connect_timeout_s=float(t.get("connect_timeout", Endpoint.connect_timeout_s)),
         read_timeout_s=float(t.get("read_timeout", Endpoint.read_timeout_s)),
         down_for_s=float(t.get("down_for", Endpoint.down_for_s)),
+        max_concurrency=int(t.get("max_concurrency", Endpoint.max_concurrency)),
     )
 
 

@@ -93,6 +93,7 @@ class Endpoint:
     connect_timeout_s: float = 3.0  # a machine that is off fails over within this
     read_timeout_s: float = 60.0  # longest silence between two streamed pieces
     down_for_s: float = 30.0  # after a failure, how long its pairs are left out of routing
+    max_concurrency: int = 4  # requests `qroute serve` has in flight on it at once (its slots)
     description: str = ""
 
     def model_for(self, pair: "Pair") -> str:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -255,6 +256,7 @@ class Store:
         self.problem: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._inode: int | None = None
+        self._lock = threading.RLock()  # one thread at a time on the connection
         try:
             self._conn = self._open_read_only() if read_only else self._open_or_recover()
         except _NewerStore as exc:
@@ -278,7 +280,10 @@ class Store:
             self.notify(f"{problem} {then or 'Learning is off for this run.'}")
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
-        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, uri=uri)
+        # `qroute serve` answers from several threads: any of them may use the connection, one
+        # at a time (self._lock around every use).
+        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, uri=uri,
+                               check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
         return conn
 
@@ -369,81 +374,88 @@ class Store:
 
         The first failure raises StoreError; later runs of this process are not logged.
         """
-        if self._conn is None:
-            return None
-        row = asdict(record)
-        if not self.keep_prompts:
-            row["prompt"] = None
-        cols = ", ".join(_COLUMNS)
-        marks = ", ".join("?" for _ in _COLUMNS)
-        try:
-            cur = self._conn.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({marks})", [row[c] for c in _COLUMNS]
-            )
-        except sqlite3.Error as exc:
-            self.close()
-            self.problem = f"Could not write to the learning store {self.path} ({_why(exc)})."
-            raise StoreError(self.problem)
-        return int(cur.lastrowid)
+        with self._lock:
+            if self._conn is None:
+                return None
+            row = asdict(record)
+            if not self.keep_prompts:
+                row["prompt"] = None
+            cols = ", ".join(_COLUMNS)
+            marks = ", ".join("?" for _ in _COLUMNS)
+            try:
+                cur = self._conn.execute(
+                    f"INSERT INTO runs ({cols}) VALUES ({marks})", [row[c] for c in _COLUMNS]
+                )
+            except sqlite3.Error as exc:
+                self.close()
+                self.problem = f"Could not write to the learning store {self.path} ({_why(exc)})."
+                raise StoreError(self.problem)
+            return int(cur.lastrowid)
 
     def recent(self, limit: int = 2000, machine: str | None = None) -> list[RunRecord]:
         """The latest `limit` runs, oldest first (optionally of one machine only)."""
-        if self._conn is None:
-            return []
-        # A store opened read-only keeps its schema: columns it predates read as their default.
-        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
-        names = [c for c in _COLUMNS if c in have]
-        where, args = ("WHERE machine = ?", [machine]) if machine else ("", [])
-        rows = self._conn.execute(
-            f"SELECT {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
-        ).fetchall()
-        return [RunRecord(**dict(zip(names, r))) for r in reversed(rows)]
+        with self._lock:
+            if self._conn is None:
+                return []
+            # A store opened read-only keeps its schema: columns it predates read as their default.
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            names = [c for c in _COLUMNS if c in have]
+            where, args = ("WHERE machine = ?", [machine]) if machine else ("", [])
+            rows = self._conn.execute(
+                f"SELECT {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
+            ).fetchall()
+            return [RunRecord(**dict(zip(names, r))) for r in reversed(rows)]
 
     def note(self, subject: str, message: str) -> None:
         """Keep a one-line note (e.g. an endpoint that failed and was left out); never raises:
         a note is worth less than the answer it is about."""
-        if self._conn is None or self.read_only:
-            return
-        import time
+        with self._lock:
+            if self._conn is None or self.read_only:
+                return
+            import time
 
-        try:
-            self._conn.execute("INSERT INTO notes (ts, subject, message) VALUES (?, ?, ?)",
-                               (time.time(), subject, message))
-        except sqlite3.Error:
-            pass
+            try:
+                self._conn.execute("INSERT INTO notes (ts, subject, message) VALUES (?, ?, ?)",
+                                   (time.time(), subject, message))
+            except sqlite3.Error:
+                pass
 
     def notes(self, limit: int = 100) -> list[tuple[float, str, str]]:
         """The latest notes, oldest first: (time, subject, message)."""
-        if self._conn is None:
-            return []
-        try:
-            rows = self._conn.execute("SELECT ts, subject, message FROM notes ORDER BY id DESC LIMIT ?",
-                                      (limit,)).fetchall()
-        except sqlite3.Error:  # a store older than notes, opened read-only
-            return []
-        return [tuple(r) for r in reversed(rows)]
+        with self._lock:
+            if self._conn is None:
+                return []
+            try:
+                rows = self._conn.execute("SELECT ts, subject, message FROM notes ORDER BY id DESC LIMIT ?",
+                                          (limit,)).fetchall()
+            except sqlite3.Error:  # a store older than notes, opened read-only
+                return []
+            return [tuple(r) for r in reversed(rows)]
 
     def count(self) -> int:
-        if self._conn is None:
-            return 0
-        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        with self._lock:
+            if self._conn is None:
+                return 0
+            return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def reset(self) -> int:
         """Delete every run; returns how many there were."""
-        if self._conn is None or self.read_only:
-            raise StoreError(self.problem or f"The learning store {self.path} is open read-only.")
-        n = self.count()
-        self._conn.execute("DELETE FROM runs")
-        self._conn.execute("VACUUM")
-        return n
+        with self._lock:
+            if self._conn is None or self.read_only:
+                raise StoreError(self.problem or f"The learning store {self.path} is open read-only.")
+            n = self.count()
+            self._conn.execute("DELETE FROM runs")
+            self._conn.execute("VACUUM")
+            return n
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except sqlite3.Error:
+                    pass
+                self._conn = None
 
     def __enter__(self) -> "Store":
         return self

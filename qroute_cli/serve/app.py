@@ -1,24 +1,27 @@
 """The HTTP app of `qroute serve`: OpenAI's chat and completions endpoints in front of answer().
 
 One local generation runs at a time: llama.cpp already uses every core for one answer, so a
-second one would only slow both. Requests queue for a single worker thread, which owns the
-router and the pool (the learning store's SQLite connection lives in that thread too); the
-event loop stays free to accept, stream and time out requests meanwhile.
+second one would only slow both. Each request is routed once, when it arrives, and queued
+where its pair runs: local pairs wait for a single thread that owns the model pool; a pair on
+a remote endpoint runs on that endpoint's own threads, up to its `max_concurrency` at once, so
+several machines answer side by side. The router and the learning store are shared by these
+threads: each decision and record is made under one lock (the store's SQLite connection takes
+any thread, one at a time). The event loop stays free to accept, stream and time out requests.
 
-The time a request waits in the queue counts against its latency budget: the router is given
-what is left, so it picks a faster pair (or caps the answer) when the wait was long, and a
-request whose budget ran out while it waited gets a 503 (code `budget_exhausted`) instead of an
-answer that is late before it starts. A pinned pair (`qroute/pair/NAME`) is not routed and is
+The time a request waits in the queue counts against its latency budget: a request for a local
+pair is routed again when its turn comes, on what is left, so it picks a faster pair (or caps
+the answer) when the wait was long, and a request whose budget ran out while it waited gets a
+503 (code `budget_exhausted`) instead of an answer that is late before it starts. A pinned pair (`qroute/pair/NAME`) is not routed and is
 answered however long it waited, unless `hard_budget` asks for the deadline.
 
 A client that goes away stops its answer: the text callback raises ClientGone, a
 KeyboardInterrupt, which the engine already turns into finish_reason "interrupted" for Ctrl-C;
 answer() records the partial run as `qroute run` does.
 
-Pairs on remote endpoints answer through the same worker. An endpoint that fails before any of
-its text was sent is left out and the request goes to the next best pair (a response sent whole
-may fail over even mid-answer: its client has seen nothing yet); the response's `qroute` object
-lists the failovers, and /metrics counts answers and failures per endpoint.
+An endpoint that fails before any of its text was sent is left out and the request goes to the
+next best pair, on that pair's queue (a response sent whole may fail over even mid-answer: its
+client has seen nothing yet); the response's `qroute` object lists the failovers, and /metrics
+counts answers and failures per endpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as Endpoint
 
-from qroute_cli.answer import Answer, answer
+from qroute_cli.answer import Answer, Failover, answer
 from qroute_cli.errors import EndpointError, PromptTooLongError, QrouteError, UsageError
 from qroute_cli.models.cache import installed_pairs
 from qroute_cli.routing import policy
@@ -88,7 +91,7 @@ class BudgetSpent(Exception):
 
 @dataclass
 class Job:
-    """One request's work for the worker thread."""
+    """One request's work for the worker."""
 
     endpoint: str
     messages: list[Message]
@@ -113,51 +116,166 @@ class Ran:
     budget_s: float
 
 
+class Move(Exception):
+    """A decision chose a pair that runs elsewhere: the job goes to that pair's queue."""
+
+    def __init__(self, endpoint: str | None, decision, failovers: tuple[Failover, ...]) -> None:
+        super().__init__(endpoint)
+        self.endpoint, self.decision, self.failovers = endpoint, decision, failovers
+
+
+class SharedRouter:
+    """The router as one job's answer() sees it. The router and its store are shared by every
+    request thread, so each decision and record is made under the worker's lock, with this job's
+    budget and strategy set for the call and the server's restored after it.
+
+    `first` is the decision the job was dispatched on; answer() gets it instead of deciding
+    again. A later decision (a failover) for a pair that runs on another queue than `lane`
+    (None: the local model, else an endpoint's name) raises Move rather than running there."""
+
+    def __init__(self, worker: "Worker", budget_s: float, strategy: str, lane: str | None,
+                 first=None, failovers: tuple[Failover, ...] = ()) -> None:
+        self.worker, self.budget_s, self.strategy, self.lane, self.first = worker, budget_s, strategy, lane, first
+        self.failovers = list(failovers)  # every queue's so far, carried along when the job moves
+
+    @property
+    def endpoints(self):
+        return self.worker.router.endpoints
+
+    def decide(self, messages, *, max_tokens: int, forced_pair: str | None = None):
+        if self.first is not None:
+            decision, self.first = self.first, None
+            return decision
+        decision = self.worker.decide(messages, max_tokens, forced_pair, self.budget_s, self.strategy)
+        lane = self.worker.pool.registry.pair(decision.chosen).endpoint
+        if forced_pair is None and lane != self.lane:
+            raise Move(lane, decision if lane is not None else None, tuple(self.failovers))
+        return decision
+
+    def endpoint_failed(self, exc: EndpointError, pair: str | None = None) -> None:
+        with self.worker.lock:
+            self.worker.router.endpoint_failed(exc, pair)
+        if exc.endpoint_fault and pair is not None:  # what answer() lists, should the job move
+            self.failovers.append(Failover(pair, exc.endpoint, exc.message))
+
+    def record(self, decision, generation, messages) -> None:
+        with self.worker.lock:
+            self.worker.router.record(decision, generation, messages)
+
+
 class Worker:
-    """The single thread that routes and generates; jobs wait their turn in its queue."""
+    """Routes each job once, then runs it on its pair's queue: one thread for the local model,
+    `max_concurrency` threads per endpoint. The router and its store are shared: every decision
+    and record is made under `lock`."""
 
     def __init__(self, router, pool) -> None:
         self.router, self.pool = router, pool
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qroute-answer")
-        self.budget_s = router.budget_s  # the server's defaults, restored after every request
+        self.lock = threading.RLock()
+        self.dispatcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qroute-route")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qroute-answer")  # the local model
+        self.remote: dict[str, ThreadPoolExecutor] = {}  # one per endpoint, made on first use
+        self.budget_s = router.budget_s  # the server's defaults, restored after every decision
         self.strategy = router.strategy_text
         self.closing = threading.Event()
-        self.pending = 0  # requests waiting for or running on the model
+        self.pending = 0  # requests waiting for or running on a model
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> Future:
+        """Route `job` and queue it; the future ends with its Ran (None: its client left)."""
+        outer: Future = Future()
+        outer.set_running_or_notify_cancel()
         with self._lock:
             self.pending += 1
-        future = self.executor.submit(self._run, job)
-        future.add_done_callback(self._done)
-        return future
+        outer.add_done_callback(self._done)
+        self.dispatcher.submit(self._dispatch, job, outer)
+        return outer
 
     def _done(self, future: Future) -> None:
         with self._lock:
             self.pending -= 1
 
-    def warm_up(self) -> None:
+    def decide(self, messages, max_tokens: int, forced_pair: str | None, budget_s: float, strategy: str):
+        """The router's decision with this budget and strategy, under the lock."""
+        with self.lock:
+            router = self.router
+            router.budget_s = max(budget_s, 1e-3)  # a pinned pair that waited long still runs
+            try:
+                router.set_strategy(strategy)
+                return router.decide(messages, max_tokens=max_tokens, forced_pair=forced_pair)
+            finally:
+                router.budget_s = self.budget_s
+                router.set_strategy(self.strategy)
+
+    def _dispatch(self, job: Job, outer: Future) -> None:
+        """Decide where `job` runs: a pinned pair's place, else the router's choice."""
         try:
-            self.router.decide([Message("user", "Hello")], max_tokens=1)
-        except QrouteError as exc:  # e.g. no pair installed: every request will say so
-            log.warning("%s %s", exc.message, exc.hint or "")
+            if job.stop.is_set() or self.closing.is_set():
+                return outer.set_result(None)
+            if job.pair is not None:
+                return self._send(job, outer, self.pool.registry.pair(job.pair).endpoint, None, ())
+            left = self._left(job)
+            decision = self.decide(job.messages, job.config.max_tokens, None, left, job.strategy or self.strategy)
+            endpoint = self.pool.registry.pair(decision.chosen).endpoint
+            # A local pair is routed again when its turn comes, on what the queue left of the budget.
+            self._send(job, outer, endpoint, decision if endpoint is not None else None, ())
+        except BaseException as exc:  # noqa: BLE001  (the request's error, not the dispatcher's)
+            outer.set_exception(exc)
 
-    def close(self) -> None:
-        """Stop answers in progress, then close the router (its store) in the worker's thread."""
-        self.closing.set()
-        self.executor.submit(self.router.close).result()
-        self.executor.shutdown(wait=True)
+    def _send(self, job: Job, outer: Future, endpoint: str | None, first, failovers: tuple[Failover, ...]) -> None:
+        if endpoint is None:
+            executor = self.executor
+        else:
+            with self._lock:
+                if endpoint not in self.remote:
+                    slots = self.pool.registry.endpoints[endpoint].max_concurrency
+                    self.remote[endpoint] = ThreadPoolExecutor(max_workers=slots,
+                                                               thread_name_prefix=f"qroute-{endpoint}")
+                executor = self.remote[endpoint]
+        executor.submit(self._attempt, job, outer, endpoint, first, failovers)
 
-    def _run(self, job: Job) -> Ran | None:
-        """Answer `job` (None: its client left before it began)."""
-        started = time.perf_counter()
-        queue_s = started - job.arrived
-        if job.stop.is_set() or self.closing.is_set():
-            return None
+    def _attempt(self, job: Job, outer: Future, lane: str | None, first, failovers: tuple[Failover, ...]) -> None:
+        try:
+            try:
+                ran = self._run(job, lane, first, failovers)
+            except Move as move:  # a failover (or the wait) chose a pair on another queue
+                return self._send(job, outer, move.endpoint, move.decision, move.failovers)
+        except BaseException as exc:  # noqa: BLE001  (the request's error, not this thread's)
+            return outer.set_exception(exc)
+        outer.set_result(ran)
+
+    def _left(self, job: Job) -> float:
+        """What the queue left of the job's budget (BudgetSpent when nothing, unless pinned)."""
+        queue_s = time.perf_counter() - job.arrived
         left = job.budget_s - queue_s
         if left <= 0 and (job.pair is None or job.hard_budget):
             raise BudgetSpent(f"The latency budget ({job.budget_s:g} s) ran out while the request waited "
                               f"{queue_s:.2f} s for the model.")
+        return left
+
+    def warm_up(self) -> None:
+        try:
+            with self.lock:
+                self.router.decide([Message("user", "Hello")], max_tokens=1)
+        except QrouteError as exc:  # e.g. no pair installed: every request will say so
+            log.warning("%s %s", exc.message, exc.hint or "")
+
+    def close(self) -> None:
+        """Stop answers in progress, wait for every queue, then close the router (its store)."""
+        self.closing.set()
+        self.dispatcher.shutdown(wait=True)
+        for executor in list(self.remote.values()):  # a remote job may still move to the local queue
+            executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
+        with self.lock:
+            self.router.close()
+
+    def _run(self, job: Job, lane: str | None = None, first=None, failovers: tuple[Failover, ...] = ()) -> Ran | None:
+        """Answer `job` on this queue (None: its client left before it began)."""
+        started = time.perf_counter()
+        queue_s = started - job.arrived
+        if job.stop.is_set() or self.closing.is_set():
+            return None
+        left = self._left(job)
         config = replace(job.config, deadline_s=left if job.hard_budget else None)
 
         def on_text(piece: str) -> None:
@@ -170,21 +288,18 @@ class Worker:
             if job.on_start is not None:
                 job.on_start(pair)
 
-        router = self.router
-        router.budget_s = max(left, 1e-3)  # a pinned pair that waited long still runs
+        router = SharedRouter(self, left, job.strategy or self.strategy, lane, first, failovers)
         try:
-            router.set_strategy(job.strategy or self.strategy)
             # A response sent whole has shown its client nothing yet: a pair that fails mid-answer
             # may be replaced from the start.
             result = answer(router, self.pool, job.messages, config, on_text,
                             forced_pair=job.pair, before_run=before_run, restart=job.on_text is None)
         except ClientGone:  # raised outside the token loop (the engine catches it inside)
             return None
-        finally:
-            router.budget_s = self.budget_s
-            router.set_strategy(self.strategy)
         if result.generation is None:
             return None
+        if failovers:  # pairs that failed on the queue this job came from
+            result = replace(result, failovers=failovers + result.failovers)
         return Ran(result, queue_s, time.perf_counter() - job.arrived, job.budget_s)
 
 
@@ -198,13 +313,18 @@ class Settings:
 
 
 def create_app(router, pool, *, settings: Settings | None = None, metrics: Metrics | None = None) -> Starlette:
-    """The ASGI app: `router` decides and learns, `pool` holds the loaded models. Both are used
-    from one worker thread only; the app closes the router when it shuts down."""
+    """The ASGI app: `router` decides and learns (under the worker's lock), `pool` holds the
+    loaded models (used by the local thread only); the app closes the router when it shuts down."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
     registry = pool.registry
     if registry.endpoints:
-        _ = router.endpoints  # made here, not lazily in two threads at once (/health reads it)
+        _ = router.endpoints  # made here, not lazily in several threads at once (/health reads it)
+        for name in registry.endpoints:  # their clients too; one without its key fails per request
+            try:
+                router.endpoints.client(name)
+            except QrouteError:
+                pass
     worker = Worker(router, pool)
     created = api.now()
 
@@ -270,7 +390,7 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
     # -- running a job ----------------------------------------------------------------
 
     def count(job: Job, future: Future) -> None:
-        """Metrics for a finished job (called in the worker thread when it ends)."""
+        """Metrics for a finished job (called in the thread that ended it)."""
         metrics.queued.dec()
         exc = future.exception()
         ran = None if exc is not None else future.result()
@@ -446,7 +566,7 @@ def create_app(router, pool, *, settings: Settings | None = None, metrics: Metri
     async def lifespan(app):
         # Load the profile and scorer (and calibrate what has no profile yet) before the first
         # request, so that no request's budget pays for it.
-        await asyncio.wrap_future(worker.executor.submit(worker.warm_up))
+        await asyncio.wrap_future(worker.dispatcher.submit(worker.warm_up))
         yield
         await asyncio.to_thread(worker.close)
 
