@@ -8,6 +8,10 @@ llama-cpp-python 0.3.36) and vLLM's per-request metrics (vllm-project/vllm#48915
 takes the next mode from `script` (then `default`): ok, status:NNN, hang:SECONDS, drop (a few
 pieces, then the connection closes), garbage (an event that is not JSON), nofinish (no
 finish_reason before [DONE]).
+
+With `hold` (a threading.Event), every chat request waits for it to be set before it answers;
+`wait_held(n)` waits until `n` requests are waiting at once, which shows requests in flight
+together without measuring time.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class FakeOpenAI:
 
     def __init__(self, *, style: str = "llama-server", model: str = "fake-model", reply: str = "one two three four five",
                  piece_delay_s: float = 0.0, prompt_ms_per_token: float = 0.5, predicted_ms_per_token: float = 4.0,
-                 draft: tuple[int, int] | None = None, default: str = "ok") -> None:
+                 draft: tuple[int, int] | None = None, default: str = "ok",
+                 hold: threading.Event | None = None) -> None:
         self.style, self.model, self.reply = style, model, reply
         self.piece_delay_s = piece_delay_s
         self.prompt_ms_per_token, self.predicted_ms_per_token = prompt_ms_per_token, predicted_ms_per_token
@@ -39,7 +44,11 @@ class FakeOpenAI:
         self.script: list[str] = []
         self.requests: list[dict] = []  # bodies of the chat requests received
         self.disconnects = 0  # answers whose client went away mid-stream
+        self.hold = hold
+        self.held = 0  # requests waiting for `hold` now
+        self.most_held = 0  # the most that waited at once
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +81,8 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append(body)
                     mode = fake.script.pop(0) if fake.script else fake.default
+                if fake.hold is not None:
+                    fake._wait_for_release()
                 if mode.startswith("status:"):
                     status = int(mode.split(":")[1])
                     return self._json(status, {"error": {"message": f"scripted failure {status}", "type": "server_error"}})
@@ -96,6 +107,21 @@ class FakeOpenAI:
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _wait_for_release(self) -> None:
+        with self._changed:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+            self._changed.notify_all()
+        self.hold.wait()
+        with self._changed:
+            self.held -= 1
+            self._changed.notify_all()
+
+    def wait_held(self, n: int, timeout: float = 60.0) -> bool:
+        """Wait until `n` requests are held at once (False if that did not happen in `timeout`)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= n, timeout)
 
     # -- answers ------------------------------------------------------------------------
 
