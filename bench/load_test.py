@@ -18,9 +18,10 @@ counts as unclear). The JSON in bench/results/load_test.json carries the provena
     nice -n 10 .venv/bin/python -m bench.load_test                                  # 4 clients, 120 requests
     .venv/bin/python -m bench.load_test --clients 2 --requests 12 --max-tokens 8 --out /tmp/lt.json   # a quick smoke run
 
-`qroute serve` runs one answer at a time (its worker thread owns the router and the learning
-store), also for pairs on endpoints: the throughput measured here is that of one request at a
-time through qroute, and the queue wait counts against each request's budget.
+`qroute serve` answers pairs on endpoints side by side (up to each endpoint's
+max_concurrency) and counts the queue wait against each request's budget. Each server here
+has one slot and the router sends every request to the better pair while it is up, so the
+requests queue inside that server: the throughput measured is that of one slot at a time.
 """
 
 from __future__ import annotations
