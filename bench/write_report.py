@@ -409,8 +409,16 @@ def made_by(data) -> list[str]:
                 "thread and command fields, so it was made by older code than this report; "
                 "re-run it with `bash bench/run_full.sh` before relying on it.", ""]
     threads = meta.get("threads", "?")
-    return [f"Made by commit `{str(meta['commit'])[:12]}` on {meta.get('date', '?')}, {meta.get('machine', '?')}, "
-            f"threads {'as the load left them' if threads is None else threads}: `{meta.get('command', '?')}`.", ""]
+    machine = meta.get("cpu") or meta.get("machine", "?")
+    if isinstance(machine, dict):
+        machine = machine.get("cpu", "?")
+    command = meta.get("command")
+    if command is None and isinstance(meta.get("commands"), dict):  # bench.startup names each command it timed
+        command = " ; ".join(" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in meta["commands"].values())
+    dirty = "+dirty" in str(meta["commit"])
+    return [f"Made by commit `{str(meta['commit'])[:12]}`{' (with uncommitted changes)' if dirty else ''} on "
+            f"{meta.get('date') or meta.get('time', '?')}, {machine}, "
+            f"threads {'as the load left them' if threads is None else threads}: `{command or '?'}`.", ""]
 
 
 def main() -> None:
