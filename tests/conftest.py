@@ -95,6 +95,15 @@ def require_source_data() -> Path:
     return root
 
 
+def default_sigint() -> None:
+    """For a child that a test interrupts as Ctrl-C would: SIGINT back to its default. A test
+    run started in the background (`cmd &` in a script) ignores SIGINT, its children inherit
+    that, and Python then never raises KeyboardInterrupt in them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def qroute(*args, input=None, config=FAKE_CONFIG, env=None, timeout=120):
     """`qroute ARGS` in a subprocess (fake config unless `config` says otherwise; None: no
     --config); `env` adds to the environment; bytes in `args` or `input` pass through as bytes."""

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG, ROOT, require_model
+from conftest import FAKE_CONFIG, ROOT, default_sigint, require_model
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -33,7 +33,7 @@ def spawn(*args: str, config=None):
                PROMPT_TOOLKIT_NO_CPR="1")  # the test terminal does not answer cursor-position requests
     cmd = ["-m", "qroute_cli"] + (["--config", str(config)] if config else []) + list(args)
     child = pexpect.spawn(sys.executable, cmd, env=env, cwd=str(ROOT), dimensions=(40, 120),
-                          encoding="utf-8", codec_errors="replace", timeout=T)
+                          encoding="utf-8", codec_errors="replace", timeout=T, preexec_fn=default_sigint)
     return child
 
 

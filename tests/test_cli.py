@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CONFIG, qroute, require_model
+from conftest import FAKE_CONFIG, default_sigint, qroute, require_model
 
 
 def test_help_does_not_load_native_libraries():
@@ -140,7 +140,8 @@ def test_ctrl_c_stops_cleanly():
     require_model("smollm2-135m")
     cmd = [sys.executable, "-m", "qroute_cli", "run", "Write a very long story about a dragon.",
            "--pair", "smollm2-135m", "-n", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+                            preexec_fn=default_sigint)
     first = os.read(proc.stdout.fileno(), 1)  # generation has started
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_CONFIG, require_model, require_module
+from conftest import FAKE_CONFIG, default_sigint, require_model, require_module
 
 KEY = "test-key"
 FAKE_PAIRS = ["fake-big", "fake-big+small", "fake-big+ngram", "fake-small", "fake-other"]
@@ -41,7 +41,8 @@ class Server:
         self.log = home / "serve.log"
         args = ["serve", "--port", str(self.port)] + (["--api-key", api_key] if api_key else [])
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen(self.command(*args), stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(self.command(*args), stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                         preexec_fn=default_sigint)  # stopped by SIGINT, as Ctrl-C would
         self._wait_ready()
 
     def command(self, *args: str) -> list[str]:
