@@ -91,12 +91,18 @@ def append_row(path: Path, row: dict) -> None:
 def pack(path: Path) -> int:
     """Rewrite the file as one gzip stream (smaller), keeping one row per key; returns rows."""
     rows = {r["key"]: r for r in read_rows(path)}
+    write_rows(path, rows.values())
+    return len(rows)
+
+
+def write_rows(path: Path, rows: Iterable[dict]) -> None:
+    """Replace the file with `rows` as one gzip stream, through a temporary file, so a crash
+    leaves the old file whole."""
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
-        for r in rows.values():
+        for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     tmp.replace(path)
-    return len(rows)
 
 
 def rescore(path: Path, data_root: Path | None = None) -> int:
@@ -108,11 +114,7 @@ def rescore(path: Path, data_root: Path | None = None) -> int:
         new = {k: round(v, 4) for k, v in TASKS[r["dataset"]].score(r["text"], refs[(r["dataset"], r["id"])]).items()}
         changed += new != r["scores"]
         r["scores"] = new
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
-        for r in rows.values():
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_rows(path, rows.values())
     return changed
 
 

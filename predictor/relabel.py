@@ -17,11 +17,9 @@ file: it rewrites the file through a temporary one.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 from pathlib import Path
 
-from predictor.datagen import DEFAULT_OUT, read_rows
+from predictor.datagen import DEFAULT_OUT, read_rows, write_rows
 
 RULE = "judged"  # acceptance = kept / judged draft tokens (engine.checked_tokens)
 
@@ -48,11 +46,7 @@ def relabel(path: Path, registry=None) -> int:
             r["acceptance"][key] = None if acceptance is None else round(acceptance, 4)
             r.setdefault("ngram_coverage", {})[key] = round(coverage, 4)
             r["acceptance_rule"] = RULE
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
-        for r in rows.values():
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_rows(path, rows.values())
     return len(todo)
 
 
