@@ -36,13 +36,15 @@ from qroute_cli.types import Endpoint, GenerationConfig, Message, Pair
 HI = [Message("user", "hi")]
 
 
-def write_config(path: Path, urls: dict[str, str], *, kinds: dict[str, str] | None = None, extra: str = "") -> Path:
-    """A registry of two remote models, each served by its own endpoint, and a local fake pair."""
+def write_config(path: Path, urls: dict[str, str], *, kinds: dict[str, str] | None = None, extra: str = "",
+                 defaults: str = 'budget = "5s"', endpoint_keys: str | None = None) -> Path:
+    """A registry of two remote models, each served by its own endpoint, and a local fake pair.
+    `endpoint_keys` replaces the timeouts and kind each endpoint gets by default."""
     kinds = kinds or {}
     text = textwrap.dedent("""\
         include_builtin = false
         [defaults]
-        budget = "5s"
+        """) + defaults + textwrap.dedent("""
 
         [models.big-remote]
         remote = true
@@ -61,14 +63,9 @@ def write_config(path: Path, urls: dict[str, str], *, kinds: dict[str, str] | No
         verifier = "fake-other"
     """)
     for (name, url), model in zip(urls.items(), ("big-remote", "small-remote")):
-        text += textwrap.dedent(f"""
-            [endpoints.{name}]
-            url = "{url}"
-            kind = "{kinds.get(name, 'llama-server')}"
-            connect_timeout = 1
-            read_timeout = 2
-            down_for = 30
-
+        keys = endpoint_keys if endpoint_keys is not None else (
+            f'kind = "{kinds.get(name, "llama-server")}"\nconnect_timeout = 1\nread_timeout = 2\ndown_for = 30\n')
+        text += f'\n[endpoints.{name}]\nurl = "{url}"\n' + keys + textwrap.dedent(f"""
             [pairs."{model}@{name}"]
             verifier = "{model}"
             endpoint = "{name}"

@@ -33,6 +33,7 @@ class Server:
 
     def __init__(self, home: Path, config: Path | None, env: dict[str, str] | None = None,
                  api_key: str | None = KEY) -> None:
+        self.home = home
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "QROUTE_HOME": str(home), **(env or {})}
@@ -341,17 +342,23 @@ def test_a_client_that_leaves_stops_its_answer(worker):
 # -- a real model ------------------------------------------------------------------------
 
 
-@pytest.mark.real
-def test_real_model_chat_completion(tmp_path):
-    require_module("openai")
+def smollm_server(tmp_path: Path) -> Server:
+    """`qroute serve` with the built-in registry and only smollm2-135m installed, so no other
+    model is calibrated at start."""
     model = require_model("smollm2-135m")
-    models = tmp_path / "models"  # only this model installed: no other model is calibrated at start
+    models = tmp_path / "models"
     models.mkdir()
     for path in model.parent.glob("smollm2-135m.gguf*"):
         (models / path.name).symlink_to(path)
     home = tmp_path / "home"
     home.mkdir()
-    srv = Server(home, None, env={"QROUTE_MODELS": str(models)})
+    return Server(home, None, env={"QROUTE_MODELS": str(models)})
+
+
+@pytest.mark.real
+def test_real_model_chat_completion(tmp_path):
+    require_module("openai")
+    srv = smollm_server(tmp_path)
     question = "What is the capital of France?"
     try:
         resp = srv.client().chat.completions.create(
@@ -375,14 +382,8 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(tmp_path):
 
     import httpx
 
-    model = require_model("smollm2-135m")
-    models = tmp_path / "models"
-    models.mkdir()
-    for path in model.parent.glob("smollm2-135m.gguf*"):
-        (models / path.name).symlink_to(path)
-    home = tmp_path / "home"
-    home.mkdir()
-    srv = Server(home, None, env={"QROUTE_MODELS": str(models)})
+    srv = smollm_server(tmp_path)
+    home = srv.home
     body = {"model": "qroute/pair/smollm2-135m", "stream": True, "max_tokens": 2000, "temperature": 0,
             "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
     try:

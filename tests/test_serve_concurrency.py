@@ -6,7 +6,6 @@ flight at once" is shown by both servers holding requests together, never by a t
 
 from __future__ import annotations
 
-import textwrap
 import threading
 from pathlib import Path
 
@@ -23,47 +22,17 @@ from qroute_cli.routing.scoring import PriorScorer
 from qroute_cli.serve.app import Job, Worker
 from qroute_cli.types import GenerationConfig, Message
 from test_endpoints import local_profile, remote_profile
+from test_endpoints import write_config as endpoint_config
 
 HELD_S = 60.0  # how long a test waits for requests to arrive before it says they did not
 
 
 def write_config(path: Path, urls: dict[str, str], max_concurrency: int | None = 2) -> Path:
     """Two remote models, one per endpoint (`max_concurrency` each), and a local fake pair."""
-    text = textwrap.dedent("""\
-        include_builtin = false
-        [models.big-remote]
-        remote = true
-        quality_prior = 0.9
-
-        [models.small-remote]
-        remote = true
-        quality_prior = 0.5
-
-        [models.fake-other]
-        path = "fake://seed=7"
-        quality_prior = 0.1
-        n_ctx = 1024
-
-        [pairs.fake-other]
-        verifier = "fake-other"
-    """)
-    for (name, url), model in zip(urls.items(), ("big-remote", "small-remote")):
-        text += textwrap.dedent(f"""
-            [endpoints.{name}]
-            url = "{url}"
-            connect_timeout = 1
-            read_timeout = 120
-        """)
-        if max_concurrency is not None:
-            text += f"max_concurrency = {max_concurrency}\n"
-        text += textwrap.dedent(f"""
-            [pairs."{model}@{name}"]
-            verifier = "{model}"
-            endpoint = "{name}"
-            model = "served-{model}"
-        """)
-    path.write_text(text)
-    return path
+    keys = "connect_timeout = 1\nread_timeout = 120\n"
+    if max_concurrency is not None:
+        keys += f"max_concurrency = {max_concurrency}\n"
+    return endpoint_config(path, urls, defaults="", endpoint_keys=keys)
 
 
 @pytest.fixture
