@@ -295,6 +295,11 @@ def overhead_section(data: dict) -> list[str]:
     return out + [""]
 
 
+def _named_rows(rows: list[dict], lead: str, name, tail: str = "") -> str:
+    """' (LEAD a, b TAIL)' naming the rows a verdict sentence excepts; '' when there are none."""
+    return f" ({lead}" + ", ".join(name(r) for r in rows) + f"{tail})" if rows else ""
+
+
 def engine_section(engine: dict) -> list[str]:
     """bench.engine: each mode's speed beside the limit its verifier's cost curve allows."""
     m = engine["meta"]
@@ -318,10 +323,9 @@ def engine_section(engine: dict) -> list[str]:
         below = [r for r in spec if r["share_of_limit"] < 0.9]
         slow = [r for r in spec if r["ratio_vs_qroute_plain"] < 0.95]
         out += ["", f"{len(spec) - len(below)} of {len(spec)} speculative rows reach 90% of their limit"
-                + (" (" + ", ".join(f"{r['prompt']} {r['mode']} {r['share_of_limit']:.0%}" for r in below) + " do not)"
-                   if below else "") + f"; {len(slow)} run below 0.95x qroute plain"
-                + (" (" + ", ".join(f"{r['prompt']} {r['mode']} {r['ratio_vs_qroute_plain']:.2f}x" for r in slow) + ")"
-                   if slow else "") + "."]
+                + _named_rows(below, "", lambda r: f"{r['prompt']} {r['mode']} {r['share_of_limit']:.0%}", " do not")
+                + f"; {len(slow)} run below 0.95x qroute plain"
+                + _named_rows(slow, "", lambda r: f"{r['prompt']} {r['mode']} {r['ratio_vs_qroute_plain']:.2f}x") + "."]
     return out + [""]
 
 
@@ -361,8 +365,7 @@ def cli_speed_section(data: dict) -> list[str]:
     spec = [r for r in data["rows"] if r["acceptance"] is not None or "+" in r["pair"]]
     slow = [r for r in spec if r["x_plain_decode"] < 0.95]
     out += ["", f"{len(spec) - len(slow)} of {len(spec)} speculative rows decode at 0.95x plain or better"
-            + (" (below: " + ", ".join(f"{r['prompt']} {r['pair']} {r['x_plain_decode']:.2f}x" for r in slow) + ")"
-               if slow else "") + "."]
+            + _named_rows(slow, "below: ", lambda r: f"{r['prompt']} {r['pair']} {r['x_plain_decode']:.2f}x") + "."]
     return out + [""]
 
 
