@@ -266,7 +266,8 @@ def test_a_capped_route_is_scored_on_the_cut_answer():
 
 def _bench_summary(home: Path, monkeypatch) -> dict:
     """The bench on the fake models in-process, from an empty data directory: every figure
-    it reports, less the wall-clock time it took."""
+    it reports, less the wall-clock time it took and the calibration profile's identity (the
+    profile carries the time it was measured)."""
     import io
     from dataclasses import replace
 
@@ -287,6 +288,7 @@ def _bench_summary(home: Path, monkeypatch) -> dict:
         res = run_bench(pool, cfg, home / "matrix.jsonl", router=router, scorers={"prior": PriorScorer(reg)})
     summary = dict(res.summary)
     summary.pop("bench_seconds")
+    summary["provenance"] = {k: v for k, v in summary["provenance"].items() if k != "calibration_profile"}
     cells = {f"{k[0]}|{k[1]}": (c.latency_s, c.ttft_s, c.tokens, c.drafted, c.accepted, c.text)
              for k, c in res.matrix.cells.items()}
     runs = [(o.strategy, o.setting, o.choices, o.latency) for o in res.outcomes]

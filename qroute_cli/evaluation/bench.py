@@ -18,7 +18,7 @@ import numpy as np
 from qroute_cli.evaluation import bootstrap, frontier, strategies
 from qroute_cli.evaluation.divergence import divergence
 from qroute_cli.evaluation.matrix import Matrix, cell_counts, run_matrix
-from qroute_cli.evaluation.provenance import SOURCE_ROOT
+from qroute_cli.evaluation.provenance import SOURCE_ROOT, profile_identity
 from qroute_cli.evaluation.strategies import Outcome
 from qroute_cli.evaluation.tasks import TASKS, Item, load
 from qroute_cli.tuning import SWEEP
@@ -311,12 +311,15 @@ def evidence(outcomes: Sequence[Outcome], items: Sequence[Item], m: Matrix, regi
 
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
               on_cell: Callable | None = None, items: list[Item] | None = None,
-              on_live: Callable | None = None) -> BenchResult:
-    """The matrix, every strategy on it, and (with a router and cfg.live) the live learning loop."""
+              on_live: Callable | None = None, on_capped: Callable | None = None) -> BenchResult:
+    """The matrix, every strategy on it, and (with a router and cfg.live) the live learning loop.
+    `on_cell`, `on_capped` and `on_live` are told of each cell, each capped answer the strategies
+    need (Matrix.on_capped) and each live run, for progress bars."""
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir)
+    matrix.on_capped = on_capped
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)
     if router is not None and cfg.live:
@@ -333,6 +336,8 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
         from qroute_cli.evaluation import sandbox
 
         res.summary.setdefault("provenance", {})["code_sandbox"] = sandbox.isolation().describe()
+    if router is not None:  # the routes (and the caps they asked for) follow the profile's latencies
+        res.summary.setdefault("provenance", {})["calibration_profile"] = profile_identity(router.profile)
     live = next((o for o in outcomes if o.live), None)
     if live is not None:
         replay = next((o for o in outcomes if o.strategy == "quality" and o.online and not o.live and o.scorer is None

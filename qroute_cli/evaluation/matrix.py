@@ -84,6 +84,8 @@ class Matrix:
     # How each cell and capped cell was obtained, for the results files: key -> {"key", "regime"}.
     meta: dict[tuple, dict] = field(default_factory=dict)
     store: "CellStore | None" = None  # runs a capped cell not measured yet; None: offline (replay)
+    # Told (item, pair, cap, cached?) of each capped answer fetched from the store, for a progress bar.
+    on_capped: Callable[[Item, str, int, bool], None] | None = None
 
     def cell(self, item: Item, pair: str) -> Cell:
         return self.cells[(item.id, pair)]
@@ -99,7 +101,10 @@ class Matrix:
             return full
         key = (item.id, pair, cap)
         if key not in self.capped and self.store is not None:
+            runs = self.store.counts["run"] + self.store.counts["capped run"]
             self.capped[key], self.meta[key] = self.store.get(item, pair, cap)
+            if self.on_capped is not None:
+                self.on_capped(item, pair, cap, self.store.counts["run"] + self.store.counts["capped run"] == runs)
         return self.capped.get(key)
 
 

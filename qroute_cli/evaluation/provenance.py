@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,16 @@ def llama_cpp_identity() -> str:
     for path in libs:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return f"{version}+{digest.hexdigest()[:12]}" if libs else version
+
+
+def profile_identity(profile) -> str:
+    """The calibration profile a run routed with, in 12 hex digits: the start of the SHA-256 of
+    the profile as qroute saves it (so of its file, unless that was edited by hand); 'none'
+    without one. Two results files with other digits routed from other measurements."""
+    if profile is None:
+        return "none"
+    text = json.dumps(profile.to_json(), indent=1)  # as latency.save_profile writes it
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def record(command: str | None = None, threads: int | str | None = None) -> dict:

@@ -12,7 +12,7 @@ import typer
 from qroute_cli.cli.options import cap_threads
 from qroute_cli.errors import UsageError
 
-PRESETS = {"quick": 3, "full": 20}
+PRESETS = {"quick": 3, "full": 40}  # full: the size bench/REPORT.md is made at
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,8 @@ def bench(
                               "tests run in a sandbox). Default: all four."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Prompts per task (overrides the preset)."),
     quick: bool = typer.Option(False, "--quick", help="3 prompts per task: a few minutes on 2 cores."),
-    full: bool = typer.Option(False, "--full", help="20 prompts per task: the preset behind bench/REPORT.md."),
+    full: bool = typer.Option(False, "--full", help="40 prompts per task: the preset behind bench/REPORT.md "
+                                                    "(hours on 2 cores; rerun the same command to resume)."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated pairs (default: all with models present)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for random and bandit baselines."),
     data_dir: Optional[Path] = typer.Option(
@@ -33,6 +34,10 @@ def bench(
                                  "wp; code always comes from the HumanEval file qroute ships."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON, CSV, PNG plots and summary.json here."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Result cache (default: in the user data dir)."),
+    seed_from: Optional[str] = typer.Option(
+        None, "--seed-from", metavar="DIR",
+        help="An earlier bench's --out directory whose cells of this regime are reused instead of run "
+             "(default: the committed bench/results; 'none': only the cache)."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", metavar="NAME=FILE.onnx",
         help="Also route with this predictor file, as an ablation (repeatable), e.g. "
@@ -87,7 +92,7 @@ def bench(
                          "Fetch models with: qroute models pull")
     extra_scorers = _scorer_files(scorer or [])
     cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live,
-                      bootstrap=bootstrap)
+                      bootstrap=bootstrap, seed_dir=_seed_dir(seed_from))
     items = select_items(cfg)
     total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
@@ -116,13 +121,20 @@ def bench(
             def on_cell(item, pair, cell, cached):
                 progress.update(bar, advance=1, description=f"{pair} · {item.task}{' (cached)' if cached else ''}")
 
+            # Capped answers: how many the routes will ask for is known only as they ask.
+            capped_bar = progress.add_task("capped answers", total=None, visible=False)
+
+            def on_capped(item, pair, cap, cached):
+                progress.update(capped_bar, advance=1, visible=True,
+                                description=f"capped: {pair} · {item.task} · {cap} tokens{' (cached)' if cached else ''}")
+
             live_bar = progress.add_task("live: route, run and learn", total=len(items), visible=live)
 
             def on_live(item, pair):
                 progress.update(live_bar, advance=1, description=f"live: {pair} · {item.task}")
 
             res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
-                            scorers=scorers, items=items, on_live=on_live)
+                            scorers=scorers, items=items, on_live=on_live, on_capped=on_capped)
             # threads: the --threads count, or None where each answer took what the load left
             res.summary.setdefault("provenance", {}).update(provenance.record(threads=pool.n_threads))
     if out is not None:
@@ -135,6 +147,25 @@ def bench(
     c.print(matrix_table(res))
     c.print(summary_table(res))
     c.print(headline_table(res))
+
+
+def _seed_dir(value: str | None) -> Path | None:
+    """--seed-from -> the results directory that seeds the cache (None: none); a clear error
+    for one that is missing or holds no cells."""
+    from qroute_cli.evaluation.bench import BenchConfig
+    from qroute_cli.evaluation.matrix import CAPPED_FILE, MATRIX_FILE
+
+    if value is None:
+        return BenchConfig.seed_dir
+    if value.strip().lower() == "none":
+        return None
+    path = Path(value).expanduser()
+    hint = "Give a directory an earlier `qroute bench --out` wrote, or --seed-from none (a folder named none: ./none)."
+    if not path.is_dir():
+        raise UsageError(f"--seed-from: no such directory {path}.", hint)
+    if not any((path / name).is_file() for name in (MATRIX_FILE, CAPPED_FILE)):
+        raise UsageError(f"--seed-from: {path} has no {MATRIX_FILE} or {CAPPED_FILE}.", hint)
+    return path
 
 
 def _scorer_files(specs: list[str]) -> dict[str, Path]:
