@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Regenerate bench/results and bench/REPORT.md (the figures in the report).
 # Needs the built-in models (`.venv/bin/qroute models pull`) and a quiet machine: every
-# figure is a timing. Takes about 2 hours on 2 cores.
+# figure is a timing. Takes several hours on 2 cores, the 40-prompt bench most of them.
 #
 # The routing ablations use the predictor files of `python -m predictor.train` in
-# predictor/build (length-only, and the MiniLM model when its weights are installed, see
-# predictor/README.md); whichever is missing is left out of the comparison.
+# predictor/build (length-only, task-mean: one quality per task type, and the MiniLM model
+# when its weights are installed, see predictor/README.md); whichever is missing is left out
+# of the comparison. The bench (40 prompts per task, --full) extends the committed
+# bench/results where the regime matches, and an interrupted run resumes from its cache:
+# to go on, rerun its `qroute bench` line alone (the whole script calibrates again, and the
+# routes follow the profile; see "The result cache" in README.md).
 # bench/results/build_speed.jsonl (two llama.cpp builds side by side) is made by hand: see
 # the "Decode speed" section of bench/REPORT.md.
 set -euo pipefail
@@ -25,6 +29,7 @@ $PY -m bench.cli_speed
 $PY -m bench.startup
 SCORERS=()
 [ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
+[ -f predictor/build/task-mean.onnx ] && SCORERS+=(--scorer task-mean=predictor/build/task-mean.onnx)
 [ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
 .venv/bin/qroute bench --full --threads 2 --out bench/results "${SCORERS[@]}"
 $PY -m bench.overhead
