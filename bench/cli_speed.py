@@ -5,8 +5,10 @@ plain verifier and each of its speculative pairs, alternating, N rounds, each a 
 (start-up, load, prefill, the answer), in the user's own data dir, so the runs draft by this
 machine's calibration profile as routed runs would (calibrate first: `qroute calibrate`).
 It reports per pair the median decode speed (tokens after the first / time after the first),
-the median end-to-end latency, the ratio of each to plain's with the per-round range, the
-acceptance, and whether the text equals plain's.
+the median end-to-end latency, the ratio of each to plain's (per round, the median with a
+bootstrap 95% interval over rounds and the range), the acceptance, and whether the text equals
+plain's. Each round also runs plain a second time ("plain again"): its ratio to the first plain
+run is the measurement's own noise, the yardstick for telling a slower pair from a noisy run.
 
     .venv/bin/python -m bench.cli_speed                      # Qwen 1.5B: plain, n-gram, 0.5B draft
     .venv/bin/python -m bench.cli_speed --verifier smollm2-135m --pairs smollm2-135m+ngram --rounds 1 -n 8
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -70,24 +73,34 @@ def decode_tps(row: dict) -> float:
     return (row["tokens"] - 1) / max(row["latency_s"] - row["ttft_s"], 1e-9)
 
 
+AGAIN = "plain again"  # the verifier's plain pair run a second time each round: the noise floor
+
+
+def median_interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the median of per-round ratios (rounds resampled)."""
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--verifier", default="qwen2.5-coder-1.5b")
     ap.add_argument("--pairs", default="qwen2.5-coder-1.5b+ngram,qwen2.5-coder-1.5b+0.5b",
                     help="the speculative pairs of VERIFIER to compare with its plain pair")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="--threads for qroute run (default: its own)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cli_speed.json")
     args = ap.parse_args(argv)
 
-    pairs = [args.verifier] + [p.strip() for p in args.pairs.split(",") if p.strip()]
+    pairs = [args.verifier] + [p.strip() for p in args.pairs.split(",") if p.strip()] + [AGAIN]
     runs: dict[str, dict[str, list[dict]]] = {p: {q: [] for q in pairs} for p in PROMPTS}
     for rnd in range(args.rounds):
         for name, prompt in PROMPTS.items():
             order = pairs if rnd % 2 == 0 else pairs[::-1]  # alternate, so drift hits every pair alike
             for pair in order:
-                row = run_once(pair, prompt, args.max_tokens, args.threads)
+                row = run_once(args.verifier if pair == AGAIN else pair, prompt, args.max_tokens, args.threads)
                 runs[name][pair].append(row)
                 print(f"round {rnd + 1} {name:10s} {pair:28s} {row['tokens']:4d} tok  "
                       f"{decode_tps(row):6.1f} tok/s  {row['latency_s']:6.2f} s", file=sys.stderr, flush=True)
@@ -97,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         plain = by_pair[args.verifier]
         for pair, rs in by_pair.items():
             ratios = [decode_tps(r) / decode_tps(p) for r, p in zip(rs, plain)]
+            lo, hi = median_interval(ratios)
             rows.append({
                 "prompt": name, "pair": pair,
                 "decode_tokens_per_s": round(statistics.median(decode_tps(r) for r in rs), 2),
                 "latency_s": round(statistics.median(r["latency_s"] for r in rs), 3),
                 "x_plain_decode": round(statistics.median(ratios), 3),
                 "x_plain_decode_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                "x_plain_decode_95": [round(lo, 3), round(hi, 3)],
                 "x_plain_latency": round(statistics.median(p["latency_s"] / r["latency_s"] for r, p in zip(rs, plain)), 3),
                 "acceptance": None if rs[0]["acceptance"] is None else round(statistics.median(
                     r["acceptance"] for r in rs if r["acceptance"] is not None), 3),
@@ -122,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     }, indent=1) + "\n")
     for r in rows:
         print(f"{r['prompt']:10s} {r['pair']:28s} {r['decode_tokens_per_s']:6.1f} tok/s  x plain {r['x_plain_decode']:.2f} "
-              f"[{r['x_plain_decode_range'][0]:.2f}-{r['x_plain_decode_range'][1]:.2f}]  latency x {r['x_plain_latency']:.2f}  "
+              f"(95% {r['x_plain_decode_95'][0]:.2f}-{r['x_plain_decode_95'][1]:.2f}, "
+              f"range {r['x_plain_decode_range'][0]:.2f}-{r['x_plain_decode_range'][1]:.2f})  latency x {r['x_plain_latency']:.2f}  "
               f"acc {r['acceptance']}  same text {r['same_text_as_plain']:.0%}")
     print(f"raw results: {args.out}", file=sys.stderr)
     return 0

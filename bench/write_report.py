@@ -350,22 +350,37 @@ def native_section(native: dict) -> list[str]:
 
 def cli_speed_section(data: dict) -> list[str]:
     """bench.cli_speed: forced pairs through `qroute run`, each a fresh process."""
+    has_ci = all("x_plain_decode_95" in r for r in data["rows"])
     out = ["## Forced pairs through `qroute run`", ""] + made_by(data) + [
            f"`bench/cli_speed.py`: `qroute run --json --pair P -n {data['max_tokens']}`, each run a fresh process "
            f"drafting by this machine's calibration profile, {data['rounds']} alternating rounds. Decode speed is "
            "tokens after the first over the time after the first; end to end includes start-up, load and prefill. "
-           "Ratios are per round, the median and the range over rounds.", "",
-           "| prompt | pair | decode tokens/s | decode × plain (range) | end to end × plain | acceptance | same text as plain |",
+           "Ratios are per round, the median" + (", its bootstrap 95% interval over rounds" if has_ci else "")
+           + " and the range over rounds.", "",
+           "| prompt | pair | decode tokens/s | decode × plain" + (" (95%; range)" if has_ci else " (range)")
+           + " | end to end × plain | acceptance | same text as plain |",
            "|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         lo, hi = r["x_plain_decode_range"]
+        spread = (f"{r['x_plain_decode_95'][0]:.2f}–{r['x_plain_decode_95'][1]:.2f}; " if has_ci else "") + f"{lo:.2f}–{hi:.2f}"
         out.append(f"| {r['prompt']} | {r['pair']} | {r['decode_tokens_per_s']:.1f} | {r['x_plain_decode']:.2f} "
-                   f"({lo:.2f}–{hi:.2f}) | {r['x_plain_latency']:.2f} | {_f(r['acceptance'], '{:.0%}')} | "
+                   f"({spread}) | {r['x_plain_latency']:.2f} | {_f(r['acceptance'], '{:.0%}')} | "
                    f"{r['same_text_as_plain']:.0%} |")
     spec = [r for r in data["rows"] if r["acceptance"] is not None or "+" in r["pair"]]
     slow = [r for r in spec if r["x_plain_decode"] < 0.95]
     out += ["", f"{len(spec) - len(slow)} of {len(spec)} speculative rows decode at 0.95x plain or better"
             + _named_rows(slow, "below: ", lambda r: f"{r['prompt']} {r['pair']} {r['x_plain_decode']:.2f}x") + "."]
+    again = [r for r in data["rows"] if r["pair"] == "plain again"]
+    if again and has_ci:
+        # The same plain command twice per round: how far apart two identical runs land here.
+        out += ["", "Plain run a second time each round (the measurement's own noise): " + "; ".join(
+            f"{r['prompt']} {r['x_plain_decode']:.2f}x (95% {r['x_plain_decode_95'][0]:.2f}–{r['x_plain_decode_95'][1]:.2f})"
+            for r in again) + "."]
+        sure = [r for r in slow if r["x_plain_decode_95"][1] < 0.95]
+        if slow:
+            out += ["", f"Of the rows below 0.95x, {len(sure)} have their whole 95% interval below it"
+                    + _named_rows(sure, ": ", lambda r: f"{r['prompt']} {r['pair']}")
+                    + "; the others' intervals reach 0.95x, so these runs cannot tell them from plain."]
     return out + [""]
 
 

@@ -21,9 +21,22 @@ def test_cli_speed_runs_every_pair_and_records_how(tmp_path, monkeypatch):
     got = json.loads(out.read_text())
     assert {"commit", "date", "machine", "threads", "command"} <= set(got["provenance"])
     rows = {(r["prompt"], r["pair"]): r for r in got["rows"]}
-    assert set(rows) == {(p, q) for p in cli_speed.PROMPTS for q in ("fake-big", "fake-big+ngram", "fake-big+small")}
+    assert set(rows) == {(p, q) for p in cli_speed.PROMPTS
+                         for q in ("fake-big", "fake-big+ngram", "fake-big+small", cli_speed.AGAIN)}
     for (prompt, pair), r in rows.items():
         assert len(r["runs"]) == 2 and r["decode_tokens_per_s"] > 0
+        lo, hi = r["x_plain_decode_95"]
+        assert r["x_plain_decode_range"][0] <= lo <= r["x_plain_decode"] <= hi <= r["x_plain_decode_range"][1]
         if pair == "fake-big":
             assert r["x_plain_decode"] == 1.0 and r["acceptance"] is None
+        if pair == cli_speed.AGAIN:  # plain run a second time: same text, no drafts
+            assert r["acceptance"] is None and r["same_text_as_plain"] == 1.0
         assert 0.0 <= r["same_text_as_plain"] <= 1.0 and r["tokens"] > 0
+
+
+def test_median_interval_brackets_the_median():
+    from bench.cli_speed import median_interval
+
+    lo, hi = median_interval([0.9, 1.0, 1.1, 1.0, 0.95])
+    assert 0.9 <= lo <= 1.0 <= hi <= 1.1
+    assert median_interval([1.0] * 5) == (1.0, 1.0)
