@@ -378,9 +378,11 @@ def cli_speed_section(data: dict) -> list[str]:
             for r in again) + "."]
         sure = [r for r in slow if r["x_plain_decode_95"][1] < 0.95]
         if slow:
-            out += ["", f"Of the rows below 0.95x, {len(sure)} have their whole 95% interval below it"
-                    + _named_rows(sure, ": ", lambda r: f"{r['prompt']} {r['pair']}")
-                    + "; the others' intervals reach 0.95x, so these runs cannot tell them from plain."]
+            out += ["", f"Of the {len(slow)} rows below 0.95x, {len(sure)} "
+                    + ("has its" if len(sure) == 1 else "have their") + " whole 95% interval below it"
+                    + _named_rows(sure, "", lambda r: f"{r['prompt']} {r['pair']}")
+                    + ("" if len(sure) == len(slow) else
+                       "; the intervals of the others reach 0.95x: these runs cannot tell them from plain") + "."]
     return out + [""]
 
 

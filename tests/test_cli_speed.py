@@ -40,3 +40,21 @@ def test_median_interval_brackets_the_median():
     lo, hi = median_interval([0.9, 1.0, 1.1, 1.0, 0.95])
     assert 0.9 <= lo <= 1.0 <= hi <= 1.1
     assert median_interval([1.0] * 5) == (1.0, 1.0)
+
+
+def test_report_tells_a_slower_pair_from_noise():
+    from bench.write_report import cli_speed_section
+
+    def row(pair, med, ci, acc=None):
+        return {"prompt": "p", "pair": pair, "decode_tokens_per_s": 10.0, "x_plain_decode": med,
+                "x_plain_decode_range": [ci[0] - 0.01, ci[1] + 0.01], "x_plain_decode_95": list(ci),
+                "x_plain_latency": 1.0, "acceptance": acc, "same_text_as_plain": 1.0}
+
+    data = {"max_tokens": 128, "rounds": 5, "provenance": {}, "rows": [
+        row("v", 1.0, (1.0, 1.0)), row("v+ngram", 0.93, (0.90, 0.97), 0.4), row("v+small", 0.80, (0.78, 0.83), 0.2),
+        row("plain again", 0.97, (0.93, 1.02))]}
+    text = "\n".join(cli_speed_section(data))
+    assert "0.93 (0.90–0.97; 0.89–0.98)" in text
+    assert "0 of 2 speculative rows decode at 0.95x plain or better" in text
+    assert "p 0.97x (95% 0.93–1.02)" in text  # the noise floor, from the plain-again row
+    assert "Of the 2 rows below 0.95x, 1 has its whole 95% interval below it (p v+small); the intervals" in text
