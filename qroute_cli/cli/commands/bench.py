@@ -58,13 +58,15 @@ def bench(
 
     Reports Pareto frontiers, hypervolume, quality at matched latency and APGR, against the Pareto frontier of all static pairs as well as the single best pair, each with a 95% bootstrap interval over prompts, and how often a drafter changed the verifier's answer.
 
-    Results are cached, so an interrupted bench resumes.
+    Results are cached, so an interrupted bench resumes when the same command runs again; the cells of earlier results (--seed-from, default bench/results) are reused where their regime matches.
 
     Examples:
 
       qroute bench --quick
 
-      qroute bench --full --out bench/results
+      qroute bench --full --threads 2 --out bench/results
+
+      qroute bench --quick --seed-from none
     """
     from rich.markup import escape
 
