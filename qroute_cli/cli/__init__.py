@@ -142,12 +142,15 @@ def main() -> None:
     from rich.console import Console
     from rich.text import Text
 
+    from qroute_cli.cli.coercion import quick_coercion
     from qroute_cli.render import print_error
 
     _register_commands()
     err = Console(stderr=True, highlight=False)
     try:
-        rc = app(standalone_mode=False)
+        command = typer.main.get_command(app)  # what app() runs, so that values convert without pydantic
+        quick_coercion(command)
+        rc = command(standalone_mode=False)
     except QrouteError as exc:
         print_error(err, exc)
         sys.exit(exc.exit_code)

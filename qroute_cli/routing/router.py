@@ -265,7 +265,8 @@ class Router:
                 self._measure(need)
                 self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profile
         if not self._ready:
-            _ = self.scorer
+            if self._predicts(pairs):
+                _ = self.scorer
             since = self._calibrated_since()
             for rec in self._replay():  # after measuring: the factors are relative to the profile
                 # A calibration resets what runs taught about speed (they may have been timed
@@ -276,6 +277,11 @@ class Router:
                 self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
                                     remote=self.remote_profiles)
             self._ready = True
+
+    def _predicts(self, pairs: Sequence[Pair]) -> bool:
+        """Whether any of `pairs` can get an estimate: without a profile, local pairs get none
+        (only with --pair), so a one-shot `qroute run --pair` never loads the predictor."""
+        return self.profile is not None or any(p.remote for p in pairs)
 
     def _load_profile(self) -> Profile | None:
         from qroute_cli.routing.latency import usable_profile
@@ -352,11 +358,12 @@ class Router:
         text = prompt_text(messages)
         chars = sum(len(m.content) for m in messages)
         task = task_type(text)
-        prediction = self.scorer.predict(text)
+        predicts = self._predicts(pairs)
+        prediction = self.scorer.predict(text) if predicts else None
         # Predict at the thread count this answer will get, not the one the profile was measured at.
         threads = self.pool.next_threads() if self.pool is not None else None
         profile = self.profile.at_threads(threads) if self.profile is not None else None
-        trained = getattr(self.scorer, "tasks", None)
+        trained = getattr(self.scorer, "tasks", None) if predicts else None
         unseen = trained is not None and task not in trained
         floor, conservative = unseen_task_tokens(self.online, task, max_tokens) if unseen else (0.0, False)
         options = []
@@ -436,13 +443,15 @@ class Router:
         task = decision.task or task_type(text)
         chars = decision.prompt_chars if decision.prompt_chars is not None else sum(len(m.content) for m in messages)
         run = decision.predicted
+        # A run nothing was predicted for, by a router that never loaded its scorer: no scorer.
+        scorer = "none" if run is None and self._scorer is None else getattr(self.scorer, "name", "?")
         pair = self.registry.pair(generation.pair or decision.chosen)
         s = generation.stats
         cap = decision.max_tokens
         rec = RunRecord(
             ts=time.time(), machine=self.machine.key, prompt_hash=prompt_hash(text), task=task,
             prompt_chars=chars, pair=pair.name, verifier=pair.verifier, drafter=pair.drafter,
-            strategy=decision.strategy, scorer=getattr(self.scorer, "name", "?"),
+            strategy=decision.strategy, scorer=scorer,
             observed_latency_s=s.latency_s, ttft_s=s.ttft_s, prompt_tokens=s.prompt_tokens,
             output_tokens=s.output_tokens, prompt_cached=s.prompt_cached, drafted=s.drafted,
             accepted=s.accepted, checked=s.checked, finish=generation.finish_reason, budget_s=decision.budget_s,

@@ -91,7 +91,7 @@ class RunRecord:
     verifier: str
     drafter: str
     strategy: str
-    scorer: str
+    scorer: str  # its name; "none": nothing was predicted for the run (--pair with no profile)
     observed_latency_s: float
     ttft_s: float
     prompt_tokens: int

@@ -1,0 +1,133 @@
+"""What a one-shot `qroute run --pair` loads, and that the command-line values it converts
+without pydantic are the values typer's own converter gives. The speed itself is measured in
+bench/startup.py, not here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAKE_CONFIG, fake_profile
+
+# Run the CLI as the console script does and write the names of the modules it imported.
+_PROBE = """\
+import atexit, json, os, sys
+atexit.register(lambda: open(os.environ["QROUTE_MODULES_OUT"], "w").write(json.dumps(sorted(sys.modules))))
+sys.argv = ["qroute"] + json.loads(os.environ["QROUTE_ARGS"])
+from qroute_cli.cli import main
+main()
+"""
+
+# What a forced pair answered through the fake backend needs none of.
+PREDICTOR = ("onnxruntime", "tokenizers", "qroute_cli.routing.predict")
+
+
+def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "QROUTE_MODULES_OUT": str(out), "QROUTE_ARGS": json.dumps(list(args))}
+    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=120)
+    return proc, set(json.loads(out.read_text()))
+
+
+def _loaded(modules: set[str], names) -> list[str]:
+    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]
+
+
+def _logged_scorers(home: Path) -> list[str]:
+    with sqlite3.connect(home / "data" / "runs.db") as db:
+        return [row[0] for row in db.execute("SELECT scorer FROM runs")]
+
+
+def test_forced_pair_without_profile_converts_options_and_answers_without_pydantic_or_predictor(tmp_path, qroute_home):
+    proc, modules = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5",
+                         "-t", "0.5", "--seed", "3", "--threads", "1", "--draft-max", "4", "hello there")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    # typer >= 0.26 would build a pydantic TypeAdapter per option; nothing is predicted without a profile.
+    assert _loaded(modules, ("pydantic", "pydantic_core") + PREDICTOR) == []
+    # The run is still logged, with no scorer since nothing was predicted for it.
+    assert _logged_scorers(qroute_home) == ["none"]
+
+
+def test_forced_pair_with_a_profile_is_still_predicted(tmp_path, qroute_home, fake_registry):
+    from qroute_cli.routing.latency import save_profile
+
+    save_profile(fake_profile(fake_registry))
+    proc, modules = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5", "--json",
+                         "hello there")
+    assert proc.returncode == 0, proc.stderr
+    route = json.loads(proc.stdout)["route"]
+    assert route["chosen"] == "fake-big" and route["predicted_latency_s"] is not None
+    assert "qroute_cli.routing.predict" in modules
+    assert _logged_scorers(qroute_home) not in ([], ["none"])
+
+
+def test_help_and_importing_the_cli_load_neither_pydantic_nor_the_predictor(tmp_path):
+    proc, modules = _run(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert _loaded(modules, ("pydantic", "numpy", "sqlite3", "llama_cpp") + PREDICTOR) == []
+    proc, modules = _run(tmp_path, "run", "--help")
+    assert proc.returncode == 0 and "--max-tokens" in proc.stdout
+    assert _loaded(modules, ("pydantic", "llama_cpp") + PREDICTOR) == []
+
+
+def test_bad_values_still_get_typers_messages(tmp_path):
+    for args, needle in (
+        (("-n", "0"), "Invalid value for '--max-tokens'"),
+        (("-n", "eight"), "Invalid value for '--max-tokens'"),
+        (("-t", "9"), "Invalid value for '--temperature'"),
+        (("--draft-max", "99"), "Invalid value for '--draft-max'"),
+    ):
+        proc, _ = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", *args, "hi")
+        assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr)
+
+
+# Raw values as a command line, an environment variable or a default hand them to a converter.
+SAMPLES = [None, "", "0", "1", "-1", "8", "007", "1_000", " 8", "8 ", "+8", "1e3", "0.5", "5.0", "5.5", "-0.0",
+           "-0", ".5", "5.", "nan", "inf", "abc", "\uff19", "12345678901234567890", 3, 0.0, 2.5, True,
+           str(FAKE_CONFIG), "/nonexistent/models.toml", "-", "."]
+
+
+def _outcome(convert, value, param):
+    from typer._click.exceptions import BadParameter
+
+    try:
+        got = convert(value, param=param, ctx=None)
+    except BadParameter as exc:
+        return "error", exc.format_message()
+    return "value", type(got), got
+
+
+def test_quick_converter_gives_typers_value_or_leaves_it_to_typer():
+    """For every parameter of every command: the same value, or the same error, as typer's own converter."""
+    coercion = pytest.importorskip("typer._coercion", reason="typer < 0.26 converts through click types")
+    import typer.main
+
+    from qroute_cli.cli import _register_commands, app
+    from qroute_cli.cli.coercion import QuickConverter
+
+    _register_commands()
+
+    def params(command):
+        yield from command.params
+        for sub in (getattr(command, "commands", None) or {}).values():
+            yield from params(sub)
+
+    checked = quick = 0
+    for param in params(typer.main.get_command(app)):
+        if param.multiple or param.nargs != 1:
+            continue
+        for value in SAMPLES:
+            theirs = _outcome(coercion.build_runtime_param(param.type_descriptor).coerce, value, param)
+            param._runtime_param = None
+            ours = _outcome(QuickConverter(param.type_descriptor).coerce, value, param)
+            assert ours == theirs, (param.name, value)
+            checked += 1
+            quick += param._runtime_param is None  # decided without typer's converter
+    assert checked > 500 and quick > 200
