@@ -131,3 +131,52 @@ def test_quick_converter_gives_typers_value_or_leaves_it_to_typer():
             checked += 1
             quick += param._runtime_param is None  # decided without typer's converter
     assert checked > 500 and quick > 200
+
+
+def test_a_one_shot_command_loads_no_other_commands_module(tmp_path):
+    proc, modules = _run(tmp_path, "-q", "-c", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "3", "hi")
+    assert proc.returncode == 0, proc.stderr
+    others = [f"qroute_cli.cli.commands.{name}" for name in ("chat", "serve", "models", "calibrate", "stats", "score",
+                                                             "bench")]
+    assert _loaded(modules, others) == [] and "qroute_cli.cli.commands.run" in modules
+
+
+@pytest.mark.parametrize("args, named", [
+    (["run", "hi"], "run"),
+    (["-q", "--config", "x.toml", "models", "list"], "models"),
+    (["--config=x.toml", "-c", "run", "stats"], "stats"),  # -c's value is 'run'
+    (["--help"], None), (["--version", "run"], None), (["--bogus", "run"], None), (["-qc", "x.toml", "run"], None),
+    (["-c"], None), ([], None),
+])
+def test_the_command_a_command_line_names(args, named):
+    from qroute_cli.cli import _command_named
+
+    assert _command_named(args) == named
+
+
+def test_main_run_again_in_one_process_registers_what_each_command_line_needs(monkeypatch, capsys):
+    """A first command line registers only its command; a later --help still lists every command,
+    in order, and a command group's callbacks are guarded once."""
+    from qroute_cli import cli
+    from qroute_cli.cli.commands import COMMANDS
+
+    def main(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["qroute", "--config", str(FAKE_CONFIG), *argv])
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        return info.value.code
+
+    monkeypatch.setattr(cli, "_registered", [])  # as in a fresh process
+    assert main("models", "list", "--json") == 0
+    assert [g.name for g in cli.app.registered_groups] == ["models"] and not cli.app.registered_commands
+    assert main("run", "--pair", "fake-big", "-n", "2", "hi") == 0
+    assert [c.name for c in cli.app.registered_commands] == ["run"]
+    capsys.readouterr()
+    assert main("--help") == 0
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in COMMANDS)
+    assert [c.name for c in cli.app.registered_commands] + [g.name for g in cli.app.registered_groups] == \
+        [n for n in COMMANDS if n != "models"] + ["models"]
+    group = cli.app.registered_groups[0].typer_instance
+    assert all(not hasattr(info.callback.__wrapped__, "_qroute_guarded") for info in group.registered_commands)
+    assert main("models", "list", "--json") == 0

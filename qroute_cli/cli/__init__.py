@@ -62,6 +62,8 @@ class _PipeClosed(Exception):
 
 def _guard(callback):
     """A command callback whose Ctrl-C and closed pipe reach main(), which owns exit codes."""
+    if getattr(callback, "_qroute_guarded", False):
+        return callback  # a command group's commands stay registered when the app's are redone
 
     @functools.wraps(callback)
     def guarded(*args, **kwargs):
@@ -72,6 +74,7 @@ def _guard(callback):
         except BrokenPipeError:
             raise _PipeClosed() from None
 
+    guarded._qroute_guarded = True
     return guarded
 
 
@@ -83,13 +86,33 @@ def _guard_commands(typer_app: typer.Typer) -> None:
         _guard_commands(group.typer_instance)
 
 
-def _register_commands() -> None:
-    from qroute_cli.cli.commands import register_all
+# The commands on the app, by name (main() may run more than once in one process, e.g. in tests).
+_registered: list[str] = []
 
-    if app.registered_commands:
-        return  # already done (main() may run more than once in one process, e.g. in tests)
-    register_all(app)
+
+def _register_commands(only: str | None = None) -> None:
+    """Put the command `only` on the app where it names one (a command line that runs one command
+    needs no other: each costs an import and typer's parameter building), else every command."""
+    from qroute_cli.cli.commands import COMMANDS, register
+
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    if set(names) <= set(_registered):
+        return
+    app.registered_commands.clear()
+    app.registered_groups.clear()
+    for name in names:
+        register(app, name)
     _guard_commands(app)
+    _registered[:] = names
+
+
+def _command_named(args: list[str]) -> str | None:
+    """The command a command line names after the global options (main_callback's); None when
+    something else comes first, e.g. --help, --version or an unknown option."""
+    rest = list(args)
+    while rest and (rest[0] in ("--config", "-c", "--quiet", "-q") or rest[0].startswith("--config=")):
+        rest = rest[2:] if rest[0] in ("--config", "-c") else rest[1:]
+    return rest[0] if rest and not rest[0].startswith("-") else None
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
@@ -145,7 +168,7 @@ def main() -> None:
     from qroute_cli.cli.coercion import quick_coercion
     from qroute_cli.render import print_error
 
-    _register_commands()
+    _register_commands(_command_named(sys.argv[1:]))
     err = Console(stderr=True, highlight=False)
     try:
         command = typer.main.get_command(app)  # what app() runs, so that values convert without pydantic

@@ -1,13 +1,22 @@
-"""One module per command; each exposes `register(app)`."""
+"""One module per command, named as the command; each exposes `register(app)`."""
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
-from qroute_cli.cli.commands import bench, calibrate, chat, models, run, score, serve, stats
+# Every command, in the order `qroute --help` shows them.
+COMMANDS = ("run", "chat", "serve", "models", "calibrate", "stats", "score", "bench")
+
+
+def register(app: typer.Typer, name: str) -> None:
+    """Add the command `name` to `app`."""
+    # By name: a command line that runs one command imports no other command's module.
+    importlib.import_module(f"{__name__}.{name}").register(app)
 
 
 def register_all(app: typer.Typer) -> None:
     """Add every command to `app`, in the order `qroute --help` shows them."""
-    for command in (run, chat, serve, models, calibrate, stats, score, bench):
-        command.register(app)
+    for name in COMMANDS:
+        register(app, name)
