@@ -26,6 +26,9 @@ main()
 
 # What a forced pair answered through the fake backend needs none of.
 PREDICTOR = ("onnxruntime", "tokenizers", "qroute_cli.routing.predict")
+# Standard modules only some commands need: package metadata (the llama.cpp build is read without
+# it), and statistics (remote calibration).
+RARELY_NEEDED = ("importlib.metadata", "email", "statistics")
 
 
 def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -50,7 +53,7 @@ def test_forced_pair_without_profile_converts_options_and_answers_without_pydant
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     # typer >= 0.26 would build a pydantic TypeAdapter per option; nothing is predicted without a profile.
-    assert _loaded(modules, ("pydantic", "pydantic_core") + PREDICTOR) == []
+    assert _loaded(modules, ("pydantic", "pydantic_core") + PREDICTOR + RARELY_NEEDED) == []
     # The run is still logged, with no scorer since nothing was predicted for it.
     assert _logged_scorers(qroute_home) == ["none"]
 
@@ -180,3 +183,37 @@ def test_main_run_again_in_one_process_registers_what_each_command_line_needs(mo
     group = cli.app.registered_groups[0].typer_instance
     assert all(not hasattr(info.callback.__wrapped__, "_qroute_guarded") for info in group.registered_commands)
     assert main("models", "list", "--json") == 0
+
+
+def _dist_info(folder: Path, name: str, version: str, meta: str = "METADATA") -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / meta).write_text(f"Metadata-Version: 2.1\nName: x\nVersion: {version}\n\nVersion: not a header\n")
+
+
+def test_installed_version_answers_as_importlib_metadata_or_leaves_it_to_it(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from qroute_cli.routing.latency import installed_version, llama_cpp_build
+
+    try:
+        assert llama_cpp_build() == metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        assert llama_cpp_build() == "none"
+
+    first, second, empty = tmp_path / "a", tmp_path / "b", tmp_path / "empty"
+    empty.mkdir()
+    _dist_info(first, "Plain.Name-1.2.dist-info", "1.2")
+    _dist_info(second, "plain_name-9.0.dist-info", "9.0")
+    _dist_info(first, "two_here-1.0.dist-info", "1.0")
+    _dist_info(first, "Two.Here-2.0.dist-info", "2.0")
+    _dist_info(first, "an_egg-3.0.egg-info", "3.0", meta="PKG-INFO")
+    _dist_info(second, "later_only-4.0.dist-info", "4.0")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(empty), str(first), str(second)])
+    expected = {"plain_name": "1.2", "later_only": "4.0", "two_here": None, "an_egg": None, "absent": None}
+    for name, ours in expected.items():
+        assert installed_version(name) == ours, name
+        try:
+            theirs = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            theirs = None
+        assert ours is None or ours == theirs, name  # None: importlib.metadata decides

@@ -71,12 +71,53 @@ def cpu_model() -> str:
 
 def llama_cpp_build() -> str:
     """llama-cpp-python's version from package metadata: no need to load the native library."""
-    from importlib import metadata
+    version = installed_version("llama_cpp_python")
+    if version is not None:
+        return version
+    from importlib import metadata  # here: it imports email, zipfile and csv, which routing never needs
 
     try:
         return metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         return "none"
+
+
+def installed_version(name: str) -> str | None:
+    """What importlib.metadata.version(name) answers where the first sys.path folder with metadata
+    for `name` (normalized: lower case, '_' for runs of '-', '_' and '.') holds exactly one
+    NAME-VERSION.dist-info, read without importing importlib.metadata; None for any other layout
+    (egg-info, several, a zip on sys.path, a finder besides the standard one), where it decides."""
+    import re
+    import sys
+    from importlib.machinery import PathFinder
+
+    if any(hasattr(f, "find_distributions") and f is not PathFinder for f in sys.meta_path):
+        return None
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            children = os.listdir(folder)
+        except OSError:
+            if os.path.exists(folder):
+                return None  # a zip (importlib.metadata looks inside) or a folder it cannot list
+            continue
+        found = [c for c in children if c.lower().endswith((".dist-info", ".egg-info"))
+                 and re.sub(r"[-_.]+", "_", c.lower().rpartition(".")[0].partition("-")[0]) == name]
+        if not found:
+            continue
+        if len(found) > 1 or not found[0].lower().endswith(".dist-info"):
+            return None
+        try:
+            with open(os.path.join(folder, found[0], "METADATA"), encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break  # the end of the headers
+                    if line.startswith("Version:"):
+                        return line[len("Version:"):].strip() or None
+        except (OSError, UnicodeDecodeError):
+            pass
+        return None
+    return None
 
 
 def current_machine(threads: int | None = None, gpu_layers: int = 0) -> Machine:

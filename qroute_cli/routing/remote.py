@@ -20,7 +20,6 @@ URL or model name is measured again.
 from __future__ import annotations
 
 import json
-import statistics
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,6 +100,8 @@ def _new_prompt_tokens(gen: Generation, chars: int) -> float:
 
 def profile_from_runs(pair: Pair, ident: str, runs: list[tuple[Generation, int]]) -> RemoteProfile:
     """A profile from calibration answers: (generation, prompt characters), short prompt first."""
+    import statistics  # here: every routed prompt imports this module, and only calibration needs it
+
     timed = all(g.stats.server_prefill_s is not None and g.stats.server_decode_s is not None for g, _ in runs)
     points = []  # (prompt tokens, prefill seconds)
     decode_s = decode_n = 0.0
