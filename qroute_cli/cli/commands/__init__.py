@@ -14,9 +14,3 @@ def register(app: typer.Typer, name: str) -> None:
     """Add the command `name` to `app`."""
     # By name: a command line that runs one command imports no other command's module.
     importlib.import_module(f"{__name__}.{name}").register(app)
-
-
-def register_all(app: typer.Typer) -> None:
-    """Add every command to `app`, in the order `qroute --help` shows them."""
-    for name in COMMANDS:
-        register(app, name)
