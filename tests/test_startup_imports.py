@@ -124,9 +124,8 @@ def test_quick_converter_gives_typers_value_or_leaves_it_to_typer():
 
     checked = quick = 0
     for param in params(typer.main.get_command(app)):
-        if param.multiple or param.nargs != 1:
-            continue
-        for value in SAMPLES:
+        multi = param.multiple or param.nargs != 1
+        for value in ([None, ("a",), "a"] if multi else SAMPLES):
             theirs = _outcome(coercion.build_runtime_param(param.type_descriptor).coerce, value, param)
             param._runtime_param = None
             ours = _outcome(QuickConverter(param.type_descriptor).coerce, value, param)
