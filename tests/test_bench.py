@@ -480,6 +480,43 @@ def test_a_cell_of_another_regime_is_run_again_and_the_same_regime_reuses_it(tmp
     assert len(cache.read_text().splitlines()) == 4  # every run appended, the hit not
 
 
+def test_a_drafting_cell_drafts_by_the_profile_curve_as_a_forced_run_does(tmp_path, fake_registry, monkeypatch):
+    """With a profile, a drafting pair's cell runs with the pair's cost curve (and its key names
+    the curve, so a recalibration runs it again); a plain pair's key is what it was without one.
+    Each cell starts with the pair's speed memory empty, as a one-shot `qroute run` does."""
+    from conftest import fake_profile
+
+    from qroute_cli.evaluation import matrix
+    from qroute_cli.evaluation.tasks import load
+    from qroute_cli.generation import runner
+    from qroute_cli.routing.latency import cost_curve
+
+    item = load("gsm8k")[0]
+    seen = []
+    real_run = runner.run_prompt
+
+    def spy(pool, pair, messages, config, on_text=None, **kw):
+        seen.append((pair.name, kw.get("costs"), pair.name in pool.speed))
+        return real_run(pool, pair, messages, config, on_text, **kw)
+
+    monkeypatch.setattr(runner, "run_prompt", spy)
+
+    def keys(profile, cache):
+        with _fake_pool(fake_registry, 2) as pool:
+            pool.speed_memory("fake-big+ngram").plain_n = 99  # left over from an earlier cell
+            store = matrix.CellStore(pool, tmp_path / cache, profile=profile)
+            return {p: store.get(item, p)[1]["key"] for p in ("fake-big", "fake-big+ngram")}
+
+    profile = fake_profile(fake_registry)
+    without, with_curve = keys(None, "a.jsonl"), keys(profile, "b.jsonl")
+    assert with_curve["fake-big"] == without["fake-big"]
+    assert with_curve["fake-big+ngram"] != without["fake-big+ngram"]
+    assert keys(fake_profile(fake_registry, slow=2.0), "b.jsonl")["fake-big+ngram"] != with_curve["fake-big+ngram"]
+    curve = cost_curve(profile, fake_registry.pair("fake-big+ngram"))
+    assert ("fake-big+ngram", curve, False) in seen and ("fake-big+ngram", None, False) in seen
+    assert all(costs is None for name, costs, _ in seen if name == "fake-big")
+
+
 def test_the_engine_revision_is_the_engine_source_only(tmp_path):
     """A hash of the generation code, speculation.py and tuning.py: it names their content, so
     an unrelated commit keeps the cells and an engine edit (committed or not) does not."""

@@ -318,7 +318,9 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
-    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir)
+    # A drafting pair's cells draft by the profile's cost curve, as a forced `qroute run --pair` does.
+    profile = router.profile_for([pool.registry.pair(p) for p in pairs]) if router is not None else None
+    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir, profile=profile)
     matrix.on_capped = on_capped
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)

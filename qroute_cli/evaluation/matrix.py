@@ -10,6 +10,10 @@ The results of an earlier bench (`--out DIR`: matrix.json and capped.json carry 
 key) seed the cache: a bench can extend a committed matrix where the regime matches. A cell
 in them without a key (written before keys were) is of another regime and is run again.
 
+A cell runs as a forced `qroute run --pair` would: a drafting pair drafts by its cost curve
+from the calibration profile (which then joins its key), and the pair's speed memory starts
+empty for every cell.
+
 Besides the matrix proper, a route that caps the answer (no pair fits the budget, so the
 router shortens max_tokens) needs the answer generated with that cap: `Matrix.capped_cell`
 runs it as a cell of its own, cached like the others, when the matrix has a `CellStore`.
@@ -28,6 +32,7 @@ from qroute_cli import paths
 from qroute_cli.config import Registry
 from qroute_cli.evaluation.tasks import TASKS, Item
 from qroute_cli.jsonl import read_jsonl
+from qroute_cli.speculation import CostCurve
 from qroute_cli.types import GenerationConfig, Pair
 
 # 2: the key names the regime. Version 1 keys (no regime) never match: those cells run again.
@@ -108,7 +113,10 @@ class Matrix:
         return self.capped.get(key)
 
 
-def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig, regime: Regime) -> str:
+def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfig, regime: Regime,
+             costs: CostCurve | None = None) -> str:
+    """The cell's cache key. `costs`, the cost curve a drafting pair's draft lengths follow,
+    joins the key only where there is one, so a plain pair's key stays what it was."""
     ident = {
         "v": CACHE_VERSION,
         "models": [registry.model(name).identity for name in pair.model_names],
@@ -119,6 +127,8 @@ def cell_key(registry: Registry, pair: Pair, item: Item, config: GenerationConfi
         "draft_max": config.draft_max,
         "regime": asdict(regime),
     }
+    if costs is not None:
+        ident["costs"] = asdict(costs)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -168,8 +178,11 @@ class CellStore:
     """Cells by cache key: from the cache file, else from the seeds, else generated now (and
     appended to the cache). `counts` says how many came from where, for the bench output."""
 
-    def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None) -> None:
+    def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None, profile=None) -> None:
         self.pool, self.registry = pool, pool.registry
+        # The calibration profile: a drafting pair's cell drafts by the profile's cost curve,
+        # as `qroute run --pair` does (None: by acceptance alone).
+        self.profile = profile
         self.cache_path = cache_path
         self.cache = load_cache(cache_path)
         self.seeds = seeds or Seeds()
@@ -182,6 +195,7 @@ class CellStore:
         task's cap); also counted in `counts` under 'cache', 'results' or 'run' (with 'capped '
         before it for a capped cell, and 'other regime' for a run the results had a cell for)."""
         from qroute_cli.generation.runner import run_prompt, user_messages
+        from qroute_cli.routing.latency import cost_curve
 
         task = TASKS[item.task]
         cap = max_tokens if max_tokens is not None else task.max_tokens
@@ -191,7 +205,8 @@ class CellStore:
         # The thread count this cell will run with (a fixed --threads, else what the load
         # leaves free now; the run applies the same count): part of the regime.
         regime = current_regime(self.pool.next_threads())
-        key = cell_key(self.registry, pair, item, config, regime)
+        costs = cost_curve(self.profile, pair) if self.profile is not None and not pair.remote else None
+        key = cell_key(self.registry, pair, item, config, regime, costs)
         meta = {"key": key, "regime": asdict(regime)}
         row = self.cache.get(key)
         source = "cache"
@@ -204,7 +219,10 @@ class CellStore:
             scores = task.score(cell.text, item.reference)
             self.counts[kind + source] += 1
             return replace(cell, scores=scores, quality=float(scores["quality"])), meta
-        gen = run_prompt(self.pool, pair, user_messages(item.prompt), config)
+        # Each cell is a one-shot run: the pair's speed memory (the back-off's evidence) starts
+        # empty, as in a fresh `qroute run`, so a cell does not depend on the cells before it.
+        getattr(self.pool, "speed", {}).pop(pair_name, None)
+        gen = run_prompt(self.pool, pair, user_messages(item.prompt), config, costs=costs)
         scores = task.score(gen.text, item.reference)
         s = gen.stats
         cell = Cell(
@@ -233,11 +251,12 @@ def run_matrix(
     *,
     on_cell: Callable[[Item, str, Cell, bool], None] | None = None,
     seed_dir: Path | None = None,
+    profile=None,
 ) -> Matrix:
     """Run every (item, pair) not yet in the cache (or in `seed_dir`'s results with this
     regime); pair-major so models load once. The matrix keeps its CellStore, so capped
     cells the strategies ask for are generated and cached too."""
-    store = CellStore(pool, cache_path, Seeds.load(seed_dir))
+    store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile)
     matrix = Matrix(list(items), list(pairs), store=store)
     for pair_name in pairs:
         for item in items:

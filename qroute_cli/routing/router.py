@@ -253,6 +253,12 @@ class Router:
         except ValueError:
             return 0.0
 
+    def profile_for(self, pairs: Sequence[Pair]) -> Profile | None:
+        """The calibration profile the runs of `pairs` will draft by, measuring the models it
+        lacks first, as the first decision would."""
+        self._ensure_ready(pairs, measure=True)
+        return self.profile
+
     def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
         """Load profile, store and scorer once; measure models the profile lacks."""
         if not self._ready and not self._profile_given:
