@@ -436,9 +436,10 @@ def made_by(data) -> list[str]:
     if command is None and isinstance(meta.get("commands"), dict):  # bench.startup names each command it timed
         command = " ; ".join(" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in meta["commands"].values())
     dirty = "+dirty" in str(meta["commit"])
+    profile = f", calibration profile `{meta['calibration_profile']}`" if meta.get("calibration_profile") else ""
     return [f"Made by commit `{str(meta['commit'])[:12]}`{' (with uncommitted changes)' if dirty else ''} on "
             f"{meta.get('date') or meta.get('time', '?')}, {machine}, "
-            f"threads {'as the load left them' if threads is None else threads}: `{command or '?'}`.", ""]
+            f"threads {'as the load left them' if threads is None else threads}{profile}: `{command or '?'}`.", ""]
 
 
 def main() -> None:

@@ -436,6 +436,9 @@ def test_report_sections_say_what_made_them_or_warn():
     line = made_by({"provenance": {"commit": "abc123", "date": "2026-11-30", "machine": "cpu",
                                    "threads": 2, "command": "qroute bench"}})[0]
     assert "abc123" in line and "threads 2" in line and "qroute bench" in line
+    line = made_by({"provenance": {"commit": "abc123", "threads": 2, "command": "qroute bench",
+                                   "calibration_profile": "0123456789ab"}})[0]
+    assert "threads 2, calibration profile `0123456789ab`: `qroute bench`" in line
 
 
 # -- one provenance: the cache key, seeding from results, measured capped answers ----------
