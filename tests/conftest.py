@@ -13,6 +13,7 @@ imports them too: no test module imports another.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -192,3 +193,27 @@ def smollm_pool(real_registry):
     pool.get("smollm2-135m")
     yield pool
     pool.close()
+
+
+# Run the CLI as the console script does and write the names of the modules it imported.
+_MODULES_PROBE = """\
+import atexit, json, os, sys
+atexit.register(lambda: open(os.environ["QROUTE_MODULES_OUT"], "w").write(json.dumps(sorted(sys.modules))))
+sys.argv = ["qroute"] + json.loads(os.environ["QROUTE_ARGS"])
+from qroute_cli.cli import main
+main()
+"""
+
+
+def imported_modules(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`qroute ARGS` run in a fresh process: the process and the modules it imported."""
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "QROUTE_MODULES_OUT": str(out), "QROUTE_ARGS": json.dumps(list(args))}
+    proc = subprocess.run([sys.executable, "-c", _MODULES_PROBE], capture_output=True, text=True, env=env,
+                          timeout=120)
+    return proc, set(json.loads(out.read_text()))
+
+
+def loaded_among(modules: set[str], names) -> list[str]:
+    """Those of `names` (packages count with their submodules) that `modules` holds."""
+    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]

@@ -5,35 +5,12 @@ itself is measured in bench/startup.py, not here."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 
-from conftest import FAKE_CONFIG
+from conftest import FAKE_CONFIG, imported_modules, loaded_among
 
-# Run the CLI as the console script does and write the names of the modules it imported.
-_PROBE = """\
-import atexit, json, os, sys
-atexit.register(lambda: open(os.environ["QROUTE_MODULES_OUT"], "w").write(json.dumps(sorted(sys.modules))))
-sys.argv = ["qroute"] + json.loads(os.environ["QROUTE_ARGS"])
-from qroute_cli.cli import main
-main()
-"""
 
 # Needed by no command that answers a prompt: charts, text metrics, the chat line editor.
 NEVER_FOR_ANSWERS = ("matplotlib", "sacrebleu", "rouge_score", "prompt_toolkit")
-
-
-def _imported(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
-    out = tmp_path / "modules.json"
-    env = {**os.environ, "QROUTE_MODULES_OUT": str(out), "QROUTE_ARGS": json.dumps(list(args))}
-    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=120)
-    return proc, set(json.loads(out.read_text()))
-
-
-def _loaded(modules: set[str], names) -> list[str]:
-    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]
 
 
 def _typer_has_own_click() -> bool:
@@ -41,14 +18,14 @@ def _typer_has_own_click() -> bool:
 
 
 def test_help_imports_no_model_runtime_and_no_store(tmp_path):
-    proc, modules = _imported(tmp_path, "--help")
+    proc, modules = imported_modules(tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr
     heavy = ("llama_cpp", "onnxruntime", "tokenizers", "numpy", "sqlite3") + NEVER_FOR_ANSWERS
-    assert _loaded(modules, heavy) == []
+    assert loaded_among(modules, heavy) == []
 
 
 def test_run_with_a_forced_pair_imports_only_what_answering_needs(tmp_path):
-    proc, modules = _imported(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5",
+    proc, modules = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5",
                               "hello there")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
@@ -56,12 +33,12 @@ def test_run_with_a_forced_pair_imports_only_what_answering_needs(tmp_path):
     heavy = ("llama_cpp", "rich.table") + NEVER_FOR_ANSWERS
     if _typer_has_own_click():
         heavy += ("click",)  # typer's own copy parses; click itself is only caught when loaded
-    assert _loaded(modules, heavy) == []
+    assert loaded_among(modules, heavy) == []
     # Other commands' modules stay unimported where they import anything beyond typer.
-    assert _loaded(modules, ("qroute_cli.evaluation", "qroute_cli.chat", "qroute_cli.models.fetch")) == []
+    assert loaded_among(modules, ("qroute_cli.evaluation", "qroute_cli.chat", "qroute_cli.models.fetch")) == []
 
 
 def test_a_usage_error_still_prints_clicks_message(tmp_path):
-    proc, _ = _imported(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "0", "hi")
+    proc, _ = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "0", "hi")
     assert proc.returncode == 2
     assert "Invalid value for '--max-tokens'" in proc.stderr

@@ -5,24 +5,14 @@ bench/startup.py, not here."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_CONFIG, fake_profile
+from conftest import FAKE_CONFIG, fake_profile, imported_modules, loaded_among
 
-# Run the CLI as the console script does and write the names of the modules it imported.
-_PROBE = """\
-import atexit, json, os, sys
-atexit.register(lambda: open(os.environ["QROUTE_MODULES_OUT"], "w").write(json.dumps(sorted(sys.modules))))
-sys.argv = ["qroute"] + json.loads(os.environ["QROUTE_ARGS"])
-from qroute_cli.cli import main
-main()
-"""
 
 # What a forced pair answered through the fake backend needs none of.
 PREDICTOR = ("onnxruntime", "tokenizers", "qroute_cli.routing.predict")
@@ -31,29 +21,18 @@ PREDICTOR = ("onnxruntime", "tokenizers", "qroute_cli.routing.predict")
 RARELY_NEEDED = ("importlib.metadata", "email", "statistics")
 
 
-def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
-    out = tmp_path / "modules.json"
-    env = {**os.environ, "QROUTE_MODULES_OUT": str(out), "QROUTE_ARGS": json.dumps(list(args))}
-    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=120)
-    return proc, set(json.loads(out.read_text()))
-
-
-def _loaded(modules: set[str], names) -> list[str]:
-    return [n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)]
-
-
 def _logged_scorers(home: Path) -> list[str]:
     with sqlite3.connect(home / "data" / "runs.db") as db:
         return [row[0] for row in db.execute("SELECT scorer FROM runs")]
 
 
 def test_forced_pair_without_profile_converts_options_and_answers_without_pydantic_or_predictor(tmp_path, qroute_home):
-    proc, modules = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5",
+    proc, modules = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5",
                          "-t", "0.5", "--seed", "3", "--threads", "1", "--draft-max", "4", "hello there")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     # typer >= 0.26 would build a pydantic TypeAdapter per option; nothing is predicted without a profile.
-    assert _loaded(modules, ("pydantic", "pydantic_core") + PREDICTOR + RARELY_NEEDED) == []
+    assert loaded_among(modules, ("pydantic", "pydantic_core") + PREDICTOR + RARELY_NEEDED) == []
     # The run is still logged, with no scorer since nothing was predicted for it.
     assert _logged_scorers(qroute_home) == ["none"]
 
@@ -62,7 +41,7 @@ def test_forced_pair_with_a_profile_is_still_predicted(tmp_path, qroute_home, fa
     from qroute_cli.routing.latency import save_profile
 
     save_profile(fake_profile(fake_registry))
-    proc, modules = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5", "--json",
+    proc, modules = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5", "--json",
                          "hello there")
     assert proc.returncode == 0, proc.stderr
     route = json.loads(proc.stdout)["route"]
@@ -72,12 +51,12 @@ def test_forced_pair_with_a_profile_is_still_predicted(tmp_path, qroute_home, fa
 
 
 def test_help_and_importing_the_cli_load_neither_pydantic_nor_the_predictor(tmp_path):
-    proc, modules = _run(tmp_path, "--help")
+    proc, modules = imported_modules(tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr
-    assert _loaded(modules, ("pydantic", "numpy", "sqlite3", "llama_cpp") + PREDICTOR) == []
-    proc, modules = _run(tmp_path, "run", "--help")
+    assert loaded_among(modules, ("pydantic", "numpy", "sqlite3", "llama_cpp") + PREDICTOR) == []
+    proc, modules = imported_modules(tmp_path, "run", "--help")
     assert proc.returncode == 0 and "--max-tokens" in proc.stdout
-    assert _loaded(modules, ("pydantic", "llama_cpp") + PREDICTOR) == []
+    assert loaded_among(modules, ("pydantic", "llama_cpp") + PREDICTOR) == []
 
 
 def test_bad_values_still_get_typers_messages(tmp_path):
@@ -87,7 +66,7 @@ def test_bad_values_still_get_typers_messages(tmp_path):
         (("-t", "9"), "Invalid value for '--temperature'"),
         (("--draft-max", "99"), "Invalid value for '--draft-max'"),
     ):
-        proc, _ = _run(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", *args, "hi")
+        proc, _ = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", *args, "hi")
         assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr)
 
 
@@ -136,11 +115,11 @@ def test_quick_converter_gives_typers_value_or_leaves_it_to_typer():
 
 
 def test_a_one_shot_command_loads_no_other_commands_module(tmp_path):
-    proc, modules = _run(tmp_path, "-q", "-c", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "3", "hi")
+    proc, modules = imported_modules(tmp_path, "-q", "-c", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "3", "hi")
     assert proc.returncode == 0, proc.stderr
     others = [f"qroute_cli.cli.commands.{name}" for name in ("chat", "serve", "models", "calibrate", "stats", "score",
                                                              "bench")]
-    assert _loaded(modules, others) == [] and "qroute_cli.cli.commands.run" in modules
+    assert loaded_among(modules, others) == [] and "qroute_cli.cli.commands.run" in modules
 
 
 @pytest.mark.parametrize("args, named", [
