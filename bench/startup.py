@@ -93,6 +93,7 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also time (a) and (c) with the qroute_cli of DIR, e.g. an earlier commit's: "
                          "mkdir DIR && git archive REV qroute_cli | tar -x -C DIR")
+    ap.add_argument("--baseline-label", metavar="TEXT", help="what DIR holds, for the results file (e.g. 'commit abc1234')")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="keep PYTHONDONTWRITEBYTECODE as set and no cache prefix: with it set, every run "
                          "compiles qroute from source, as in an environment that forbids byte code")
@@ -167,6 +168,7 @@ def main() -> int:
         "median_s": {name: round(v, 3) for name, v in med.items()},
         "samples_s": {name: [round(x, 3) for x in s] for name, s in samples.items()},
         "ratio_over_bare": ratios,
+        "baseline_label": args.baseline_label or (str(args.baseline) if args.baseline else None),
         "answers": {name: outputs[name] for name in outputs if not name.endswith("help")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

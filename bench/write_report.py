@@ -395,8 +395,20 @@ def startup_section(data: dict) -> list[str]:
             f"{med['qroute_run']:.2f} s, a bare llama-cpp-python script doing the same {med['bare_llama_cpp']:.2f} s "
             f"(median), ratio {ratio['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); `qroute --help` "
             f"{med['qroute_help']:.2f} s. The target is at most 1.2x: "
-            + ("met." if hi <= 1.2 else "not met." if lo > 1.2 else "not shown either way (the interval spans it)."),
-            ""]
+            + ("met." if hi <= 1.2 else "not met." if lo > 1.2 else "not shown either way (the interval spans it).")
+            + _baseline_sentence(data), ""]
+
+
+def _baseline_sentence(data: dict) -> str:
+    """The same rounds with an earlier qroute_cli (bench.startup --baseline DIR), where timed."""
+    base = data["ratio_over_bare"].get("baseline_run")
+    if not base:
+        return ""
+    lo, hi = base["bootstrap_95"]
+    label = data.get("baseline_label") or "named in the commands above"
+    return (f" In the same rounds the earlier code ({label}) took {data['median_s']['baseline_run']:.2f} s "
+            f"(ratio {base['median_ratio']:.2f}, 95% interval {lo:.2f}–{hi:.2f}) and "
+            f"{data['median_s']['baseline_help']:.2f} s for `--help`.")
 
 
 def load_test_section(data: dict) -> list[str]:

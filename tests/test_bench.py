@@ -716,6 +716,12 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
     startup = {**prov, "runs": 5, "median_s": {"qroute_run": 1.3, "bare_llama_cpp": 1.0, "qroute_help": 0.3},
                "ratio_over_bare": {"qroute_run": {"median_ratio": 1.3, "bootstrap_95": [1.25, 1.4]}}}
     assert "not met." in "\n".join(wr.startup_section(startup))
+    assert "earlier code" not in "\n".join(wr.startup_section(startup))
+    startup["median_s"].update(baseline_run=1.6, baseline_help=0.31)
+    startup["ratio_over_bare"]["baseline_run"] = {"median_ratio": 1.6, "bootstrap_95": [1.5, 1.7]}
+    startup["baseline_label"] = "commit abc1234"
+    assert ("the earlier code (commit abc1234) took 1.60 s (ratio 1.60, 95% interval 1.50–1.70) and 0.31 s for "
+            "`--help`.") in "\n".join(wr.startup_section(startup))
     load = {"provenance": prov, "setup": {"clients": 4, "requests": 10, "max_tokens": 8, "budget_s": 30, "servers": "x",
                                           "model": "m", "server_threads": 1, "kill_after": 1 / 3},
             "requests": 10, "answered": 9, "clear_errors": 1, "unclear_errors": 0, "throughput_answers_per_s": 1.0,
