@@ -289,6 +289,9 @@ def _bench_summary(home: Path, monkeypatch) -> dict:
     summary = dict(res.summary)
     summary.pop("bench_seconds")
     summary["provenance"] = {k: v for k, v in summary["provenance"].items() if k != "calibration_profile"}
+    # How busy the real machine was during each cell is a reading of the machine, not a figure.
+    summary["matrix_cells"] = {kind: {k: v for k, v in c.items() if k != "others_cores"}
+                               for kind, c in summary["matrix_cells"].items()}
     cells = {f"{k[0]}|{k[1]}": (c.latency_s, c.ttft_s, c.tokens, c.drafted, c.accepted, c.text)
              for k, c in res.matrix.cells.items()}
     runs = [(o.strategy, o.setting, o.choices, o.latency) for o in res.outcomes]
@@ -483,6 +486,37 @@ def test_a_cell_of_another_regime_is_run_again_and_the_same_regime_reuses_it(tmp
     assert len(cache.read_text().splitlines()) == 4  # every run appended, the hit not
 
 
+def test_each_cell_records_how_busy_the_machine_was_and_busy_cells_can_run_again(tmp_path, fake_registry,
+                                                                                monkeypatch):
+    """A generated cell records the cores other processes kept busy while it ran (in the cache and
+    the results' meta); with rerun_busy, a cached cell that read above it runs again, once."""
+    from qroute_cli.evaluation import matrix
+    from qroute_cli.evaluation.tasks import load
+
+    item, cache = load("gsm8k")[0], tmp_path / "cache.jsonl"
+    others_since = matrix._others_since
+
+    def get(load_now: float | None, rerun_busy: float | None = None):
+        monkeypatch.setattr(matrix, "_others_since", lambda before: load_now)
+        with _fake_pool(fake_registry, 2) as pool:
+            store = matrix.CellStore(pool, cache, rerun_busy=rerun_busy)
+            _, meta = store.get(item, "fake-small")
+            return meta["others_cores"], dict(store.counts)
+
+    assert get(0.8) == (0.8, {"run": 1})
+    assert json.loads(cache.read_text().splitlines()[-1])["others_cores"] == 0.8
+    assert get(0.0) == (0.8, {"cache": 1})  # without rerun_busy a busy cell stands
+    assert get(0.02, rerun_busy=0.1) == (0.02, {"busy": 1, "run": 1})
+    assert get(0.5, rerun_busy=0.1) == (0.02, {"cache": 1})  # the quiet run replaced it
+    assert get(None, rerun_busy=0.0) == (None, {"busy": 1, "run": 1})
+    assert get(0.9, rerun_busy=0.0) == (None, {"cache": 1})  # a cell without a reading stands
+    assert others_since(matrix._cpu_reading()) is None  # too short an interval to read
+    start = matrix._cpu_reading()
+    if start is not None:  # the real reading, from /proc where there is one
+        start = (start[0] - 2 * matrix.MIN_READ_S, *start[1:])
+        assert others_since(start) >= 0.0
+
+
 def test_a_drafting_cell_drafts_by_the_profile_curve_as_a_forced_run_does(tmp_path, fake_registry, monkeypatch):
     """With a profile, a drafting pair's cell runs with the pair's cost curve (and its key names
     the curve, so a recalibration runs it again); a plain pair's key is what it was without one.
@@ -556,6 +590,11 @@ def _fake_bench(home: Path, out: Path | None, seed_dir: Path | None, budgets=(),
     return res
 
 
+def _where_from(res) -> dict:
+    """Where the matrix's cells came from (without the load readings, which are the machine's)."""
+    return {k: v for k, v in res.summary["matrix_cells"]["cells"].items() if k != "others_cores"}
+
+
 def _figures(res) -> dict:
     return {k: v for k, v in res.summary.items() if k not in ("bench_seconds", "matrix_cells")}
 
@@ -564,14 +603,14 @@ def test_a_bench_extends_earlier_results_of_its_regime_and_reruns_unkeyed_ones(t
     monkeypatch.setenv("QROUTE_HOME", str(tmp_path / "home"))
     first = _fake_bench(tmp_path / "a", tmp_path / "results", None)
     n = len(first.items) * 2
-    assert first.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
-                                                      "rerun_other_regime": 0}
+    assert _where_from(first) == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
+                                  "rerun_other_regime": 0, "rerun_busy": 0}
     rows = json.loads((tmp_path / "results" / "matrix.json").read_text())
     assert len(rows) == n and all(r["key"] and r["regime"]["engine"] for r in rows)
     # A fresh cache seeded from those results: nothing runs, and the figures are the same.
     seeded = _fake_bench(tmp_path / "b", None, tmp_path / "results")
-    assert seeded.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": n, "run": 0,
-                                                       "rerun_other_regime": 0}
+    assert _where_from(seeded) == {"reused_from_cache": 0, "reused_from_results": n, "run": 0,
+                                   "rerun_other_regime": 0, "rerun_busy": 0}
     assert _figures(seeded) == _figures(first)
     # Results written before cells carried a key (the committed matrix): another regime, run again.
     old = tmp_path / "old"
@@ -579,8 +618,8 @@ def test_a_bench_extends_earlier_results_of_its_regime_and_reruns_unkeyed_ones(t
     (old / "matrix.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("key", "regime")}
                                                  for r in rows]))
     rerun = _fake_bench(tmp_path / "c", None, old)
-    assert rerun.summary["matrix_cells"]["cells"] == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
-                                                      "rerun_other_regime": n}
+    assert _where_from(rerun) == {"reused_from_cache": 0, "reused_from_results": 0, "run": n,
+                                  "rerun_other_regime": n, "rerun_busy": 0}
 
 
 def test_a_capped_route_runs_the_answer_with_the_cap(tmp_path, fake_registry, monkeypatch):

@@ -42,6 +42,7 @@ class BenchConfig:
     live: bool = True  # also run the online-learning loop for real over the prompt stream
     bootstrap: int = bootstrap.RESAMPLES  # resamples behind every figure's 95% interval; 0: none
     seed_dir: Path | None = COMMITTED_RESULTS  # earlier results whose cells of this regime are reused
+    rerun_busy: float | None = None  # cached cells timed while others kept more cores busy run again
 
 
 @dataclass
@@ -320,7 +321,8 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
     # A drafting pair's cells draft by the profile's cost curve, as a forced `qroute run --pair` does.
     profile = router.profile_for([pool.registry.pair(p) for p in pairs]) if router is not None else None
-    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir, profile=profile)
+    matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir, profile=profile,
+                        rerun_busy=cfg.rerun_busy)
     matrix.on_capped = on_capped
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)

@@ -10,6 +10,11 @@ The results of an earlier bench (`--out DIR`: matrix.json and capped.json carry 
 key) seed the cache: a bench can extend a committed matrix where the regime matches. A cell
 in them without a key (written before keys were) is of another regime and is run again.
 
+Every cell generated records how busy the rest of the machine kept the CPU while it ran
+(`others_cores`, from /proc: cores other processes used on average; None where unknown).
+It is not part of the key: a cell timed under load is of the same regime, just a worse
+measurement, so `CellStore(rerun_busy=X)` runs again the cached cells that read above X.
+
 A cell runs as a forced `qroute run --pair` would: a drafting pair drafts by its cost curve
 from the calibration profile (which then joins its key), and the pair's speed memory starts
 empty for every cell.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -170,7 +176,8 @@ class Seeds:
                 seeds.slots.add((r["item"], r["pair"], cap))
                 if r.get("key"):
                     seeds.by_key[r["key"]] = {"key": r["key"], "item": r["item"], "pair": r["pair"],
-                                              "regime": r.get("regime"), "cell": {k: r[k] for k in CELL_FIELDS}}
+                                              "regime": r.get("regime"), "others_cores": r.get("others_cores"),
+                                              "cell": {k: r[k] for k in CELL_FIELDS}}
         return seeds
 
 
@@ -178,8 +185,12 @@ class CellStore:
     """Cells by cache key: from the cache file, else from the seeds, else generated now (and
     appended to the cache). `counts` says how many came from where, for the bench output."""
 
-    def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None, profile=None) -> None:
+    def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None, profile=None,
+                 rerun_busy: float | None = None) -> None:
         self.pool, self.registry = pool, pool.registry
+        # Cached cells during which other processes kept more than this many cores busy run
+        # again (None: every cached cell stands; a cell without a reading stands too).
+        self.rerun_busy = rerun_busy
         # The calibration profile: a drafting pair's cell drafts by the profile's cost curve,
         # as `qroute run --pair` does (None: by acceptance alone).
         self.profile = profile
@@ -212,8 +223,13 @@ class CellStore:
         source = "cache"
         if row is None and key in self.seeds.by_key:
             row, source = self.seeds.by_key[key], "results"
-            self._append(key, item, pair_name, cap, meta, row["cell"])
+            if not self._busy(row):
+                self._append(key, item, pair_name, cap, {**meta, "others_cores": row.get("others_cores")}, row["cell"])
+        if row is not None and self._busy(row):
+            self.counts[kind + "busy"] += 1
+            row = None
         if row is not None:
+            meta["others_cores"] = row.get("others_cores")
             cell = Cell(**row["cell"])
             # Score again from the stored text: a metric fix applies to cached runs too.
             scores = task.score(cell.text, item.reference)
@@ -222,7 +238,9 @@ class CellStore:
         # Each cell is a one-shot run: the pair's speed memory (the back-off's evidence) starts
         # empty, as in a fresh `qroute run`, so a cell does not depend on the cells before it.
         getattr(self.pool, "speed", {}).pop(pair_name, None)
+        before = _cpu_reading()
         gen = run_prompt(self.pool, pair, user_messages(item.prompt), config, costs=costs)
+        meta["others_cores"] = _others_since(before)
         scores = task.score(gen.text, item.reference)
         s = gen.stats
         cell = Cell(
@@ -236,11 +254,39 @@ class CellStore:
             self.counts[kind + "other regime"] += 1
         return cell, meta
 
+    def _busy(self, row: dict) -> bool:
+        load = row.get("others_cores")
+        return self.rerun_busy is not None and load is not None and load > self.rerun_busy
+
     def _append(self, key: str, item: Item, pair: str, cap: int, meta: dict, cell: dict) -> None:
-        row = {"key": key, "item": item.id, "pair": pair, "max_tokens": cap, "regime": meta["regime"], "cell": cell}
+        row = {"key": key, "item": item.id, "pair": pair, "max_tokens": cap, "regime": meta["regime"],
+               "others_cores": meta.get("others_cores"), "cell": cell}
         self.cache[key] = row
         with self.cache_path.open("a", encoding="utf-8") as log:
             log.write(json.dumps(row) + "\n")
+
+
+def _cpu_reading() -> tuple[float, int, int] | None:
+    """(seconds, machine busy ticks, this process's ticks) now; None where /proc is missing."""
+    from qroute_cli.generation.threads import proc_ticks
+
+    ticks = proc_ticks()
+    return None if ticks is None else (time.monotonic(), *ticks)
+
+
+# A cell shorter than this reads too few clock ticks (10 ms each) to say how busy the machine was.
+MIN_READ_S = 0.25
+
+
+def _others_since(before: tuple[float, int, int] | None) -> float | None:
+    """Cores other processes kept busy on average since `before`, rounded; None when unknown
+    (no /proc, or too short an interval to tell)."""
+    from qroute_cli.generation.threads import others_cores
+
+    after = _cpu_reading()
+    if before is None or after is None or after[0] - before[0] < MIN_READ_S:
+        return None
+    return round(others_cores(before, after), 3)
 
 
 def run_matrix(
@@ -252,11 +298,12 @@ def run_matrix(
     on_cell: Callable[[Item, str, Cell, bool], None] | None = None,
     seed_dir: Path | None = None,
     profile=None,
+    rerun_busy: float | None = None,
 ) -> Matrix:
     """Run every (item, pair) not yet in the cache (or in `seed_dir`'s results with this
     regime); pair-major so models load once. The matrix keeps its CellStore, so capped
     cells the strategies ask for are generated and cached too."""
-    store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile)
+    store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile, rerun_busy)
     matrix = Matrix(list(items), list(pairs), store=store)
     for pair_name in pairs:
         for item in items:
@@ -276,6 +323,12 @@ def cell_counts(m: Matrix) -> dict:
     c = m.store.counts if m.store is not None else Counter()
     out = {}
     for kind, name in (("", "cells"), ("capped ", "capped_cells")):
+        loads = [meta.get("others_cores") for k, meta in m.meta.items() if (len(k) == 2) == (kind == "")]
+        read = [x for x in loads if x is not None]
         out[name] = {"reused_from_cache": c[kind + "cache"], "reused_from_results": c[kind + "results"],
-                     "run": c[kind + "run"], "rerun_other_regime": c[kind + "other regime"]}
+                     "run": c[kind + "run"], "rerun_other_regime": c[kind + "other regime"],
+                     "rerun_busy": c[kind + "busy"],
+                     # How quiet the machine was: cores other processes kept busy during each cell.
+                     "others_cores": {"max": max(read, default=None), "over_0.1": sum(x > 0.1 for x in read),
+                                      "unread": len(loads) - len(read)}}
     return out

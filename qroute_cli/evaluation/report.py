@@ -63,6 +63,12 @@ def cells_caption(res: BenchResult) -> str:
     text = (f"cells: {c['reused_from_cache']} reused from the cache, {c['reused_from_results']} from earlier "
             f"results, {c['run']} run ({c['rerun_other_regime']} of them earlier results had from another "
             f"regime); capped answers: {k['reused_from_cache'] + k['reused_from_results']} reused, {k['run']} run")
+    if c.get("rerun_busy"):
+        text += f"; {c['rerun_busy']} cached cells timed on a busy machine run again"
+    busy = c.get("others_cores") or {}
+    if busy.get("max") is not None:
+        text += (f"; other processes kept at most {busy['max']:.2f} cores busy during a cell, "
+                 f"over 0.1 during {busy['over_0.1']}" + (f", unread for {busy['unread']}" if busy["unread"] else ""))
     sim = res.summary.get("simulated")
     if sim and sim["answers"]:
         text += f"; simulated: {sim['answers']} answers in {sim['points']} points"

@@ -38,6 +38,10 @@ def bench(
         None, "--seed-from", metavar="DIR",
         help="An earlier bench's --out directory whose cells of this regime are reused instead of run "
              "(default: the committed bench/results; 'none': only the cache)."),
+    rerun_busy: Optional[float] = typer.Option(
+        None, "--rerun-busy", min=0.0, metavar="CORES",
+        help="Run again the cached cells during which other processes kept more than CORES cores busy "
+             "(each cell records it), e.g. 0.1 after a sitting that shared the machine."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", metavar="NAME=FILE.onnx",
         help="Also route with this predictor file, as an ablation (repeatable), e.g. "
@@ -94,7 +98,7 @@ def bench(
                          "Fetch models with: qroute models pull")
     extra_scorers = _scorer_files(scorer or [])
     cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live,
-                      bootstrap=bootstrap, seed_dir=_seed_dir(seed_from))
+                      bootstrap=bootstrap, seed_dir=_seed_dir(seed_from), rerun_busy=rerun_busy)
     items = select_items(cfg)
     total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
