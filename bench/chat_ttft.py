@@ -29,6 +29,7 @@ from rich.table import Table
 
 from qroute_cli.chat import History, Turn
 from qroute_cli.config import load_registry
+from qroute_cli.evaluation import provenance
 from qroute_cli.models.cache import model_path
 from qroute_cli.generation.pool import ModelPool
 from qroute_cli.generation.runner import run_prompt
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['last_turn_ttft_ms']:.0f} ms")
     Console(width=110).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m bench.chat_ttft", *(sys.argv[1:] if argv is None else argv)])
     args.out.write_text(json.dumps({
+        "provenance": provenance.record(command=command, threads=args.threads),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "threads": args.threads},
         "settings": {"repeats": args.repeats, "max_tokens": args.max_tokens, "questions": QUESTIONS, "system": SYSTEM},
         "summary": summary, "rows": rows,

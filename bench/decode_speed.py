@@ -67,9 +67,11 @@ def main() -> int:
     import llama_cpp
 
     from qroute_cli.config import load_registry
+    from qroute_cli.evaluation import provenance
     from qroute_cli.models import cache
 
     reg = load_registry(None, include_user=False)
+    made = provenance.record(command=" ".join(["python -m bench.decode_speed", *sys.argv[1:]]), threads=args.threads)
     stop = multiprocessing.Event()
     hog = multiprocessing.Process(target=_busy, args=(stop,), daemon=True) if args.hog else None
     if hog:
@@ -83,7 +85,7 @@ def main() -> int:
             row = {"label": args.label, "model": name, "threads": args.threads, "hog": args.hog,
                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
                    "llama_cpp": getattr(llama_cpp, "__file__", ""),
-                   **measure(path, args.threads, args.prompt, args.gen, args.repeats)}
+                   **measure(path, args.threads, args.prompt, args.gen, args.repeats), "provenance": made}
             print(json.dumps(row), flush=True)
             if args.out:
                 with args.out.open("a", encoding="utf-8") as fh:

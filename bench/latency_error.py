@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -44,6 +45,7 @@ from rich.table import Table  # noqa: E402
 from qroute_cli.answer import answer  # noqa: E402
 from qroute_cli.routing.calibrate import calibrate  # noqa: E402
 from qroute_cli.config import Registry, load_registry  # noqa: E402
+from qroute_cli.evaluation import provenance  # noqa: E402
 from qroute_cli.routing.latency import Profile, current_machine  # noqa: E402
 from qroute_cli.generation.pool import ModelPool  # noqa: E402
 from qroute_cli.routing.router import Router  # noqa: E402
@@ -224,7 +226,9 @@ def main() -> None:
     overheads = [r["overhead_ms"] for r in rows]
     share = statistics.median(r["overhead_ms"] / 1000 / r["measured_s"] for r in rows)
     hits = [r["hit"] for r in learn]
+    command = " ".join(["python -m bench.latency_error", *sys.argv[1:]])
     result = {
+        "provenance": provenance.record(command=command, threads=args.threads),
         "machine": machine.key, "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "pairs": args.pairs, "max_tokens": args.max_tokens, "calibration_s": cal_s,
         "calibration": "quick" if args.quick_calibration else "full",

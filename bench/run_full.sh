@@ -34,6 +34,7 @@ SCORERS=()
 .venv/bin/qroute bench --full --threads 2 --out bench/results "${SCORERS[@]}"
 $PY -m bench.overhead
 $PY -m bench.latency_error
+$PY -m bench.chat_ttft
 $PY -m bench.budget_hit
 $PY -m bench.load_test
 $PY -m bench.write_report

@@ -431,6 +431,57 @@ def load_test_section(data: dict) -> list[str]:
             + ", ".join(f"{k}: {v}" for k, v in data["answers_after_the_kill_per_pair"].items()) + ".", ""]
 
 
+def latency_section(lat: dict) -> list[str]:
+    """bench.latency_error: the latency model's error per pair, and how fast learning repairs a wrong profile."""
+    out = ["## Latency model", ""] + made_by(lat) + [
+        f"`bench/latency_error.py`: {len(lat.get('rows', []))} answers of at most {lat.get('max_tokens')} tokens, "
+        f"routed with the {lat.get('calibration', '?')} calibration; MAPE = mean absolute percentage error of the "
+        "predicted against the measured value (every row is in the JSON).", "",
+        "| pair | latency MAPE | second half | given the true length | prefill | per token | length |",
+        "|---|---|---|---|---|---|---|"]
+    for pair, b in (lat.get("by_pair") or {}).items():
+        out.append(f"| {pair} | " + " | ".join(f"{b[k]:.0%}" for k in (
+            "mape", "mape_second_half", "mape_given_length", "prefill_mape", "per_token_mape", "length_mape")) + " |")
+    out += ["", f"All answers: latency MAPE {lat['mape']:.0%}, {lat['mape_given_length']:.0%} given the true "
+            f"length; routing overhead p50 {lat['overhead_ms_p50']:.2f} ms ({lat['overhead_share_p50']:.3%} of "
+            "end-to-end latency)."]
+    rec = lat.get("recovery")
+    if rec:
+        after = rec.get("recovered_after_n")
+        out += ["", f"Recovery: with every profile cost x{rec['wrong_factor']} and a {rec['budget_s']:.2f} s budget, "
+                f"the budget was hit on {rec['hit_rate_learning']:.0%} of {len(rec['learning'])} prompts with "
+                f"learning ({'recovered after ' + str(after) + ' prompts' if after is not None else 'not recovered'}) "
+                f"and on {rec['hit_rate_control']:.0%} of {len(rec['control'])} without."]
+    return out + [""]
+
+
+def chat_section(chat: dict) -> list[str]:
+    """bench.chat_ttft: time to first token on later chat turns with and without KV-cache reuse."""
+    settings = chat.get("settings", {})
+    out = ["## Chat: time to first token with and without KV reuse", ""] + made_by(chat) + [
+        f"`bench/chat_ttft.py`: a {len(settings.get('questions', []))}-turn conversation, answers of at most "
+        f"{settings.get('max_tokens')} tokens, median of {settings.get('repeats')} runs over turns 2 and later; "
+        "prefilled = prompt tokens evaluated per turn (the rest came from the KV cache).", "",
+        "| model | KV reuse | prompt tokens | prefilled | TTFT median | first text median | TTFT last turn |",
+        "|---|---|---|---|---|---|---|"]
+    for r in chat.get("summary", []):
+        out.append(f"| {r['model']} | {'yes' if r['mode'] == 'reuse' else 'no'} | {r['prompt_tokens']:.0f} | "
+                   f"{r['prefilled']:.0f} | {r['ttft_ms_median']:.0f} ms | {r['first_text_ms_median']:.0f} ms | "
+                   f"{r['last_turn_ttft_ms']:.0f} ms |")
+    return out + [""]
+
+
+def _one_provenance(rows: list[dict]) -> dict | None:
+    """The provenance of rows appended by several commands of one run (bench/run_full.sh's decode
+    speed lines): the first row's, naming every command; None where a row records none or the rows
+    come from different commits (then the section says it cannot vouch for them)."""
+    made = [r.get("provenance") for r in rows]
+    if not made or not all(made) or len({m["commit"] for m in made}) > 1:
+        return None
+    commands = list(dict.fromkeys(m["command"] for m in made))
+    return {**made[0], "command": " ; ".join(commands)}
+
+
 def made_by(data) -> list[str]:
     """A section's provenance line: the commit, date, machine, threads and command its results
     file records, or a warning that the file does not say, so a stale section is not read as fresh."""
@@ -552,7 +603,7 @@ def main() -> None:
     if startup:
         lines += startup_section(startup)
     if speed:
-        lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(speed[0] if speed else None) + [
+        lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(_one_provenance(speed)) + [
                   "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "
                   "process keeps one core busy meanwhile.", "",
                   "| setting | model | threads | hog | OMP_WAIT_POLICY | prompt tok/s | generation tok/s |",
@@ -572,12 +623,9 @@ def main() -> None:
             lines.append(f"| {r['label']} | {r['model']} | {r['prompt_tps']:.1f} | {r['gen_tps']:.1f} |")
         lines += ["", build_sentence(builds), ""]
     if lat:
-        lines += ["## Latency model", ""] + made_by(lat) + [ "From `bench/latency_error.py` (see its JSON for every row):", "",
-                  "```json", json.dumps({k: v for k, v in lat.items() if not isinstance(v, list)}, indent=1)[:3000],
-                  "```", ""]
+        lines += latency_section(lat)
     if chat:
-        lines += ["## Chat: time to first token with and without KV reuse", ""] + made_by(chat) + [ "```json",
-                  json.dumps(chat, indent=1)[:2000], "```", ""]
+        lines += chat_section(chat)
     if overhead:
         lines += overhead_section(overhead)
     if budget:

@@ -444,6 +444,41 @@ def test_report_sections_say_what_made_them_or_warn():
     assert "threads 2, calibration profile `0123456789ab`: `qroute bench`" in line
 
 
+def test_decode_speed_rows_vouch_for_one_run_only():
+    """Rows appended by several commands of one commit name every command; rows from two commits,
+    or any row without provenance, leave the section flagged as unvouched."""
+    from bench.write_report import _one_provenance, made_by
+
+    rows = [{"provenance": {"commit": "abc", "threads": 2, "command": "python -m bench.decode_speed --threads 2"}},
+            {"provenance": {"commit": "abc", "threads": 1, "command": "python -m bench.decode_speed --threads 1"}},
+            {"provenance": {"commit": "abc", "threads": 1, "command": "python -m bench.decode_speed --threads 1"}}]
+    line = made_by(_one_provenance(rows))[0]
+    assert line.endswith("`python -m bench.decode_speed --threads 2 ; python -m bench.decode_speed --threads 1`.")
+    assert _one_provenance([rows[0], {"provenance": {**rows[1]["provenance"], "commit": "def"}}]) is None
+    assert _one_provenance([rows[0], {"model": "m"}]) is None
+    assert "Provenance not recorded" in made_by(_one_provenance([]))[0]
+
+
+def test_latency_and_chat_sections_are_tables_from_their_results():
+    from bench.write_report import chat_section, latency_section
+
+    b = {"mape": 0.1, "mape_second_half": 0.05, "mape_given_length": 0.08, "prefill_mape": 0.3,
+         "per_token_mape": 0.02, "length_mape": 0.2}
+    lat = {"provenance": {"commit": "abc", "threads": 2, "command": "python -m bench.latency_error"},
+           "rows": [{}] * 4, "max_tokens": 64, "calibration": "full", "by_pair": {"p": b},
+           "mape": 0.1, "mape_given_length": 0.08, "overhead_ms_p50": 0.4, "overhead_share_p50": 0.0003,
+           "recovery": {"wrong_factor": 0.3, "budget_s": 0.7, "hit_rate_learning": 0.75, "recovered_after_n": None,
+                        "hit_rate_control": 0.0, "learning": [{}] * 4, "control": [{}] * 2}}
+    text = "\n".join(latency_section(lat))
+    assert "| p | 10% | 5% | 8% | 30% | 2% | 20% |" in text
+    assert "75% of 4 prompts with learning (not recovered)" in text and "0% of 2 without" in text
+    chat = {"settings": {"questions": ["a", "b"], "max_tokens": 16, "repeats": 2},
+            "summary": [{"model": "m", "mode": "reuse", "prompt_tokens": 100, "prefilled": 12,
+                         "ttft_ms_median": 200.4, "first_text_ms_median": 210, "last_turn_ttft_ms": 230}]}
+    text = "\n".join(chat_section(chat))
+    assert "| m | yes | 100 | 12 | 200 ms | 210 ms | 230 ms |" in text and "Provenance not recorded" in text
+
+
 # -- one provenance: the cache key, seeding from results, measured capped answers ----------
 
 
