@@ -46,7 +46,10 @@ def load_matrix(path: Path) -> Matrix:
     the capped answers of capped.json beside it (when there) for the routes that cap."""
     rows = json.loads(path.read_text(encoding="utf-8"))
     wanted = {(r["task"], r["item"]) for r in rows}
-    items = [it for task in sorted({t for t, _ in wanted}) for it in load(task) if (task, it.id) in wanted]
+    # The bench's task order, as the rows list them: online learning streams the prompts in a
+    # shuffle of this order, so another order learns along another path.
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    items = [it for task in tasks for it in load(task) if (task, it.id) in wanted]
     pairs = sorted({r["pair"] for r in rows})
     m = Matrix(items, pairs)
     for r in rows:

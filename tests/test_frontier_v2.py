@@ -175,3 +175,25 @@ def test_simulated_answers_are_counted_and_the_replay_says_so():
     assert "1 of the 2 routed points" in said and "1 of 4 routed answers" in said and "nq 1" in said
     clean = {"answers": 0, "answers_routed": 4, "points": 0, "points_routed": 2}
     assert "Every routed answer is a measured run" in simulated_sentence({"all": {"simulated": clean}, "by_task": {}})
+
+
+def test_the_replay_streams_the_prompts_in_the_bench_order(tmp_path):
+    """bench.replay reads the matrix in the order the bench ran its tasks, not alphabetically:
+    online learning shuffles that order, so another order would learn along another path and
+    ask for capped answers the bench never ran."""
+    import json
+
+    from bench.replay import load_matrix
+    from qroute_cli.evaluation.matrix import CELL_FIELDS
+    from qroute_cli.evaluation.tasks import load
+
+    rows = []
+    for task in ("wp", "gsm8k"):
+        for it in load(task)[:2]:
+            cell = {k: 0 for k in CELL_FIELDS} | {"text": "x", "scores": {}, "quality": 0.5, "latency_s": 1.0}
+            rows.append({"task": task, "item": it.id, "pair": "p", **cell})
+    path = tmp_path / "matrix.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    m = load_matrix(path)
+    assert [it.task for it in m.items] == ["wp", "wp", "gsm8k", "gsm8k"]
+    assert [it.id for it in m.items] == [r["item"] for r in rows]
