@@ -803,3 +803,27 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
             "every_request_answered_or_clear_error": True, "answers_after_the_kill_per_pair": {"b": 6}}
     text = "\n".join(wr.load_test_section(load))
     assert "answer or a clear error: yes." in text and "b: 6" in text
+
+
+def test_results_and_reports_do_not_make_the_code_read_as_uncommitted(tmp_path):
+    """A bench that rewrites results and reports leaves the commit clean; a code edit does not."""
+    import subprocess
+
+    from qroute_cli.evaluation.provenance import NOT_CODE, git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    files = ["qroute_cli/x.py", *(f"{p}/r.json" if not p.endswith(".md") else p for p in NOT_CODE)]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("a\n")
+    git("add", ".")
+    git("-c", "user.name=q", "-c", "user.email=q@q", "commit", "-qm", "c")
+    for f in files[1:]:
+        (tmp_path / f).write_text("b\n")
+    head, dirty = git_state(tmp_path)
+    assert len(head) == 40 and not dirty
+    (tmp_path / files[0]).write_text("b\n")
+    assert git_state(tmp_path)[1]

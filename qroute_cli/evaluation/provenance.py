@@ -19,6 +19,10 @@ from pathlib import Path
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
+# What benches and reports write: a change here does not make the code differ from its commit.
+NOT_CODE = ("bench/results", "bench/REPORT.md", "predictor/results", "predictor/REPORT.md", "predictor/data")
+
+
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool]:
     """(HEAD's commit, whether tracked files differ from it), results and data files not
     counted: a bench rewriting bench/results is not a change to the code. ('unknown', False) outside git."""
@@ -27,9 +31,10 @@ def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool]:
 
     try:
         head = git("rev-parse", "HEAD")
-        # Not code: the bench's results and the predictor's generated training data, which a
-        # long data-generation run keeps appending to while benches run.
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", ":!predictor/data")
+        # Not code: the bench's and the predictor's results, the reports written from them, and
+        # the predictor's generated training data, which a long data-generation run keeps
+        # appending to while benches run.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in NOT_CODE))
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
     return head, bool(dirty)
