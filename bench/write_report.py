@@ -199,12 +199,32 @@ def frontier_section(path: Path) -> list[str]:
     return out
 
 
+def _verdict(fig: dict | None, estimate: float, target: float, label: str) -> str:
+    """The target `label` met or missed by the point estimate, and whether the 95% interval agrees:
+    a point estimate over the line with an interval reaching below it is not a shown result."""
+    met = estimate >= target
+    head = f"target {label}: {'met' if met else 'missed'}"
+    if not fig or fig.get("low") is None:
+        return head
+    if (fig["low"] >= target) if met else (fig["high"] < target):
+        return head + " by the whole 95% interval"
+    return head + " by the point estimate only: the 95% interval spans the target, so it is not shown"
+
+
+def _interval(fig: dict | None, fmt: str) -> str:
+    return "" if not fig or fig.get("low") is None else f" [{fmt.format(fig['low'])}, {fmt.format(fig['high'])}]"
+
+
 def targets_sentence(summary: dict) -> str:
     """The seed claims (>= 1.25x the static approach's hypervolume, >= +15% quality over cost-only
-    routing at matched latency), each against the baseline the summary has a figure for."""
+    routing at matched latency), each against the baseline the summary has a figure for, with its
+    95% interval (where the summary has intervals) and the absolute figures beside the relative."""
+    figs = ((summary.get("intervals") or {}).get("all") or {}).get("headline") or {}
     hv = summary.get("hypervolume_ratio_vs_static_frontier")
     if hv is not None:
-        hv_text = f"{hv:.2f}x the Pareto frontier of the static pairs ({'meets' if hv >= 1.25 else 'misses'} >= 1.25x)"
+        fig = figs.get("hypervolume_ratio_vs_static_frontier")
+        hv_text = (f"{hv:.2f}x{_interval(fig, '{:.2f}')} the Pareto frontier of the static pairs "
+                   f"({_verdict(fig, hv, 1.25, '>= 1.25x')})")
     elif summary.get("hypervolume_ratio_vs_best_static") is not None:
         # Not the target's baseline: no verdict from it.
         hv_text = (f"{summary['hypervolume_ratio_vs_best_static']:.2f}x the single best static pair (the target is "
@@ -212,10 +232,48 @@ def targets_sentence(summary: dict) -> str:
     else:
         hv_text = "–"
     gain, ap = summary.get("quality_gain_vs_cost_at_matched_latency"), summary.get("apgr")
+    if gain is not None:
+        fig = figs.get("quality_gain_vs_cost_at_matched_latency")
+        cost = summary.get("cost_point") or [None, None]
+        absolute = ""
+        if summary.get("quality_at_cost_latency") is not None and cost[1] is not None:
+            absolute = (f", {summary['quality_at_cost_latency']:.3f} against {cost[1]:.3f} at "
+                        f"{cost[0]:.2f} s: {summary['quality_at_cost_latency'] - cost[1]:+.3f}"
+                        f"{_interval(figs.get('quality_gain_vs_cost_at_matched_latency_abs'), '{:+.3f}')} absolute")
+        gain_text = f"{gain:+.0%}{_interval(fig, '{:+.0%}')}{absolute} ({_verdict(fig, gain, 0.15, '>= +15%')})"
+    else:
+        gain_text = "–"
     return ("Against the targets (all tasks): hypervolume " + hv_text
-            + "; quality at cost-only routing's mean latency "
-            + (f"{gain:+.0%} ({'meets' if gain >= 0.15 else 'misses'} >= +15%)" if gain is not None else "–")
+            + "; quality at cost-only routing's mean latency " + gain_text
             + (f"; APGR {ap:.2f}." if ap is not None else "."))
+
+
+def ablation_table(summary: dict) -> list[str]:
+    """Every variant the bench ran against the static frontier, with 95% intervals and its paired
+    difference to the shipped predictor (resampled on the same prompts) where the summary has them."""
+    abl = summary.get("ablation", {})
+    iv = ((summary.get("intervals") or {}).get("all") or {}).get("ablation") or {}
+    head = ((summary.get("intervals") or {}).get("all") or {}).get("headline") or {}
+
+    def cell(fig: dict | None, value, fmt: str = "{:.3f}") -> str:
+        if fig and fig.get("estimate") is not None:
+            return fmt.format(fig["estimate"]) + _interval(fig, fmt) + (" *" if fig.get("real") else "")
+        return _f(value, fmt)
+
+    out = ["| variant | hypervolume vs static frontier | minus shipped | quality gain vs static frontier (abs) "
+           "| minus shipped | hypervolume vs best static | APGR |", "|---|---|---|---|---|---|---|",
+           f"| `quality` (shipped predictor) | {cell(head.get('hypervolume_ratio_vs_static_frontier'), summary.get('hypervolume_ratio_vs_static_frontier'))} "
+           f"| – | {cell(head.get('quality_gain_vs_static_frontier_abs'), summary.get('quality_gain_vs_static_frontier_abs'), '{:+.3f}')} "
+           f"| – | {_f(summary.get('hypervolume_ratio_vs_best_static'))} | {_f(summary.get('apgr'))} |"]
+    for name, v in abl.items():
+        figs, diff = (iv.get(name) or {}).get("figures") or {}, (iv.get(name) or {}).get("vs_shipped") or {}
+        out.append(f"| `{name}` | {cell(figs.get('hypervolume_ratio_vs_static_frontier'), v.get('hypervolume_ratio_vs_static_frontier'))} "
+                   f"| {cell(diff.get('hypervolume_ratio_vs_static_frontier'), None, '{:+.3f}')} "
+                   f"| {cell(figs.get('quality_gain_vs_static_frontier_abs'), v.get('quality_gain_vs_static_frontier_abs'), '{:+.3f}')} "
+                   f"| {cell(diff.get('quality_gain_vs_static_frontier_abs'), None, '{:+.3f}')} "
+                   f"| {_f(v.get('hypervolume_ratio_vs_best_static'))} | {_f(v.get('apgr'))} |")
+    return out + ["", "95% intervals: bootstrap over prompts within each task; `*`: the interval excludes no "
+                  "difference (1 for a ratio, 0 for a gain or a difference)."]
 
 
 def busy_core_sentences(speed: list[dict]) -> list[str]:
@@ -545,11 +603,7 @@ def main() -> None:
         lines += ["", targets_sentence(summary)]
         abl = summary.get("ablation", {})
         if abl:
-            lines += ["", "### Ablations (all tasks)", "",
-                      "| variant | hypervolume vs best static | APGR |", "|---|---|---|",
-                      f"| `quality` (shipped predictor) | {_f(summary['hypervolume_ratio_vs_best_static'])} | "
-                      f"{_f(summary['apgr'])} |"]
-            lines += [f"| `{k}` | {_f(v['hypervolume_ratio_vs_best_static'])} | {_f(v['apgr'])} |" for k, v in abl.items()]
+            lines += ["", "### Ablations (all tasks)", ""] + ablation_table(summary)
             lines += ["", "- `quality [prior]`: per-model constant qualities from models.toml instead of a predictor.",
                       "- `quality [NAME]`: another predictor file from `python -m predictor.train` "
                       "(`length-only`: prompt length alone; `minilm`: the MiniLM sentence-encoder model).",

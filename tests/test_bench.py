@@ -745,8 +745,20 @@ def test_the_report_draws_the_static_frontier_and_derives_its_sentences(tmp_path
 
     no_frontier = write_report.targets_sentence({"hypervolume_ratio_vs_best_static": 1.6,
                                                  "quality_gain_vs_cost_at_matched_latency": 0.2, "apgr": 0.5})
-    assert "single best static pair" in no_frontier and "1.60x" in no_frontier and "meets >= 1.25x" not in no_frontier
-    assert "misses >= 1.25x" in write_report.targets_sentence({"hypervolume_ratio_vs_static_frontier": 1.1})
+    assert "single best static pair" in no_frontier and "1.60x" in no_frontier and ">= 1.25x: met" not in no_frontier
+    assert "target >= 1.25x: missed" in write_report.targets_sentence({"hypervolume_ratio_vs_static_frontier": 1.1})
+
+    def with_interval(low, high):
+        return {"hypervolume_ratio_vs_static_frontier": 1.3, "quality_gain_vs_cost_at_matched_latency": 0.2,
+                "cost_point": [1.5, 0.1], "quality_at_cost_latency": 0.12,
+                "intervals": {"all": {"headline": {
+                    "hypervolume_ratio_vs_static_frontier": {"estimate": 1.3, "low": low, "high": high},
+                    "quality_gain_vs_cost_at_matched_latency_abs": {"estimate": 0.02, "low": 0.01, "high": 0.03}}}}}
+
+    shown = write_report.targets_sentence(with_interval(1.26, 1.4))
+    assert "1.30x [1.26, 1.40]" in shown and "target >= 1.25x: met by the whole 95% interval" in shown
+    assert "0.120 against 0.100 at 1.50 s: +0.020 [+0.010, +0.030] absolute" in shown
+    assert "met by the point estimate only" in write_report.targets_sentence(with_interval(1.1, 1.4))
     speed = [{"model": "m", "threads": t, "hog": h, "omp_wait_policy": "", "gen_tps": v}
              for t, h, v in [(2, False, 60.0), (2, True, 3.0), (1, True, 42.0)]]
     assert write_report.busy_core_sentences(speed)[0].startswith("m, one core busy: 3.0 tokens/s with 2 threads, 42.0 with 1 (14.0x)")
