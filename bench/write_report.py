@@ -531,13 +531,19 @@ def chat_section(chat: dict) -> list[str]:
 
 def _one_provenance(rows: list[dict]) -> dict | None:
     """The provenance of rows appended by several commands of one run (bench/run_full.sh's decode
-    speed lines): the first row's, naming every command; None where a row records none or the rows
-    come from different commits (then the section says it cannot vouch for them)."""
+    speed lines): the first row's, naming every command (and uncommitted changes if any row had
+    them); None where a row records none or the rows come from different commits (then the
+    section says it cannot vouch for them)."""
     made = [r.get("provenance") for r in rows]
-    if not made or not all(made) or len({m["commit"] for m in made}) > 1:
+    if not made or not all(made):
+        return None
+    commits = list(dict.fromkeys(str(m["commit"]) for m in made))
+    if len(commits) > 1 and len({c.split("+")[0] for c in commits}) > 1:
         return None
     commands = list(dict.fromkeys(m["command"] for m in made))
-    return {**made[0], "command": " ; ".join(commands)}
+    # One commit, some rows made with uncommitted changes besides: say so.
+    commit = next((c for c in commits if "+dirty" in c), commits[0])
+    return {**made[0], "commit": commit, "command": " ; ".join(commands)}
 
 
 def made_by(data) -> list[str]:

@@ -456,6 +456,8 @@ def test_decode_speed_rows_vouch_for_one_run_only():
     assert line.endswith("`python -m bench.decode_speed --threads 2 ; python -m bench.decode_speed --threads 1`.")
     assert _one_provenance([rows[0], {"provenance": {**rows[1]["provenance"], "commit": "def"}}]) is None
     assert _one_provenance([rows[0], {"model": "m"}]) is None
+    dirty = _one_provenance([rows[0], {"provenance": {**rows[1]["provenance"], "commit": "abc+dirty"}}])
+    assert "(with uncommitted changes)" in made_by(dirty)[0]
     assert "Provenance not recorded" in made_by(_one_provenance([]))[0]
 
 
