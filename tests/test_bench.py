@@ -841,3 +841,28 @@ def test_results_and_reports_do_not_make_the_code_read_as_uncommitted(tmp_path):
     assert len(head) == 40 and not dirty
     (tmp_path / files[0]).write_text("b\n")
     assert git_state(tmp_path)[1]
+
+
+def test_cells_run_prompt_by_prompt_with_the_pairs_taking_turns_first(tmp_path, fake_registry, monkeypatch):
+    """Every pair runs on a prompt before the next prompt, and the pair that goes first rotates,
+    so drift in the machine's speed reaches every pair alike."""
+    from qroute_cli.evaluation import matrix as matrix_mod
+    from qroute_cli.evaluation.tasks import load
+
+    items = load("gsm8k")[:3]
+    pairs = ["fake-big", "fake-small"]
+    order = [(it.id, p) for it, p in matrix_mod.cell_order(items, pairs)]
+    assert order == [(items[0].id, "fake-big"), (items[0].id, "fake-small"),
+                     (items[1].id, "fake-small"), (items[1].id, "fake-big"),
+                     (items[2].id, "fake-big"), (items[2].id, "fake-small")]
+    ran = []
+    real_get = matrix_mod.CellStore.get
+
+    def get(self, item, pair, max_tokens=None):
+        ran.append((item.id, pair))
+        return real_get(self, item, pair, max_tokens)
+
+    monkeypatch.setattr(matrix_mod.CellStore, "get", get)
+    with _fake_pool(fake_registry, 2) as pool:
+        m = matrix_mod.run_matrix(pool, items, pairs, tmp_path / "cache.jsonl")
+    assert ran == order and len(m.cells) == 6

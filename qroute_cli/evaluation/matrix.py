@@ -289,6 +289,15 @@ def _others_since(before: tuple[float, int, int] | None) -> float | None:
     return round(others_cores(before, after), 3)
 
 
+def cell_order(items: Sequence[Item], pairs: Sequence[str]) -> list[tuple[Item, str]]:
+    """Prompt-major, every pair on a prompt before the next prompt, the pairs' order rotated
+    from one prompt to the next: the machine's speed drifts over minutes (a shared host can move
+    by a third), and this spreads the drift over every pair alike instead of giving each pair
+    its own stretch of time, which would skew the pairs' latencies against each other."""
+    n = len(pairs)
+    return [(item, pairs[(i + j) % n]) for i, item in enumerate(items) for j in range(n)]
+
+
 def run_matrix(
     pool,
     items: Sequence[Item],
@@ -301,18 +310,17 @@ def run_matrix(
     rerun_busy: float | None = None,
 ) -> Matrix:
     """Run every (item, pair) not yet in the cache (or in `seed_dir`'s results with this
-    regime); pair-major so models load once. The matrix keeps its CellStore, so capped
-    cells the strategies ask for are generated and cached too."""
+    regime), in `cell_order`. The matrix keeps its CellStore, so capped cells the strategies
+    ask for are generated and cached too."""
     store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile, rerun_busy)
     matrix = Matrix(list(items), list(pairs), store=store)
-    for pair_name in pairs:
-        for item in items:
-            before = store.counts["run"]
-            cell, meta = store.get(item, pair_name)
-            matrix.cells[(item.id, pair_name)] = cell
-            matrix.meta[(item.id, pair_name)] = meta
-            if on_cell:
-                on_cell(item, pair_name, cell, store.counts["run"] == before)
+    for item, pair_name in cell_order(items, pairs):
+        before = store.counts["run"]
+        cell, meta = store.get(item, pair_name)
+        matrix.cells[(item.id, pair_name)] = cell
+        matrix.meta[(item.id, pair_name)] = meta
+        if on_cell:
+            on_cell(item, pair_name, cell, store.counts["run"] == before)
     return matrix
 
 

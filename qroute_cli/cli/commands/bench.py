@@ -119,7 +119,10 @@ def bench(
     # The strategies route from the calibration alone, with an empty learning store, so the
     # figures do not depend on what this user ran before; learning is measured on its own
     # (quality+online, replayed and live).
-    with ModelPool(bench_reg, max_loaded=3, n_threads=threads) as pool, \
+    # Every benched model stays loaded: the cells go prompt by prompt through every pair
+    # (matrix.cell_order), and a reload between cells would cost more than the cells.
+    models = {name for p in pair_list for name in bench_reg.pair(p).model_names}
+    with ModelPool(bench_reg, max_loaded=max(3, len(models)), n_threads=threads) as pool, \
             fresh_router(bench_reg, strategy="quality", pool=pool, console=err, seed=seed) as router:
         with progress_bar("count", "remaining", console=err, disable=state.quiet) as progress:
             bar = progress.add_task("running prompts x pairs", total=total)
