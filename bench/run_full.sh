@@ -31,7 +31,7 @@ SCORERS=()
 [ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
 [ -f predictor/build/task-mean.onnx ] && SCORERS+=(--scorer task-mean=predictor/build/task-mean.onnx)
 [ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
-.venv/bin/qroute bench --full --threads 2 --out bench/results "${SCORERS[@]}"
+.venv/bin/qroute bench --full --threads 2 --wait-quiet 0.1 --out bench/results "${SCORERS[@]}"
 $PY -m bench.overhead
 $PY -m bench.latency_error
 $PY -m bench.chat_ttft

@@ -866,3 +866,27 @@ def test_cells_run_prompt_by_prompt_with_the_pairs_taking_turns_first(tmp_path, 
     with _fake_pool(fake_registry, 2) as pool:
         m = matrix_mod.run_matrix(pool, items, pairs, tmp_path / "cache.jsonl")
     assert ran == order and len(m.cells) == 6
+
+
+def test_a_cell_waits_for_a_quiet_machine_and_then_runs(tmp_path, fake_registry, monkeypatch):
+    """With --wait-quiet, a cell is held back while other processes keep more cores busy than
+    allowed, runs once a sample reads quiet, and runs anyway after the longest wait."""
+    from qroute_cli.evaluation import matrix as matrix_mod
+    from qroute_cli.evaluation.tasks import load
+
+    readings = iter([1.5, 0.9, 0.05])
+    monkeypatch.setattr(matrix_mod, "_others_since", lambda before: next(readings, 0.0))
+    slept, told = [], []
+    quiet = matrix_mod.QuietWait(0.1, sample_s=2.0, sleep=slept.append, on_wait=lambda load, s: told.append((load, s)))
+    with _fake_pool(fake_registry, 2) as pool:
+        store = matrix_mod.CellStore(pool, tmp_path / "cache.jsonl", quiet=quiet)
+        item = load("gsm8k")[0]
+        store.get(item, "fake-small")
+        assert slept == [2.0, 2.0, 2.0] and told == [(1.5, 2.0), (0.9, 4.0)] and quiet.waited_s == 4.0
+        store.get(item, "fake-small")  # cached: no wait
+        assert len(slept) == 3 and store.counts == {"run": 1, "cache": 1}
+
+    monkeypatch.setattr(matrix_mod, "_others_since", lambda before: 3.0)  # never quiet
+    patient = matrix_mod.QuietWait(0.1, most_s=5.0, sample_s=2.0, sleep=lambda s: None)
+    patient.wait()
+    assert patient.waited_s == 6.0  # gave up after its longest wait: the cell runs

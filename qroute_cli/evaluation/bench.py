@@ -17,7 +17,7 @@ import numpy as np
 
 from qroute_cli.evaluation import bootstrap, frontier, strategies
 from qroute_cli.evaluation.divergence import divergence
-from qroute_cli.evaluation.matrix import Matrix, cell_counts, run_matrix
+from qroute_cli.evaluation.matrix import Matrix, QuietWait, cell_counts, run_matrix
 from qroute_cli.evaluation.provenance import SOURCE_ROOT, profile_identity
 from qroute_cli.evaluation.strategies import Outcome
 from qroute_cli.evaluation.tasks import TASKS, Item, load
@@ -43,6 +43,7 @@ class BenchConfig:
     bootstrap: int = bootstrap.RESAMPLES  # resamples behind every figure's 95% interval; 0: none
     seed_dir: Path | None = COMMITTED_RESULTS  # earlier results whose cells of this regime are reused
     rerun_busy: float | None = None  # cached cells timed while others kept more cores busy run again
+    wait_quiet: float | None = None  # before each cell, wait until others keep at most this many cores busy
 
 
 @dataclass
@@ -312,17 +313,20 @@ def evidence(outcomes: Sequence[Outcome], items: Sequence[Item], m: Matrix, regi
 
 def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: dict | None = None,
               on_cell: Callable | None = None, items: list[Item] | None = None,
-              on_live: Callable | None = None, on_capped: Callable | None = None) -> BenchResult:
+              on_live: Callable | None = None, on_capped: Callable | None = None,
+              on_wait: Callable | None = None) -> BenchResult:
     """The matrix, every strategy on it, and (with a router and cfg.live) the live learning loop.
     `on_cell`, `on_capped` and `on_live` are told of each cell, each capped answer the strategies
-    need (Matrix.on_capped) and each live run, for progress bars."""
+    need (Matrix.on_capped) and each live run, for progress bars; `on_wait` of each busy reading
+    while a cell waits for the machine to quiet down (cfg.wait_quiet)."""
     items = items if items is not None else select_items(cfg)
     pairs = list(cfg.pairs) or list(pool.registry.pairs)
     t0 = time.perf_counter()  # the whole bench: the matrix, every strategy and the live loop
     # A drafting pair's cells draft by the profile's cost curve, as a forced `qroute run --pair` does.
     profile = router.profile_for([pool.registry.pair(p) for p in pairs]) if router is not None else None
+    quiet = None if cfg.wait_quiet is None else QuietWait(cfg.wait_quiet, on_wait=on_wait)
     matrix = run_matrix(pool, items, pairs, cache_path, on_cell=on_cell, seed_dir=cfg.seed_dir, profile=profile,
-                        rerun_busy=cfg.rerun_busy)
+                        rerun_busy=cfg.rerun_busy, quiet=quiet)
     matrix.on_capped = on_capped
     budgets = cfg.budgets or default_budgets(matrix, items)
     outcomes = evaluate(matrix, items, cfg, pool.registry, router, scorers, budgets)
@@ -336,6 +340,8 @@ def run_bench(pool, cfg: BenchConfig, cache_path: Path, router=None, scorers: di
     res.summary = headline(outcomes, items)
     res.summary["bench_seconds"] = round(time.perf_counter() - t0, 1)
     res.summary["matrix_cells"] = cell_counts(matrix)
+    if quiet is not None:  # how long cells were held back for a quiet machine, in all
+        res.summary["matrix_cells"]["waited_for_quiet"] = {"below_cores": quiet.below, "seconds": quiet.waited_s}
     if any(it.task == "code" for it in items):  # pass@1 depends on what the sandbox let the code do
         from qroute_cli.evaluation import sandbox
 

@@ -186,8 +186,10 @@ class CellStore:
     appended to the cache). `counts` says how many came from where, for the bench output."""
 
     def __init__(self, pool, cache_path: Path, seeds: Seeds | None = None, profile=None,
-                 rerun_busy: float | None = None) -> None:
+                 rerun_busy: float | None = None, quiet: "QuietWait | None" = None) -> None:
         self.pool, self.registry = pool, pool.registry
+        # Before a cell runs, wait until other processes leave the CPU (None: run at once).
+        self.quiet = quiet
         # Cached cells during which other processes kept more than this many cores busy run
         # again (None: every cached cell stands; a cell without a reading stands too).
         self.rerun_busy = rerun_busy
@@ -238,6 +240,8 @@ class CellStore:
         # Each cell is a one-shot run: the pair's speed memory (the back-off's evidence) starts
         # empty, as in a fresh `qroute run`, so a cell does not depend on the cells before it.
         getattr(self.pool, "speed", {}).pop(pair_name, None)
+        if self.quiet is not None and not pair.remote:
+            self.quiet.wait()
         before = _cpu_reading()
         gen = run_prompt(self.pool, pair, user_messages(item.prompt), config, costs=costs)
         meta["others_cores"] = _others_since(before)
@@ -264,6 +268,36 @@ class CellStore:
         self.cache[key] = row
         with self.cache_path.open("a", encoding="utf-8") as log:
             log.write(json.dumps(row) + "\n")
+
+
+@dataclass
+class QuietWait:
+    """Holds a cell back while other processes keep more than `below` cores busy: it samples the
+    machine for `sample_s` at a time until a sample reads at or under `below`, or until `most_s`
+    have passed (then the cell runs, and its own reading says how busy the machine was, for
+    --rerun-busy). `on_wait` is told each busy reading, for a progress line."""
+
+    below: float
+    most_s: float = 1800.0
+    sample_s: float = 1.0
+    on_wait: Callable[[float, float], None] | None = None  # (cores others used, seconds waited)
+    sleep: Callable[[float], None] = time.sleep
+    waited_s: float = 0.0  # in all, over every cell
+
+    def wait(self) -> None:
+        waited = 0.0
+        while waited < self.most_s:
+            before = _cpu_reading()
+            if before is None:
+                return  # no /proc: nothing to go by
+            self.sleep(self.sample_s)
+            load = _others_since(before)
+            if load is None or load <= self.below:
+                return
+            waited += self.sample_s
+            self.waited_s += self.sample_s
+            if self.on_wait is not None:
+                self.on_wait(load, waited)
 
 
 def _cpu_reading() -> tuple[float, int, int] | None:
@@ -308,11 +342,12 @@ def run_matrix(
     seed_dir: Path | None = None,
     profile=None,
     rerun_busy: float | None = None,
+    quiet: QuietWait | None = None,
 ) -> Matrix:
     """Run every (item, pair) not yet in the cache (or in `seed_dir`'s results with this
     regime), in `cell_order`. The matrix keeps its CellStore, so capped cells the strategies
     ask for are generated and cached too."""
-    store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile, rerun_busy)
+    store = CellStore(pool, cache_path, Seeds.load(seed_dir), profile, rerun_busy, quiet)
     matrix = Matrix(list(items), list(pairs), store=store)
     for item, pair_name in cell_order(items, pairs):
         before = store.counts["run"]

@@ -69,6 +69,9 @@ def cells_caption(res: BenchResult) -> str:
     if busy.get("max") is not None:
         text += (f"; other processes kept at most {busy['max']:.2f} cores busy during a cell, "
                  f"over 0.1 during {busy['over_0.1']}" + (f", unread for {busy['unread']}" if busy["unread"] else ""))
+    waited = counts.get("waited_for_quiet")
+    if waited is not None:
+        text += f"; cells waited {waited['seconds']:.0f} s in all for others to use at most {waited['below_cores']:g} cores"
     sim = res.summary.get("simulated")
     if sim and sim["answers"]:
         text += f"; simulated: {sim['answers']} answers in {sim['points']} points"

@@ -42,6 +42,10 @@ def bench(
         None, "--rerun-busy", min=0.0, metavar="CORES",
         help="Run again the cached cells during which other processes kept more than CORES cores busy "
              "(each cell records it), e.g. 0.1 after a sitting that shared the machine."),
+    wait_quiet: Optional[float] = typer.Option(
+        None, "--wait-quiet", min=0.0, metavar="CORES",
+        help="Before each cell, wait (up to 30 minutes) until other processes keep at most CORES cores "
+             "busy, e.g. 0.1 on a machine you keep using meanwhile; the table says how long it waited."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", metavar="NAME=FILE.onnx",
         help="Also route with this predictor file, as an ablation (repeatable), e.g. "
@@ -98,7 +102,8 @@ def bench(
                          "Fetch models with: qroute models pull")
     extra_scorers = _scorer_files(scorer or [])
     cfg = BenchConfig(tasks=task_list, limit=n, pairs=pair_list, seed=seed, data_dir=data_dir, live=live,
-                      bootstrap=bootstrap, seed_dir=_seed_dir(seed_from), rerun_busy=rerun_busy)
+                      bootstrap=bootstrap, seed_dir=_seed_dir(seed_from), rerun_busy=rerun_busy,
+                      wait_quiet=wait_quiet)
     items = select_items(cfg)
     total = len(items) * len(pair_list)
     cache_path = cache or paths.data_dir() / "bench" / "matrix.jsonl"
@@ -142,8 +147,15 @@ def bench(
             def on_live(item, pair):
                 progress.update(live_bar, advance=1, description=f"live: {pair} · {item.task}")
 
-            res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell,
-                            scorers=scorers, items=items, on_live=on_live, on_capped=on_capped)
+            wait_bar = progress.add_task("waiting for a quiet machine", total=None, visible=False)
+
+            def on_wait(load, waited):
+                progress.update(wait_bar, visible=True, description=(
+                    f"waiting for a quiet machine: others keep {load:.2f} cores busy "
+                    f"(--wait-quiet {wait_quiet:g}), {waited:.0f} s so far"))
+
+            res = run_bench(pool, cfg, cache_path, router=router, on_cell=on_cell, scorers=scorers, items=items,
+                            on_live=on_live, on_capped=on_capped, on_wait=on_wait)
             # threads: the --threads count, or None where each answer took what the load left
             res.summary.setdefault("provenance", {}).update(provenance.record(threads=pool.n_threads))
     if out is not None:
