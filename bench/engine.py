@@ -40,7 +40,7 @@ from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_message
 from qroute_cli.routing.calibrate import calibrate
 from qroute_cli.evaluation.provenance import source_commit
 from qroute_cli.routing.latency import cost_curve, cpu_model, current_machine, load_profile, missing_models
-from qroute_cli.generation.engine import ngram_stats
+from qroute_cli.generation.engine import ngram_stats, teacher_forced_acceptance
 from qroute_cli.speculation import best_draft_len
 from qroute_cli.types import GenerationConfig, Pair
 
@@ -68,16 +68,21 @@ PROMPTS = {
 }
 
 
-def limit_inputs(label: str, runs: list[dict], prompt: list[int], plain: list[int]) -> tuple[float | None, float]:
-    """(per-token acceptance, coverage) the limit is computed at. N-gram drafting's are a
-    property of the answer (what the lookup finds in the plain output); a model drafter's per-token
-    acceptance is what its runs observed, with a draft on every step."""
+def limit_inputs(label: str, runs: list[dict], prompt: list[int], plain: list[int],
+                 teacher_forced: float | None = None) -> tuple[float | None, float, str | None]:
+    """(per-token acceptance, coverage, where the acceptance comes from) the limit is computed
+    at. N-gram drafting's are a property of the answer (what the lookup finds in the plain
+    output); a model drafter's per-token acceptance is what its runs observed, with a draft on
+    every step, or, where its runs never drafted (the curve said no draft pays), the share of
+    the plain answer's tokens the drafter predicts when it reads the answer (`teacher_forced`)."""
     if "ngram" in label:
-        return ngram_stats(prompt, plain)
+        return (*ngram_stats(prompt, plain), "n-gram lookup on the plain answer")
     judged = sum(r.get("checked") or 0 for r in runs)
-    if not judged:
-        return None, 1.0
-    return sum(r["accepted"] for r in runs) / judged, 1.0
+    if judged:
+        return sum(r["accepted"] for r in runs) / judged, 1.0, "observed"
+    if teacher_forced is not None and "model" in label:
+        return teacher_forced, 1.0, "teacher-forced on the plain answer"
+    return None, 1.0, None
 
 
 def agreement(a, b) -> float:
@@ -169,13 +174,16 @@ def main() -> None:
                          "checked": gen.stats.checked, "draft_steps": gen.stats.draft_steps,
                          "plain_steps": gen.stats.plain_steps, "threads": pool.last_threads})
             ref = results["qroute plain"][0]["tokens"]
+            # What a model drafter would be accepted at on this answer, read in one pass: the
+            # limit's input where the curve kept its runs from drafting at all.
+            forced = teacher_forced_acceptance(pool.get(args.drafter), toks, ref) if args.drafter else None
             base_tps = statistics.median(len(r["tokens"]) / r["seconds"] for r in results["qroute plain"])
             for label, runs in results.items():
                 tps = statistics.median(len(r["tokens"]) / r["seconds"] for r in runs)
                 acc = [r["acceptance"] for r in runs if r["acceptance"] is not None]
                 curve = curves.get(label.removesuffix(" (acceptance rule)"))
                 mean_acc = statistics.mean(acc) if acc else None
-                per_token, coverage = limit_inputs(label, runs, toks, ref)
+                per_token, coverage, source = limit_inputs(label, runs, toks, ref, forced)
                 # The limit: what the cost curve allows at the per-token acceptance (and, for
                 # n-gram drafts, the lookup's coverage) of this answer.
                 best = best_draft_len(curve, per_token, cfg.draft_max, coverage) if curve and per_token is not None else None
@@ -189,6 +197,7 @@ def main() -> None:
                     "acceptance": round(mean_acc, 3) if acc else None,
                     "token_acceptance": None if per_token is None else round(per_token, 3),
                     "coverage": None if per_token is None else round(coverage, 3),
+                    "acceptance_source": source,
                     "agreement_with_plain": round(statistics.mean(agreement(r["tokens"], ref) for r in runs), 3),
                     "tokens": statistics.median(len(r["tokens"]) for r in runs),
                     "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs],
@@ -206,13 +215,14 @@ def main() -> None:
         share = "-" if r["share_of_limit"] is None else f"{r['share_of_limit']:.0%}"
         acc = "-" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
         if r["token_acceptance"] is not None:
-            acc += f" / {r['token_acceptance']:.0%}"
+            acc += f" / {r['token_acceptance']:.0%}" + (" (tf)" if r["acceptance_source"].startswith("teacher") else "")
         table.add_row(r["prompt"], r["mode"], f"{r['tokens_per_s']:.1f}", f"{r['ratio_vs_qroute_plain']:.2f}", limit,
                       share, acc, f"{r['agreement_with_plain']:.0%}", str(r["tokens"]))
     console.print(table)
     console.print("[dim]limit: the speed-up over plain the verifier's cost curve allows at the answer's per-token "
                   "acceptance (n-gram: and the share of steps its lookup finds a draft), with the draft length k "
-                  "it takes. kept: drafted tokens kept; per token: kept / judged.[/]")
+                  "it takes. kept: drafted tokens kept; per token: kept / judged; (tf): the runs never drafted, so the "
+                  "per-token acceptance is the drafter's teacher-forced match on the plain answer.[/]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     threads = sorted({run["threads"] for r in rows for run in r["runs"] if run.get("threads")})
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,

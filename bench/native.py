@@ -1,7 +1,8 @@
 """qroute's engine against the llama.cpp tools a user would pick instead, in one run.
 
 Same model files, same prompts (bench.engine's), same prompt tokens, greedy, the same thread
-count everywhere, one run per prompt and mode after a short warm-up:
+count everywhere, after a short warm-up `--repeats` runs per prompt and mode (default one),
+each row the run of median speed:
   - qroute plain, qroute n-gram, qroute model-draft (drafting by this setup's cost curve, as
     bench.engine does; --no-curve: by acceptance alone, no calibration),
   - llama-server plain, llama-server with the draft model (-md), llama-server with each n-gram
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
@@ -62,11 +64,19 @@ def server_completion(server: LlamaServer, tokens: list[int], max_tokens: int, s
             "prompt_ms": timings["prompt_ms"], "predicted_ms": timings["predicted_ms"]}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median speed (tokens over seconds; the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda r: len(r["tokens"]) / r["seconds"] if r["seconds"] else 0.0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--verifier", default="qwen2.5-coder-1.5b")
     ap.add_argument("--drafter", default="qwen2.5-coder-0.5b", help="the draft model ('none': no model-draft rows)")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="measured runs per prompt and mode, alternating the qroute modes; each row keeps the median")
     ap.add_argument("--prompts", default=",".join(PROMPTS), help=f"comma-separated, of: {', '.join(PROMPTS)}")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for every engine (default: what qroute would pick now, fixed for the run)")
@@ -103,7 +113,8 @@ def main() -> None:
 
     console = Console()
     cfg = GenerationConfig(max_tokens=args.max_tokens)
-    results: dict[str, dict[str, dict]] = {name: {} for name in names}  # prompt -> mode -> run
+    repeats = max(1, args.repeats)
+    runs: dict[str, dict[str, list[dict]]] = {name: defaultdict(list) for name in names}  # prompt -> mode -> runs
     server_commands: dict[str, list[str]] = {}
     with ModelPool(reg, n_threads=threads) as pool:
         if args.no_curve:
@@ -123,21 +134,23 @@ def main() -> None:
         for name, (msgs, toks, _) in prompts.items():
             for label, pair in pairs.items():
                 run_prompt(pool, pair, msgs, GenerationConfig(max_tokens=WARMUP_TOKENS), costs=curves[label])
-                pool.speed.pop(pair.name, None)  # the measured run starts without speed memory
-                for model in pool.loaded():  # and reads the prompt afresh, as the other engines do
-                    pool.get(model).truncate(0)
-                gen = run_prompt(pool, pair, msgs, cfg, costs=curves[label])
-                results[name][label] = {"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
-                                        "drafted": gen.stats.drafted if pair.drafter else None,
-                                        "accepted": gen.stats.accepted if pair.drafter else None,
-                                        "acceptance": gen.stats.acceptance, "ttft_s": gen.stats.ttft_s,
-                                        "threads": pool.last_threads}
             _, _, lcp = reference_completion(vspec, verifier_path, toks, WARMUP_TOKENS, prompt_lookup=10,
                                              n_threads=threads, llm=lcp)
-            out, secs, lcp = reference_completion(vspec, verifier_path, toks, args.max_tokens, prompt_lookup=10,
-                                                  n_threads=threads, llm=lcp)
-            results[name]["llama-cpp-python prompt lookup"] = {"tokens": out, "seconds": secs, "drafted": None,
-                                                               "accepted": None, "acceptance": None}
+            for _ in range(repeats):
+                for label, pair in pairs.items():
+                    pool.speed.pop(pair.name, None)  # the measured run starts without speed memory
+                    for model in pool.loaded():  # and reads the prompt afresh, as the other engines do
+                        pool.get(model).truncate(0)
+                    gen = run_prompt(pool, pair, msgs, cfg, costs=curves[label])
+                    runs[name][label].append({"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
+                                              "drafted": gen.stats.drafted if pair.drafter else None,
+                                              "accepted": gen.stats.accepted if pair.drafter else None,
+                                              "acceptance": gen.stats.acceptance, "ttft_s": gen.stats.ttft_s,
+                                              "threads": pool.last_threads})
+                out, secs, lcp = reference_completion(vspec, verifier_path, toks, args.max_tokens, prompt_lookup=10,
+                                                      n_threads=threads, llm=lcp)
+                runs[name]["llama-cpp-python prompt lookup"].append(
+                    {"tokens": out, "seconds": secs, "drafted": None, "accepted": None, "acceptance": None})
         if lcp is not None:
             lcp.close()
 
@@ -150,8 +163,11 @@ def main() -> None:
             server_commands[label] = server.command(server.port)
             for name, (_, toks, stops) in prompts.items():
                 server_completion(server, toks, WARMUP_TOKENS, stops)
-                results[name][label] = server_completion(server, toks, args.max_tokens, stops)
+                for _ in range(repeats):
+                    runs[name][label].append(server_completion(server, toks, args.max_tokens, stops))
 
+    # Each mode's run of median speed stands for it (its tokens, counts and times together).
+    results = {name: {label: median_run(rs) for label, rs in modes.items()} for name, modes in runs.items()}
     rows = []
     for name, runs in results.items():
         plain = runs["qroute plain"]
@@ -166,10 +182,14 @@ def main() -> None:
                 "acceptance": None if run["acceptance"] is None else round(run["acceptance"], 3),
                 "agreement_with_plain": round(agreement(run["tokens"], plain["tokens"]), 3),
                 **{k: run[k] for k in ("ttft_s", "prompt_ms", "predicted_ms", "threads") if k in run},
+                "runs": len(runs[name][label]),
+                "tokens_per_s_each": [round(len(r["tokens"]) / r["seconds"], 2) if r["seconds"] else 0.0
+                                      for r in runs[name][label]],
             })
 
     table = Table(title=f"qroute vs llama.cpp-native: {args.verifier}"
-                        f"{' + ' + drafter if drafter else ''}, {args.max_tokens} tokens, {threads} thread(s), one run")
+                        f"{' + ' + drafter if drafter else ''}, {args.max_tokens} tokens, {threads} thread(s), "
+                        f"{'one run' if repeats == 1 else f'median of {repeats} runs'}")
     for col in ("prompt", "mode", "tok/s", "x qroute plain", "acceptance", "agrees w/ plain", "tokens"):
         table.add_column(col)
     for r in rows:
@@ -182,6 +202,7 @@ def main() -> None:
     meta = {
         **provenance.record(" ".join([Path(sys.executable).name, "-m", "bench.native", *sys.argv[1:]]), threads),
         "verifier": args.verifier, "drafter": drafter, "max_tokens": args.max_tokens, "prompts": names,
+        "repeats": repeats,
         "profile": profile_source, "llama_server_build": build_info(folder) if folder else {},
         "llama_server_commands": server_commands, "lookup_num_pred_tokens": 10,
         "time_measured": "prefill + decode, prompt read afresh: qroute's latency_s (KV cache emptied first), "

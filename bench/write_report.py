@@ -367,13 +367,16 @@ def engine_section(engine: dict) -> list[str]:
            "its prompt afresh. The limit is the speed-up over plain that the verifier's measured cost curve "
            "allows at the answer's per-token acceptance (for n-gram drafts also the share of steps whose "
            "lookup finds a draft), with the draft length k it takes; 'kept' is drafted tokens kept, "
-           "'per token' kept / judged.", "",
+           "'per token' kept / judged. Where a model drafter's runs never drafted, its per-token acceptance "
+           "is marked teacher-forced: the share of the plain answer's tokens the drafter predicts reading it.", "",
            "| prompt | mode | tokens/s | × qroute plain | limit (k) | share of limit | kept / per token "
            "| agreement with plain |", "|---|---|---|---|---|---|---|---|"]
     for r in engine["rows"]:
         limit = "–" if r.get("limit_vs_plain") is None else f"{r['limit_vs_plain']:.2f} ({r.get('best_draft_len')})"
         acc = _f(r["acceptance"], "{:.0%}") + ("" if r.get("token_acceptance") is None
                                                  else f" / {r['token_acceptance']:.0%}")
+        if str(r.get("acceptance_source") or "").startswith("teacher"):
+            acc += " (teacher-forced)"
         out.append(f"| {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['ratio_vs_qroute_plain']:.2f} | "
                    f"{limit} | {_f(r.get('share_of_limit'), '{:.0%}')} | {acc} | {r['agreement_with_plain']:.0%} |")
     spec = [r for r in engine["rows"] if r.get("share_of_limit") is not None and "acceptance rule" not in r["mode"]]
@@ -391,8 +394,8 @@ def native_section(native: dict) -> list[str]:
     """bench.native: qroute against llama.cpp's own speculative decoding on the same files."""
     m = native["meta"]
     out = ["## Against llama.cpp's own speculative decoding", ""] + made_by(native) + [
-           f"`bench/native.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, one run "
-           f"per mode, the same GGUF files, prompt tokens and stop strings; time is {m.get('time_measured', 'prefill + decode')}. "
+           f"`bench/native.py`: verifier {m['verifier']}, drafter {m['drafter']}, {m['max_tokens']} tokens, "
+           f"{'one run per mode' if m.get('repeats', 1) == 1 else 'the median run of ' + str(m['repeats']) + ' per mode'}, the same GGUF files, prompt tokens and stop strings; time is {m.get('time_measured', 'prefill + decode')}. "
            "llama-server was built from the llama-cpp-python sdist by `scripts/build_llama_tools.sh`.", "",
            "| prompt | engine | tokens/s | × qroute plain | acceptance | agreement with qroute plain |",
            "|---|---|---|---|---|---|"]

@@ -890,3 +890,26 @@ def test_a_cell_waits_for_a_quiet_machine_and_then_runs(tmp_path, fake_registry,
     patient = matrix_mod.QuietWait(0.1, most_s=5.0, sample_s=2.0, sleep=lambda s: None)
     patient.wait()
     assert patient.waited_s == 6.0  # gave up after its longest wait: the cell runs
+
+
+def test_the_engine_limit_reads_a_drafter_that_never_drafted_by_teacher_forcing():
+    """A model-draft mode whose runs never drafted still gets a limit: at the drafter's
+    teacher-forced acceptance on the plain answer; observed acceptance wins where there is any."""
+    from bench.engine import limit_inputs
+
+    never = [{"checked": 0, "accepted": 0}, {"checked": 0, "accepted": 0}]
+    assert limit_inputs("qroute model-draft", never, [1, 2], [3, 4], 0.62) == (0.62, 1.0, "teacher-forced on the plain answer")
+    assert limit_inputs("qroute model-draft", never, [1, 2], [3, 4], None) == (None, 1.0, None)
+    drafted = [{"checked": 10, "accepted": 7}, {"checked": 10, "accepted": 5}]
+    assert limit_inputs("qroute model-draft", drafted, [1, 2], [3, 4], 0.9) == (0.6, 1.0, "observed")
+    per_token, coverage, source = limit_inputs("qroute ngram", never, [1, 2, 3, 1, 2], [3, 1, 2, 3], 0.9)
+    assert source.startswith("n-gram") and 0.0 <= coverage <= 1.0
+
+
+def test_native_rows_keep_the_run_of_median_speed():
+    from bench.native import median_run
+
+    runs = [{"tokens": [0] * 10, "seconds": s} for s in (1.0, 2.0, 0.5)]
+    assert median_run(runs)["seconds"] == 1.0
+    assert median_run(runs[:2])["seconds"] == 2.0  # an even count: the lower middle
+    assert median_run(runs[:1]) is runs[0]
