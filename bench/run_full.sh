@@ -24,7 +24,7 @@ $PY -m bench.decode_speed --models smollm2-135m --threads 1 --hog --label "1 thr
 .venv/bin/qroute calibrate --yes
 $PY -m bench.engine --out bench/results/engine.json
 bash scripts/build_llama_tools.sh
-$PY -m bench.native --threads 2
+$PY -m bench.native --threads 2 --repeats 3
 $PY -m bench.cli_speed
 $PY -m bench.startup
 SCORERS=()
