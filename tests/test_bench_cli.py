@@ -99,8 +99,8 @@ def test_profile_identity_tells_profiles_apart(tmp_path):
 def test_wait_quiet_is_reported_and_a_negative_count_is_refused(tmp_path, qroute_home):
     bad = _bench("--wait-quiet", "-1", "--cache", str(tmp_path / "bad.jsonl"))
     assert bad.returncode == 2 and "--wait-quiet" in bad.stderr and "Traceback" not in bad.stderr
-    # Every sample reads at most the machine's own core count: no cell waits.
-    r = _bench("--json", "--wait-quiet", str(os.cpu_count() or 1), "--cache", str(tmp_path / "cache.jsonl"))
+    # No machine keeps a thousand cores busy: no cell waits, whatever else runs meanwhile.
+    r = _bench("--json", "--wait-quiet", "1000", "--cache", str(tmp_path / "cache.jsonl"))
     assert r.returncode == 0, r.stderr
     waited = json.loads(r.stdout)["matrix_cells"]["waited_for_quiet"]
-    assert waited == {"below_cores": float(os.cpu_count() or 1), "seconds": 0.0}
+    assert waited == {"below_cores": 1000.0, "seconds": 0.0}
