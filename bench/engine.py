@@ -80,7 +80,7 @@ def limit_inputs(label: str, runs: list[dict], prompt: list[int], plain: list[in
     judged = sum(r.get("checked") or 0 for r in runs)
     if judged:
         return sum(r["accepted"] for r in runs) / judged, 1.0, "observed"
-    if teacher_forced is not None and "model" in label:
+    if teacher_forced is not None and label.startswith("qroute model-draft"):
         return teacher_forced, 1.0, "teacher-forced on the plain answer"
     return None, 1.0, None
 

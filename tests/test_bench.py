@@ -900,6 +900,8 @@ def test_the_engine_limit_reads_a_drafter_that_never_drafted_by_teacher_forcing(
     never = [{"checked": 0, "accepted": 0}, {"checked": 0, "accepted": 0}]
     assert limit_inputs("qroute model-draft", never, [1, 2], [3, 4], 0.62) == (0.62, 1.0, "teacher-forced on the plain answer")
     assert limit_inputs("qroute model-draft", never, [1, 2], [3, 4], None) == (None, 1.0, None)
+    # llama-cpp-python's prompt-lookup "draft_model" is no model drafter: no teacher-forced limit.
+    assert limit_inputs("llama-cpp-python draft_model (prompt lookup)", never, [1, 2], [3, 4], 0.62) == (None, 1.0, None)
     drafted = [{"checked": 10, "accepted": 7}, {"checked": 10, "accepted": 5}]
     assert limit_inputs("qroute model-draft", drafted, [1, 2], [3, 4], 0.9) == (0.6, 1.0, "observed")
     per_token, coverage, source = limit_inputs("qroute ngram", never, [1, 2, 3, 1, 2], [3, 1, 2, 3], 0.9)
