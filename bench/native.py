@@ -114,7 +114,7 @@ def main() -> None:
     console = Console()
     cfg = GenerationConfig(max_tokens=args.max_tokens)
     repeats = max(1, args.repeats)
-    runs: dict[str, dict[str, list[dict]]] = {name: defaultdict(list) for name in names}  # prompt -> mode -> runs
+    measured: dict[str, dict[str, list[dict]]] = {name: defaultdict(list) for name in names}  # prompt -> mode -> runs
     server_commands: dict[str, list[str]] = {}
     with ModelPool(reg, n_threads=threads) as pool:
         if args.no_curve:
@@ -142,14 +142,14 @@ def main() -> None:
                     for model in pool.loaded():  # and reads the prompt afresh, as the other engines do
                         pool.get(model).truncate(0)
                     gen = run_prompt(pool, pair, msgs, cfg, costs=curves[label])
-                    runs[name][label].append({"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
+                    measured[name][label].append({"tokens": list(gen.tokens), "seconds": gen.stats.latency_s,
                                               "drafted": gen.stats.drafted if pair.drafter else None,
                                               "accepted": gen.stats.accepted if pair.drafter else None,
                                               "acceptance": gen.stats.acceptance, "ttft_s": gen.stats.ttft_s,
                                               "threads": pool.last_threads})
                 out, secs, lcp = reference_completion(vspec, verifier_path, toks, args.max_tokens, prompt_lookup=10,
                                                       n_threads=threads, llm=lcp)
-                runs[name]["llama-cpp-python prompt lookup"].append(
+                measured[name]["llama-cpp-python prompt lookup"].append(
                     {"tokens": out, "seconds": secs, "drafted": None, "accepted": None, "acceptance": None})
         if lcp is not None:
             lcp.close()
@@ -164,10 +164,10 @@ def main() -> None:
             for name, (_, toks, stops) in prompts.items():
                 server_completion(server, toks, WARMUP_TOKENS, stops)
                 for _ in range(repeats):
-                    runs[name][label].append(server_completion(server, toks, args.max_tokens, stops))
+                    measured[name][label].append(server_completion(server, toks, args.max_tokens, stops))
 
     # Each mode's run of median speed stands for it (its tokens, counts and times together).
-    results = {name: {label: median_run(rs) for label, rs in modes.items()} for name, modes in runs.items()}
+    results = {name: {label: median_run(rs) for label, rs in modes.items()} for name, modes in measured.items()}
     rows = []
     for name, runs in results.items():
         plain = runs["qroute plain"]
@@ -182,9 +182,9 @@ def main() -> None:
                 "acceptance": None if run["acceptance"] is None else round(run["acceptance"], 3),
                 "agreement_with_plain": round(agreement(run["tokens"], plain["tokens"]), 3),
                 **{k: run[k] for k in ("ttft_s", "prompt_ms", "predicted_ms", "threads") if k in run},
-                "runs": len(runs[name][label]),
+                "runs": len(measured[name][label]),
                 "tokens_per_s_each": [round(len(r["tokens"]) / r["seconds"], 2) if r["seconds"] else 0.0
-                                      for r in runs[name][label]],
+                                      for r in measured[name][label]],
             })
 
     table = Table(title=f"qroute vs llama.cpp-native: {args.verifier}"
