@@ -211,6 +211,11 @@ def _verdict(fig: dict | None, estimate: float, target: float, label: str) -> st
     return head + " by the point estimate only: the 95% interval spans the target, so it is not shown"
 
 
+def _all_tasks_intervals(summary: dict, part: str) -> dict:
+    """summary.json's 95% intervals over all tasks for `part` ('headline' or 'ablation'); {} without them."""
+    return ((summary.get("intervals") or {}).get("all") or {}).get(part) or {}
+
+
 def _interval(fig: dict | None, fmt: str) -> str:
     return "" if not fig or fig.get("low") is None else f" [{fmt.format(fig['low'])}, {fmt.format(fig['high'])}]"
 
@@ -219,7 +224,7 @@ def targets_sentence(summary: dict) -> str:
     """The seed claims (>= 1.25x the static approach's hypervolume, >= +15% quality over cost-only
     routing at matched latency), each against the baseline the summary has a figure for, with its
     95% interval (where the summary has intervals) and the absolute figures beside the relative."""
-    figs = ((summary.get("intervals") or {}).get("all") or {}).get("headline") or {}
+    figs = _all_tasks_intervals(summary, "headline")
     hv = summary.get("hypervolume_ratio_vs_static_frontier")
     if hv is not None:
         fig = figs.get("hypervolume_ratio_vs_static_frontier")
@@ -252,8 +257,7 @@ def ablation_table(summary: dict) -> list[str]:
     """Every variant the bench ran against the static frontier, with 95% intervals and its paired
     difference to the shipped predictor (resampled on the same prompts) where the summary has them."""
     abl = summary.get("ablation", {})
-    iv = ((summary.get("intervals") or {}).get("all") or {}).get("ablation") or {}
-    head = ((summary.get("intervals") or {}).get("all") or {}).get("headline") or {}
+    iv, head = _all_tasks_intervals(summary, "ablation"), _all_tasks_intervals(summary, "headline")
 
     def cell(fig: dict | None, value, fmt: str = "{:.3f}") -> str:
         if fig and fig.get("estimate") is not None:
