@@ -32,6 +32,7 @@ from rich.console import Console
 from qroute_cli.config import load_registry
 from qroute_cli.evaluation.provenance import git_state
 from qroute_cli.evaluation.bench import BenchConfig, _subset, evaluate, evidence, headline
+from qroute_cli.evaluation.bootstrap import shown
 from qroute_cli.evaluation.matrix import CAPPED_FILE, CELL_FIELDS, Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
 from qroute_cli.evaluation.tasks import load
@@ -125,12 +126,7 @@ def _relative(path: Path) -> str:
 
 def _ci(fig: dict | None, digits: int = 3) -> str:
     """'0.123 [0.045, 0.201]' (with * when the interval excludes no difference)."""
-    if not fig or fig.get("estimate") is None:
-        return "n/a"
-    text = f"{fig['estimate']:.{digits}f}"
-    if fig.get("low") is not None:
-        text += f" [{fig['low']:.{digits}f}, {fig['high']:.{digits}f}]"
-    return text + (" *" if fig.get("real") else "")
+    return shown(fig, f"{{:.{digits}f}}") or "n/a"
 
 
 def simulated_sentence(report: dict) -> str:

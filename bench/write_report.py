@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from qroute_cli.evaluation.bootstrap import shown
 from qroute_cli.jsonl import read_jsonl
 from qroute_cli.numeric import percentile
 
@@ -260,9 +261,7 @@ def ablation_table(summary: dict) -> list[str]:
     iv, head = _all_tasks_intervals(summary, "ablation"), _all_tasks_intervals(summary, "headline")
 
     def cell(fig: dict | None, value, fmt: str = "{:.3f}") -> str:
-        if fig and fig.get("estimate") is not None:
-            return fmt.format(fig["estimate"]) + _interval(fig, fmt) + (" *" if fig.get("real") else "")
-        return _f(value, fmt)
+        return shown(fig, fmt) or _f(value, fmt)
 
     out = ["| variant | hypervolume vs static frontier | minus shipped | quality gain vs static frontier (abs) "
            "| minus shipped | hypervolume vs best static | APGR |", "|---|---|---|---|---|---|---|",

@@ -868,16 +868,39 @@ def test_cells_run_prompt_by_prompt_with_the_pairs_taking_turns_first(tmp_path, 
     assert ran == order and len(m.cells) == 6
 
 
-def test_a_cell_waits_for_a_quiet_machine_and_then_runs(tmp_path, fake_registry, monkeypatch):
+class _BusyMachine:
+    """Clock and CPU tick counters of a machine whose other processes keep `loads[i]` cores busy
+    during the i-th sleep (then none): what `threads.CpuLoad` reads."""
+
+    def __init__(self, loads: list[float], slept: list[float]) -> None:
+        from qroute_cli.generation.threads import _TICK
+
+        self.loads, self.slept, self.tick = list(loads), slept, _TICK
+        self.now, self.busy = 0.0, 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        load = self.loads.pop(0) if self.loads else 0.0
+        self.slept.append(seconds)
+        self.now += seconds
+        self.busy += load * self.tick * seconds
+
+    def read(self) -> tuple[int, int]:
+        return round(self.busy), 0
+
+
+def test_a_cell_waits_for_a_quiet_machine_and_then_runs(tmp_path, fake_registry):
     """With --wait-quiet, a cell is held back while other processes keep more cores busy than
     allowed, runs once a sample reads quiet, and runs anyway after the longest wait."""
     from qroute_cli.evaluation import matrix as matrix_mod
     from qroute_cli.evaluation.tasks import load
 
-    readings = iter([1.5, 0.9, 0.05])
-    monkeypatch.setattr(matrix_mod, "_others_since", lambda before: next(readings, 0.0))
     slept, told = [], []
-    quiet = matrix_mod.QuietWait(0.1, sample_s=2.0, sleep=slept.append, on_wait=lambda load, s: told.append((load, s)))
+    machine = _BusyMachine([1.5, 0.9, 0.05], slept)
+    quiet = matrix_mod.QuietWait(0.1, sample_s=2.0, sleep=machine.sleep, clock=machine.clock, read=machine.read,
+                                 on_wait=lambda load, s: told.append((load, s)))
     with _fake_pool(fake_registry, 2) as pool:
         store = matrix_mod.CellStore(pool, tmp_path / "cache.jsonl", quiet=quiet)
         item = load("gsm8k")[0]
@@ -886,8 +909,8 @@ def test_a_cell_waits_for_a_quiet_machine_and_then_runs(tmp_path, fake_registry,
         store.get(item, "fake-small")  # cached: no wait
         assert len(slept) == 3 and store.counts == {"run": 1, "cache": 1}
 
-    monkeypatch.setattr(matrix_mod, "_others_since", lambda before: 3.0)  # never quiet
-    patient = matrix_mod.QuietWait(0.1, most_s=5.0, sample_s=2.0, sleep=lambda s: None)
+    busy = _BusyMachine([3.0] * 10, [])  # never quiet
+    patient = matrix_mod.QuietWait(0.1, most_s=5.0, sample_s=2.0, sleep=busy.sleep, clock=busy.clock, read=busy.read)
     patient.wait()
     assert patient.waited_s == 6.0  # gave up after its longest wait: the cell runs
 

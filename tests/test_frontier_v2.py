@@ -105,6 +105,13 @@ def test_interval_marks_a_difference_real_only_when_it_excludes_the_null():
     assert bootstrap.interval([None, 0.2], 0.2)["undefined"] == 1
 
 
+def test_an_interval_is_shown_with_its_estimate_bounds_and_verdict_in_one_format():
+    real = bootstrap.interval([0.1, 0.2, 0.3], 0.2, 0.0)
+    assert bootstrap.shown(real, "{:+.2f}") == f"+0.20 [{real['low']:+.2f}, {real['high']:+.2f}] *"
+    assert bootstrap.shown(bootstrap.interval([], 1.5), "{:.1f}") == "1.5"  # no resamples: no bounds
+    assert bootstrap.shown({"estimate": None}) is None and bootstrap.shown(None) is None
+
+
 def test_paired_difference_of_identical_strategies_is_exactly_zero():
     rng = np.random.default_rng(2)
     outs = _outcomes(rng, 30)

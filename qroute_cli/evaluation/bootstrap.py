@@ -67,6 +67,17 @@ def interval(samples: Sequence[float | None], estimate: float | None, null: floa
     return out
 
 
+def shown(fig: dict | None, fmt: str = "{:.3f}") -> str | None:
+    """An `interval` figure as text, '0.123 [0.045, 0.201] *' (* when the interval excludes no
+    difference), each number through `fmt`; None when there is no estimate."""
+    if not fig or fig.get("estimate") is None:
+        return None
+    text = fmt.format(fig["estimate"])
+    if fig.get("low") is not None:
+        text += f" [{fmt.format(fig['low'])}, {fmt.format(fig['high'])}]"
+    return text + (" *" if fig.get("real") else "")
+
+
 def null_of(name: str) -> float | None:
     """The no-difference value of a figure: 1 for a ratio, 0 for a gain; None for a level."""
     if name.startswith("hypervolume_ratio"):

@@ -275,29 +275,31 @@ class QuietWait:
     """Holds a cell back while other processes keep more than `below` cores busy: it samples the
     machine for `sample_s` at a time until a sample reads at or under `below`, or until `most_s`
     have passed (then the cell runs, and its own reading says how busy the machine was, for
-    --rerun-busy). `on_wait` is told each busy reading, for a progress line."""
+    --rerun-busy). `on_wait` is told each busy reading, for a progress line. `sleep`, `clock`
+    and `read` (busy and own clock ticks) go to each sample's `threads.CpuLoad`."""
 
     below: float
     most_s: float = 1800.0
     sample_s: float = 1.0
     on_wait: Callable[[float, float], None] | None = None  # (cores others used, seconds waited)
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    read: Callable[[], tuple[int, int] | None] | None = None  # None: threads.proc_ticks
     waited_s: float = 0.0  # in all, over every cell
 
     def wait(self) -> None:
+        from qroute_cli.generation.threads import CpuLoad, proc_ticks
+
         waited = 0.0
         while waited < self.most_s:
-            before = _cpu_reading()
-            if before is None:
-                return  # no /proc: nothing to go by
-            self.sleep(self.sample_s)
-            load = _others_since(before)
+            # A fresh reader per sample: it reads, sleeps sample_s and reads again.
+            load = CpuLoad(self.sample_s, clock=self.clock, sleep=self.sleep, read=self.read or proc_ticks).others()
             if load is None or load <= self.below:
-                return
+                return  # no /proc: nothing to go by
             waited += self.sample_s
             self.waited_s += self.sample_s
             if self.on_wait is not None:
-                self.on_wait(load, waited)
+                self.on_wait(round(load, 3), waited)
 
 
 def _cpu_reading() -> tuple[float, int, int] | None:
