@@ -3,6 +3,7 @@ prompts, with its stats, each drafter's acceptance rate on it, and automatic qua
 
     python -m predictor.datagen --gsm8k 60 --nq 60 --wp 60 --code 60  # resumes where it stopped
     python -m predictor.datagen --gsm8k 600 --nq 600 --wp 500 --code 85 --n-gpu-layers -1   # on a GPU
+    python -m predictor.datagen --gsm8k 60 --nq 300 --wp 60 --code 85 --user 20  # + 20 user-phrased each
 
 Sources: the training side of each bench task (qroute_cli/evaluation/splits.py): GSM8K train,
 NQ-open dev's train side, the WritingPrompts train sample, and code: HumanEval's training side
@@ -14,6 +15,12 @@ larger amount extends a smaller run. Work goes in chunks (a few prompts of every
 then every verifier on them), so a run stopped early (`--until 12:35`) still covers all
 verifiers on the same prompts. Acceptance needs no second generation: the drafter reads the
 verifier's answer once, teacher-forced, and n-gram acceptance is token arithmetic.
+
+`--user N` also asks the first N prompts of every data set the way a user would type them
+(`Task.user_prompt`: no "briefly", "in a few words" or "under 100 words", no code block asked
+for), at the default cap of `qroute run`; those rows say `"phrasing": "user"` and their key
+carries "/user" after the id. They teach the length head how long answers run when the prompt
+does not bound them.
 """
 
 from __future__ import annotations
@@ -39,8 +46,20 @@ from qroute_cli.evaluation.tasks import TASKS  # prompts, caps and scores shared
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "responses.jsonl.gz"
 
 
-def prompt_for(row: splits.Row) -> str:
-    return TASKS[row.dataset].prompt(row.question)
+# How a training prompt is worded: "bench", the bench's own prompt with its answer-format
+# instruction, at the task's cap; or "user", the question as a user would type it
+# (Task.user_prompt), at the cap `qroute run` gives by default (models.toml max_tokens).
+PHRASINGS = ("bench", "user")
+
+
+def prompt_for(row: splits.Row, phrasing: str = "bench") -> str:
+    task = TASKS[row.dataset]
+    return task.user_prompt(row.question) if phrasing == "user" else task.prompt(row.question)
+
+
+def row_key(dataset: str, id: str, model: str, phrasing: str = "bench") -> str:
+    """A row's key: "dataset:id:model", with "/user" after the id for a user-phrased prompt."""
+    return f"{dataset}:{id}{'/user' if phrasing == 'user' else ''}:{model}"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -58,7 +77,7 @@ def caps_used(path: Path) -> dict[str, int]:
     carry (the task's cap may have changed since), else the task's cap today."""
     stated: dict[str, int] = {}
     for row in read_rows(path):
-        if row.get("max_tokens"):
+        if row.get("max_tokens") and row.get("phrasing", "bench") == "bench":
             stated[row["dataset"]] = max(stated.get(row["dataset"], 0), int(row["max_tokens"]))
     return {d: stated.get(d, task.max_tokens) for d, task in TASKS.items()}
 
@@ -154,16 +173,17 @@ def plain_pair(registry, verifier: str):
     return Pair(verifier, verifier)
 
 
-def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> dict:
+def generate_one(pool, registry, row: splits.Row, model: str, commit: str, phrasing: str = "bench") -> dict:
     """Greedy answer of `model` to one training prompt, with stats, acceptance and scores."""
     from qroute_cli.generation import engine
     from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
     from qroute_cli.types import GenerationConfig
 
-    prompt = prompt_for(row)
+    prompt = prompt_for(row, phrasing)
     messages = user_messages(prompt)
     task = TASKS[row.dataset]
-    gen = run_prompt(pool, plain_pair(registry, model), messages, GenerationConfig(max_tokens=task.max_tokens, temperature=0.0))
+    cap = registry.defaults.max_tokens if phrasing == "user" else task.max_tokens
+    gen = run_prompt(pool, plain_pair(registry, model), messages, GenerationConfig(max_tokens=cap, temperature=0.0))
     backend = pool.get(model)
     ptoks = prompt_tokens(backend, registry.model(model), messages)[0]
     acceptance: dict[str, float | None] = {}
@@ -178,14 +198,15 @@ def generate_one(pool, registry, row: splits.Row, model: str, commit: str) -> di
             accept_seconds[key] = round(time.perf_counter() - t0, 3)
     s = gen.stats
     return {
-        "key": f"{row.dataset}:{row.id}:{model}",
+        "key": row_key(row.dataset, row.id, model, phrasing),
         "dataset": row.dataset,
         "id": row.id,
+        "phrasing": phrasing,
         "model": model,
         "prompt": prompt,
         "text": gen.text,
         "finish_reason": gen.finish_reason,
-        "max_tokens": task.max_tokens,
+        "max_tokens": cap,
         "prompt_tokens": s.prompt_tokens,
         "output_tokens": s.output_tokens,
         "latency_s": round(s.latency_s, 4),
@@ -252,34 +273,39 @@ def run(
     data_root: Path | None = None,
     workers: int = 1,
     worker: int = 0,
+    user: dict[str, int] | None = None,
 ) -> int:
-    """Generate missing rows; returns how many were added."""
+    """Generate missing rows (`amounts` bench-phrased prompts per data set, then `user`
+    user-phrased ones: the first of the same prompts); returns how many were added."""
     from qroute_cli.config import load_registry
     from qroute_cli.generation.pool import ModelPool
 
     registry = registry or load_registry(None, include_user=False)
     verifiers = list(models) if models else sorted({p.verifier for p in registry.pairs.values()})
     per_dataset = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in amounts.items() if n > 0}
+    per_user = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in (user or {}).items() if n > 0}
     have = {r["key"] for r in read_rows(out)}
     # Workers split the same ordered work list row by row, so parallel processes finish
-    # chunks together instead of one racing ahead on the cheap models.
-    order = [(m, r) for block in chunks(per_dataset, chunk) for m in verifiers for r in block]
-    mine = [(m, r) for i, (m, r) in enumerate(order) if i % workers == worker]
+    # chunks together instead of one racing ahead on the cheap models. Bench-phrased prompts
+    # come first, then the user-phrased ones.
+    order = [(m, r, "bench") for block in chunks(per_dataset, chunk) for m in verifiers for r in block]
+    order += [(m, r, "user") for block in chunks(per_user, chunk) for m in verifiers for r in block]
+    mine = [work for i, work in enumerate(order) if i % workers == worker]
     total = len(mine)
-    done = sum(1 for m, r in mine if f"{r.dataset}:{r.id}:{m}" in have)
+    done = sum(1 for m, r, ph in mine if row_key(r.dataset, r.id, m, ph) in have)
     commit = git_commit()
     progress = Progress(total, done)
     added = 0
     try:
         with ModelPool(registry, max_loaded=2, n_gpu_layers=n_gpu_layers, n_threads=n_threads) as pool:
-            for model, row in mine:  # chunk by chunk, model-major inside a chunk: few reloads
-                key = f"{row.dataset}:{row.id}:{model}"
+            for model, row, phrasing in mine:  # chunk by chunk, model-major inside a chunk: few reloads
+                key = row_key(row.dataset, row.id, model, phrasing)
                 if key in have:
                     continue
                 if _past(until):
                     print(f"Stopped at {until} UTC as asked; rerun to continue.", file=sys.stderr)
                     return added
-                rec = generate_one(pool, registry, row, model, commit)
+                rec = generate_one(pool, registry, row, model, commit, phrasing)
                 append_row(out, rec)
                 have.add(key)
                 added += 1
@@ -296,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wp", type=int, default=60, help="WritingPrompts train-sample prompts")
     ap.add_argument("--code", type=int, default=60,
                     help="HumanEval problems on the training side of its split (85 in all; scored pass@1 in the sandbox)")
+    ap.add_argument("--user", type=int, default=0,
+                    help="also ask the first N prompts of every data set as a user would (no answer-format "
+                         "instruction, the default max_tokens cap): how long answers run unbounded")
     ap.add_argument("--models", default="", help="comma-separated verifier models (default: all built-in)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--chunk", type=int, default=10, help="prompts per data set per chunk")
@@ -318,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         {"gsm8k": args.gsm8k, "nq": args.nq, "wp": args.wp, "code": args.code}, args.out, models,
         chunk=args.chunk, until=args.until, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads or None,
         workers=args.workers, worker=args.worker,
+        user={d: args.user for d in ("gsm8k", "nq", "wp", "code")},
     )
     print(f"added {added} rows to {args.out} ({platform.node()}, commit {git_commit()})")
     return 0

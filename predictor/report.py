@@ -174,6 +174,9 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         ln = [f"{r['length'][v]['mae_tokens']:.0f} ({r['length'][v]['median_rel_err']:.0%})" for v in vs]
         lines.append(f"| {m} | " + " | ".join(acc) + " | " + " | ".join(ln) + " |")
 
+    lines += ["", "## Answer length when the prompt does not bound it", ""]
+    lines += user_length_lines(cv)
+
     lines += ["", "## Prompt probe (smollm2-135m perplexity of the prompt)", ""]
     lines += probe_lines(probe, vs, latency, ship)
 
@@ -319,6 +322,30 @@ def curve_lines(cv: dict) -> list[str]:
             "model (trained on 7,473 questions), not from the rows; NQ and WritingPrompts stay near 0 at every n "
             "here, so more rows of the same kind are not the lever there: a better difficulty signal is (the "
             "interval at the largest n is the width any target must clear). Code has too few rows for a curve."]
+    return out
+
+
+def user_length_lines(cv: dict) -> list[str]:
+    ul = cv.get("user_lengths")
+    if not ul:
+        return ["(no user-phrased rows: `python -m predictor.datagen ... --user N` makes them)"]
+    counts = ", ".join(f"{d} {n}" for d, n in ul["user_prompts"].items())
+    out = [f"The bench's prompts end in an answer-format instruction (\"briefly\", \"in a few words\", \"under 100 "
+           f"words\", a code block), and a length head trained on them alone expects every answer to be that short. "
+           f"User-phrased rows ask the same training questions without it (`Task.user_prompt`), at the "
+           f"{ul['user_cap']}-token cap `qroute run` gives by default: {counts} prompts x 4 verifiers. They train "
+           f"the exported length heads only (quality and acceptance heads stay the bench rows' fits). Held out by "
+           f"question ({ul['parts']} parts; both phrasings of a question in the same part), {ul['arch']}: median of "
+           "observed / predicted tokens (1.00 is right; above 1, answers run longer than predicted) and mean "
+           "|log(observed / predicted)| (0 is right), predictions capped at the row's cap as the router caps them.", "",
+           "| task | verifier | user prompts: observed median | length head without user rows | with them "
+           "| bench prompts: without | with |", "|---|---|---|---|---|---|---|"]
+    for d, per_v in ul["on"]["user"].items():
+        for v, c in per_v.items():
+            b = ul["on"]["bench"].get(d, {}).get(v, {})
+            cell = lambda x: f"{x['median_ratio']:.2f} ({x['mean_abs_log']:.2f})" if x else "–"  # noqa: E731
+            out.append(f"| {d} | {v} | {c['observed_median']:.0f} | {cell(c['bench'])} | {cell(c['both'])} "
+                       f"| {cell(b.get('bench'))} | {cell(b.get('both'))} |")
     return out
 
 

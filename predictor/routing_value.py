@@ -106,12 +106,22 @@ class Curves:
     routed_quality: np.ndarray
     static_latency: np.ndarray  # (pairs, prompts)
     static_quality: np.ndarray
+    # Per prompt: 1 / its task's prompt count, so that every task weighs alike in a mean over
+    # several tasks, as in the bench (the same number of prompts per task) however many rows
+    # each task has here. None: plain means.
+    weight: np.ndarray | None = None
+
+    def _mean(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.average(a[:, idx], axis=1, weights=None if self.weight is None else self.weight[idx])
+
+    def points(self, idx: np.ndarray) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(routed curve, static pairs) as (mean latency, mean quality) over prompts `idx`."""
+        return (list(zip(self._mean(self.routed_latency, idx), self._mean(self.routed_quality, idx))),
+                list(zip(self._mean(self.static_latency, idx), self._mean(self.static_quality, idx))))
 
     def gain(self, idx: np.ndarray) -> float | None:
         """Static-frontier gain (absolute quality at matched latency) over prompts `idx`."""
-        curve = list(zip(self.routed_latency[:, idx].mean(1), self.routed_quality[:, idx].mean(1)))
-        base = list(zip(self.static_latency[:, idx].mean(1), self.static_quality[:, idx].mean(1)))
-        g = frontier.gain_at_matched_latency(curve, base)
+        g = frontier.gain_at_matched_latency(*self.points(idx))
         return None if g is None else g.absolute
 
 
@@ -126,7 +136,10 @@ def route(m: Matrix, items: Sequence[Item], registry: Registry, profile: Profile
         routed = [strategies.routed(m, items, router, "quality", b) for b in budgets]
     statics = [strategies.static(m, items, p) for p in m.pairs]
     arr = lambda outs, f: np.array([getattr(o, f) for o in outs], dtype=float)  # noqa: E731
-    return Curves(arr(routed, "latency"), arr(routed, "quality"), arr(statics, "latency"), arr(statics, "quality"))
+    per_task = {task: len(idx) for task, idx in scopes(items).items() if task != "all"}
+    weight = np.array([1.0 / per_task[it.task] for it in items])
+    return Curves(arr(routed, "latency"), arr(routed, "quality"), arr(statics, "latency"), arr(statics, "quality"),
+                  weight)
 
 
 def scopes(items: Sequence[Item]) -> dict[str, np.ndarray]:
@@ -137,11 +150,11 @@ def scopes(items: Sequence[Item]) -> dict[str, np.ndarray]:
 
 
 def summary(c: Curves, items: Sequence[Item]) -> dict:
-    """Gain overall and per task, plus the hypervolume ratio against the static frontier."""
+    """Gain overall (every task weighing alike) and per task, plus the hypervolume ratio against
+    the static frontier."""
     out = {}
     for scope, idx in scopes(items).items():
-        curve = list(zip(c.routed_latency[:, idx].mean(1), c.routed_quality[:, idx].mean(1)))
-        base = list(zip(c.static_latency[:, idx].mean(1), c.static_quality[:, idx].mean(1)))
+        curve, base = c.points(idx)
         ref = max(lat for lat, _ in curve + base) * SWEEP.reference
         hv_front = frontier.hypervolume(base, ref)
         out[scope] = {"n": int(len(idx)), "gain_abs": c.gain(idx),

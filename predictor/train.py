@@ -115,11 +115,14 @@ class Table:
                      pick(self.prompt_tokens), pick(self.censored), pick(self.length_now))
 
 
-def load_table(path: Path, verifiers: list[str] | None = None) -> Table:
-    """Rows -> Table, keeping prompts answered by every verifier; censored lengths imputed."""
-    rows = datagen.read_rows(path)
+def load_table(path: Path, verifiers: list[str] | None = None, phrasing: str = "bench",
+               acc_keys: list[str] | None = None) -> Table:
+    """Rows of one phrasing (datagen.PHRASINGS) -> Table, keeping prompts answered by every
+    verifier; censored lengths imputed. A user-phrased answer cut at its cap is never censored:
+    that cap is the one `qroute run` gives, so the cut length is the length a user sees."""
+    rows = [r for r in datagen.read_rows(path) if r.get("phrasing", "bench") == phrasing]
     verifiers = verifiers or sorted({r["model"] for r in rows})
-    acc_keys = sorted({k for r in rows for k in r.get("acceptance", {}) if r["model"] in verifiers})
+    acc_keys = acc_keys or sorted({k for r in rows for k in r.get("acceptance", {}) if r["model"] in verifiers})
     by_prompt: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
         if r["model"] in verifiers:
@@ -138,7 +141,8 @@ def load_table(path: Path, verifiers: list[str] | None = None) -> Table:
             ln[i, j] = r["output_tokens"]
             ptok[i, j] = r.get("prompt_tokens") or 0
             cap_then = r.get("max_tokens") or TASKS[dataset].max_tokens
-            cens[i, j] = r.get("finish_reason") == "length" and cap_then < TASKS[dataset].max_tokens
+            cens[i, j] = (phrasing == "bench" and r.get("finish_reason") == "length"
+                          and cap_then < TASKS[dataset].max_tokens)
             for a, key in enumerate(acc_keys):
                 val = r.get("acceptance", {}).get(key)
                 if val is not None:
@@ -653,10 +657,88 @@ def hanna_check(root: Path | None = None) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- user phrasing
+
+def question_part(dataset: str, id: str) -> int:
+    """The DEV_PARTS part of a question whatever its phrasing (a user-phrased prompt and the
+    bench's prompt for the same question always fall in the same part)."""
+    digest = hashlib.sha256(f"{DEV_SALT}:{dataset}:{id}".encode()).hexdigest()
+    return int(digest[:8], 16) % DEV_PARTS
+
+
+def _stack(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None or b is None else np.concatenate([a, b], axis=0)
+
+
+def fit_lengths_with_user(f: Fitted, arch: str, feat: Featurizer, x, scores, y, xu, su, yu, nv: int, na: int,
+                          diff) -> Fitted:
+    """`f` (fitted on bench-phrased rows) with its length head refitted on those rows and the
+    user-phrased ones; its quality and acceptance heads stay as they were (and as they were
+    judged). Only single-layer fits can swap one head; others are returned as they are."""
+    if len(f.heads.layers) != 1 or xu is None or not len(xu):
+        return f
+    g = fit_arch(arch, feat, np.concatenate([x, xu]), _stack(scores, su), np.concatenate([y, yu]), nv, na, diff)
+    mine, theirs = f.heads.layers[0], g.heads.layers[0]
+    mine.w[:, nv + na:] = theirs.w[:, nv + na:]
+    mine.b[nv + na:] = theirs.b[nv + na:]
+    return f
+
+
+def user_length_check(t: Table, u: Table, feat: Featurizer, x, scores, xu, su, diff, arch: str) -> dict:
+    """Answer length held out on user-phrased prompts, by the length head fitted on bench rows
+    alone and on bench + user rows; every question is predicted by fits that saw neither of its
+    phrasings. The same for the bench-phrased prompts, to show what the user rows cost there.
+    Per data set and verifier: median observed/predicted and mean |log(observed/predicted)|,
+    predictions capped at the row's cap as the router caps them."""
+    nv, na = len(t.verifiers), len(t.acc_keys)
+    pt = np.array([question_part(d, i) for d, i in zip(t.datasets, t.ids)])
+    pu = np.array([question_part(d, i) for d, i in zip(u.datasets, u.ids)])
+    yt = t.targets(_acc_fill(t, np.arange(len(t.prompts))))
+    yu = u.targets(_acc_fill(t, np.arange(len(t.prompts))))
+    length_of = lambda f, xx, ss: _outputs_from_raw(f.raw(xx, ss), nv, na)["length"]  # noqa: E731
+    take = lambda a, m: None if a is None else a[m]  # noqa: E731
+    pred = {(who, on): np.zeros((len(tab.prompts), nv)) for who in ("bench", "both") for on, tab in (("user", u), ("bench", t))}
+    for k in range(DEV_PARTS):
+        tr_t, tr_u, te_t, te_u = pt != k, pu != k, pt == k, pu == k
+        alone = fit_arch(arch, feat, x[tr_t], take(scores, tr_t), yt[tr_t], nv, na, diff)
+        both = fit_arch(arch, feat, np.concatenate([x[tr_t], xu[tr_u]]), _stack(take(scores, tr_t), take(su, tr_u)),
+                        np.concatenate([yt[tr_t], yu[tr_u]]), nv, na, diff)
+        for who, f in (("bench", alone), ("both", both)):
+            if te_u.any():
+                pred[(who, "user")][te_u] = length_of(f, xu[te_u], take(su, te_u))
+            if te_t.any():
+                pred[(who, "bench")][te_t] = length_of(f, x[te_t], take(scores, te_t))
+    caps_u = np.array([[datagen_cap_user()] * nv] * len(u.prompts), float)
+    caps_t = np.array([[TASKS[d].max_tokens] * nv for d in t.datasets], float)
+    out: dict = {"arch": arch, "parts": DEV_PARTS, "user_prompts": {d: int((u.datasets == d).sum()) for d in sorted(set(u.datasets))},
+                 "user_cap": datagen_cap_user(), "on": {}}
+    for on, tab, caps in (("user", u, caps_u), ("bench", t, caps_t)):
+        for d in sorted(set(u.datasets)):
+            rows = np.flatnonzero(tab.datasets == d)
+            for j, v in enumerate(tab.verifiers):
+                obs = np.maximum(tab.length[rows, j], 1.0)
+                cell = {"observed_median": float(np.median(obs))}
+                for who in ("bench", "both"):
+                    p_ = np.minimum(pred[(who, on)][rows, j], caps[rows, j])
+                    r = np.log(obs / np.maximum(p_, 1.0))
+                    cell[who] = {"median_ratio": float(np.exp(np.median(r))), "mean_abs_log": float(np.mean(np.abs(r)))}
+                out["on"].setdefault(on, {}).setdefault(d, {})[v] = cell
+    return out
+
+
+def datagen_cap_user() -> int:
+    """The cap user-phrased rows were made at: `qroute run`'s default max_tokens."""
+    from qroute_cli.config import load_registry
+
+    return load_registry(None, include_user=False).defaults.max_tokens
+
+
 # --------------------------------------------------------------------------- main
 
-def _meta(arch: str, t: Table, cfg: FeaturizerConfig, commit: str, caps: dict[str, int], models) -> dict:
+def _meta(arch: str, t: Table, cfg: FeaturizerConfig, commit: str, caps: dict[str, int], models,
+          user: Table | None = None) -> dict:
     counts = {d: int((t.datasets == d).sum()) for d in sorted(set(t.datasets))}
+    user_counts = {} if user is None else {d: int((user.datasets == d).sum()) for d in sorted(set(user.datasets))}
     meta = {
         "name": arch,
         "architecture": arch,
@@ -666,8 +748,10 @@ def _meta(arch: str, t: Table, cfg: FeaturizerConfig, commit: str, caps: dict[st
         "verifiers": t.verifiers,
         "acceptance_keys": t.acc_keys,
         "quality": "gsm8k exact match / nq max(token F1, gold answer contained) / writingprompts ROUGE-L / code pass@1, in [0, 1]",
-        "length": "expected output tokens at today's caps (" + ", ".join(f"{d} {c}" for d, c in caps.items()) + ")",
-        "trained_on": {"prompts": len(t.prompts), "rows": t.n_rows, "per_dataset": counts},
+        "length": "expected output tokens at today's caps (" + ", ".join(f"{d} {c}" for d, c in caps.items()) + ")"
+                  + (", also from prompts phrased as users phrase them" if user_counts else ""),
+        "trained_on": {"prompts": len(t.prompts), "rows": t.n_rows, "per_dataset": counts,
+                       **({"user_phrased": user_counts} if user_counts else {})},
         "tasks": sorted(DATASET_TASKS.get(d, d) for d, n in counts.items() if n >= MIN_TASK_PROMPTS),
         "commit": commit,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -719,6 +803,17 @@ def _train(args) -> int:
         difficulty.write_keys(labels, DIFFICULTY_KEYS)
         for m in models:
             print(f"difficulty {m.name}: {m.facts['questions']} questions, held-out Spearman {m.facts['cv_spearman']:.2f}")
+    # User-phrased prompts (datagen --user) teach the exported length heads only.
+    user = load_table(args.data, table.verifiers, phrasing="user", acc_keys=table.acc_keys)
+    xu = su = None
+    if user.prompts:
+        xu = feat.hashed(user.prompts)
+        bench_prompt = dict(zip(zip(table.datasets, table.ids), table.prompts))
+        if models:  # each read by the difficulty models that never saw its question as the bench asks it
+            su = difficulty.cross_fitted(models, xu, [bench_prompt.get(k, p) for k, p in
+                                                      zip(zip(user.datasets, user.ids), user.prompts)])
+        print(f"{len(user.prompts)} user-phrased prompts for the length heads: "
+              + ", ".join(f"{d}={int((user.datasets == d).sum())}" for d in sorted(set(user.datasets))), flush=True)
     print(f"features ready in {time.time() - t0:.0f}s", flush=True)
     names = ARCHS + BASELINES
 
@@ -742,6 +837,10 @@ def _train(args) -> int:
             m.facts["vs_our_quality"] = {v: _spearman(-difficulty.HARDER[m.name] * scores[idx, j], table.quality[idx, k])
                                          for k, v in enumerate(table.verifiers)} if idx.size > 2 else {}
         print(f"diagnosis and learning curve in {time.time() - t0:.0f}s", flush=True)
+    if user.prompts:
+        facts["user_lengths"] = user_length_check(table, user, feat, x, scores, xu, su, diff,
+                                                  ship if ship in ARCHS else "task-ridge")
+        print(f"user-phrased length check in {time.time() - t0:.0f}s", flush=True)
 
     # Fit every architecture on all rows, export, check ONNX against numpy.
     commit = datagen.git_commit()
@@ -756,9 +855,13 @@ def _train(args) -> int:
     xc = feat.hashed(check_prompts)
     for arch in names:
         f = fit_arch(arch, feat, x, scores, y, nv, na, diff)
+        if user.prompts:
+            f = fit_lengths_with_user(f, arch, feat, x, scores, y, xu, su,
+                                      user.targets(_acc_fill(table, np.arange(len(table.prompts)))), nv, na, diff)
         if f.heads.terms is not None and not f.uses_scores:
             f.heads.terms = task_terms(feat, None)  # the graph must compute the zeros training saw
-        model = export.build(f.heads, _meta(arch, table, cfg, commit, caps, models if f.uses_scores else []),
+        model = export.build(f.heads, _meta(arch, table, cfg, commit, caps, models if f.uses_scores else [],
+                                            user if len(f.heads.layers) == 1 else None),
                              n_features=feat.n_features)
         path = args.build_dir / f"{arch}.onnx"
         size = export.save(model, path)
@@ -780,7 +883,8 @@ def _train(args) -> int:
                  "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))},
                  "censored_answers": {d: {v: int(table.censored[table.datasets == d, j].sum())
                                           for j, v in enumerate(table.verifiers)} for d in sorted(set(table.datasets))},
-                 "caps": caps, "keys": [f"{d}:{i}" for d, i in zip(table.datasets, table.ids)]},
+                 "caps": caps, "keys": [f"{d}:{i}" for d, i in zip(table.datasets, table.ids)],
+                 "user_phrased": {d: int((user.datasets == d).sum()) for d in sorted(set(user.datasets))}},
         "folds": args.folds,
         "results": results,
         "selection": selection,

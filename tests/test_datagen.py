@@ -206,6 +206,37 @@ def test_automatic_scores():
 
 
 @pytest.mark.real
+def test_user_phrased_rows_ask_the_same_questions_without_the_format_instruction(tmp_path, data_root, fake_registry):
+    """--user N: the first N prompts of each data set again, as a user would type them, at the
+    default cap of `qroute run`; their own keys, so bench rows and user rows never collide."""
+    out = tmp_path / "rows.jsonl.gz"
+    kw = dict(registry=fake_registry, chunk=1, n_threads=None, data_root=data_root)
+    added = datagen.run({"gsm8k": 2, "nq": 0, "wp": 0}, out, ["fake-small"], user={"gsm8k": 1, "wp": 1}, **kw)
+    rows = datagen.read_rows(out)
+    assert added == len(rows) == 4 and len({r["key"] for r in rows}) == 4
+    bench = {r["id"]: r for r in rows if r["phrasing"] == "bench"}
+    user = [r for r in rows if r["phrasing"] == "user"]
+    assert len(bench) == 2 and {r["dataset"] for r in user} == {"gsm8k", "wp"}
+    for r in user:
+        assert r["key"] == f"{r['dataset']}:{r['id']}/user:fake-small"
+        assert r["max_tokens"] == fake_registry.defaults.max_tokens
+        assert "briefly" not in r["prompt"] and "under 100 words" not in r["prompt"]
+    math = next(r for r in user if r["dataset"] == "gsm8k")
+    assert math["id"] in bench and bench[math["id"]]["prompt"].startswith(math["prompt"])  # the same question
+    assert datagen.run({"gsm8k": 2, "nq": 0, "wp": 0}, out, ["fake-small"], user={"gsm8k": 1, "wp": 1}, **kw) == 0
+    assert datagen.caps_used(out)["gsm8k"] == TASKS["gsm8k"].max_tokens  # user rows' cap is not the task's
+
+
+def test_a_code_problem_asked_as_a_user_names_the_function_and_says_what_it_does():
+    from qroute_cli.evaluation.tasks import user_code_prompt
+
+    for problem in humaneval.load("train"):
+        text = user_code_prompt(problem.prompt)
+        assert text.startswith(f"Write a Python function {problem.entry_point}(")
+        assert "```" not in text and ">>>" not in text and '"""' not in text
+        assert len(text) > len(f"Write a Python function {problem.entry_point}()") + 20  # the docstring's gist
+
+
 def test_real_datagen_on_smollm(tmp_path, data_root, real_registry):
     """Two prompts answered by smollm2-135m through llama.cpp, with n-gram acceptance."""
     require_model("smollm2-135m")

@@ -323,3 +323,85 @@ def test_lengths_cut_at_an_older_cap_are_imputed_above_it(tmp_path):
     assert cut.sum() == 10
     assert np.all(t.length_now[cut, 0] > 256) and np.all(t.length_now[cut, 0] <= cap)
     assert np.array_equal(t.length_now[~cut, 0], t.length[~cut, 0])
+
+
+def test_user_phrased_rows_teach_the_length_head_how_long_unbounded_answers_run(tmp_path, fake_registry):
+    """Bench prompts carry an answer-format instruction and get short answers; the same questions
+    asked as a user would get long ones. With user-phrased rows the exported length head expects
+    long answers for unseen user-phrased prompts and still short ones for the bench's; quality
+    stays the bench rows' fit; the held-out check says the user rows help there."""
+    require_module("sklearn", extra="train")
+    require_module("onnx")
+    import json
+
+    from predictor import datagen, train
+
+    data = tmp_path / "rows.jsonl.gz"
+    shipped = datagen.read_rows(datagen.DEFAULT_OUT)
+    user_of = {"gsm8k": lambda p: p.split("\n")[0], "nq": lambda p: p.split("\n")[0],
+               "wp": lambda p: p.replace("a very short story (under 100 words)", "a story")}
+    held_out = []
+    for d in ("gsm8k", "nq", "wp"):
+        prompts = list({r["id"]: r["prompt"] for r in shipped if r["dataset"] == d and r.get("phrasing", "bench") == "bench"}.items())[:16]
+        for i, (row_id, prompt) in enumerate(prompts):
+            asked = [("bench", prompt, 30)] + ([("user", user_of[d](prompt), 240)] if i < 12 else [])
+            for phrasing, text, tokens in asked:
+                for m in ("fake-big", "fake-small"):
+                    datagen.append_row(data, {
+                        "key": datagen.row_key(d, row_id, m, phrasing), "dataset": d, "id": row_id, "model": m,
+                        "phrasing": phrasing, "prompt": text, "output_tokens": tokens, "max_tokens": 256,
+                        "finish_reason": "stop", "acceptance": {},
+                        "scores": {"quality": 0.8 if m == "fake-big" else 0.3},
+                    })
+            if i >= 12:
+                held_out.append((prompt, user_of[d](prompt)))
+    ship = tmp_path / "ship" / "predictor.onnx"
+    rc = train.main(["--data", str(data), "--no-human", "--folds", "3", "--ship", "task-ridge-nodiff",
+                     "--build-dir", str(tmp_path / "build"), "--ship-to", str(ship), "--results", str(tmp_path / "cv.json")])
+    assert rc == 0
+    cv = json.loads((tmp_path / "cv.json").read_text())
+    assert cv["data"]["prompts"] == 48 and cv["data"]["user_phrased"] == {"gsm8k": 12, "nq": 12, "wp": 12}
+    scorer = predict.load_default(fake_registry, ship)
+    for bench_prompt, user_prompt in held_out:  # questions no row of either phrasing had
+        bench, user = scorer.predict(bench_prompt), scorer.predict(user_prompt)
+        assert bench.length["fake-big"] < 60 and user.length["fake-big"] > 120
+        assert abs(bench.quality["fake-big"] - 0.8) < 0.1
+    check = cv["user_lengths"]["on"]
+    for d in ("gsm8k", "nq", "wp"):
+        with_user, without = check["user"][d]["fake-big"]["both"], check["user"][d]["fake-big"]["bench"]
+        assert with_user["mean_abs_log"] < without["mean_abs_log"]
+        assert without["median_ratio"] > 3  # bench rows alone: user answers run far longer than predicted
+
+
+def test_a_user_phrased_answer_cut_at_its_cap_is_not_censored(tmp_path):
+    """Its cap is the one `qroute run` gives: the cut length is the length the user gets."""
+    require_module("scipy", extra="train")
+    from predictor import datagen, train
+
+    data = tmp_path / "rows.jsonl.gz"
+    for i in range(6):
+        for phrasing in ("bench", "user"):
+            datagen.append_row(data, {"key": datagen.row_key("gsm8k", f"train-{i}", "m", phrasing), "dataset": "gsm8k",
+                                      "id": f"train-{i}", "model": "m", "phrasing": phrasing, "prompt": f"q{i} {phrasing}",
+                                      "output_tokens": 256, "max_tokens": 256, "finish_reason": "length",
+                                      "scores": {"quality": 0.0}})
+    bench, user = train.load_table(data), train.load_table(data, phrasing="user")
+    assert len(bench.prompts) == len(user.prompts) == 6
+    assert bench.censored.all() and not user.censored.any()
+    assert np.array_equal(user.length_now, user.length)
+
+
+def test_the_routing_value_weighs_every_task_alike_however_many_rows_it_has():
+    """Training tasks differ in size (NQ has far more rows than GSM8K); the bench has the same
+    number of prompts per task, so the routing value's all-task means weigh tasks alike."""
+    from predictor.routing_value import Curves
+
+    # Task A: 1 prompt, task B: 3 prompts; one budget, one static pair.
+    lat = np.array([[1.0, 3.0, 3.0, 3.0]])
+    qual = np.array([[1.0, 0.0, 0.0, 0.0]])
+    plain = Curves(lat, qual, lat, qual)
+    balanced = Curves(lat, qual, lat, qual, weight=np.array([1.0, 1 / 3, 1 / 3, 1 / 3]))
+    every = np.arange(4)
+    assert plain.points(every)[0] == [(2.5, 0.25)]
+    assert np.allclose(balanced.points(every)[0], [(2.0, 0.5)])
+    assert balanced.points(np.array([1, 2]))[0] == [(3.0, 0.0)]  # within a task: plain means

@@ -17,6 +17,7 @@ its item by id.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,6 +40,10 @@ class Task:
     consensus: Callable[[Mapping[str, str]], str]  # answers by pair -> the pair whose answer the others agree with
     correct_at: float | None = None  # quality from which an answer counts as correct (AUC); None: no such line
     quality_name: str = "quality"  # what `quality` is for this task, as tables label it
+    # The question as a user would type it, without the bench's answer-format instruction
+    # ("briefly", "in a few words", "under 100 words"): the predictor also learns from answers
+    # to these how long an answer runs when nothing in the prompt bounds it.
+    user_prompt: Callable[[str], str] | None = None
 
     def score(self, text: str, reference: Any) -> dict[str, float]:
         """Every automatic score of one answer: `quality` (what the predictor learns) and, where
@@ -58,6 +63,23 @@ def template(text: str, *, capitalize: bool = False) -> Callable[[str], str]:
         return text.format(q=q)
 
     return prompt
+
+
+_DEF = re.compile(r"^def\s+(\w+)\s*\((.*?)\)\s*(?:->\s*[^:]+)?:", re.M | re.S)
+_DOC = re.compile(r"(\"\"\"|\'\'\')(.*?)(?:\1|\Z)", re.S)
+_DOC_END = re.compile(r"\n\s*\n|>>>|\bfor example\b|\bexamples?\b\s*:?", re.I)
+
+
+def user_code_prompt(question: str) -> str:
+    """A HumanEval problem asked for as a user would: the entry point's name and arguments and
+    the first paragraph of its docstring, no code block, no format instruction."""
+    defs = list(_DEF.finditer(question))
+    if not defs:
+        return question.strip()
+    last = defs[-1]  # the entry point comes last; helpers before it are given code
+    doc = _DOC.search(question, last.end())
+    text = " ".join(_DOC_END.split(doc.group(2))[0].split()) if doc else ""
+    return f"Write a Python function {last.group(1)}({' '.join(last.group(2).split())}). {text}".strip()
 
 
 def code_prompt(question: str) -> str:
@@ -85,20 +107,23 @@ TASKS: dict[str, Task] = {
     "gsm8k": Task(
         "gsm8k", template("{q}\nSolve it step by step, briefly, and end with \"The answer is N.\""), 384,
         metrics.gsm8k_scores, metrics.majority_final_number, correct_at=0.5, quality_name="exact match",
+        user_prompt=template("{q}"),
     ),
     "nq": Task(
         # NQ questions come lower-cased and without a question mark.
         "nq", template("{q}?\nAnswer in a few words only.", capitalize=True), 48,
         metrics.nq_scores, metrics.most_agreed(metrics.token_f1), correct_at=0.5, quality_name="F1 / contains",
+        user_prompt=template("{q}?", capitalize=True),
     ),
     "wp": Task(
         "wp", template("Write a very short story (under 100 words) for this prompt: {q}"), 128,
         metrics.wp_scores, metrics.most_agreed(metrics.rouge_l), quality_name="ROUGE-L",
+        user_prompt=template("Write a story for this prompt: {q}"),
     ),
     # HumanEval: the answer is a whole function; humaneval.MAX_TOKENS says why 640.
     "code": Task(
         "code", code_prompt, humaneval.MAX_TOKENS, code_scores, metrics.most_agreed(metrics.token_f1),
-        correct_at=1.0, quality_name="pass@1",
+        correct_at=1.0, quality_name="pass@1", user_prompt=user_code_prompt,
     ),
 }
 
