@@ -220,11 +220,22 @@ def summary_lines(cv: dict, bench: dict | None = None) -> list[str]:
                    "does not claim the task, so the router still assumes code answers run to max tokens.")
     elif c:
         out.append(f"- **code**: pass@1 of the 1.5B ranked at ρ {_ci(c.get('spearman'), c.get('spearman_ci'))} on "
-                   f"{cv['data']['per_dataset'].get('code', 0)} HumanEval training problems: too few to tell.")
+                   f"{cv['data']['per_dataset'].get('code', 0)} HumanEval training problems, all there are (target "
+                   "≥ 0.3): not reached; the learning curve below says what more problems of this kind could do.")
     w = _q(cv, ship, "wp")
     if w:
         out.append(f"- **WritingPrompts**: ROUGE-L against one human story is not predictable from the prompt "
                    f"(1.5B ρ {_ci(w.get('spearman'), w.get('spearman_ci'))}); the predictor knows the task's level only.")
+    ul = cv.get("user_lengths")
+    if ul:
+        u = ul["on"]["user"]
+        worst = lambda who: max(c[who]["mean_abs_log"] for per_v in u.values() for c in per_v.values())  # noqa: E731
+        ratio = lambda who: ", ".join(f"{d} {per_v[TARGET_VERIFIER][who]['median_ratio']:.1f}x"  # noqa: E731
+                                      for d, per_v in u.items() if TARGET_VERIFIER in per_v)
+        out.append(f"- **Answer length as users phrase prompts**: without the user-phrased rows, the 1.5B's answers to "
+                   f"held-out user-phrased questions ran longer than predicted by a median {ratio('bench')}; with "
+                   f"them, {ratio('both')} (1.0x is right; the worst mean |log error| of any task and verifier "
+                   f"{worst('bench'):.2f} -> {worst('both'):.2f}).")
     sel = cv.get("selection")
     if sel:
         gains = sel["gains"]
@@ -318,34 +329,37 @@ def curve_lines(cv: dict) -> list[str]:
         by = {p["per_task"]: p for p in c["points"]}
         cells = [f"{by[s]['mean']:.2f} [{by[s]['p2.5']:.2f}, {by[s]['p97.5']:.2f}]" if s in by else "–" for s in lc["sizes"]]
         out.append(f"| {d} | {c['metric']} | " + " | ".join(cells) + " |")
-    out += ["", "Reading: GSM8K's curve is flat from a few dozen prompts because its signal comes from the difficulty "
-            "model (trained on 7,473 questions), not from the rows; NQ and WritingPrompts stay near 0 at every n "
-            "here, so more rows of the same kind are not the lever there: a better difficulty signal is (the "
-            "interval at the largest n is the width any target must clear). Code has too few rows for a curve."]
+    out += [""] + curve_reading(lc)
     return out
 
 
-def user_length_lines(cv: dict) -> list[str]:
-    ul = cv.get("user_lengths")
-    if not ul:
-        return ["(no user-phrased rows: `python -m predictor.datagen ... --user N` makes them)"]
-    counts = ", ".join(f"{d} {n}" for d, n in ul["user_prompts"].items())
-    out = [f"The bench's prompts end in an answer-format instruction (\"briefly\", \"in a few words\", \"under 100 "
-           f"words\", a code block), and a length head trained on them alone expects every answer to be that short. "
-           f"User-phrased rows ask the same training questions without it (`Task.user_prompt`), at the "
-           f"{ul['user_cap']}-token cap `qroute run` gives by default: {counts} prompts x 4 verifiers. They train "
-           f"the exported length heads only (quality and acceptance heads stay the bench rows' fits). Held out by "
-           f"question ({ul['parts']} parts; both phrasings of a question in the same part), {ul['arch']}: median of "
-           "observed / predicted tokens (1.00 is right; above 1, answers run longer than predicted) and mean "
-           "|log(observed / predicted)| (0 is right), predictions capped at the row's cap as the router caps them.", "",
-           "| task | verifier | user prompts: observed median | length head without user rows | with them "
-           "| bench prompts: without | with |", "|---|---|---|---|---|---|---|"]
-    for d, per_v in ul["on"]["user"].items():
-        for v, c in per_v.items():
-            b = ul["on"]["bench"].get(d, {}).get(v, {})
-            cell = lambda x: f"{x['median_ratio']:.2f} ({x['mean_abs_log']:.2f})" if x else "–"  # noqa: E731
-            out.append(f"| {d} | {v} | {c['observed_median']:.0f} | {cell(c['bench'])} | {cell(c['both'])} "
-                       f"| {cell(b.get('bench'))} | {cell(b.get('both'))} |")
+# The issue's within-task targets, by task: (metric, target).
+CURVE_TARGETS = {"gsm8k": ("auc", 0.65), "nq": ("spearman", 0.3), "code": ("spearman", 0.3)}
+
+
+def curve_reading(lc: dict) -> list[str]:
+    """What each curve says about its target: the figure at the smallest and the largest n, and
+    whether even the top of the largest n's spread reaches the target."""
+    out = []
+    for d, c in lc["curves"].items():
+        if len(c["points"]) < 2:
+            continue
+        first, last = c["points"][0], c["points"][-1]
+        text = (f"{d}: {c['metric']} {first['mean']:.2f} at n={first['per_task']}, {last['mean']:.2f} at "
+                f"n={last['per_task']} (97.5th percentile {last['p97.5']:.2f})")
+        target = CURVE_TARGETS.get(d)
+        if target is None:
+            text += "; no target."
+        elif last["mean"] >= target[1]:
+            text += f"; target {target[1]} reached at n={last['per_task']}."
+        elif last["mean"] - first["mean"] < 0.05:
+            text += (f"; target {target[1]} not reached, and the curve is flat: more prompts of this kind are not the "
+                     "lever, a better signal is.")
+        else:
+            text += (f"; target {target[1]} not reached; the mean moved by {last['mean'] - first['mean']:+.2f} over "
+                     "the curve, short of the target, so more prompts of this kind may help but this curve does not "
+                     "show they would reach it.")
+        out.append("- " + text)
     return out
 
 

@@ -198,11 +198,13 @@ class Fitted:
         return self.heads.raw(x, scores if self.heads.terms is not None else None)
 
 
-def _scaled_ridge(u: np.ndarray, y: np.ndarray, alpha: float, scale: np.ndarray) -> export.Dense:
-    """Ridge on u * scale (per-column weights of the penalty), folded back to weights on u."""
+def _scaled_ridge(u: np.ndarray, y: np.ndarray, alpha: float, scale: np.ndarray,
+                  weight: np.ndarray | None = None) -> export.Dense:
+    """Ridge on u * scale (per-column weights of the penalty), folded back to weights on u;
+    `weight`: per row (None: all alike)."""
     from sklearn.linear_model import Ridge
 
-    m = Ridge(alpha=alpha).fit(u * scale[None, :], y)
+    m = Ridge(alpha=alpha).fit(u * scale[None, :], y, sample_weight=weight)
     return export.Dense((m.coef_.T * scale[:, None]).astype(np.float32), m.intercept_.astype(np.float32))
 
 
@@ -239,13 +241,14 @@ def task_terms(feat: Featurizer, diff: export.Dense | None) -> export.TaskTerms:
 
 
 def fit_arch(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, y: np.ndarray, nv: int, na: int,
-             diff: export.Dense | None) -> Fitted:
+             diff: export.Dense | None, weight: np.ndarray | None = None) -> Fitted:
     """Fit one architecture or baseline on features x (n, n_features), cross-fitted difficulty
-    `scores` (n, K) and targets y; `diff` is the difficulty layer the exported graph computes."""
+    `scores` (n, K) and targets y; `diff` is the difficulty layer the exported graph computes;
+    `weight` per row for the linear fits (the MLP ignores it)."""
     n_buckets = feat.config.n_buckets
     if arch == "hashed-ridge":
         scale = np.ones(x.shape[1])
-        return Fitted(arch, export.Heads([_scaled_ridge(x, y, RIDGE_ALPHA, scale)], nv, na), False)
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, RIDGE_ALPHA, scale, weight)], nv, na), False)
     if arch == "hashed-mlp":
         return Fitted(arch, export.Heads(fit_mlp(x, y, hidden=32, alpha=1.0), nv, na), False)
     if arch == "length-only":
@@ -253,11 +256,11 @@ def fit_arch(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | No
         # can route with it like any predictor file.
         scale = np.zeros(x.shape[1])
         scale[feat.dense_start] = 1.0
-        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-6, scale)], nv, na), False)
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-6, scale, weight)], nv, na), False)
     if arch == "task-mean":
         scale = np.zeros(x.shape[1])
         scale[feat.task_start:feat.task_start + len(TASK_TYPES)] = 1.0
-        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-3, scale)], nv, na), False)
+        return Fitted(arch, export.Heads([_scaled_ridge(x, y, 1e-3, scale, weight)], nv, na), False)
     with_diff = arch in ("task-linear", "task-ridge") and scores is not None and diff is not None
     terms = task_terms(feat, diff if with_diff else None)
     s = scores if with_diff else np.zeros((len(x), len(difficulty.NAMES)))
@@ -265,7 +268,7 @@ def fit_arch(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | No
     sd = u.std(0)
     scale = np.where(sd > 1e-9, 1.0 / np.maximum(sd, 1e-9), 0.0)
     scale[:n_buckets] = HASHED_WEIGHT if arch in ("task-ridge", "task-ridge-nodiff") else 0.0
-    heads = export.Heads([_scaled_ridge(u, y, TASK_ALPHA, scale)], nv, na, terms=terms)
+    heads = export.Heads([_scaled_ridge(u, y, TASK_ALPHA, scale, weight)], nv, na, terms=terms)
     return Fitted(arch, heads, with_diff)
 
 
@@ -670,14 +673,23 @@ def _stack(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return None if a is None or b is None else np.concatenate([a, b], axis=0)
 
 
+def phrasing_weights(bench_datasets: np.ndarray, user_datasets: np.ndarray) -> np.ndarray:
+    """Row weights for a fit on bench rows followed by user rows: within each task both
+    phrasings weigh alike in all (a task has far fewer user rows; a user's prompt is as likely
+    as the bench's)."""
+    w_user = np.array([(bench_datasets == d).sum() / max((user_datasets == d).sum(), 1) for d in user_datasets])
+    return np.concatenate([np.ones(len(bench_datasets)), np.maximum(w_user, 1.0)])
+
+
 def fit_lengths_with_user(f: Fitted, arch: str, feat: Featurizer, x, scores, y, xu, su, yu, nv: int, na: int,
-                          diff) -> Fitted:
+                          diff, weight: np.ndarray | None = None) -> Fitted:
     """`f` (fitted on bench-phrased rows) with its length head refitted on those rows and the
     user-phrased ones; its quality and acceptance heads stay as they were (and as they were
     judged). Only single-layer fits can swap one head; others are returned as they are."""
     if len(f.heads.layers) != 1 or xu is None or not len(xu):
         return f
-    g = fit_arch(arch, feat, np.concatenate([x, xu]), _stack(scores, su), np.concatenate([y, yu]), nv, na, diff)
+    g = fit_arch(arch, feat, np.concatenate([x, xu]), _stack(scores, su), np.concatenate([y, yu]), nv, na, diff,
+                 weight)
     mine, theirs = f.heads.layers[0], g.heads.layers[0]
     mine.w[:, nv + na:] = theirs.w[:, nv + na:]
     mine.b[nv + na:] = theirs.b[nv + na:]
@@ -702,7 +714,8 @@ def user_length_check(t: Table, u: Table, feat: Featurizer, x, scores, xu, su, d
         tr_t, tr_u, te_t, te_u = pt != k, pu != k, pt == k, pu == k
         alone = fit_arch(arch, feat, x[tr_t], take(scores, tr_t), yt[tr_t], nv, na, diff)
         both = fit_arch(arch, feat, np.concatenate([x[tr_t], xu[tr_u]]), _stack(take(scores, tr_t), take(su, tr_u)),
-                        np.concatenate([yt[tr_t], yu[tr_u]]), nv, na, diff)
+                        np.concatenate([yt[tr_t], yu[tr_u]]), nv, na, diff,
+                        phrasing_weights(t.datasets[tr_t], u.datasets[tr_u]))
         for who, f in (("bench", alone), ("both", both)):
             if te_u.any():
                 pred[(who, "user")][te_u] = length_of(f, xu[te_u], take(su, te_u))
@@ -857,7 +870,8 @@ def _train(args) -> int:
         f = fit_arch(arch, feat, x, scores, y, nv, na, diff)
         if user.prompts:
             f = fit_lengths_with_user(f, arch, feat, x, scores, y, xu, su,
-                                      user.targets(_acc_fill(table, np.arange(len(table.prompts)))), nv, na, diff)
+                                      user.targets(_acc_fill(table, np.arange(len(table.prompts)))), nv, na, diff,
+                                      phrasing_weights(table.datasets, user.datasets))
         if f.heads.terms is not None and not f.uses_scores:
             f.heads.terms = task_terms(feat, None)  # the graph must compute the zeros training saw
         model = export.build(f.heads, _meta(arch, table, cfg, commit, caps, models if f.uses_scores else [],
