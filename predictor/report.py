@@ -269,11 +269,14 @@ def diagnosis_lines(cv: dict) -> list[str]:
     for v, s in diag["slopes"].items():
         out.append(f"| {v} | {s['pooled']:+.3f} | "
                    + " | ".join(_f(s['within'].get(d), '{:+.3f}') for d in _tasks(cv, shown=True)) + " |")
-    out += ["", "Confirmed: for the verifiers that get anything right, the pooled slope is positive (tasks with "
-            "longer prompts, GSM8K, have higher quality than NQ) while within GSM8K and NQ longer questions are "
-            "answered worse. A model that sees length but not the task applies the across-task slope within a "
-            "task: that is why length-only (and the pooled hashed-ridge) rank GSM8K questions the wrong way round. "
-            "Per-task terms fix the sign.", "",
+    target = diag["slopes"].get(TARGET_VERIFIER, {})
+    worse = [d for d in _tasks(cv, shown=True) if (target.get("within", {}).get(d) or 0.0) < -0.05]
+    out += ["", f"For the 1.5B the pooled slope is {target.get('pooled', float('nan')):+.3f} (tasks with longer "
+            "prompts, GSM8K and code, have higher quality than NQ), while within "
+            f"{' and '.join(worse) or 'no task'} longer questions are answered worse (slope below -0.05). A model "
+            "that sees length but not the task applies the across-task slope within a task: that is why "
+            "length-only (and the pooled hashed-ridge) rank GSM8K questions the wrong way round. Per-task terms "
+            "fix the sign.", "",
             "Within-task skill of the simple signals (Spearman ρ / AUC with each verifier's quality; in-sample, no "
             "fitting):", "",
             "| task | signal | " + " | ".join(cv["data"]["verifiers"]) + " |", "|---|---|" + "---|" * len(cv["data"]["verifiers"])]
@@ -360,6 +363,31 @@ def curve_reading(lc: dict) -> list[str]:
                      "the curve, short of the target, so more prompts of this kind may help but this curve does not "
                      "show they would reach it.")
         out.append("- " + text)
+    return out
+
+
+def user_length_lines(cv: dict) -> list[str]:
+    ul = cv.get("user_lengths")
+    if not ul:
+        return ["(no user-phrased rows: `python -m predictor.datagen ... --user N` makes them)"]
+    counts = ", ".join(f"{d} {n}" for d, n in ul["user_prompts"].items())
+    out = [f"The bench's prompts end in an answer-format instruction (\"briefly\", \"in a few words\", \"under 100 "
+           f"words\", a code block), and a length head trained on them alone expects every answer to be that short. "
+           f"User-phrased rows ask the same training questions without it (`Task.user_prompt`), at the "
+           f"{ul['user_cap']}-token cap `qroute run` gives by default: {counts} prompts x 4 verifiers. They train "
+           f"the exported length heads only (quality and acceptance heads stay the bench rows' fits), each task's "
+           f"user rows weighing as much in all as its bench rows. Held out by question ({ul['parts']} parts; both "
+           f"phrasings of a question in the same part), {ul['arch']}: median of observed / predicted tokens (1.00 "
+           "is right; above 1, answers run longer than predicted) and, in brackets, mean |log(observed / "
+           "predicted)| (0 is right), predictions capped at the row's cap as the router caps them.", "",
+           "| task | verifier | user prompts: observed median | length head without user rows | with them "
+           "| bench prompts: without | with |", "|---|---|---|---|---|---|---|"]
+    cell = lambda x: f"{x['median_ratio']:.2f} ({x['mean_abs_log']:.2f})" if x else "–"  # noqa: E731
+    for d, per_v in ul["on"]["user"].items():
+        for v, c in per_v.items():
+            b = ul["on"]["bench"].get(d, {}).get(v, {})
+            out.append(f"| {d} | {v} | {c['observed_median']:.0f} | {cell(c['bench'])} | {cell(c['both'])} "
+                       f"| {cell(b.get('bench'))} | {cell(b.get('both'))} |")
     return out
 
 
