@@ -64,9 +64,14 @@ def server_completion(server: LlamaServer, tokens: list[int], max_tokens: int, s
             "prompt_ms": timings["prompt_ms"], "predicted_ms": timings["predicted_ms"]}
 
 
+def tokens_per_s(run: dict) -> float:
+    """A run's speed: tokens over seconds (0 for a run that took no time)."""
+    return len(run["tokens"]) / run["seconds"] if run["seconds"] else 0.0
+
+
 def median_run(runs: list[dict]) -> dict:
-    """The run of median speed (tokens over seconds; the lower middle one of an even count)."""
-    ordered = sorted(runs, key=lambda r: len(r["tokens"]) / r["seconds"] if r["seconds"] else 0.0)
+    """The run of median speed (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=tokens_per_s)
     return ordered[(len(ordered) - 1) // 2]
 
 
@@ -171,9 +176,9 @@ def main() -> None:
     rows = []
     for name, runs in results.items():
         plain = runs["qroute plain"]
-        base_tps = len(plain["tokens"]) / plain["seconds"]
+        base_tps = tokens_per_s(plain)
         for label, run in runs.items():
-            tps = len(run["tokens"]) / run["seconds"] if run["seconds"] else 0.0
+            tps = tokens_per_s(run)
             rows.append({
                 "prompt": name, "mode": label, "tokens_per_s": round(tps, 2),
                 "ratio_vs_qroute_plain": round(tps / base_tps, 3) if base_tps else None,
@@ -183,8 +188,7 @@ def main() -> None:
                 "agreement_with_plain": round(agreement(run["tokens"], plain["tokens"]), 3),
                 **{k: run[k] for k in ("ttft_s", "prompt_ms", "predicted_ms", "threads") if k in run},
                 "runs": len(measured[name][label]),
-                "tokens_per_s_each": [round(len(r["tokens"]) / r["seconds"], 2) if r["seconds"] else 0.0
-                                      for r in measured[name][label]],
+                "tokens_per_s_each": [round(tokens_per_s(r), 2) for r in measured[name][label]],
             })
 
     table = Table(title=f"qroute vs llama.cpp-native: {args.verifier}"

@@ -282,8 +282,12 @@ def run(
 
     registry = registry or load_registry(None, include_user=False)
     verifiers = list(models) if models else sorted({p.verifier for p in registry.pairs.values()})
-    per_dataset = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in amounts.items() if n > 0}
-    per_user = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in (user or {}).items() if n > 0}
+    user = user or {}
+    # One sampled order per data set, read once: the user-phrased prompts are a prefix of it too.
+    longest = {d: max(amounts.get(d, 0), user.get(d, 0)) for d in [*amounts, *user]}
+    ordered = {d: splits.sample(splits.train_rows(d, data_root), n) for d, n in longest.items() if n > 0}
+    per_dataset = {d: ordered[d][:n] for d, n in amounts.items() if n > 0}
+    per_user = {d: ordered[d][:n] for d, n in user.items() if n > 0}
     have = {r["key"] for r in read_rows(out)}
     # Workers split the same ordered work list row by row, so parallel processes finish
     # chunks together instead of one racing ahead on the cheap models. Bench-phrased prompts

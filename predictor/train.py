@@ -721,10 +721,11 @@ def user_length_check(t: Table, u: Table, feat: Featurizer, x, scores, xu, su, d
                 pred[(who, "user")][te_u] = length_of(f, xu[te_u], take(su, te_u))
             if te_t.any():
                 pred[(who, "bench")][te_t] = length_of(f, x[te_t], take(scores, te_t))
-    caps_u = np.array([[datagen_cap_user()] * nv] * len(u.prompts), float)
+    user_cap = datagen_cap_user()
+    caps_u = np.full((len(u.prompts), nv), float(user_cap))
     caps_t = np.array([[TASKS[d].max_tokens] * nv for d in t.datasets], float)
     out: dict = {"arch": arch, "parts": DEV_PARTS, "user_prompts": {d: int((u.datasets == d).sum()) for d in sorted(set(u.datasets))},
-                 "user_cap": datagen_cap_user(), "on": {}}
+                 "user_cap": user_cap, "on": {}}
     for on, tab, caps in (("user", u, caps_u), ("bench", t, caps_t)):
         for d in sorted(set(u.datasets)):
             rows = np.flatnonzero(tab.datasets == d)
@@ -866,12 +867,13 @@ def _train(args) -> int:
                                          "Tom has 3 apples and buys 4 more. How many apples does he have?"]
     caps = {d: TASKS[d].max_tokens for d in sorted(set(table.datasets))}
     xc = feat.hashed(check_prompts)
+    if user.prompts:  # the same for every architecture
+        yu = user.targets(_acc_fill(table, np.arange(len(table.prompts))))
+        weight = phrasing_weights(table.datasets, user.datasets)
     for arch in names:
         f = fit_arch(arch, feat, x, scores, y, nv, na, diff)
         if user.prompts:
-            f = fit_lengths_with_user(f, arch, feat, x, scores, y, xu, su,
-                                      user.targets(_acc_fill(table, np.arange(len(table.prompts)))), nv, na, diff,
-                                      phrasing_weights(table.datasets, user.datasets))
+            f = fit_lengths_with_user(f, arch, feat, x, scores, y, xu, su, yu, nv, na, diff, weight)
         if f.heads.terms is not None and not f.uses_scores:
             f.heads.terms = task_terms(feat, None)  # the graph must compute the zeros training saw
         model = export.build(f.heads, _meta(arch, table, cfg, commit, caps, models if f.uses_scores else [],
