@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from predictor import datagen, train
+from qroute_cli.evaluation import provenance
 
 PROBE_MODEL = "smollm2-135m"
 OUT = train.RESULTS / "probe.json"
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "length": np.ones_like(oof)}, intervals=False)
         out["added"][name] = {d: {v: {"spearman": r["quality"][v]["spearman"], "auc": r["quality"][v]["auc"]}
                                   for v in table.verifiers} for d, r in res.items() if d != "all"}
+    out["provenance"] = provenance.record(" ".join(["python", "-m", "predictor.probe", *(sys.argv[1:] if argv is None else argv)]),
+                                          threads=1)
     OUT.write_text(json.dumps(out, indent=1))
     print(json.dumps({"prefill_ms": out["prefill_ms"], "signals": out["signals"]}, indent=1))
     return 0

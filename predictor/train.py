@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor import datagen, difficulty, export
-from qroute_cli.evaluation import splits
+from qroute_cli.evaluation import provenance, splits
 from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.routing.predict import DATASET_TASKS
 from qroute_cli.routing.features import DENSE_NAMES, PREDICTOR_DIR, TASK_TYPES, TOKENIZER_FILE, Featurizer, \
@@ -788,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ship-to", type=Path, default=SHIPPED, help="the packaged predictor file")
     ap.add_argument("--results", type=Path, default=RESULTS / "cv.json")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results file's provenance
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: on a busy 2-core machine, spinning BLAS threads make small products 100x slower.
@@ -910,6 +911,8 @@ def _train(args) -> int:
         "evouna_metric_check": {} if args.no_human else evouna_metric_check(),
         "hanna_check": {} if args.no_human else hanna_check(),
         "commit": commit,
+        # Commit, date, machine and command (BLAS is held to one thread while training).
+        "provenance": provenance.record(" ".join(["python", "-m", "predictor.train", *args.argv]), threads=1),
         "seconds": round(time.time() - t0, 1),
         **facts,
     }

@@ -210,6 +210,9 @@ def test_training_pipeline_end_to_end(tmp_path, fake_registry):
     assert rc == 0
     cv = json.loads((tmp_path / "cv.json").read_text())
     assert cv["data"]["prompts"] == 24 and cv["shipped"] in train.ARCHS
+    made = cv["provenance"]  # what made the results file: commit, date, machine, threads, command
+    assert made["date"] and made["machine"] and made["threads"] == 1
+    assert made["command"].startswith("python -m predictor.train --data ") and made["commit"]
     assert {"hashed-ridge", "hashed-mlp", "task-ridge", "task-mean", "length-only"} <= set(cv["results"])
     assert all(e["max_abs_diff_vs_numpy"] < 1e-4 for e in cv["exported"].values())
     assert "length-only" in cv["exported"] and (tmp_path / "build" / "length-only.onnx").exists()
