@@ -8,10 +8,14 @@ end and alternating, N rounds of:
       8 tokens through the model's chat template (`create_chat_completion`, greedy), with the
       same context size and thread count
   (c) `qroute --help`
+  (d) (a) again in a data dir that has a calibration profile for the model, as a user's has
+      after the first routed run: a forced pair is then predicted before it runs (it drafts
+      by the prediction), which loads the quality predictor (onnxruntime, the tokenizer)
 
-and reports each one's median, the ratio a/b with a bootstrap 95% interval, and the range of
-the per-round ratios. `--pair` needs no calibration (a forced pair is never measured), so (a)
-runs in a fresh QROUTE_HOME made for the bench; its first run creates the learning store and
+and reports each one's median, the ratio a/b and d/b with a bootstrap 95% interval, and the
+range of the per-round ratios. `--pair` needs no calibration (a forced pair is never
+measured), so (a) runs in a fresh QROUTE_HOME made for the bench; (d) in a second one where
+`qroute calibrate --quick -m MODEL` ran first. The first round creates the learning stores and
 is a warm-up, like one warm-up run of (b) and (c). Byte code is cached in a temporary
 PYTHONPYCACHEPREFIX for all three (the warm-up writes it), so an environment that sets
 PYTHONDONTWRITEBYTECODE does not make every run compile qroute from source.
@@ -115,9 +119,13 @@ def main() -> int:
     if not args.no_bytecode_cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
+    calibrated = {**env, "QROUTE_HOME": str(home / "calibrated")}
     run_args = ["run", "--pair", args.pair, "-n", str(args.tokens), "--threads", str(args.threads), args.prompt]
+    print(f"calibrating {spec.name} at --threads {args.threads} for (d) ...", flush=True)
+    _time(_qroute(ROOT) + ["calibrate", "--quick", "-m", spec.name, "--threads", str(args.threads)], calibrated)
     commands = {
         "qroute_run": _qroute(ROOT) + run_args,
+        "qroute_run_calibrated": _qroute(ROOT) + run_args,
         "bare_llama_cpp": [sys.executable, "-c", BARE, str(gguf), str(spec.n_ctx), str(args.threads),
                            str(args.tokens), args.prompt],
         "qroute_help": _qroute(ROOT) + ["--help"],
@@ -131,7 +139,7 @@ def main() -> int:
     try:
         for round_ in range(args.runs + 1):  # round 0 warms up: byte code, the learning store
             for name, cmd in commands.items():
-                seconds, out = _time(cmd, env)
+                seconds, out = _time(cmd, calibrated if name == "qroute_run_calibrated" else env)
                 if round_:
                     samples[name].append(seconds)
                 else:
@@ -142,7 +150,7 @@ def main() -> int:
 
     med = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
-    for run in ("qroute_run", "baseline_run"):
+    for run in ("qroute_run", "qroute_run_calibrated", "baseline_run"):
         if run in samples:
             a, b = samples[run], samples["bare_llama_cpp"]
             per_round = [x / y for x, y in zip(a, b)]
@@ -150,6 +158,7 @@ def main() -> int:
                            "bootstrap_95": [round(x, 3) for x in _bootstrap_ratio(a, b)],
                            "per_round_range": [round(min(per_round), 3), round(max(per_round), 3)]}
     shown = {name: "qroute " + " ".join(cmd[3:]) for name, cmd in commands.items()}
+    shown["qroute_run_calibrated"] += f"  (after qroute calibrate --quick -m {spec.name} --threads {args.threads})"
     shown["bare_llama_cpp"] = f"python -c BARE {' '.join(commands['bare_llama_cpp'][3:])}"
     if args.baseline:
         for name in ("baseline_run", "baseline_help"):
@@ -177,7 +186,7 @@ def main() -> int:
     print(f"{cpu_model()}, {os.cpu_count()} cores, --threads {args.threads}, {args.runs} rounds; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     for name, v in med.items():
-        print(f"  {name:15s} median {v:6.3f} s  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")
+        print(f"  {name:21s} median {v:6.3f} s  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")
     for run, r in ratios.items():
         low, high = r["bootstrap_95"]
         lo, hi = r["per_round_range"]

@@ -805,6 +805,11 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
                "ratio_over_bare": {"qroute_run": {"median_ratio": 1.3, "bootstrap_95": [1.25, 1.4]}}}
     assert "not met." in "\n".join(wr.startup_section(startup))
     assert "earlier code" not in "\n".join(wr.startup_section(startup))
+    assert "calibration profile" not in "\n".join(wr.startup_section(startup))
+    startup["median_s"]["qroute_run_calibrated"] = 1.1
+    startup["ratio_over_bare"]["qroute_run_calibrated"] = {"median_ratio": 1.1, "bootstrap_95": [1.05, 1.15]}
+    assert "the quality predictor loads): 1.10 s, ratio 1.10 (95% interval 1.05–1.15); at most 1.2x: met." \
+        in "\n".join(wr.startup_section(startup))
     startup["median_s"].update(baseline_run=1.6, baseline_help=0.31)
     startup["ratio_over_bare"]["baseline_run"] = {"median_ratio": 1.6, "bootstrap_95": [1.5, 1.7]}
     startup["baseline_label"] = "commit abc1234"

@@ -453,3 +453,45 @@ def test_the_decision_hands_the_run_its_cost_curve(fake_registry):
     assert d.predicted.costs == cost_curve(profile, fake_registry.pair("fake-big+small"))
     assert d.predicted.acceptance == pytest.approx(0.6)
     assert d.estimate("fake-big").costs is None
+
+
+def test_a_forced_pair_loads_its_models_while_the_scorer_loads_on_a_second_thread(fake_registry, fake_pool,
+                                                                                  monkeypatch):
+    """A one-shot `qroute run --pair` with a profile needs the scorer before the run (the pair
+    drafts by the prediction): it loads beside the models, and its warnings still reach the user."""
+    import threading
+
+    from qroute_cli.routing import router as router_mod
+
+    seen = {}
+
+    def slow_scorer(registry, warn, path=None):
+        seen["thread"] = threading.current_thread().name
+        seen["models_loading"] = list(fake_pool.loaded())
+        warn("The quality predictor is unavailable (test); using the per-model priors of models.toml.")
+        return PriorScorer(registry, default_length=50)
+
+    monkeypatch.setattr(router_mod, "default_scorer", slow_scorer)
+    out = io.StringIO()
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), store=Store(),
+                    console=Console(file=out, width=200), pool=fake_pool)
+    d = router.decide(user_messages("tell me a story"), max_tokens=50, forced_pair="fake-big+small")
+    assert seen["thread"] != threading.current_thread().name
+    assert set(fake_pool.loaded()) == {"fake-big", "fake-small"}  # loaded by the decision, before the run
+    assert d.predicted is not None and d.predicted.acceptance == pytest.approx(0.6)
+    assert out.getvalue().count("quality predictor is unavailable (test)") == 1
+    router.decide(user_messages("again"), max_tokens=50, forced_pair="fake-big+small")
+    assert out.getvalue().count("quality predictor is unavailable (test)") == 1  # loaded once
+    router.close()
+
+
+def test_without_a_profile_a_forced_pair_loads_no_scorer(fake_registry, fake_pool, monkeypatch):
+    from qroute_cli.routing import router as router_mod
+
+    monkeypatch.setattr(router_mod, "default_scorer", lambda *a, **k: pytest.fail("the scorer was loaded"))
+    monkeypatch.setattr(router_mod.Router, "_load_profile", lambda self: None)
+    router = Router(fake_registry, budget_s=5.0, store=Store(), console=quiet_console(), pool=fake_pool)
+    d = router.decide(user_messages("tell me a story"), max_tokens=50, forced_pair="fake-big+small")
+    assert d.chosen == "fake-big+small" and d.predicted is None
+    assert fake_pool.loaded() == []  # the run loads them, as before
+    router.close()

@@ -259,10 +259,13 @@ class Router:
         self._ensure_ready(pairs, measure=True)
         return self.profile
 
-    def _ensure_ready(self, pairs: Sequence[Pair], measure: bool) -> None:
-        """Load profile, store and scorer once; measure models the profile lacks."""
+    def _ensure_ready(self, pairs: Sequence[Pair], measure: bool, forced: Pair | None = None) -> None:
+        """Load profile, store and scorer once; measure models the profile lacks. A `forced`
+        local pair's models load while the scorer does (see _load_beside_scorer)."""
         if not self._ready and not self._profile_given:
             self.profile = self._load_profile()
+        if forced is not None and not forced.remote and self._scorer is None and self._predicts(pairs):
+            self._load_beside_scorer(forced)
         if any(p.remote for p in pairs):
             self._remote_ready(pairs, measure)
         if measure and not self._profile_given:
@@ -283,6 +286,37 @@ class Router:
                 self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
                                     remote=self.remote_profiles)
             self._ready = True
+
+    def _load_beside_scorer(self, pair: Pair) -> None:
+        """Load the scorer on a second thread while this one loads `pair`'s models into the
+        pool. A forced pair is predicted before it runs (it drafts by the prediction), so a
+        one-shot `qroute run --pair` with a calibration profile needs both; llama.cpp reads a
+        model without holding Python's lock, so the run pays the longer of the two loads, not
+        their sum. The scorer's warnings are shown from this thread, after the join."""
+        if self.pool is None:
+            return
+        import threading
+
+        warnings: list[str] = []
+        loaded: list[Scorer] = []
+
+        def load() -> None:
+            try:
+                loaded.append(default_scorer(self.registry, warnings.append))
+            except Exception:  # noqa: BLE001 - the scorer property loads it again here and says why
+                pass
+
+        worker = threading.Thread(target=load, name="qroute-scorer", daemon=True)
+        worker.start()
+        try:
+            for name in pair.model_names:
+                self.pool.get(name)
+        finally:
+            worker.join()
+            for text in warnings:
+                self._warn_once(text)
+        if loaded:
+            self._scorer = loaded[0]
 
     def _predicts(self, pairs: Sequence[Pair]) -> bool:
         """Whether any of `pairs` can get an estimate: without a profile, local pairs get none
@@ -352,10 +386,9 @@ class Router:
 
     def decide(self, messages: Sequence[Message], *, max_tokens: int, forced_pair: str | None = None) -> RouteDecision:
         """Choose a pair for `messages` (or take `forced_pair`) and say why."""
-        if forced_pair is not None:
-            self.registry.pair(forced_pair)
+        forced = self.registry.pair(forced_pair) if forced_pair is not None else None
         pairs = self.candidates()
-        self._ensure_ready(pairs, measure=forced_pair is None)
+        self._ensure_ready(pairs, measure=forced is None, forced=forced)
         if any(p.remote for p in pairs):
             pairs = self.candidates()  # a calibration may have found an endpoint down
         if forced_pair is None and not pairs:
