@@ -11,9 +11,12 @@ end and alternating, N rounds of:
   (d) (a) again in a data dir that has a calibration profile for the model, as a user's has
       after the first routed run: a forced pair is then predicted before it runs (it drafts
       by the prediction), which loads the quality predictor (onnxruntime, the tokenizer)
+  (e) (d) again with a learning store of --history runs (default: as many as the router
+      replays at start, tuning.ROUTING.replay_runs), as a shell loop leaves it: every one-shot
+      run reads them back to learn from. They are copies of (e)'s own first run.
 
 and reports each one's median, the ratio a/b and d/b with a bootstrap 95% interval, and the
-range of the per-round ratios. `--pair` needs no calibration (a forced pair is never
+range of the per-round ratios (also e/b). `--pair` needs no calibration (a forced pair is never
 measured), so (a) runs in a fresh QROUTE_HOME made for the bench; (d) in a second one where
 `qroute calibrate --quick -m MODEL` ran first. The first round creates the learning stores and
 is a warm-up, like one warm-up run of (b) and (c). Byte code is cached in a temporary
@@ -45,6 +48,7 @@ from pathlib import Path
 
 from qroute_cli.evaluation.provenance import source_commit
 from qroute_cli.routing.latency import cpu_model
+from qroute_cli.tuning import ROUTING
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "What is the capital of France?"
@@ -77,6 +81,17 @@ def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+def _fill_history(home: Path, n: int) -> None:
+    """Copy the one run logged in `home`'s learning store until it holds `n` runs."""
+    import sqlite3
+
+    with sqlite3.connect(home / "data" / "runs.db") as db:
+        columns = ", ".join(row[1] for row in db.execute("PRAGMA table_info(runs)") if row[1] != "id")
+        while db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] < n:
+            db.execute(f"INSERT INTO runs ({columns}) SELECT {columns} FROM runs")
+        db.execute("DELETE FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY id LIMIT ?)", (n,))
+
+
 def _bootstrap_ratio(a: list[float], b: list[float], rounds: int = 2000) -> tuple[float, float]:
     """95% interval of median(a) / median(b), resampling each side independently."""
     rng = random.Random(0)
@@ -94,6 +109,8 @@ def main() -> int:
     ap.add_argument("--tokens", "-n", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--prompt", default=PROMPT)
+    ap.add_argument("--history", type=int, default=ROUTING.replay_runs,
+                    help="runs in (e)'s learning store (default: what the router replays, %(default)s)")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also time (a) and (c) with the qroute_cli of DIR, e.g. an earlier commit's: "
                          "mkdir DIR && git archive REV qroute_cli | tar -x -C DIR")
@@ -120,12 +137,18 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
     calibrated = {**env, "QROUTE_HOME": str(home / "calibrated")}
+    history = {**env, "QROUTE_HOME": str(home / "history")}
     run_args = ["run", "--pair", args.pair, "-n", str(args.tokens), "--threads", str(args.threads), args.prompt]
-    print(f"calibrating {spec.name} at --threads {args.threads} for (d) ...", flush=True)
+    print(f"calibrating {spec.name} at --threads {args.threads} for (d) and (e) ...", flush=True)
     _time(_qroute(ROOT) + ["calibrate", "--quick", "-m", spec.name, "--threads", str(args.threads)], calibrated)
+    shutil.copytree(home / "calibrated", home / "history")
+    _time(_qroute(ROOT) + run_args, history)
+    _fill_history(home / "history", args.history)
+    homes = {"qroute_run_calibrated": calibrated, "qroute_run_history": history}
     commands = {
         "qroute_run": _qroute(ROOT) + run_args,
         "qroute_run_calibrated": _qroute(ROOT) + run_args,
+        "qroute_run_history": _qroute(ROOT) + run_args,
         "bare_llama_cpp": [sys.executable, "-c", BARE, str(gguf), str(spec.n_ctx), str(args.threads),
                            str(args.tokens), args.prompt],
         "qroute_help": _qroute(ROOT) + ["--help"],
@@ -139,7 +162,7 @@ def main() -> int:
     try:
         for round_ in range(args.runs + 1):  # round 0 warms up: byte code, the learning store
             for name, cmd in commands.items():
-                seconds, out = _time(cmd, calibrated if name == "qroute_run_calibrated" else env)
+                seconds, out = _time(cmd, homes.get(name, env))
                 if round_:
                     samples[name].append(seconds)
                 else:
@@ -150,7 +173,7 @@ def main() -> int:
 
     med = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
-    for run in ("qroute_run", "qroute_run_calibrated", "baseline_run"):
+    for run in ("qroute_run", "qroute_run_calibrated", "qroute_run_history", "baseline_run"):
         if run in samples:
             a, b = samples[run], samples["bare_llama_cpp"]
             per_round = [x / y for x, y in zip(a, b)]
@@ -159,6 +182,7 @@ def main() -> int:
                            "per_round_range": [round(min(per_round), 3), round(max(per_round), 3)]}
     shown = {name: "qroute " + " ".join(cmd[3:]) for name, cmd in commands.items()}
     shown["qroute_run_calibrated"] += f"  (after qroute calibrate --quick -m {spec.name} --threads {args.threads})"
+    shown["qroute_run_history"] += f"  (as (d), with {args.history} runs in the learning store)"
     shown["bare_llama_cpp"] = f"python -c BARE {' '.join(commands['bare_llama_cpp'][3:])}"
     if args.baseline:
         for name in ("baseline_run", "baseline_help"):
@@ -171,6 +195,7 @@ def main() -> int:
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "threads": args.threads,
         "runs": args.runs,
+        "history_runs": args.history,
         "bytecode_cache": not args.no_bytecode_cache,
         "commands": shown,
         "bare_script": BARE,

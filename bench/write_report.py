@@ -474,7 +474,19 @@ def _calibrated_sentence(data: dict) -> str:
     lo, hi = cal["bootstrap_95"]
     return (f" With a calibration profile in the data dir, as after a user's first routed run, the forced pair "
             f"is predicted before it runs (the quality predictor loads): {data['median_s']['qroute_run_calibrated']:.2f} s, "
-            f"ratio {cal['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_verdict(hi, lo)}")
+            f"ratio {cal['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_verdict(hi, lo)}"
+            + _history_sentence(data))
+
+
+def _history_sentence(data: dict) -> str:
+    """The calibrated run with a full learning store (bench.startup's (e)), where timed."""
+    hist = data["ratio_over_bare"].get("qroute_run_history")
+    if not hist:
+        return ""
+    lo, hi = hist["bootstrap_95"]
+    return (f" With {data.get('history_runs', '?')} runs in the learning store as well, which every run reads back "
+            f"to learn from: {data['median_s']['qroute_run_history']:.2f} s, ratio {hist['median_ratio']:.2f} "
+            f"(95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_verdict(hi, lo)}")
 
 
 def _baseline_sentence(data: dict) -> str:

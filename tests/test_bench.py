@@ -810,6 +810,12 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
     startup["ratio_over_bare"]["qroute_run_calibrated"] = {"median_ratio": 1.1, "bootstrap_95": [1.05, 1.15]}
     assert "the quality predictor loads): 1.10 s, ratio 1.10 (95% interval 1.05–1.15); at most 1.2x: met." \
         in "\n".join(wr.startup_section(startup))
+    assert "learning store" not in "\n".join(wr.startup_section(startup))
+    startup.update(history_runs=2000)
+    startup["median_s"]["qroute_run_history"] = 1.3
+    startup["ratio_over_bare"]["qroute_run_history"] = {"median_ratio": 1.3, "bootstrap_95": [1.1, 1.4]}
+    assert "With 2000 runs in the learning store as well, which every run reads back to learn from: 1.30 s, ratio " \
+           "1.30 (95% interval 1.10–1.40); at most 1.2x: not shown either way" in "\n".join(wr.startup_section(startup))
     startup["median_s"].update(baseline_run=1.6, baseline_help=0.31)
     startup["ratio_over_bare"]["baseline_run"] = {"median_ratio": 1.6, "bootstrap_95": [1.5, 1.7]}
     startup["baseline_label"] = "commit abc1234"

@@ -91,13 +91,15 @@ class LogFactorFilter:
     def update(self, key: str, y: float) -> None:
         """Observe y = log(observed / profile estimate) for `key`."""
         i = self._slot(key)
-        self.cov = self.cov + np.eye(len(self.mean)) * self.drift_var
-        h = np.zeros(len(self.mean))
-        h[0] = h[i] = 1.0
-        s = h @ self.cov @ h + self.obs_var
-        gain = self.cov @ h / s
-        self.mean = self.mean + gain * (y - h @ self.mean)
-        self.cov = self.cov - np.outer(gain, h @ self.cov)
+        # The observation reads two states, shared and local (h = e_0 + e_i): the products with
+        # h are sums of two rows, which keeps a one-shot run's replay of its log cheap.
+        cov = self.cov.copy()
+        cov.flat[::len(self.mean) + 1] += self.drift_var
+        ch = cov[:, 0] + cov[:, i]  # cov @ h (cov is symmetric: also h @ cov)
+        s = ch[0] + ch[i] + self.obs_var  # h @ cov @ h + noise
+        gain = ch / s
+        self.mean = self.mean + gain * (y - (self.mean[0] + self.mean[i]))
+        self.cov = cov - np.outer(gain, ch)
 
 
 @dataclass
