@@ -459,10 +459,10 @@ def startup_section(data: dict) -> list[str]:
             f"{med['qroute_run']:.2f} s, a bare llama-cpp-python script doing the same {med['bare_llama_cpp']:.2f} s "
             f"(median), ratio {ratio['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); `qroute --help` "
             f"{med['qroute_help']:.2f} s. The target is at most 1.2x: "
-            + _verdict(hi, lo) + _calibrated_sentence(data) + _baseline_sentence(data), ""]
+            + _startup_verdict(hi, lo) + _calibrated_sentence(data) + _baseline_sentence(data), ""]
 
 
-def _verdict(hi: float, lo: float) -> str:
+def _startup_verdict(hi: float, lo: float) -> str:
     return "met." if hi <= 1.2 else "not met." if lo > 1.2 else "not shown either way (the interval spans it)."
 
 
@@ -474,7 +474,7 @@ def _calibrated_sentence(data: dict) -> str:
     lo, hi = cal["bootstrap_95"]
     return (f" With a calibration profile in the data dir, as after a user's first routed run, the forced pair "
             f"is predicted before it runs (the quality predictor loads): {data['median_s']['qroute_run_calibrated']:.2f} s, "
-            f"ratio {cal['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_verdict(hi, lo)}"
+            f"ratio {cal['median_ratio']:.2f} (95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_startup_verdict(hi, lo)}"
             + _history_sentence(data))
 
 
@@ -486,7 +486,7 @@ def _history_sentence(data: dict) -> str:
     lo, hi = hist["bootstrap_95"]
     return (f" With {data.get('history_runs', '?')} runs in the learning store as well, which every run reads back "
             f"to learn from: {data['median_s']['qroute_run_history']:.2f} s, ratio {hist['median_ratio']:.2f} "
-            f"(95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_verdict(hi, lo)}")
+            f"(95% interval {lo:.2f}–{hi:.2f}); at most 1.2x: {_startup_verdict(hi, lo)}")
 
 
 def _baseline_sentence(data: dict) -> str:
