@@ -9,14 +9,16 @@ end and alternating, N rounds of:
       same context size and thread count
   (c) `qroute --help`
   (d) (a) again in a data dir that has a calibration profile for the model, as a user's has
-      after the first routed run: a forced pair is then predicted before it runs (it drafts
-      by the prediction), which loads the quality predictor (onnxruntime, the tokenizer)
+      after the first routed run (the router reads the profile and the learning store)
   (e) (d) again with a learning store of --history runs (default: as many as the router
       replays at start, tuning.ROUTING.replay_runs), as a shell loop leaves it: every one-shot
       run reads them back to learn from. They are copies of (e)'s own first run.
+  (f) (d) with the model's n-gram pair (--drafting-pair, default PAIR+ngram): a drafting pair
+      is predicted before it runs (its draft lengths follow the predicted acceptance), so it
+      also loads the quality predictor (onnxruntime, the tokenizer), beside the model
 
-and reports each one's median, the ratio a/b and d/b with a bootstrap 95% interval, and the
-range of the per-round ratios (also e/b). `--pair` needs no calibration (a forced pair is never
+and reports each one's median, the ratio to (b) with a bootstrap 95% interval, and the range
+of the per-round ratios. `--pair` needs no calibration (a forced pair is never
 measured), so (a) runs in a fresh QROUTE_HOME made for the bench; (d) in a second one where
 `qroute calibrate --quick -m MODEL` ran first. The first round creates the learning stores and
 is a warm-up, like one warm-up run of (b) and (c). Byte code is cached in a temporary
@@ -109,6 +111,7 @@ def main() -> int:
     ap.add_argument("--tokens", "-n", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--prompt", default=PROMPT)
+    ap.add_argument("--drafting-pair", help="(f)'s pair (default: PAIR+ngram)")
     ap.add_argument("--history", type=int, default=ROUTING.replay_runs,
                     help="runs in (e)'s learning store (default: what the router replays, %(default)s)")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
@@ -139,16 +142,19 @@ def main() -> int:
     calibrated = {**env, "QROUTE_HOME": str(home / "calibrated")}
     history = {**env, "QROUTE_HOME": str(home / "history")}
     run_args = ["run", "--pair", args.pair, "-n", str(args.tokens), "--threads", str(args.threads), args.prompt]
-    print(f"calibrating {spec.name} at --threads {args.threads} for (d) and (e) ...", flush=True)
+    print(f"calibrating {spec.name} at --threads {args.threads} for (d), (e) and (f) ...", flush=True)
     _time(_qroute(ROOT) + ["calibrate", "--quick", "-m", spec.name, "--threads", str(args.threads)], calibrated)
     shutil.copytree(home / "calibrated", home / "history")
     _time(_qroute(ROOT) + run_args, history)
     _fill_history(home / "history", args.history)
-    homes = {"qroute_run_calibrated": calibrated, "qroute_run_history": history}
+    drafting = args.drafting_pair or f"{args.pair}+ngram"
+    reg.pair(drafting)
+    homes = {"qroute_run_calibrated": calibrated, "qroute_run_history": history, "qroute_run_drafting": calibrated}
     commands = {
         "qroute_run": _qroute(ROOT) + run_args,
         "qroute_run_calibrated": _qroute(ROOT) + run_args,
         "qroute_run_history": _qroute(ROOT) + run_args,
+        "qroute_run_drafting": _qroute(ROOT) + [drafting if a == args.pair else a for a in run_args],
         "bare_llama_cpp": [sys.executable, "-c", BARE, str(gguf), str(spec.n_ctx), str(args.threads),
                            str(args.tokens), args.prompt],
         "qroute_help": _qroute(ROOT) + ["--help"],
@@ -173,7 +179,7 @@ def main() -> int:
 
     med = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
-    for run in ("qroute_run", "qroute_run_calibrated", "qroute_run_history", "baseline_run"):
+    for run in ("qroute_run", "qroute_run_calibrated", "qroute_run_history", "qroute_run_drafting", "baseline_run"):
         if run in samples:
             a, b = samples[run], samples["bare_llama_cpp"]
             per_round = [x / y for x, y in zip(a, b)]
@@ -183,6 +189,7 @@ def main() -> int:
     shown = {name: "qroute " + " ".join(cmd[3:]) for name, cmd in commands.items()}
     shown["qroute_run_calibrated"] += f"  (after qroute calibrate --quick -m {spec.name} --threads {args.threads})"
     shown["qroute_run_history"] += f"  (as (d), with {args.history} runs in the learning store)"
+    shown["qroute_run_drafting"] += "  (in (d)'s data dir)"
     shown["bare_llama_cpp"] = f"python -c BARE {' '.join(commands['bare_llama_cpp'][3:])}"
     if args.baseline:
         for name in ("baseline_run", "baseline_help"):

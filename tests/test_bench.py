@@ -808,7 +808,7 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
     assert "calibration profile" not in "\n".join(wr.startup_section(startup))
     startup["median_s"]["qroute_run_calibrated"] = 1.1
     startup["ratio_over_bare"]["qroute_run_calibrated"] = {"median_ratio": 1.1, "bootstrap_95": [1.05, 1.15]}
-    assert "the quality predictor loads): 1.10 s, ratio 1.10 (95% interval 1.05–1.15); at most 1.2x: met." \
+    assert "first routed run: 1.10 s, ratio 1.10 (95% interval 1.05–1.15); at most 1.2x: met." \
         in "\n".join(wr.startup_section(startup))
     assert "learning store" not in "\n".join(wr.startup_section(startup))
     startup.update(history_runs=2000)

@@ -485,6 +485,31 @@ def test_a_forced_pair_loads_its_models_while_the_scorer_loads_on_a_second_threa
     router.close()
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_a_forced_plain_pair_is_predicted_only_when_explained(fake_registry, fake_pool, monkeypatch, explain):
+    """Nothing in a forced plain pair's run follows a prediction: without --explain the
+    predictor is not loaded (a one-shot `qroute run --pair` skips it), and the run is still
+    logged and learned from; with --explain every candidate is predicted."""
+    from qroute_cli.routing import router as router_mod
+
+    loads = []
+    monkeypatch.setattr(router_mod, "default_scorer",
+                        lambda registry, warn, path=None: loads.append(1) or PriorScorer(registry, default_length=50))
+    store = Store()
+    router = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), store=store,
+                    console=quiet_console(), pool=fake_pool, explain=explain)
+    d = router.decide(user_messages("tell me a story"), max_tokens=50, forced_pair="fake-big")
+    assert d.chosen == "fake-big" and d.strategy == "forced"
+    assert len(loads) == int(explain)
+    assert (d.predicted is not None) == explain and bool(d.candidates) == explain
+    router.record(d, fake_generation("fake-big", 0.5, 40, 10, 0.01), user_messages("tell me a story"))
+    rec = store.recent(1)[0]
+    assert rec.scorer == ("prior" if explain else "none") and (rec.predicted_tokens is None) != explain
+    assert router.online.length[("fake-big", rec.task)].n == 1  # learned from either way
+    assert len(loads) == int(explain)  # recording loads nothing either
+    router.close()
+
+
 def test_without_a_profile_a_forced_pair_loads_no_scorer(fake_registry, fake_pool, monkeypatch):
     from qroute_cli.routing import router as router_mod
 

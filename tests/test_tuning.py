@@ -19,7 +19,7 @@ from qroute_cli.config import Registry
 from qroute_cli.generation.engine import DraftController
 from qroute_cli.jsonl import parse_jsonl, read_jsonl
 from qroute_cli.models import cache
-from qroute_cli.numeric import percentile, softmax
+from qroute_cli.numeric import percentile, quantile, softmax
 from qroute_cli.types import GenerationConfig, ModelSpec, Pair
 
 
@@ -150,3 +150,13 @@ def test_progress_bar_has_the_named_columns():
     assert "3/3" in out.getvalue()
     with pytest.raises(KeyError):
         progress_bar("nonsense")
+
+
+def test_quantile_interpolates_as_numpy_does():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 37):
+        values = list(rng.normal(size=n))
+        for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+            assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)), abs=1e-12)
+    with pytest.raises(ValueError):
+        quantile([], 0.5)

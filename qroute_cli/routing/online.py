@@ -49,6 +49,7 @@ from qroute_cli.routing.latency import (
     log_ratio,
 )
 from qroute_cli.routing.remote import RemoteProfile
+from qroute_cli.numeric import quantile
 from qroute_cli.routing.runlog import RunRecord
 from qroute_cli.tuning import ANSWER, ROUTING
 from qroute_cli.types import DRAFTER_NONE, Estimate, Pair, Prediction
@@ -286,7 +287,7 @@ class OnlineEstimates:
                 logs.append(math.log(r.observed_s / pred))
         if len(logs) < ROUTING.margin_min_runs:
             return self.default_margin
-        q = float(np.quantile(np.array(logs), self.target_hit_rate))
+        q = quantile(logs, self.target_hit_rate)
         return min(max(math.exp(q), 1.0), ROUTING.margin_max)
 
     @staticmethod

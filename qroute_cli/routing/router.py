@@ -32,7 +32,7 @@ from qroute_cli.routing.features import task_type  # one task label for the pred
 from qroute_cli.routing.scoring import Scorer, default_scorer, prompt_text
 from qroute_cli.tuning import ROUTING
 from qroute_cli.routing.runlog import RunRecord, Store, prompt_hash
-from qroute_cli.types import Generation, Message, Pair, RouteDecision
+from qroute_cli.types import DRAFTER_NONE, Generation, Message, Pair, RouteDecision
 
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(ms|s|sec|secs|seconds?)?\s*$", re.I)
 
@@ -96,7 +96,9 @@ class Router:
     """Chooses a pair per prompt and learns from every run.
 
     `pool` (optional) lends its loaded models to first-use calibration; `seed` makes the
-    random strategy repeatable. Store, profile and scorer default to the user data dir.
+    random strategy repeatable; `explain`: the caller shows every candidate, so a forced pair
+    is predicted too (see _wants_prediction). Store, profile and scorer default to the user
+    data dir.
     """
 
     def __init__(
@@ -114,8 +116,10 @@ class Router:
         seed: int | None = None,
         endpoints=None,
         remote_profiles: dict[str, remote.RemoteProfile] | None = None,
+        explain: bool = False,
     ) -> None:
         self.registry = registry
+        self.explain = explain  # every candidate is shown, a forced pair's too: always predict
         self.set_strategy(strategy or registry.defaults.strategy)
         if budget_s is None:
             budget_s = parse_budget(registry.defaults.budget)
@@ -265,7 +269,8 @@ class Router:
         local pair's models load while the scorer does (see _load_beside_scorer)."""
         if not self._ready and not self._profile_given:
             self.profile = self._load_profile()
-        if forced is not None and not forced.remote and self._scorer is None and self._predicts(pairs):
+        predicts = self._predicts(pairs) and self._wants_prediction(forced)
+        if forced is not None and not forced.remote and self._scorer is None and predicts:
             self._load_beside_scorer(forced)
         if any(p.remote for p in pairs):
             self._remote_ready(pairs, measure)
@@ -275,7 +280,7 @@ class Router:
                 self._measure(need)
                 self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profile
         if not self._ready:
-            if self._predicts(pairs):
+            if self._predicts(pairs) and self._wants_prediction(forced):
                 _ = self.scorer
             since = self._calibrated_since()
             for rec in self._replay():  # after measuring: the factors are relative to the profile
@@ -287,6 +292,16 @@ class Router:
                 self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
                                     remote=self.remote_profiles)
             self._ready = True
+
+    def _wants_prediction(self, forced: Pair | None) -> bool:
+        """A routed decision is predicted; a forced pair only where a prediction steers or is
+        shown: it drafts (its draft lengths follow the predicted acceptance), it runs on an
+        endpoint, the caller explains every candidate (`explain`), or the scorer is loaded
+        already. A forced local pair that does not draft otherwise runs as it does without a
+        profile, so a one-shot `qroute run --pair` of a plain model never loads the predictor;
+        its run still teaches speed, acceptance and length."""
+        return (forced is None or forced.remote or forced.drafter != DRAFTER_NONE or self.explain
+                or self._scorer is not None)
 
     def _load_beside_scorer(self, pair: Pair) -> None:
         """Load the scorer on a second thread while this one loads `pair`'s models into the
@@ -399,7 +414,7 @@ class Router:
         text = prompt_text(messages)
         chars = sum(len(m.content) for m in messages)
         task = task_type(text)
-        predicts = self._predicts(pairs)
+        predicts = self._predicts(pairs) and self._wants_prediction(forced)
         prediction = self.scorer.predict(text) if predicts else None
         # Predict at the thread count this answer will get, not the one the profile was measured at.
         threads = self.pool.next_threads() if self.pool is not None else None
@@ -408,7 +423,7 @@ class Router:
         unseen = trained is not None and task not in trained
         floor, conservative = unseen_task_tokens(self.online, task, max_tokens) if unseen else (0.0, False)
         options = []
-        for pair in pairs:
+        for pair in pairs if predicts else ():
             if pair.remote:
                 rp = (self.remote_profiles or {}).get(pair.name)
                 if rp is None:

@@ -85,7 +85,7 @@ def run(
     with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, draft_gpu_layers=draft_gpu_layers) as pool:
         # The router calibrates missing models through this pool (they stay loaded for the run).
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
-                        progress=calibration_progress, pool=pool, seed=seed)
+                        progress=calibration_progress, pool=pool, seed=seed, explain=explain)
         try:
             for item in prompts:
                 code = _answer_one(item, pool, router, config, pair, system, explain, as_json, show_status, err)
