@@ -37,17 +37,23 @@ def test_forced_pair_without_profile_converts_options_and_answers_without_pydant
     assert _logged_scorers(qroute_home) == ["none"]
 
 
-def test_forced_pair_with_a_profile_is_still_predicted(tmp_path, qroute_home, fake_registry):
+@pytest.mark.parametrize("pair, extra, predicted", [
+    ("fake-big", (), False),  # nothing in a plain pair's run follows a prediction: the predictor stays unloaded
+    ("fake-big", ("--explain",), True),  # unless every candidate is shown
+    ("fake-big+ngram", (), True),  # a drafting pair drafts by the predicted acceptance
+])
+def test_forced_pair_with_a_profile_is_predicted_where_a_prediction_steers_or_shows(
+        tmp_path, qroute_home, fake_registry, pair, extra, predicted):
     from qroute_cli.routing.latency import save_profile
 
     save_profile(fake_profile(fake_registry))
-    proc, modules = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", "fake-big", "-n", "5", "--json",
-                         "hello there")
+    proc, modules = imported_modules(tmp_path, "--config", str(FAKE_CONFIG), "run", "--pair", pair, "-n", "5", "--json",
+                                     *extra, "hello there")
     assert proc.returncode == 0, proc.stderr
     route = json.loads(proc.stdout)["route"]
-    assert route["chosen"] == "fake-big" and route["predicted_latency_s"] is not None
-    assert "qroute_cli.routing.predict" in modules
-    assert _logged_scorers(qroute_home) not in ([], ["none"])
+    assert route["chosen"] == pair and (route["predicted_latency_s"] is not None) == predicted
+    assert ("qroute_cli.routing.predict" in modules) == predicted
+    assert (_logged_scorers(qroute_home) == ["none"]) != predicted  # logged either way
 
 
 def test_help_and_importing_the_cli_load_neither_pydantic_nor_the_predictor(tmp_path):
