@@ -11,6 +11,9 @@ from qroute_cli.tuning import DRAFTING
 # Drafter kinds a pair can name besides another model.
 DRAFTER_NONE = "none"
 DRAFTER_NGRAM = "ngram"
+# A drafter placed apart from the verifiers (--draft-gpu-layers) is a second copy of its model:
+# the pool keeps it, and the calibration profile measures it, under NAME + DRAFT_COPY.
+DRAFT_COPY = " (draft)"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ pipeline (router with first-use calibration, pool, engine, run log)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -186,3 +187,20 @@ def test_qroute_run_json_is_answer_to_json():
     obj = json.loads(r.stdout)
     assert list(obj) == FIELDS and list(obj["route"]) == ROUTE_FIELDS
     assert obj["route"]["chosen"] == "fake-big+ngram" and obj["finish_reason"] in ("stop", "length")
+
+
+def test_a_drafter_placed_apart_drafts_from_its_own_copy(fake_registry, store):
+    """--draft-gpu-layers: a routed run and a forced one draft with the drafting copy; the
+    verifier's copy of the same model stays for the pairs it verifies."""
+    from qroute_cli.generation.pool import ModelPool
+
+    with ModelPool(fake_registry, n_gpu_layers=4, draft_gpu_layers=0) as pool:
+        router = Router(fake_registry, budget_s=100.0, store=store, pool=pool, console=Console(file=io.StringIO()))
+        assert router.machine.draft_gpu_layers == 0
+        result = answer(router, pool, user_messages("hello there"), GenerationConfig(max_tokens=12),
+                        forced_pair="fake-big+small")
+        assert result.outcome == "ok" and result.generation.stats.drafted > 0
+        assert sorted(pool.loaded()) == ["fake-big", "fake-small (draft)"]
+        answer(router, pool, user_messages("hello there"), GenerationConfig(max_tokens=12), forced_pair="fake-small")
+        assert sorted(pool.loaded()) == ["fake-big", "fake-small", "fake-small (draft)"]
+        router.close()

@@ -43,6 +43,7 @@ class ThreadsPool:
 
     n_threads = None
     n_gpu_layers = 0
+    draft_gpu_layers = 0
 
     def __init__(self, registry, threads: int) -> None:
         self.registry = registry
@@ -148,6 +149,7 @@ class BusyPool:
 
     n_threads = None
     n_gpu_layers = 0
+    draft_gpu_layers = 0
 
     def __init__(self, registry) -> None:
         from qroute_cli.generation.pool import ModelPool
@@ -156,8 +158,11 @@ class BusyPool:
         self.registry = registry
         self.last_threads: int | None = None
 
-    def get(self, name: str):
-        return self.inner.get(name)
+    def get(self, name: str, draft: bool = False):
+        return self.inner.get(name, draft=draft)
+
+    def slot(self, name: str, draft: bool = False) -> str:
+        return self.inner.slot(name, draft)
 
     def next_threads(self) -> int:
         return 1

@@ -100,6 +100,44 @@ def test_calibrate_through_pool_marks_drafters(fake_registry):
     assert prof.ngram_s > 0
 
 
+def test_a_drafter_placed_apart_is_a_second_copy_measured_and_drafted_by(fake_registry):
+    """--draft-gpu-layers: the pool loads a drafting copy of the drafter (the verifier keeps
+    its own), calibration measures both, and the pair's cost curve reads the drafting copy."""
+    from dataclasses import replace
+
+    from qroute_cli.routing.calibrate import QUICK, calibration_steps
+    from qroute_cli.routing.latency import Profile, cost_curve, draft_prefill, missing_models
+
+    pair = fake_registry.pair("fake-big+small")
+    with ModelPool(fake_registry) as pool:
+        assert pool.get("fake-small", draft=True) is pool.get("fake-small")  # placed alike: one copy
+    machine = current_machine(gpu_layers=4, draft_gpu_layers=0)
+    assert machine.key != current_machine(gpu_layers=4).key == current_machine(gpu_layers=4, draft_gpu_layers=4).key
+    with ModelPool(fake_registry, n_gpu_layers=4, draft_gpu_layers=0) as pool:
+        assert pool.get("fake-small", draft=True) is not pool.get("fake-small")
+        assert sorted(pool.loaded()) == ["fake-small", "fake-small (draft)"]
+        done = []
+        names = ["fake-big", "fake-small"]
+        prof = calibrate(pool, names, machine, quick=True, on_model=done.append)
+    assert done == ["fake-big", "fake-small", "fake-small (draft)"]
+    assert calibration_steps(fake_registry, names, machine, QUICK) == 3 * QUICK.steps
+    assert calibration_steps(fake_registry, names, current_machine(), QUICK) == 2 * QUICK.steps
+    assert prof.models["fake-small (draft)"].draft_token_s is not None
+    assert missing_models(prof, fake_registry, [pair]) == []
+    assert missing_models(prof.only(["fake-big", "fake-small"]), fake_registry, [pair]) == []  # copies kept
+    without_copy = Profile(machine, {n: m for n, m in prof.models.items() if n != "fake-small (draft)"})
+    assert missing_models(without_copy, fake_registry, [pair]) == ["fake-small"]
+    # The drafting copy's costs are the ones the pair drafts by.
+    slow = replace(prof.models["fake-small (draft)"], draft_token_s=0.5, prefill_base_s=2.0)
+    prof.models["fake-small (draft)"] = slow
+    assert cost_curve(prof, pair).draft_s == 0.5
+    assert draft_prefill(prof, pair, 10) == pytest.approx(slow.prefill(10))
+    same_place = Profile(current_machine(), prof.models)  # drafters placed alike: the model itself
+    assert cost_curve(same_place, pair).draft_s == prof.models["fake-small"].draft_token_s
+    again = Profile.from_json(json.loads(json.dumps(prof.to_json())))
+    assert again.machine == machine and again.models["fake-small (draft)"] == slow
+
+
 def test_quick_calibration_of_fakes_is_fast(fake_registry):
     t0 = time.perf_counter()
     with ModelPool(fake_registry) as pool:
@@ -227,3 +265,10 @@ def test_calibrate_keeps_a_profile_per_gpu_setup(tmp_path):
     assert json.loads(qroute("--show", "--json", "--threads", "1").stdout)["machine"]["gpu_layers"] == 0
     r = qroute("--show", "--threads", "3")
     assert r.returncode == 1 and "2 for other setups" in r.stderr
+    # Drafters placed apart: a profile of its own, with the drafter's drafting copy measured.
+    r = qroute("--quick", "-m", "fake-small", "--threads", "1", "--gpu-layers", "4", "--draft-gpu-layers", "0")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(qroute("--show", "--json", "--threads", "1", "--gpu-layers", "4", "--draft-gpu-layers", "0").stdout)
+    assert shown["machine"]["draft_gpu_layers"] == 0 and set(shown["models"]) == {"fake-small", "fake-small (draft)"}
+    alike = json.loads(qroute("--show", "--json", "--threads", "1", "--gpu-layers", "4", "--draft-gpu-layers", "4").stdout)
+    assert alike["machine"]["draft_gpu_layers"] is None and set(alike["models"]) == {"fake-big"}

@@ -228,6 +228,14 @@ def test_qwen_pair_smoke():
         prompt, _ = prompt_tokens(verifier, reg.model("qwen2.5-coder-1.5b"), msgs)
         assert assert_same_up_to_near_ties(verifier, prompt, plain, spec) >= 12
         assert assert_same_up_to_near_ties(verifier, prompt, plain, ngram) >= 12
+    # --draft-gpu-layers: the drafter drafts from a copy of its own, loaded with its own layers
+    # (offloaded where the build has a GPU; the same CPU layers here).
+    with ModelPool(reg, draft_gpu_layers=-1) as pool:
+        apart = run_prompt(pool, reg.pair("qwen2.5-coder-1.5b+0.5b"), msgs, cfg)
+        assert sorted(pool.loaded()) == ["qwen2.5-coder-0.5b (draft)", "qwen2.5-coder-1.5b"]
+        assert apart.stats.drafted > 0 and apart.stats.accepted > 0
+        verifier = pool.get("qwen2.5-coder-1.5b")
+        assert assert_same_up_to_near_ties(verifier, prompt, plain, apart) >= 12
 
 
 def test_thread_count_changes_between_answers_on_real_model(smollm_pool):

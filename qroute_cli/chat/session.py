@@ -166,9 +166,9 @@ class Chat:
         if pair is None:
             return
         loaded = set(self.pool.loaded())
-        for name in (pair.verifier, pair.drafter):
-            if name in loaded:
-                backend = self.pool.get(name)
+        for name, draft in ((pair.verifier, False), (pair.drafter, True)):
+            if self.pool.slot(name, draft) in loaded:  # a drafter placed apart is a copy of its own
+                backend = self.pool.get(name, draft=draft)
                 backend.truncate(len(backend.tokens))
 
     def status_line(self, gen: Generation) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 from qroute_cli.generation.backends.base import Backend
 from qroute_cli.config import Registry
 from qroute_cli.generation.engine import SpeedMemory
-from qroute_cli.types import ModelSpec
+from qroute_cli.types import DRAFT_COPY, ModelSpec
 
 Loader = Callable[[ModelSpec], Backend]
 
@@ -46,15 +46,18 @@ class ModelPool:
         max_loaded: int = 3,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
+        draft_gpu_layers: int | None = None,
         loader: Loader | None = None,
         cpu_load=None,
     ) -> None:
         """`cpu_load` reports how busy other processes keep the cores (`others()`, in cores;
-        default: threads.CpuLoad, reading /proc/stat once it is first needed)."""
+        default: threads.CpuLoad, reading /proc/stat once it is first needed).
+        `draft_gpu_layers`: the layers of a model that drafts (None: as `n_gpu_layers`)."""
         self.registry = registry
         self.max_loaded = max_loaded
         self._loader = loader
         self.n_gpu_layers = n_gpu_layers  # layers llama.cpp offloads to a GPU (-1: all)
+        self.draft_gpu_layers = n_gpu_layers if draft_gpu_layers is None else draft_gpu_layers
         # Threads follow the machine's load unless the user fixed them. With layers on a GPU
         # the layers left on the CPU (and the sampling) still spin one thread per core.
         self.adaptive_threads = n_threads is None
@@ -66,10 +69,17 @@ class ModelPool:
         self.speed: dict[str, SpeedMemory] = {}  # per pair: measured plain vs. speculative speed
         self.load_seconds: dict[str, float] = {}
 
-    def get(self, name: str) -> Backend:
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return self._loaded[name]
+    def slot(self, name: str, draft: bool = False) -> str:
+        """The key `name` is kept under: the model itself, or, as a drafter placed apart from
+        the verifiers (--draft-gpu-layers), a copy of its own (NAME + DRAFT_COPY)."""
+        return name + DRAFT_COPY if draft and self.draft_gpu_layers != self.n_gpu_layers else name
+
+    def get(self, name: str, draft: bool = False) -> Backend:
+        """Model `name`, loaded on first use; `draft`: as a drafter, with draft_gpu_layers."""
+        key = self.slot(name, draft)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
         import time
 
         spec = self.registry.model(name)
@@ -79,9 +89,10 @@ class ModelPool:
         elif spec.is_fake:
             backend = _fake_loader(spec)
         else:
-            backend = _llama_loader(spec, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers)
-        self.load_seconds[name] = time.perf_counter() - t0
-        self._loaded[name] = backend
+            layers = self.draft_gpu_layers if key != name else self.n_gpu_layers
+            backend = _llama_loader(spec, n_threads=self.n_threads, n_gpu_layers=layers)
+        self.load_seconds[key] = time.perf_counter() - t0
+        self._loaded[key] = backend
         while len(self._loaded) > self.max_loaded:
             _, old = self._loaded.popitem(last=False)
             old.close()

@@ -56,7 +56,7 @@ def make_drafter(pool: ModelPool, pair: Pair, config: GenerationConfig, verifier
         return None
     if pair.drafter == DRAFTER_NGRAM:
         return NgramDrafter()
-    draft_backend = pool.get(pair.drafter)
+    draft_backend = pool.get(pair.drafter, draft=True)
     if draft_backend.n_vocab != verifier.n_vocab:
         raise ConfigError(
             f"Pair '{pair.name}': drafter '{pair.drafter}' has {draft_backend.n_vocab} tokens, "

@@ -21,6 +21,7 @@ from qroute_cli.config import Registry
 from qroute_cli.numeric import softmax
 from qroute_cli.routing.latency import Machine, ModelProfile, Profile, now_iso
 from qroute_cli.tuning import DRAFTING
+from qroute_cli.types import DRAFT_COPY
 
 Advance = Callable[[int], None]
 
@@ -144,24 +145,39 @@ def drafter_models(registry: Registry) -> set[str]:
     return {p.drafter for p in registry.pairs.values() if p.drafter_kind == "model"}
 
 
+def measured_copies(registry: Registry, names: Sequence[str], machine: Machine) -> list[tuple[str, bool]]:
+    """(model, as a drafter?) for each copy calibration measures: every model, and a drafter's
+    own copy again where drafters are placed apart (Machine.draft_gpu_layers)."""
+    drafters = drafter_models(registry) if machine.draft_gpu_layers is not None else set()
+    return [(name, draft) for name in names for draft in ((False, True) if name in drafters else (False,))]
+
+
+def calibration_steps(registry: Registry, names: Sequence[str], machine: Machine, plan: Plan) -> int:
+    """The progress bar's total for calibrate(registry's pool, names, machine)."""
+    return len(measured_copies(registry, names, machine)) * plan.steps
+
+
 def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
               base: Profile | None = None, advance: Advance = lambda n: None,
               on_model: Callable[[str], None] = lambda name: None) -> Profile:
     """Measure `names` (loading them through the pool) into `base` or a fresh profile.
 
     Models of `base` that the registry no longer has are dropped (removed or renamed models).
+    A drafter placed apart from the verifiers is measured twice: the model, and its drafting
+    copy (loaded with the pool's draft_gpu_layers) under NAME + DRAFT_COPY.
     """
     registry: Registry = pool.registry
     plan = QUICK if quick else FULL
     profile = base.only(registry.models) if base is not None and base.machine == machine else Profile(machine)
     drafters = drafter_models(registry)
     clock = time.perf_counter
-    for name in names:
-        on_model(name)
+    for name, draft in measured_copies(registry, names, machine):
+        key = name + DRAFT_COPY if draft else name
+        on_model(key)
         spec = registry.model(name)
-        backend = pool.get(name)
+        backend = pool.get(name, draft=True) if draft else pool.get(name)
         clock = getattr(backend, "clock", clock)
-        profile.models[name] = measure_model(
+        profile.models[key] = measure_model(
             backend, name, spec.identity, plan, drafter=name in drafters, advance=advance
         )
     # On fakes (simulated time) a lookup costs nothing measurable; the floor keeps it positive.

@@ -30,7 +30,7 @@ from qroute_cli import paths
 from qroute_cli.config import Registry
 from qroute_cli.speculation import CostCurve, best_draft_len, seconds_per_token
 from qroute_cli.tuning import DRAFTING
-from qroute_cli.types import DRAFTER_NGRAM, DRAFTER_NONE, Pair
+from qroute_cli.types import DRAFT_COPY, DRAFTER_NGRAM, DRAFTER_NONE, Pair
 
 PROFILE_VERSION = 1
 DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
@@ -50,10 +50,13 @@ class Machine:
     threads: int
     llama_cpp: str
     gpu_layers: int = 0
+    draft_gpu_layers: int | None = None  # a model drafter's layers; None: as gpu_layers
 
     @property
     def key(self) -> str:
         gpu = f" | {self.gpu_layers} GPU layers" if self.gpu_layers else ""
+        if self.draft_gpu_layers is not None:
+            gpu += f" | drafters {self.draft_gpu_layers} GPU layers"
         return f"{self.cpu} | {self.threads} threads{gpu} | llama-cpp-python {self.llama_cpp}"
 
 
@@ -120,8 +123,10 @@ def installed_version(name: str) -> str | None:
     return None
 
 
-def current_machine(threads: int | None = None, gpu_layers: int = 0) -> Machine:
-    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build(), gpu_layers)
+def current_machine(threads: int | None = None, gpu_layers: int = 0, draft_gpu_layers: int | None = None) -> Machine:
+    """This setup; drafters placed as the verifiers are (draft_gpu_layers None or equal) share its key."""
+    drafts = None if draft_gpu_layers == gpu_layers else draft_gpu_layers
+    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build(), gpu_layers, drafts)
 
 
 @dataclass(frozen=True)
@@ -194,9 +199,17 @@ class Profile:
         return Profile(self.machine, {n: m.slower(factors[n]) for n, m in self.models.items()}, self.ngram_s)
 
     def only(self, names) -> "Profile":
-        """A copy of this profile with only the models in `names`."""
+        """A copy of this profile with only the models in `names` (and their drafting copies)."""
         keep = set(names)
-        return Profile(self.machine, {n: m for n, m in self.models.items() if n in keep}, self.ngram_s)
+        return Profile(self.machine, {n: m for n, m in self.models.items() if n.removesuffix(DRAFT_COPY) in keep},
+                       self.ngram_s)
+
+    def drafter(self, name: str) -> ModelProfile:
+        """Model `name` as a drafter: its drafting copy where drafters are placed apart
+        (Machine.draft_gpu_layers), else the model as measured."""
+        if self.machine.draft_gpu_layers is not None and name + DRAFT_COPY in self.models:
+            return self.models[name + DRAFT_COPY]
+        return self.models[name]
 
     @classmethod
     def from_json(cls, data: dict) -> "Profile":
@@ -214,8 +227,9 @@ class Profile:
             raise ValueError(f"machine: {exc}") from None
         if not (isinstance(machine.cpu, str) and isinstance(machine.llama_cpp, str)
                 and isinstance(machine.threads, int) and machine.threads >= 1
-                and isinstance(machine.gpu_layers, int)):
-            raise ValueError("machine: cpu, threads, llama_cpp or gpu_layers has the wrong type")
+                and isinstance(machine.gpu_layers, int)
+                and (machine.draft_gpu_layers is None or isinstance(machine.draft_gpu_layers, int))):
+            raise ValueError("machine: cpu, threads, llama_cpp, gpu_layers or draft_gpu_layers has the wrong type")
         profiles = {}
         for name, m in models.items():
             if not isinstance(m, dict):
@@ -276,6 +290,8 @@ def profile_path(machine: Machine | None = None) -> Path:
     m = machine or current_machine()
     digest = hashlib.sha256(m.key.encode("utf-8")).hexdigest()[:12]
     gpu = f"-{m.gpu_layers}gpu" if m.gpu_layers else ""
+    if m.draft_gpu_layers is not None:
+        gpu += f"-d{m.draft_gpu_layers}gpu"
     return profile_dir() / f"{m.threads}threads{gpu}-{digest}.json"
 
 
@@ -362,7 +378,7 @@ def draft_prefill(profile: Profile, pair: Pair, prompt_tokens: float) -> float:
     """A model drafter's own first pass over the prompt (paid after the first token)."""
     if pair.drafter_kind != "model":
         return 0.0
-    return profile.models[pair.drafter].prefill(prompt_tokens)
+    return profile.drafter(pair.drafter).prefill(prompt_tokens)
 
 
 def cost_curve(profile: Profile, pair: Pair) -> CostCurve | None:
@@ -379,7 +395,7 @@ def cost_curve(profile: Profile, pair: Pair) -> CostCurve | None:
     verify = (v.decode_s,) + tuple(v.verify_s)
     if pair.drafter == DRAFTER_NGRAM:
         return CostCurve(verify, draft_s=profile.ngram_s)
-    d = profile.models[pair.drafter]
+    d = profile.drafter(pair.drafter)
     draft = d.draft_token_s if d.draft_token_s is not None else d.decode_s
     return CostCurve(verify, draft_s=draft, catchup_s=max(d.verify(1) - d.decode_s, 0.0))
 
@@ -399,11 +415,14 @@ def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tu
 def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[Pair]) -> list[str]:
     """Models the pairs need that the profile has not measured (or measured from another file)."""
     need: list[str] = []
+    apart = profile is not None and profile.machine.draft_gpu_layers is not None
     for pair in pairs:
         for spec in registry.pair_models(pair):
-            have = profile.models.get(spec.name) if profile else None
-            if (have is None or have.identity != spec.identity) and spec.name not in need:
-                need.append(spec.name)
+            copies = [spec.name] + ([spec.name + DRAFT_COPY] if apart and spec.name == pair.drafter else [])
+            for copy in copies:  # calibration measures a model's drafting copy with the model
+                have = profile.models.get(copy) if profile else None
+                if (have is None or have.identity != spec.identity) and spec.name not in need:
+                    need.append(spec.name)
     return need
 
 

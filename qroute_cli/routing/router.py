@@ -84,11 +84,11 @@ class ThreadFittedPool:
         self.pool, self.registry = pool, pool.registry
         self.threads: dict[str, int] = {}
 
-    def get(self, name: str):
-        backend = self.pool.get(name)
+    def get(self, name: str, draft: bool = False):
+        backend = self.pool.get(name, draft=draft)
         n = self.pool.fit_threads([backend])
         if n is not None:
-            self.threads[name] = n
+            self.threads[self.pool.slot(name, draft)] = n  # the profile's key for this copy
         return backend
 
 
@@ -173,7 +173,8 @@ class Router:
         if self._machine is None:
             pool = self.pool
             self._machine = current_machine(pool.n_threads if pool is not None else None,
-                                            pool.n_gpu_layers if pool is not None else 0)
+                                            pool.n_gpu_layers if pool is not None else 0,
+                                            pool.draft_gpu_layers if pool is not None else None)
         return self._machine
 
     @property
@@ -324,8 +325,9 @@ class Router:
         worker = threading.Thread(target=load, name="qroute-scorer", daemon=True)
         worker.start()
         try:
-            for name in pair.model_names:
-                self.pool.get(name)
+            self.pool.get(pair.verifier)
+            if pair.drafter_kind == "model":
+                self.pool.get(pair.drafter, draft=True)
         finally:
             worker.join()
             for text in warnings:
@@ -365,7 +367,7 @@ class Router:
     def _measure(self, names: list[str]) -> None:
         from rich.progress import Progress
 
-        from qroute_cli.routing.calibrate import QUICK, calibrate
+        from qroute_cli.routing.calibrate import QUICK, calibrate, calibration_steps
         from qroute_cli.routing.latency import save_profile
         from qroute_cli.generation.pool import ModelPool
 
@@ -379,7 +381,7 @@ class Router:
             # Without a progress factory from the caller, a disabled Rich Progress: calibration runs silently.
             bar_factory = self.progress or functools.partial(Progress, disable=True)
             with bar_factory(console=self.console) as progress:
-                bar = progress.add_task("calibrating", total=len(names) * QUICK.steps)
+                bar = progress.add_task("calibrating", total=calibration_steps(self.registry, names, self.machine, QUICK))
                 self.profile = calibrate(
                     fitted, names, self.machine, quick=True, base=self.profile,
                     advance=lambda n: progress.advance(bar, n),

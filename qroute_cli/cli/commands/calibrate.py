@@ -20,6 +20,7 @@ def calibrate(
     show: bool = typer.Option(False, "--show", help="Print the saved profile instead of measuring."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for llama.cpp (default: all cores); part of the profile's key."),
     gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU (-1 = all) where llama.cpp has one; part of the profile's key."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers); part of the profile's key, and each drafter is measured in that place too."),
     yes: bool = typer.Option(False, "--yes", "-y", hidden=True, help="Accepted for older scripts: profiles are kept per setup, nothing is replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
     endpoints: Optional[List[str]] = typer.Option(None, "--endpoint", "-e", help="Measure the pairs on this remote endpoint of models.toml instead (repeatable): a few short requests each."),
@@ -36,7 +37,7 @@ def calibrate(
     """
     from rich.markup import escape
 
-    from qroute_cli.routing.calibrate import FULL, QUICK, calibrate as measure
+    from qroute_cli.routing.calibrate import FULL, QUICK, calibrate as measure, calibration_steps
     from qroute_cli.cli.options import registry, state
     from qroute_cli.routing.latency import current_machine, save_profile, saved_profiles, usable_profile
     from qroute_cli.generation.pool import ModelPool
@@ -59,14 +60,14 @@ def calibrate(
         else:
             console().print(remote_profile_table(measured))
         return
-    machine = current_machine(threads, gpu_layers)  # each setup keeps its own profile
+    machine = current_machine(threads, gpu_layers, draft_gpu_layers)  # each setup keeps its own profile
     saved = usable_profile(machine, lambda msg: err_console().print(f"[yellow]{escape(msg)}[/]"))
     if show:
         if saved is None:
             others = len(saved_profiles())
             where = f" (there {'is' if others == 1 else 'are'} {others} for other setups)" if others else ""
             raise QrouteError(f"No calibration profile for this setup yet{where}: {machine.key}.",
-                              "Measure one with: qroute calibrate --quick (with the --threads and --gpu-layers you run with)")
+                              "Measure one with: qroute calibrate --quick (with the --threads, --gpu-layers and --draft-gpu-layers you run with)")
         if as_json:
             typer.echo(json.dumps(saved.to_json(), indent=1))
         else:
@@ -85,9 +86,9 @@ def calibrate(
         raise UsageError("No model is installed.", "Fetch one with: qroute models pull smollm2-135m")
 
     plan = QUICK if quick else FULL
-    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, max_loaded=1) as pool, \
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, draft_gpu_layers=draft_gpu_layers, max_loaded=1) as pool, \
             progress_bar("count", "elapsed", disable=state.quiet or as_json) as progress:
-        task = progress.add_task("calibrating", total=len(names) * plan.steps)
+        task = progress.add_task("calibrating", total=calibration_steps(reg, names, machine, plan))
         profile = measure(
             pool, names, machine, quick=quick, base=saved,
             advance=lambda n: progress.advance(task, n),

@@ -25,6 +25,7 @@ def chat(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for sampling and the random strategy."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
     gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
     as_json: bool = typer.Option(False, "--json", help="Without a terminal: one JSON object per answer (JSON Lines)."),
 ) -> None:
     """Chat in the terminal; each turn is routed with the conversation as context.
@@ -58,7 +59,7 @@ def chat(
     err = err_console()
     view = View(console(), err, markdown=interactive and sys.stdout.isatty(),
                 status=not state.quiet and not as_json, as_json=as_json and not interactive)
-    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, draft_gpu_layers=draft_gpu_layers) as pool:
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
                         progress=calibration_progress, pool=pool, seed=seed)
         try:

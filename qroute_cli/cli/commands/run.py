@@ -41,6 +41,7 @@ def run(
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Back off from drafting when it does not pay."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
     gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
 ) -> None:
     """Answer a prompt (or every prompt on stdin) with the best pair that fits the budget.
 
@@ -81,7 +82,7 @@ def run(
     err = err_console()
     show_status = not state.quiet and not as_json
     failures = 0
-    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, draft_gpu_layers=draft_gpu_layers) as pool:
         # The router calibrates missing models through this pool (they stay loaded for the run).
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
                         progress=calibration_progress, pool=pool, seed=seed, explain=explain)

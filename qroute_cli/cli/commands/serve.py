@@ -26,6 +26,7 @@ def serve(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer when a request gives none (default from config)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
     gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
 ) -> None:
     """Serve routed answers over an OpenAI-compatible API (chat, completions, models, metrics).
 
@@ -61,7 +62,7 @@ def serve(
     reg = registry()
     budget_s = parse_budget(budget if budget is not None else reg.defaults.budget)
     err = err_console()
-    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers) as pool:
+    with ModelPool(reg, n_threads=threads, n_gpu_layers=gpu_layers, draft_gpu_layers=draft_gpu_layers) as pool:
         router = Router(reg, strategy=strategy or reg.defaults.strategy, budget_s=budget_s, console=err,
                         progress=calibration_progress, pool=pool)
         settings = Settings(api_key=api_key, max_tokens=max_tokens or reg.defaults.max_tokens)
