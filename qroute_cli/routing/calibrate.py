@@ -175,7 +175,7 @@ def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
         key = name + DRAFT_COPY if draft else name
         on_model(key)
         spec = registry.model(name)
-        backend = pool.get(name, draft=True) if draft else pool.get(name)
+        backend = pool.get(name, draft=draft)
         clock = getattr(backend, "clock", clock)
         profile.models[key] = measure_model(
             backend, name, spec.identity, plan, drafter=name in drafters, advance=advance
