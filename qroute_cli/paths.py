@@ -95,11 +95,12 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, data: str | bytes, *, overwrite: bool = True) -> Path:
+def write_private(path: Path, data: str | bytes, *, overwrite: bool = True, durable: bool = True) -> Path:
     """Write `data` to `path` atomically as an owner-only file.
 
     With overwrite=False an existing `path` is never replaced (FileExistsError), even by a
-    writer racing this one.
+    writer racing this one. durable=False skips the flush to disk: for a cache that is
+    rebuilt when lost, where a reader still sees the old file or the whole new one.
     """
     import tempfile
 
@@ -109,8 +110,9 @@ def write_private(path: Path, data: str | bytes, *, overwrite: bool = True) -> P
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if overwrite:
             os.replace(tmp, path)
         else:

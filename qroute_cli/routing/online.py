@@ -26,13 +26,14 @@ quantity here is observed on each run, so plain Bayesian estimation is enough.
 
 The estimates are a fold over the run log (replayed at start-up, then updated per run), so
 the store stays the single source of truth and several processes never disagree for long.
+A start folds only the runs logged since the fold it kept last (snapshot.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -88,6 +89,21 @@ class LogFactorFilter:
         """exp(shared + local): the multiplier to apply to the profile's estimate."""
         local = self.mean[self.index[key]] if key in self.index else 0.0
         return math.exp(self.mean[0] + local)
+
+    def state(self) -> dict:
+        """Everything the filter has learned, as JSON values (floats round-trip exactly)."""
+        return {"local_var": self.local_var, "obs_var": self.obs_var, "drift_var": self.drift_var,
+                "keys": list(self.index), "mean": self.mean.tolist(), "cov": self.cov.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LogFactorFilter":
+        f = cls(local_var=state["local_var"], obs_var=state["obs_var"], drift_var=state["drift_var"])
+        f.index = {key: i + 1 for i, key in enumerate(state["keys"])}
+        f.mean = np.array(state["mean"], dtype=float)
+        f.cov = np.array(state["cov"], dtype=float).reshape(len(f.mean), len(f.mean))
+        if len(f.mean) != len(f.index) + 1:
+            raise ValueError("a filter's keys and means disagree")
+        return f
 
     def update(self, key: str, y: float) -> None:
         """Observe y = log(observed / profile estimate) for `key`."""
@@ -234,6 +250,43 @@ class OnlineEstimates:
     remote_decode: dict[str, LogFactorFilter] = field(default_factory=dict)
     remote_prefill: dict[str, LogFactorFilter] = field(default_factory=dict)
     overhead: dict[str, ForgettingMean] = field(default_factory=dict)  # endpoint: network + queue seconds
+
+    # -- keeping ------------------------------------------------------------------
+
+    _FILTERS = ("decode", "prefill")
+    _TABLES = {"acceptance": BetaRate, "length": RunningMean, "length_bias": LogCorrection}  # by (name, task)
+    _BY_NAME = {"chars": LinearFit, "cached": RunningMean, "overhead": ForgettingMean}
+    _BY_ENDPOINT = ("remote_decode", "remote_prefill")
+
+    def state(self) -> dict:
+        """Everything learned, as JSON values: from_state(state()) predicts exactly as this does."""
+        out: dict = {"target_hit_rate": self.target_hit_rate, "default_margin": self.default_margin,
+                     "runs": self.runs, "residuals": [asdict(r) for r in self.residuals]}
+        for name in self._FILTERS:
+            out[name] = getattr(self, name).state()
+        for name in self._TABLES:
+            out[name] = [[*key, asdict(v)] for key, v in getattr(self, name).items()]
+        for name in self._BY_NAME:
+            out[name] = {key: asdict(v) for key, v in getattr(self, name).items()}
+        for name in self._BY_ENDPOINT:
+            out[name] = {key: f.state() for key, f in getattr(self, name).items()}
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "OnlineEstimates":
+        """The estimates `state` holds; KeyError, TypeError or ValueError when it is not one."""
+        online = cls(target_hit_rate=float(state["target_hit_rate"]), default_margin=float(state["default_margin"]),
+                     runs=int(state["runs"]))
+        online.residuals.extend(Residual(**r) for r in state["residuals"])
+        for name in cls._FILTERS:
+            setattr(online, name, LogFactorFilter.from_state(state[name]))
+        for name, kind in cls._TABLES.items():
+            setattr(online, name, {(who, task): kind(**v) for who, task, v in state[name]})
+        for name, kind in cls._BY_NAME.items():
+            setattr(online, name, {key: kind(**v) for key, v in state[name].items()})
+        for name in cls._BY_ENDPOINT:
+            setattr(online, name, {key: LogFactorFilter.from_state(f) for key, f in state[name].items()})
+        return online
 
     # -- reading ------------------------------------------------------------------
 

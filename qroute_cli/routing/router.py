@@ -282,16 +282,36 @@ class Router:
         if not self._ready:
             if self._predicts(pairs) and self._wants_prediction(forced):
                 _ = self.scorer
-            since = self._calibrated_since()
-            for rec in self._replay():  # after measuring: the factors are relative to the profile
-                # A calibration resets what runs taught about speed (they may have been timed
-                # under other load); acceptance and answer lengths stay learned.
-                # The log does not say how many threads a run had: speed is learned against
-                # the profile as measured.
-                timed = rec.ts >= (self._remote_since(rec.pair) if rec.endpoint else since)
-                self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
-                                    remote=self.remote_profiles)
+            self._fold()  # after measuring: the factors are relative to the profile
             self._ready = True
+
+    def _fold(self) -> None:
+        """Learn from this machine's logged runs: those after the kept estimates where they
+        fit (snapshot.py), the latest ROUTING.replay_runs otherwise."""
+        from qroute_cli.routing import snapshot
+
+        store = self.store
+        if not store.available:
+            return
+        key = snapshot.fingerprint(self.machine.key, self.profile, self.remote_profiles, self.registry)
+        path = snapshot.snapshot_path(store.path)
+        kept = snapshot.load(path, key, store.stamp)
+        runs = self._replay(after=kept[1]) if kept else []
+        if kept and len(runs) < ROUTING.replay_runs:
+            self.online = kept[0]
+        else:  # no estimates kept, or more runs since than a fold reads: start over
+            runs = self._replay()
+        since = self._calibrated_since()
+        for _, rec in runs:
+            # A calibration resets what runs taught about speed (they may have been timed
+            # under other load); acceptance and answer lengths stay learned.
+            # The log does not say how many threads a run had: speed is learned against
+            # the profile as measured.
+            timed = rec.ts >= (self._remote_since(rec.pair) if rec.endpoint else since)
+            self.online.observe(for_learning(rec), self.profile, self.registry, timing=timed,
+                                remote=self.remote_profiles)
+        if len(runs) >= snapshot.SAVE_AFTER:
+            snapshot.save(path, key, self.online, runs[-1][0], runs[-1][1].ts)
 
     def _wants_prediction(self, forced: Pair | None) -> bool:
         """A routed decision is predicted; a forced pair only where a prediction steers or is
@@ -345,10 +365,11 @@ class Router:
 
         return usable_profile(self.machine, self._say)  # one profile per setup: others stay
 
-    def _replay(self) -> list[RunRecord]:
-        """Past runs on this machine to learn from, oldest first."""
+    def _replay(self, after: int = 0) -> list[tuple[int, RunRecord]]:
+        """(id, run) of the past runs on this machine to learn from (those after run `after`),
+        oldest first."""
         try:
-            return self.store.recent(ROUTING.replay_runs, machine=self.machine.key)
+            return self.store.tail(ROUTING.replay_runs, machine=self.machine.key, after=after)
         except Exception as exc:  # a broken store must never stop routing
             self._warn_once(f"Could not read the learning store: {exc}")
             return []

@@ -394,17 +394,35 @@ class Store:
 
     def recent(self, limit: int = 2000, machine: str | None = None) -> list[RunRecord]:
         """The latest `limit` runs, oldest first (optionally of one machine only)."""
+        return [rec for _, rec in self.tail(limit, machine)]
+
+    def tail(self, limit: int = 2000, machine: str | None = None, after: int = 0) -> list[tuple[int, RunRecord]]:
+        """(id, run) of the latest `limit` runs with an id above `after`, oldest first
+        (optionally of one machine only)."""
         with self._lock:
             if self._conn is None:
                 return []
             # A store opened read-only keeps its schema: columns it predates read as their default.
             have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
             names = [c for c in _COLUMNS if c in have]
-            where, args = ("WHERE machine = ?", [machine]) if machine else ("", [])
+            where, args = "WHERE id > ?", [after]
+            if machine:
+                where, args = where + " AND machine = ?", args + [machine]
             rows = self._conn.execute(
-                f"SELECT {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
+                f"SELECT id, {', '.join(names)} FROM runs {where} ORDER BY id DESC LIMIT ?", args + [limit]
             ).fetchall()
-            return [RunRecord(**dict(zip(names, r))) for r in reversed(rows)]
+            return [(r[0], RunRecord(**dict(zip(names, r[1:])))) for r in reversed(rows)]
+
+    def stamp(self, run_id: int) -> float | None:
+        """The time logged with run `run_id`; None when there is no such run or it cannot be read."""
+        with self._lock:
+            if self._conn is None:
+                return None
+            try:
+                row = self._conn.execute("SELECT ts FROM runs WHERE id = ?", (run_id,)).fetchone()
+            except sqlite3.Error:
+                return None
+            return row[0] if row else None
 
     def note(self, subject: str, message: str) -> None:
         """Keep a one-line note (e.g. an endpoint that failed and was left out); never raises:
