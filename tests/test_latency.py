@@ -510,6 +510,35 @@ def test_a_forced_plain_pair_is_predicted_only_when_explained(fake_registry, fak
     router.close()
 
 
+def test_a_forced_drafting_pair_drafts_by_its_learned_acceptance_without_the_scorer(fake_registry, fake_pool,
+                                                                                     monkeypatch):
+    from qroute_cli.routing import router as router_mod
+    from qroute_cli.routing.latency import PRIOR_ACCEPTANCE
+
+    loads = []
+    monkeypatch.setattr(router_mod, "default_scorer",
+                        lambda registry, warn, path=None: loads.append(1) or PriorScorer(registry, default_length=50))
+    store, msgs = Store(), user_messages("tell me a story")
+    first = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), store=store,
+                   console=quiet_console(), pool=fake_pool)
+    d = first.decide(msgs, max_tokens=50, forced_pair="fake-big+small")
+    assert loads == [1]  # nothing learned about the pair yet: the predictor's estimate
+    gen = fake_generation("fake-big+small", 0.5, 40, 10, 0.01)
+    first.record(d, replace(gen, stats=replace(gen.stats, drafted=60, accepted=15, checked=60)), msgs)
+    first.close()
+
+    later = Router(fake_registry, budget_s=5.0, profile=fake_profile(fake_registry), store=store,
+                   console=quiet_console(), pool=fake_pool)
+    d = later.decide(msgs, max_tokens=50, forced_pair="fake-big+small")
+    assert loads == [1]  # the second run loads no scorer
+    learned = later.online.acceptance_for("fake-big+small", d.task, PRIOR_ACCEPTANCE["model"])[0]
+    assert d.predicted.acceptance == pytest.approx(learned) and learned < 0.5  # 15 of 60 drafts kept
+    assert [e.pair for e in d.estimates] == ["fake-big+small"]
+    later.record(d, gen, msgs)
+    assert store.recent(1)[0].scorer == "prior"
+    later.close()
+
+
 def test_without_a_profile_a_forced_pair_loads_no_scorer(fake_registry, fake_pool, monkeypatch):
     from qroute_cli.routing import router as router_mod
 

@@ -56,6 +56,27 @@ def test_forced_pair_with_a_profile_is_predicted_where_a_prediction_steers_or_sh
     assert (_logged_scorers(qroute_home) == ["none"]) != predicted  # logged either way
 
 
+def test_a_drafting_pair_that_has_drafted_here_drafts_by_what_it_learned(tmp_path, qroute_home, fake_registry):
+    """Its first one-shot run loads the predictor for the acceptance to draft by; once the
+    pair's drafts are logged, the next runs draft by the learned acceptance and skip it."""
+    from qroute_cli.routing.latency import save_profile
+
+    save_profile(fake_profile(fake_registry))
+    args = ("--config", str(FAKE_CONFIG), "run", "--pair", "fake-big+ngram", "-n", "24", "--json",
+            "say the same words again: red green blue red green blue red green blue")
+    first, modules = imported_modules(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    assert "qroute_cli.routing.predict" in modules
+    with sqlite3.connect(qroute_home / "data" / "runs.db") as db:
+        assert db.execute("SELECT drafted FROM runs").fetchone()[0] > 0  # it drafted: there is a rate to learn
+    second, modules = imported_modules(tmp_path, *args)
+    assert second.returncode == 0, second.stderr
+    assert loaded_among(modules, PREDICTOR) == []
+    route = json.loads(second.stdout)["route"]
+    assert route["chosen"] == "fake-big+ngram" and route["predicted_latency_s"] is not None
+    assert _logged_scorers(qroute_home)[1] == "prior"  # predicted, by the runs, not the predictor
+
+
 def test_help_and_importing_the_cli_load_neither_pydantic_nor_the_predictor(tmp_path):
     proc, modules = imported_modules(tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr

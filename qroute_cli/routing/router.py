@@ -29,7 +29,7 @@ from qroute_cli.routing.online import OnlineEstimates, estimate, estimate_remote
 from qroute_cli.routing import remote
 from qroute_cli.models.cache import installed_pairs
 from qroute_cli.routing.features import task_type  # one task label for the predictor and the averages
-from qroute_cli.routing.scoring import Scorer, default_scorer, prompt_text
+from qroute_cli.routing.scoring import PriorScorer, Scorer, default_scorer, prompt_text
 from qroute_cli.tuning import ROUTING
 from qroute_cli.routing.runlog import RunRecord, Store, prompt_hash
 from qroute_cli.types import DRAFTER_NONE, Generation, Message, Pair, RouteDecision
@@ -269,9 +269,6 @@ class Router:
         local pair's models load while the scorer does (see _load_beside_scorer)."""
         if not self._ready and not self._profile_given:
             self.profile = self._load_profile()
-        predicts = self._predicts(pairs) and self._wants_prediction(forced)
-        if forced is not None and not forced.remote and self._scorer is None and predicts:
-            self._load_beside_scorer(forced)
         if any(p.remote for p in pairs):
             self._remote_ready(pairs, measure)
         if measure and not self._profile_given:
@@ -280,10 +277,14 @@ class Router:
                 self._measure(need)
                 self.online, self._ready = OnlineEstimates(), False  # re-fold against the new profile
         if not self._ready:
-            if self._predicts(pairs) and self._wants_prediction(forced):
-                _ = self.scorer
             self._fold()  # after measuring: the factors are relative to the profile
             self._ready = True
+        # After the fold: what the runs taught decides whether a forced pair needs the scorer.
+        if self._scorer is None and self._predicts(pairs) and self._wants_prediction(forced):
+            if forced is not None and not forced.remote:
+                self._load_beside_scorer(forced)
+            else:
+                _ = self.scorer
 
     def _fold(self) -> None:
         """Learn from this machine's logged runs: those after the kept estimates where they
@@ -320,8 +321,17 @@ class Router:
         already. A forced local pair that does not draft otherwise runs as it does without a
         profile, so a one-shot `qroute run --pair` of a plain model never loads the predictor;
         its run still teaches speed, acceptance and length."""
-        return (forced is None or forced.remote or forced.drafter != DRAFTER_NONE or self.explain
-                or self._scorer is not None)
+        return (forced is None or forced.remote or self.explain or self._scorer is not None
+                or (forced.drafter != DRAFTER_NONE and not self._drafts_by_learned(forced)))
+
+    def _drafts_by_learned(self, forced: Pair | None) -> bool:
+        """Whether the forced local pair `forced` drafts by the acceptance its logged runs
+        taught, not the predictor's (which then need not load): once it has drafted on this
+        machine. Per prompt the predictor tells its acceptance no better than the pair's mean
+        per task type does (predictor/REPORT.md, held-out acceptance), and the online rate is
+        that mean, learned here."""
+        return (forced is not None and not forced.remote and forced.drafter != DRAFTER_NONE and not self.explain
+                and self._scorer is None and self.online.acceptance_for(forced.name, "*", 0.0)[1])
 
     def _load_beside_scorer(self, pair: Pair) -> None:
         """Load the scorer on a second thread while this one loads `pair`'s models into the
@@ -437,10 +447,14 @@ class Router:
         task = task_type(text)
         predicts = self._predicts(pairs) and self._wants_prediction(forced)
         prediction = self.scorer.predict(text) if predicts else None
+        if not predicts and self._drafts_by_learned(forced):
+            # Its draft lengths follow the learned acceptance: an estimate of it alone, by the
+            # profile and what the runs taught (lengths too), with no trained predictor.
+            predicts, pairs, prediction = True, [forced], PriorScorer(self.registry).predict(text)
         # Predict at the thread count this answer will get, not the one the profile was measured at.
         threads = self.pool.next_threads() if self.pool is not None else None
         profile = self.profile.at_threads(threads) if self.profile is not None else None
-        trained = getattr(self.scorer, "tasks", None) if predicts else None
+        trained = getattr(self._scorer, "tasks", None) if predicts else None
         unseen = trained is not None and task not in trained
         floor, conservative = unseen_task_tokens(self.online, task, max_tokens) if unseen else (0.0, False)
         options = []
@@ -520,8 +534,12 @@ class Router:
         task = decision.task or task_type(text)
         chars = decision.prompt_chars if decision.prompt_chars is not None else sum(len(m.content) for m in messages)
         run = decision.predicted
-        # A run nothing was predicted for, by a router that never loaded its scorer: no scorer.
-        scorer = "none" if run is None and self._scorer is None else getattr(self.scorer, "name", "?")
+        # A router that never loaded its scorer: "none" when nothing was predicted for the run,
+        # "prior" when a forced pair was predicted by what the runs taught (_drafts_by_learned).
+        if self._scorer is None:
+            scorer = "none" if run is None else PriorScorer.name
+        else:
+            scorer = getattr(self._scorer, "name", "?")
         pair = self.registry.pair(generation.pair or decision.chosen)
         s = generation.stats
         cap = decision.max_tokens
