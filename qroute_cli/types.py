@@ -12,8 +12,13 @@ from qroute_cli.tuning import DRAFTING
 DRAFTER_NONE = "none"
 DRAFTER_NGRAM = "ngram"
 # A drafter placed apart from the verifiers (--draft-gpu-layers) is a second copy of its model:
-# the pool keeps it, and the calibration profile measures it, under NAME + DRAFT_COPY.
+# the pool keeps it, and the calibration profile measures it, under draft_copy(NAME).
 DRAFT_COPY = " (draft)"
+
+
+def draft_copy(name: str) -> str:
+    """The name the drafting copy of model `name` is kept and measured under."""
+    return name + DRAFT_COPY
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Callable
 from qroute_cli.generation.backends.base import Backend
 from qroute_cli.config import Registry
 from qroute_cli.generation.engine import SpeedMemory
-from qroute_cli.types import DRAFT_COPY, ModelSpec
+from qroute_cli.types import ModelSpec, draft_copy
 
 Loader = Callable[[ModelSpec], Backend]
 
@@ -71,8 +71,8 @@ class ModelPool:
 
     def slot(self, name: str, draft: bool = False) -> str:
         """The key `name` is kept under: the model itself, or, as a drafter placed apart from
-        the verifiers (--draft-gpu-layers), a copy of its own (NAME + DRAFT_COPY)."""
-        return name + DRAFT_COPY if draft and self.draft_gpu_layers != self.n_gpu_layers else name
+        the verifiers (--draft-gpu-layers), a copy of its own (draft_copy(NAME))."""
+        return draft_copy(name) if draft and self.draft_gpu_layers != self.n_gpu_layers else name
 
     def get(self, name: str, draft: bool = False) -> Backend:
         """Model `name`, loaded on first use; `draft`: as a drafter, with draft_gpu_layers."""

@@ -21,7 +21,7 @@ from qroute_cli.config import Registry
 from qroute_cli.numeric import softmax
 from qroute_cli.routing.latency import Machine, ModelProfile, Profile, now_iso
 from qroute_cli.tuning import DRAFTING
-from qroute_cli.types import DRAFT_COPY
+from qroute_cli.types import draft_copy
 
 Advance = Callable[[int], None]
 
@@ -164,7 +164,7 @@ def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
 
     Models of `base` that the registry no longer has are dropped (removed or renamed models).
     A drafter placed apart from the verifiers is measured twice: the model, and its drafting
-    copy (loaded with the pool's draft_gpu_layers) under NAME + DRAFT_COPY.
+    copy (loaded with the pool's draft_gpu_layers) under draft_copy(NAME).
     """
     registry: Registry = pool.registry
     plan = QUICK if quick else FULL
@@ -172,7 +172,7 @@ def calibrate(pool, names: Sequence[str], machine: Machine, *, quick: bool,
     drafters = drafter_models(registry)
     clock = time.perf_counter
     for name, draft in measured_copies(registry, names, machine):
-        key = name + DRAFT_COPY if draft else name
+        key = draft_copy(name) if draft else name
         on_model(key)
         spec = registry.model(name)
         backend = pool.get(name, draft=draft)

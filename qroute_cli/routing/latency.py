@@ -30,7 +30,7 @@ from qroute_cli import paths
 from qroute_cli.config import Registry
 from qroute_cli.speculation import CostCurve, best_draft_len, seconds_per_token
 from qroute_cli.tuning import DRAFTING
-from qroute_cli.types import DRAFT_COPY, DRAFTER_NGRAM, DRAFTER_NONE, Pair
+from qroute_cli.types import DRAFT_COPY, DRAFTER_NGRAM, DRAFTER_NONE, Pair, draft_copy
 
 PROFILE_VERSION = 1
 DEFAULT_TOKENS_PER_CHAR = 1 / 3.5  # English prose and code average ~3.5 characters per token
@@ -207,8 +207,8 @@ class Profile:
     def drafter(self, name: str) -> ModelProfile:
         """Model `name` as a drafter: its drafting copy where drafters are placed apart
         (Machine.draft_gpu_layers), else the model as measured."""
-        if self.machine.draft_gpu_layers is not None and name + DRAFT_COPY in self.models:
-            return self.models[name + DRAFT_COPY]
+        if self.machine.draft_gpu_layers is not None and draft_copy(name) in self.models:
+            return self.models[draft_copy(name)]
         return self.models[name]
 
     @classmethod
@@ -418,7 +418,7 @@ def missing_models(profile: Profile | None, registry: Registry, pairs: Sequence[
     apart = profile is not None and profile.machine.draft_gpu_layers is not None
     for pair in pairs:
         for spec in registry.pair_models(pair):
-            copies = [spec.name] + ([spec.name + DRAFT_COPY] if apart and spec.name == pair.drafter else [])
+            copies = [spec.name] + ([draft_copy(spec.name)] if apart and spec.name == pair.drafter else [])
             for copy in copies:  # calibration measures a model's drafting copy with the model
                 have = profile.models.get(copy) if profile else None
                 if (have is None or have.identity != spec.identity) and spec.name not in need:
