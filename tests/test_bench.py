@@ -644,6 +644,13 @@ def test_a_bench_extends_earlier_results_of_its_regime_and_reruns_unkeyed_ones(t
                                   "rerun_other_regime": 0, "rerun_busy": 0}
     rows = json.loads((tmp_path / "results" / "matrix.json").read_text())
     assert len(rows) == n and all(r["key"] and r["regime"]["engine"] for r in rows)
+    # The files beside summary.json are named in it by content: its provenance is theirs.
+    import hashlib
+
+    files = json.loads((tmp_path / "results" / "summary.json").read_text())["files"]
+    assert {"matrix.json", "capped.json", "strategies.json", "strategies.csv"} <= set(files)
+    assert all(hashlib.sha256((tmp_path / "results" / name).read_bytes()).hexdigest() == digest
+               for name, digest in files.items())
     # A fresh cache seeded from those results: nothing runs, and the figures are the same.
     seeded = _fake_bench(tmp_path / "b", None, tmp_path / "results")
     assert _where_from(seeded) == {"reused_from_cache": 0, "reused_from_results": n, "run": 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -158,18 +159,20 @@ def write_outputs(res: BenchResult, out: Path) -> list[Path]:
                **m.meta.get((item, p, cap), {})}
               for (item, p, cap), cell in sorted(m.capped.items()) if item in tasks]
     (out / CAPPED_FILE).write_text(json.dumps(capped, indent=1, ensure_ascii=False))
-    summary = dict(res.summary)
-    summary["by_task"] = {task: d["summary"] for task, d in res.by_task.items()}
-    summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res.config).items()}
-    summary["routing_analysis"] = routing_analysis(res)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    written += [out / "strategies.json", out / "strategies.csv", out / MATRIX_FILE, out / CAPPED_FILE,
-                out / "summary.json"]
+    written += [out / "strategies.json", out / "strategies.csv", out / MATRIX_FILE, out / CAPPED_FILE]
     live = [o for o in res.outcomes if "stream" in o.extra]
     if live:  # the live loop's per-prompt trace, in stream order
         (out / "live_stream.json").write_text(json.dumps(
             [{"budget_s": o.budget_s, "stream": o.extra["stream"]} for o in live], indent=1))
         written.append(out / "live_stream.json")
+    summary = dict(res.summary)
+    # The files this run wrote beside it, by content: their provenance is summary.json's.
+    summary["files"] = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in written}
+    summary["by_task"] = {task: d["summary"] for task, d in res.by_task.items()}
+    summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res.config).items()}
+    summary["routing_analysis"] = routing_analysis(res)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    written.append(out / "summary.json")
     written += plot(res, out)
     return written
 
