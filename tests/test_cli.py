@@ -22,6 +22,34 @@ def test_help_does_not_load_native_libraries():
     assert out.stdout.strip() == "False False"
 
 
+def test_every_option_name_shows_whole_in_help_at_80_columns(monkeypatch):
+    """typer's option table shrinks columns to the terminal: no name may be cut to fit."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from qroute_cli.cli import _register_commands, app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    _register_commands()
+
+    def commands(cmd, path=()):
+        yield path, cmd
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from commands(sub, path + (name,))
+
+    checked = 0
+    for path, cmd in commands(typer.main.get_command(app)):
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (path, result.output)
+        assert max(map(len, result.output.splitlines())) <= 80
+        for param in cmd.params:
+            for name in [] if getattr(param, "hidden", False) else param.opts + param.secondary_opts:
+                if name.startswith("--"):
+                    assert name in result.output, (path, name)
+                    checked += 1
+    assert checked > 60
+
+
 def test_run_json_has_documented_fields():
     r = qroute("run", "hello there", "--pair", "fake-big+small", "--json", "-n", "30")
     assert r.returncode == 0, r.stderr

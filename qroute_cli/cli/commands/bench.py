@@ -23,12 +23,12 @@ def bench(
     tasks: Optional[str] = typer.Option(
         None, "--tasks", help="Comma-separated, from gsm8k, nq, wp and code (HumanEval, pass@1: each answer's "
                               "tests run in a sandbox). Default: all four."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Prompts per task (overrides the preset)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", metavar="N", min=1, help="Prompts per task (overrides the preset)."),
     quick: bool = typer.Option(False, "--quick", help="3 prompts per task: a few minutes on 2 cores."),
     full: bool = typer.Option(False, "--full", help="40 prompts per task: the preset behind bench/REPORT.md "
                                                     "(hours on 2 cores; rerun the same command to resume)."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Comma-separated pairs (default: all with models present)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed for random and bandit baselines."),
+    seed: int = typer.Option(0, "--seed", metavar="N", min=0, help="Seed for random and bandit baselines."),
     data_dir: Optional[Path] = typer.Option(
         None, "--data-dir", help="Use your own copy of the data sets (laid out like shared/data) for gsm8k, nq and "
                                  "wp; code always comes from the HumanEval file qroute ships."),
@@ -52,11 +52,11 @@ def bench(
              "--scorer length-only=predictor/build/length-only.onnx"),
     live: bool = typer.Option(True, "--live/--no-live",
                               help="After the matrix, run the online-learning loop for real over the prompt stream."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
+    bootstrap: int = typer.Option(1000, "--bootstrap", metavar="N", min=0,
                                   help="Resamples of the prompts behind each figure's 95% interval (0: none)."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, callback=cap_threads,
+        None, "--threads", metavar="N", min=1, callback=cap_threads,
         help="CPU threads for llama.cpp (default: what the load leaves, per answer). A fixed count keeps every "
              "cell of a long run in one regime: cells are cached per thread count."),
 ) -> None:

@@ -20,12 +20,12 @@ def chat(
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per turn, e.g. 5s or 800ms (default from config)."),
     hard_budget: bool = typer.Option(False, "--hard-budget", help="Stop each answer when the budget runs out, keeping its text so far (/hard-budget on|off inside)."),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer (default from config)."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for sampling and the random strategy."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
-    gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
-    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", metavar="N", min=1, help="Most tokens per answer (default from config)."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", metavar="T", min=0.0, max=5.0, help="0 = greedy; above 0 samples."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", min=0, help="Random seed for sampling and the random strategy."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", metavar="N", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", metavar="N", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
     as_json: bool = typer.Option(False, "--json", help="Without a terminal: one JSON object per answer (JSON Lines)."),
 ) -> None:
     """Chat in the terminal; each turn is routed with the conversation as context.

@@ -28,20 +28,20 @@ def run(
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Latency budget per prompt, e.g. 5s or 800ms (default from config)."),
     hard_budget: bool = typer.Option(False, "--hard-budget", help="Stop generating when the budget runs out: the text so far is kept, finish_reason 'deadline'."),
     explain: bool = typer.Option(False, "--explain", help="Show every candidate pair and why one was chosen."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens to generate (default from config)."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=5.0, help="0 = greedy; above 0 samples (speculation stays exact)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for sampling and the random strategy. With a seed, "
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", metavar="N", min=1, help="Most tokens to generate (default from config)."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", metavar="T", min=0.0, max=5.0, help="0 = greedy; above 0 samples (speculation stays exact)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", min=0, help="Random seed for sampling and the random strategy. With a seed, "
                                       "drafting follows acceptance only, not timing: on the same machine, the same pair "
                                       "and thread count (--pair, --threads) give the same text."),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt (JSON Lines) instead of streamed text."),
-    draft_max: int = typer.Option(DRAFTING.max_len, "--draft-max", min=1, max=DRAFTING.max_len,
+    draft_max: int = typer.Option(DRAFTING.max_len, "--draft-max", metavar="N", min=1, max=DRAFTING.max_len,
                                   help=f"Upper bound of the adaptive draft length (at most {DRAFTING.max_len}: "
                                        "calibration measures verify batches up to that length)."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Back off from drafting when it does not pay."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
-    gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
-    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", metavar="N", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", metavar="N", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
 ) -> None:
     """Answer a prompt (or every prompt on stdin) with the best pair that fits the budget.
 

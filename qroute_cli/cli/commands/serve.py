@@ -18,15 +18,15 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs --api-key."),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(8000, "--port", metavar="PORT", min=1, max=65535, help="Port to listen on."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="QROUTE_API_KEY",
                                           help="Require 'Authorization: Bearer KEY' on every request."),
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="Default strategy: quality (default), cost, random or static:PAIR."),
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Default latency budget per request, queue included, e.g. 5s (default from config)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", min=1, help="Most tokens per answer when a request gives none (default from config)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
-    gpu_layers: int = typer.Option(0, "--gpu-layers", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
-    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", metavar="N", min=1, help="Most tokens per answer when a request gives none (default from config)."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", min=1, callback=cap_threads, help="CPU threads for llama.cpp (default: all cores)."),
+    gpu_layers: int = typer.Option(0, "--gpu-layers", metavar="N", min=-1, help="Layers to offload to a GPU (-1 = all) where llama.cpp has one."),
+    draft_gpu_layers: Optional[int] = typer.Option(None, "--draft-gpu-layers", metavar="N", min=-1, help="Layers of a drafting model to offload (-1 = all; default: as --gpu-layers), e.g. 0 keeps a small drafter on the CPU while the verifier runs on the GPU."),
 ) -> None:
     """Serve routed answers over an OpenAI-compatible API (chat, completions, models, metrics).
 
