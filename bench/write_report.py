@@ -469,10 +469,11 @@ def _startup_verdict(hi: float, lo: float) -> str:
 # bench.startup's runs beside the fresh one, where timed: (key, what is different about it).
 _STARTUP_VARIANTS = (
     ("qroute_run_calibrated", "With a calibration profile in the data dir, as after a user's first routed run"),
-    ("qroute_run_history", "With {history_runs} runs in the learning store as well, which every run reads back to "
-                           "learn from"),
-    ("qroute_run_drafting", "The model's n-gram pair in the calibrated data dir, predicted before it runs (its draft "
-                            "lengths follow the predicted acceptance, so the quality predictor loads beside the model)"),
+    ("qroute_run_history", "With {history_runs} runs in the learning store as well (a run folds in only the runs "
+                           "logged since the estimates kept beside the store, runs.learned.json)"),
+    ("qroute_run_drafting", "The model's n-gram pair in the calibrated data dir, where it has drafted before (it "
+                            "drafts by the acceptance its runs taught: only its first run there loads the quality "
+                            "predictor)"),
 )
 
 
