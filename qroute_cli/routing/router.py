@@ -315,12 +315,13 @@ class Router:
             snapshot.save(path, key, self.online, runs[-1][0], runs[-1][1].ts)
 
     def _wants_prediction(self, forced: Pair | None) -> bool:
-        """A routed decision is predicted; a forced pair only where a prediction steers or is
-        shown: it drafts (its draft lengths follow the predicted acceptance), it runs on an
-        endpoint, the caller explains every candidate (`explain`), or the scorer is loaded
-        already. A forced local pair that does not draft otherwise runs as it does without a
-        profile, so a one-shot `qroute run --pair` of a plain model never loads the predictor;
-        its run still teaches speed, acceptance and length."""
+        """Whether the scorer predicts this decision. A routed one is predicted; a forced pair
+        only where the scorer's prediction steers or is shown: it drafts and has not drafted
+        here yet (its draft lengths follow the predicted acceptance; see _drafts_by_learned
+        after that), it runs on an endpoint, the caller explains every candidate (`explain`),
+        or the scorer is loaded already. A forced local pair that does not draft otherwise runs
+        as it does without a profile, so a one-shot `qroute run --pair` of a plain model never
+        loads the predictor; its run still teaches speed, acceptance and length."""
         return (forced is None or forced.remote or self.explain or self._scorer is not None
                 or (forced.drafter != DRAFTER_NONE and not self._drafts_by_learned(forced)))
 
