@@ -1,7 +1,7 @@
 """Trained heads -> one ONNX file that qroute_cli/routing/predict.py runs with onnxruntime.
 
 Graph contract (what predict.py relies on):
-- inputs: "features" float32 (n, n_features: `Featurizer.hashed()`) for the hashed architecture; or
+- inputs: "features" float32 (n, n_buckets + N_DENSE) for the hashed architecture; or
   "input_ids", "attention_mask" int64 (n, L) and "dense" float32 (n, N_DENSE) for the encoder.
 - outputs: "quality" (n, V) in [0, 1], "acceptance" (n, A) in [0, 1], "length" (n, V) >= 1
   tokens, in the order of metadata "verifiers" and "acceptance_keys" ("VERIFIER+DRAFTER");

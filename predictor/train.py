@@ -232,8 +232,6 @@ def task_terms(feat: Featurizer, diff: export.Dense | None) -> export.TaskTerms:
     if diff is None:
         diff = export.Dense(np.zeros((feat.n_features, n_models), np.float32), np.zeros(n_models, np.float32))
     cols = tuple(feat.dense_start + DENSE_NAMES.index(c) for c in TERM_COLUMNS)
-    if feat.bound_col is not None:  # how long an answer runs turns on whether the prompt bounds it
-        cols += (feat.bound_col,)
     tasks = tuple(range(feat.task_start, feat.task_start + len(TASK_TYPES)))
     mask = np.zeros((len(TASK_TYPES), len(cols) + n_models), np.float32)
     mask[:, :len(cols)] = 1.0

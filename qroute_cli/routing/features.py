@@ -3,8 +3,8 @@
 Built on `tokenizers` and numpy only (never onnxruntime): the WordPiece tokenizer of
 all-MiniLM-L6-v2 turns a prompt into ids, from which we make
 - `hashed()`: hashed unigram + bigram counts (log-scaled, L2-normalised) plus a few dense
-  shape features (length, digits, lines...), the prompt's task type as one-hot columns
-  (`task_type`, the router's) and whether it bounds its answer's length, for the light model;
+  shape features (length, digits, lines...) and the prompt's task type as one-hot columns
+  (`task_type`, the router's), for the light model;
 - `encoder_inputs()`: padded ids and attention mask, for the sentence-encoder model.
 Both models also take `dense()`, so they see the same length and shape signals.
 
@@ -57,22 +57,6 @@ def task_type(prompt: str) -> str:
         return "story"
     return "qa"
 
-# The prompt bounds its answer: "briefly", "a short story", "under 100 words", "in a few words".
-# The same task runs several times longer without such a bound (a story asked for as a user
-# asks runs to the token cap), which a length head cannot see from the task type alone.
-_BOUNDED = re.compile(
-    r"\b(?:brief(?:ly)?|short|concise(?:ly)?|succinct(?:ly)?)\b"
-    r"|\b(?:under|at most|no more than|fewer than|less than|up to|within)\s+\d+\s+"
-    r"(?:words?|sentences?|lines?|paragraphs?|characters?|tokens?)\b"
-    r"|\bin (?:a|one|two|three|\d+) (?:few )?(?:words?|sentences?|lines?)\b"
-    r"|\bone[- ](?:word|sentence|line)\b", re.I)
-
-
-def bounded(prompt: str) -> bool:
-    """Whether the prompt asks for a short or length-limited answer."""
-    return _BOUNDED.search(prompt) is not None
-
-
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE_CHARS = set("{}[]();=<>")
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -87,12 +71,11 @@ class FeaturizerConfig:
     max_hash_tokens: int = 1024  # hash the first tokens only: keeps scoring time bounded
     max_len: int = 128  # encoder input length incl. [CLS]/[SEP]; prompts are mostly short
     tasks: bool = True  # append the task-type one-hot columns (TASK_TYPES) to hashed()
-    bounds: bool = True  # then one column: 1 where the prompt bounds its answer's length (bounded())
 
     @property
     def n_features(self) -> int:
         """Columns of `Featurizer.hashed()` under this config."""
-        return self.n_buckets + N_DENSE + (len(TASK_TYPES) if self.tasks else 0) + int(self.bounds)
+        return self.n_buckets + N_DENSE + (len(TASK_TYPES) if self.tasks else 0)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +84,6 @@ class FeaturizerConfig:
     def from_json(cls, data: dict[str, Any]) -> "FeaturizerConfig":
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known.setdefault("tasks", False)  # files written before the task columns existed
-        known.setdefault("bounds", False)  # ... and before the bound column
         return cls(**known)
 
 
@@ -143,11 +125,6 @@ class Featurizer:
     def task_start(self) -> int | None:
         """Column of the first task-type one-hot in `hashed()`; None without them."""
         return self.config.n_buckets + N_DENSE if self.config.tasks else None
-
-    @property
-    def bound_col(self) -> int | None:
-        """Column of the "prompt bounds its answer" flag in `hashed()` (the last); None without it."""
-        return self.n_features - 1 if self.config.bounds else None
 
     def ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """WordPiece ids without special tokens, one list per prompt."""
@@ -199,9 +176,7 @@ class Featurizer:
                 out[i, : cfg.n_buckets] = v / norm if norm > 0 else v
         out[:, cfg.n_buckets: cfg.n_buckets + N_DENSE] = self.dense(prompts, ids)
         if cfg.tasks:
-            out[:, self.task_start:self.task_start + len(TASK_TYPES)] = self.tasks(prompts)
-        if cfg.bounds:
-            out[:, self.bound_col] = [float(bounded(text)) for text in prompts]
+            out[:, cfg.n_buckets + N_DENSE:] = self.tasks(prompts)
         return out
 
     def encoder_inputs(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
