@@ -36,7 +36,8 @@ FORMAT = 1
 SAVE_AFTER = 50
 
 # The modules whose code decides what a fold learns: a change to any of them is a new fold.
-_FOLD_CODE = ("online.py", "latency.py", "remote.py", "../speculation.py", "../tuning.py")
+# router.py says which runs are timed; runlog.py what a logged run's fields mean.
+_FOLD_CODE = ("online.py", "latency.py", "remote.py", "router.py", "runlog.py", "../speculation.py", "../tuning.py")
 
 
 def snapshot_path(store_path: Path) -> Path:
