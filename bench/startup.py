@@ -11,11 +11,14 @@ end and alternating, N rounds of:
   (d) (a) again in a data dir that has a calibration profile for the model, as a user's has
       after the first routed run (the router reads the profile and the learning store)
   (e) (d) again with a learning store of --history runs (default: as many as the router
-      replays at start, tuning.ROUTING.replay_runs), as a shell loop leaves it: every one-shot
-      run reads them back to learn from. They are copies of (e)'s own first run.
-  (f) (d) with the model's n-gram pair (--drafting-pair, default PAIR+ngram): a drafting pair
-      is predicted before it runs (its draft lengths follow the predicted acceptance), so it
-      also loads the quality predictor (onnxruntime, the tokenizer), beside the model
+      replays at start, tuning.ROUTING.replay_runs), as a shell loop leaves it. They are copies
+      of (e)'s own first run; the warm-up round folds them and keeps the estimates beside the
+      store (routing/snapshot.py), so each timed run folds only the runs logged since.
+  (f) (d) with the model's n-gram pair (--drafting-pair, default PAIR+ngram): until a drafting
+      pair has drafted on the machine its draft lengths follow the predicted acceptance, so it
+      also loads the quality predictor (onnxruntime, the tokenizer), beside the model. On the
+      default prompt the pair never drafts (its cost curve pays only at high acceptance), so
+      every run does.
 
 and reports each one's median, the ratio to (b) with a bootstrap 95% interval, and the range
 of the per-round ratios. `--pair` needs no calibration (a forced pair is never
