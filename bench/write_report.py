@@ -472,8 +472,9 @@ _STARTUP_VARIANTS = (
     ("qroute_run_history", "With {history_runs} runs in the learning store as well (a run folds in only the runs "
                            "logged since the estimates kept beside the store, runs.learned.json)"),
     ("qroute_run_drafting", "The model's n-gram pair in the calibrated data dir (it drafts by the predicted "
-                            "acceptance until it has drafted on the machine; on this prompt its lookups find nothing "
-                            "to draft, so every run still loads the quality predictor beside the model)"),
+                            "acceptance until it has drafted on the machine; on this prompt it never drafts, its cost "
+                            "curve paying only at high acceptance, so every run still loads the quality predictor "
+                            "beside the model)"),
 )
 
 
