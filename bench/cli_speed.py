@@ -58,10 +58,12 @@ def qroute_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "qroute_cli"]
 
 
-def run_once(pair: str, prompt: str, max_tokens: int, threads: int | None) -> dict:
+def run_once(pair: str, prompt: str, max_tokens: int, threads: int | None, gpu_layers: int = 0) -> dict:
     cmd = qroute_cmd() + ["run", "--json", "--pair", pair, "-n", str(max_tokens), prompt]
     if threads:
         cmd += ["--threads", str(threads)]
+    if gpu_layers:
+        cmd += ["--gpu-layers", str(gpu_layers)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"qroute run --pair {pair} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="--threads for qroute run (default: its own)")
+    ap.add_argument("--gpu-layers", type=int, default=0,
+                    help="--gpu-layers for qroute run, every pair alike (a GPU build; -1: all layers)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cli_speed.json")
     args = ap.parse_args(argv)
 
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, prompt in PROMPTS.items():
             order = pairs if rnd % 2 == 0 else pairs[::-1]  # alternate, so drift hits every pair alike
             for pair in order:
-                row = run_once(args.verifier if pair == AGAIN else pair, prompt, args.max_tokens, args.threads)
+                row = run_once(args.verifier if pair == AGAIN else pair, prompt, args.max_tokens, args.threads,
+                               args.gpu_layers)
                 runs[name][pair].append(row)
                 print(f"round {rnd + 1} {name:10s} {pair:28s} {row['tokens']:4d} tok  "
                       f"{decode_tps(row):6.1f} tok/s  {row['latency_s']:6.2f} s", file=sys.stderr, flush=True)
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": provenance.record(command=" ".join(["python -m bench.cli_speed", *(argv or sys.argv[1:])]),
                                         threads=threads[0] if len(threads) == 1 else threads),
         "verifier": args.verifier, "max_tokens": args.max_tokens, "rounds": args.rounds,
+        "gpu_layers": args.gpu_layers,
         "prompts": PROMPTS, "rows": rows,
     }, indent=1) + "\n")
     for r in rows:

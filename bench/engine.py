@@ -94,11 +94,11 @@ def agreement(a, b) -> float:
     return n / max(len(a), len(b), 1)
 
 
-def setup_profile(pool, pairs, path: Path | None, console: Console):
+def setup_profile(pool, pairs, path: Path | None, console: Console, gpu_layers: int = 0):
     """The calibration profile the runs draft by: --profile, else this setup's saved one, with
     the models it lacks measured now (the full plan: a quick one is too noisy on a busy machine
     to choose draft lengths by; not saved). Returns (profile, where it came from)."""
-    machine = current_machine()
+    machine = current_machine(gpu_layers=gpu_layers)
     profile = load_profile(path) if path else load_profile(machine=machine)
     source = str(path) if path else ("saved" if profile else "measured")
     need = missing_models(profile, pool.registry, pairs)
@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true",
                     help="also run each drafter with the draft length following acceptance alone (no cost curve)")
     ap.add_argument("--profile", type=Path, default=None, help="a calibration profile JSON (default: this setup's)")
+    ap.add_argument("--gpu-layers", type=int, default=0,
+                    help="layers of each model offloaded to a GPU (-1: all), every row alike (a GPU build)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "engine.json")
     args = ap.parse_args()
     if args.quick:
@@ -133,8 +135,8 @@ def main() -> None:
     console = Console()
     rows = []
     cfg = GenerationConfig(max_tokens=args.max_tokens)
-    with ModelPool(reg) as pool:
-        profile, profile_source = setup_profile(pool, list(pairs.values()), args.profile, console)
+    with ModelPool(reg, n_gpu_layers=args.gpu_layers) as pool:
+        profile, profile_source = setup_profile(pool, list(pairs.values()), args.profile, console, args.gpu_layers)
         curves = {label: cost_curve(profile, pair) for label, pair in pairs.items()}
         # label -> (pair, cost curve it drafts by): the modes that run through qroute.
         modes = {label: (pair, curves[label]) for label, pair in pairs.items()}
@@ -151,15 +153,19 @@ def main() -> None:
             # Warm up every path once (page cache, graph allocation).
             for pair, curve in modes.values():
                 run_prompt(pool, pair, msgs, GenerationConfig(max_tokens=8), costs=curve)
-            _, _, lcp_plain = reference_completion(spec, path, toks, 8, llm=lcp_plain)
-            _, _, lcp_lookup = reference_completion(spec, path, toks, 8, prompt_lookup=10, llm=lcp_lookup)
+            _, _, lcp_plain = reference_completion(spec, path, toks, 8, llm=lcp_plain,
+                                                    n_gpu_layers=args.gpu_layers)
+            _, _, lcp_lookup = reference_completion(spec, path, toks, 8, prompt_lookup=10, llm=lcp_lookup,
+                                                     n_gpu_layers=args.gpu_layers)
             results: dict[str, list[dict]] = {}
             for rep in range(args.repeats):
-                out, secs, lcp_plain = reference_completion(spec, path, toks, args.max_tokens, llm=lcp_plain)
+                out, secs, lcp_plain = reference_completion(spec, path, toks, args.max_tokens, llm=lcp_plain,
+                                                          n_gpu_layers=args.gpu_layers)
                 results.setdefault("llama-cpp-python plain", []).append(
                     {"tokens": out, "seconds": secs, "acceptance": None})
                 out, secs, lcp_lookup = reference_completion(spec, path, toks, args.max_tokens,
-                                                             prompt_lookup=10, llm=lcp_lookup)
+                                                             prompt_lookup=10, llm=lcp_lookup,
+                                                         n_gpu_layers=args.gpu_layers)
                 results.setdefault("llama-cpp-python draft_model (prompt lookup)", []).append(
                     {"tokens": out, "seconds": secs, "acceptance": None})
                 for label, (pair, curve) in modes.items():
@@ -226,7 +232,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     threads = sorted({run["threads"] for r in rows for run in r["runs"] if run.get("threads")})
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,
-            "repeats": args.repeats, "llama_cpp_python": llama_cpp_version(), "machine": platform.machine(),
+            "repeats": args.repeats, "gpu_layers": args.gpu_layers, "llama_cpp_python": llama_cpp_version(), "machine": platform.machine(),
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or None,
             "commit": source_commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
             "profile": profile_source,

@@ -60,3 +60,36 @@ def test_a_drafter_kept_on_the_cpu_beside_an_offloaded_verifier(tmp_path):
     assert cal.returncode == 0, cal.stderr
     shown = json.loads(qroute("calibrate", "--show", "--json", *place, config=None).stdout)
     assert shown["machine"]["draft_gpu_layers"] == 0 and "qwen2.5-coder-0.5b (draft)" in shown["models"]
+
+
+def _cmake_flags(tmp_path, tools: dict[str, str]) -> str:
+    """llama_cmake_flags of scripts/lib/llama_build.sh with PATH holding only `tools` (name ->
+    script body) beside the basic commands."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("grep", "cat", "ls"):
+        (bin_dir / name).symlink_to(shutil.which(name))
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    lib = Path(__file__).resolve().parent.parent / "scripts" / "lib" / "llama_build.sh"
+    env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"} | {"PATH": str(bin_dir)}
+    done = subprocess.run([shutil.which("bash"), "-c", f"source {lib}; llama_cmake_flags"],
+                          capture_output=True, text=True, env=env, check=True)
+    return done.stdout.strip()
+
+
+def test_setup_builds_cuda_for_this_machines_gpu_only_where_one_is_present(tmp_path):
+    """Where nvcc and an NVIDIA GPU are both present, setup builds CUDA kernels for that GPU
+    alone (native: a build for every architecture takes several times longer); nvcc alone, a
+    toolkit without a GPU, builds for the CPU."""
+    gpu = {"nvcc": "exit 0", "nvidia-smi": "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0)'"}
+    flags = _cmake_flags(tmp_path / "gpu", gpu).split()
+    assert "-DGGML_CUDA=ON" in flags and "-DCMAKE_CUDA_ARCHITECTURES=native" in flags
+    no_gpu = _cmake_flags(tmp_path / "toolkit", {"nvcc": "exit 0", "nvidia-smi": "exit 9"})
+    assert "CUDA" not in no_gpu

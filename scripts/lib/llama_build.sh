@@ -15,8 +15,8 @@ qroute_cache_dir() {
 
 # GGML's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on CPUs or VMs that report
 # AMX, so where /proc/cpuinfo lists it we build without native tuning and name the instruction
-# sets ourselves. CUDA is built where nvcc is on PATH and an NVIDIA GPU is present (for the
-# GPUs of this machine: GGML's default with native tuning); nvcc alone is not enough, since a
+# sets ourselves. CUDA is built where nvcc is on PATH and an NVIDIA GPU is present, for the
+# GPUs of this machine; nvcc alone is not enough, since a
 # CUDA toolkit without a GPU would only add a long compile that cannot run. Metal needs no
 # flag: llama.cpp turns it on for Apple by default.
 llama_cmake_flags() {
@@ -35,7 +35,9 @@ llama_cmake_flags() {
     fi
   fi
   if command -v nvcc >/dev/null 2>&1 && llama_has_nvidia_gpu; then
-    flags="${flags:+$flags }-DGGML_CUDA=ON"
+    # Kernels for this machine's GPUs alone. GGML picks "native" itself only with native CPU
+    # tuning; without it (AMX above) it would build for every architecture, several times longer.
+    flags="${flags:+$flags }-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native"
   fi
   echo "$flags"
 }

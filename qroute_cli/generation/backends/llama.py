@@ -221,6 +221,7 @@ def reference_completion(
     *,
     prompt_lookup: int = 0,
     n_threads: int | None = None,
+    n_gpu_layers: int = 0,
     llm=None,
 ) -> tuple[list[int], float, object]:
     """llama-cpp-python's own greedy generation (optionally with its prompt-lookup
@@ -238,7 +239,7 @@ def reference_completion(
         draft = LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup) if prompt_lookup else None
         with _quiet_stderr():
             llm = Llama(model_path=str(path), n_ctx=spec.n_ctx, n_threads=threads, n_threads_batch=threads,
-                        draft_model=draft, verbose=False)
+                        n_gpu_layers=n_gpu_layers, draft_model=draft, verbose=False)
     llm.reset()
     t0 = time.perf_counter()
     out: list[int] = []
