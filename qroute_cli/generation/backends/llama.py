@@ -19,6 +19,28 @@ from qroute_cli.errors import ModelCorruptError
 from qroute_cli.types import Message, ModelSpec
 
 
+def _cxx_runtime_first() -> None:
+    """Put the C++ runtime in the process's global symbol scope before llama.cpp's libraries.
+
+    llama-cpp-python loads its libraries with RTLD_GLOBAL. A CUDA build's libggml-cuda exports
+    thousands of C++ standard-library template copies; where the C++ runtime came in earlier
+    through an extension module (numpy, onnxruntime), loaded locally, llama.cpp's own code binds
+    to those copies and crashes (SIGSEGV while reading a model's tokenizer, or in onnxruntime
+    starting beside it). Seen on a CUDA 13 build with numpy 2.5 on Linux. Promoting the runtime
+    first costs nothing where it is already loaded; elsewhere it is skipped."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass  # no GNU C++ runtime (musl, clang's libc++): nothing to put first
+
+
+_cxx_runtime_first()
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """llama.cpp prints load logs on fd 2 from C; keep the user's terminal clean."""
