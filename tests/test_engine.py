@@ -111,6 +111,25 @@ def test_verify_draft_residual_math_for_point_mass():
     assert abs(outcomes[(0, 2)] / 20000 - 0.2) < 0.02
 
 
+def test_the_ngram_drafter_proposes_what_the_lookup_finds_as_the_history_grows():
+    """The drafter's growing index and the scan of the whole history agree at every step:
+    small vocabularies (many repeats, ties between starts), long and short drafts, and a new
+    history (another answer) indexed afresh."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        vocab = rng.choice([2, 3, 5, 50])
+        drafter = NgramDrafter()
+        history = [rng.randrange(vocab) for _ in range(rng.randrange(0, 30))]
+        for _ in range(rng.randrange(1, 80)):
+            k = rng.randrange(1, 9)
+            assert drafter.propose(history, k)[0] == ngram_lookup(history, k)
+            history.extend(rng.randrange(vocab) for _ in range(rng.randrange(1, 4)))
+        other = history[: len(history) // 2]  # another answer's history: not an extension
+        assert drafter.propose(other, 8)[0] == ngram_lookup(other, 8)
+
+
 def test_ngram_lookup_pure():
     assert ngram_lookup([1, 2, 3, 4, 5, 1, 2, 3], 3) == [4, 5, 1]
     assert ngram_lookup([1, 2, 3, 9, 9, 1, 2], 2) == [3, 9]

@@ -133,11 +133,18 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
 
 
 def measure_ngram(reps: int = 50, clock: Callable[[], float] = time.perf_counter) -> float:
-    """One n-gram lookup over a 512-token history (what the n-gram drafter costs per step)."""
-    from qroute_cli.generation.drafters import ngram_lookup
+    """One step of the n-gram drafter at a 512-token history: index the token the last step
+    added, then look up (what the drafter costs per step)."""
+    from qroute_cli.generation.drafters import NgramDrafter
 
-    history = list(np.random.default_rng(0).integers(0, 500, 512))
-    times = [_timed(lambda: ngram_lookup(history, DRAFTING.max_len), clock) for _ in range(reps)]
+    tokens = [int(t) for t in np.random.default_rng(0).integers(0, 500, 512 + reps)]
+    history = tokens[:512]
+    drafter = NgramDrafter()
+    drafter.propose(history, DRAFTING.max_len)  # the prompt's index, built once per answer
+    times = []
+    for tok in tokens[512:]:
+        history.append(tok)
+        times.append(_timed(lambda: drafter.propose(history, DRAFTING.max_len), clock))
     return statistics.median(times)
 
 

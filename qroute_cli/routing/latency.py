@@ -179,7 +179,7 @@ class Profile:
 
     machine: Machine
     models: dict[str, ModelProfile] = field(default_factory=dict)
-    ngram_s: float = 5e-5  # one n-gram lookup (pure Python/numpy, measured with the models)
+    ngram_s: float = 5e-5  # one step of the n-gram drafter (measured with the models)
 
     def to_json(self) -> dict:
         return {
