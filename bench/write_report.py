@@ -579,6 +579,56 @@ def _one_provenance(rows: list[dict]) -> dict | None:
     return {**made[0], "commit": commit, "command": " ; ".join(commands)}
 
 
+def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None) -> list[str]:
+    """bench/gpu_run.sh on a GPU machine: the build, the cost curves, the engine and forced pairs."""
+    m, b = run["machine"], run["build"]
+    out = ["## GPU: smollm2-135m on one " + m["gpu"].split(",")[0], "",
+           f"Made by commit `{run['commit'][:12]}` (engine `{run['engine']}`) on {run['date']}, {m['gpu']}, "
+           f"{m['cuda']}, {m['cpu']} with {m['cores']} cores: the commands of `bench/gpu_run.sh` "
+           f"(`bench/results/gpu/run.json`). Not measured: {run['not_measured']}.", "",
+           f"Build: llama-cpp-python from its sdist with the flags of scripts/setup.sh (`{b['cmake_args']}`): "
+           f"CUDA kernels for this GPU alone ({b['cuda_architectures']}), {b['seconds']} s on {b['parallel_jobs']} "
+           f"jobs. Tests: {run['tests']}.", "",
+           "Cost curves (`qroute calibrate`, ms): one decode step, then the verifier's batch of n tokens.", "",
+           "| setup | decode | n = 2 | n = 3 | n = 5 | n = 9 | prefill tokens/s | n-gram step |",
+           "|---|---|---|---|---|---|---|---|"]
+    for label, prof in profiles.items():
+        mod = prof["models"]["smollm2-135m"]
+        v = mod["verify_s"]
+        out.append(f"| {label} | {mod['decode_s'] * 1e3:.2f} | {v[0] * 1e3:.2f} | {v[1] * 1e3:.2f} | "
+                   f"{v[3] * 1e3:.2f} | {v[7] * 1e3:.2f} | {mod['prefill_tps']:,.0f} | {prof['ngram_s'] * 1e6:.0f} us |")
+    out += ["", "`bench.engine --quick` in one process (64 tokens, median of 2):", "",
+            "| setup | prompt | mode | tokens/s | × qroute plain | limit (k) | agreement with plain |",
+            "|---|---|---|---|---|---|---|"]
+    for label, eng in engines.items():
+        for r in eng["rows"]:
+            limit = "–" if r.get("limit_vs_plain") is None else f"{r['limit_vs_plain']:.2f} ({r.get('best_draft_len')})"
+            out.append(f"| {label} | {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | "
+                       f"{r['ratio_vs_qroute_plain']:.2f} | {limit} | {r['agreement_with_plain']:.0%} |")
+    if cli:
+        out += [""] + cli_speed_section(cli)[2:-1]
+    gpu, cpu = (profiles.get(k, {}).get("models", {}).get("smollm2-135m") for k in profiles)
+    if gpu and cpu:
+        out += ["", f"On the GPU a decode step is {cpu['decode_s'] / gpu['decode_s']:.1f}x faster than on the "
+                f"16-thread CPU, but a batch of two costs {gpu['verify_s'][0] / gpu['decode_s']:.1f}x a decode step "
+                f"there (the CPU: {cpu['verify_s'][0] / cpu['decode_s']:.1f}x), so a draft pays only at higher "
+                "acceptance: the cost-aware draft length reads this from the profile."]
+    idle = [(label, r) for label, eng in engines.items() for r in eng["rows"]
+            if "qroute ngram" in r["mode"] and r.get("best_draft_len") == 0 and r["ratio_vs_qroute_plain"] < 0.97]
+    if idle:
+        out += ["", "Where the curve says no draft pays (limit 1.00, k = 0), the n-gram mode still ran at "
+                + ", ".join(f"{r['ratio_vs_qroute_plain']:.2f}x ({label}, {r['prompt']})" for label, r in idle)
+                + ": the probes the controller still makes, and each step's lookup and draft-length choice (about "
+                "0.1 + 0.03 ms at this engine revision, a tenth of a GPU decode step). Engine revisions after commit 2e0a504 index the "
+                "history instead (about 4 us a step); that is measured on the CPU only, not yet on a GPU."]
+    agree = [r["agreement_with_plain"] for eng in engines.values() for r in eng["rows"] if "qroute ngram" in r["mode"]]
+    if agree:
+        out += ["", f"Greedy speculative answers agreed with plain answers on {min(agree):.0%}–{max(agree):.0%} of "
+                "their tokens: batched and single-token logits differ in near-ties (see 'exact' in README.md), "
+                "more often with the GPU's kernels than with the CPU's."]
+    return out + [""]
+
+
 def made_by(data) -> list[str]:
     """A section's provenance line: the commit, date, machine, threads and command its results
     file records, or a warning that the file does not say, so a stale section is not read as fresh."""
@@ -695,6 +745,14 @@ def main() -> None:
         lines += cli_speed_section(cli_speed)
     if startup:
         lines += startup_section(startup)
+    gpu_run = _load("gpu/run.json")
+    if gpu_run:
+        profiles = {label: _load(f"gpu/profile_{name}.json") for label, name in
+                    (("GPU, every layer", "gpu"), ("the same machine's CPU, 16 threads", "host_cpu"))}
+        engines = {label: _load(f"gpu/engine_{name}.json") for label, name in
+                   (("GPU", "gpu"), ("CPU", "host_cpu"))}
+        lines += gpu_section(gpu_run, {k: v for k, v in profiles.items() if v},
+                             {k: v for k, v in engines.items() if v}, _load("gpu/cli_speed_gpu.json"))
     if speed:
         lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(_one_provenance(speed)) + [
                   "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "

@@ -957,3 +957,24 @@ def test_native_rows_keep_the_run_of_median_speed():
     assert median_run(runs)["seconds"] == 1.0
     assert median_run(runs[:2])["seconds"] == 2.0  # an even count: the lower middle
     assert median_run(runs[:1]) is runs[0]
+
+
+def test_the_gpu_section_is_written_from_the_committed_gpu_run():
+    """bench/results/gpu: the run's machine and build, both cost curves, every engine row, and
+    the forced pairs' verdict come out of the files, not out of prose."""
+    import json
+    from pathlib import Path
+
+    from bench import write_report
+
+    gpu = Path(write_report.RESULTS) / "gpu"
+    load = lambda name: json.loads((gpu / name).read_text())  # noqa: E731
+    run = load("run.json")
+    profiles = {"GPU": load("profile_gpu.json"), "CPU": load("profile_host_cpu.json")}
+    engines = {"GPU": load("engine_gpu.json"), "CPU": load("engine_host_cpu.json")}
+    text = "\n".join(write_report.gpu_section(run, profiles, engines, load("cli_speed_gpu.json")))
+    assert run["commit"][:12] in text and "90-real" in text
+    decode = profiles["GPU"]["models"]["smollm2-135m"]["decode_s"]
+    assert f"| GPU | {decode * 1e3:.2f} |" in text
+    assert text.count("| GPU | ") + text.count("| CPU | ") == 2 + len(engines["GPU"]["rows"]) + len(engines["CPU"]["rows"])
+    assert "speculative rows decode at 0.95x plain or better" in text
