@@ -254,3 +254,20 @@ def test_thread_count_changes_between_answers_on_real_model(smollm_pool):
     assert one.stats.output_tokens > 0 and again.stats.output_tokens > 0
     prompt, _ = prompt_tokens(backend, smollm_pool.registry.model("smollm2-135m"), msgs)
     assert_same_up_to_near_ties(backend, prompt, one, again) >= 0
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="the GNU C++ runtime is Linux's")
+def test_the_cxx_runtime_is_global_before_llama_cpp_loads():
+    """A CUDA build of llama.cpp crashes reading a tokenizer when numpy (or onnxruntime) brought
+    the C++ runtime in first, privately (bench/REPORT.md, GPU section). Importing the backend puts
+    the runtime in the global symbol scope first, even after numpy."""
+    import subprocess
+    import sys
+
+    probe = ("import numpy, ctypes\n{}\nprint(hasattr(ctypes.CDLL(None), '_ZNSt6localeC1Ev'))")
+    before = subprocess.run([sys.executable, "-c", probe.format("")], capture_output=True, text=True, check=True)
+    after = subprocess.run([sys.executable, "-c", probe.format("import qroute_cli.generation.backends.llama")],
+                           capture_output=True, text=True, check=True)
+    assert after.stdout.strip() == "True", after.stderr
+    if before.stdout.strip() == "True":
+        pytest.skip("numpy's C++ runtime is global here already: nothing to tell apart")
