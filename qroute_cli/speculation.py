@@ -1,7 +1,8 @@
 """How long a draft should be: the one rule the engine drafts by and the latency model predicts with.
 
 A speculative step with a draft of k tokens costs the verifier's batch of k + 1 tokens, k
-drafted tokens and, when every draft token stood, the drafter's catch-up (it has read neither
+drafted tokens, the slower plain steps that may follow a batch (settle_s) and, when every
+draft token stood, the drafter's catch-up (it has read neither
 its own last draft token nor the verifier's bonus token, so its next step starts with a batch
 of two). At per-token acceptance a it yields E(k, a) = (1 - a^(k+1)) / (1 - a) tokens. k = 0 is
 a plain step: one token for the verifier's batch of one. The best k maximises tokens per second,
@@ -34,6 +35,9 @@ class CostCurve:
     draft_s: float = 0.0
     # The drafter's extra cost on the step after a fully accepted draft (0 for free drafters).
     catchup_s: float = 0.0
+    # What the plain steps right after a verify batch cost beyond plain steps (a GPU
+    # re-capturing its decode graph; ~0 on a CPU): paid once per draft step.
+    settle_s: float = 0.0
 
     @property
     def k_max(self) -> int:
@@ -56,7 +60,7 @@ def step_seconds(curve: CostCurve, k: int, acceptance: float) -> float:
     if k <= 0:
         return curve.plain_s
     a = min(max(acceptance, 0.0), _MAX_ACCEPTANCE)
-    return curve.verify_s[k] + k * curve.draft_s + a ** k * curve.catchup_s
+    return curve.verify_s[k] + k * curve.draft_s + a ** k * curve.catchup_s + curve.settle_s
 
 
 def seconds_per_token(curve: CostCurve, k: int, acceptance: float, coverage: float = 1.0) -> float:

@@ -11,6 +11,7 @@ from qroute_cli.generation.backends.fake import FakeBackend
 from qroute_cli.generation.drafters import ModelDrafter, NgramDrafter, ngram_lookup
 from qroute_cli.generation.engine import (DraftController, TextStream, generate, ngram_acceptance, ngram_stats,
                                          verify_draft)
+from qroute_cli.tuning import DRAFTING
 from qroute_cli.types import GenerationConfig
 
 PROMPT = list(b"<user>tell me a story about the sea\n<assistant>")
@@ -166,20 +167,45 @@ def test_controller_reads_acceptance_per_judged_token():
     assert unsure.acceptance() < 0.05
 
 
+def _settle(ctl, seconds: float = 0.01) -> None:
+    """The plain steps after a draft step, which count with it (DRAFTING.settle_steps)."""
+    for _ in range(DRAFTING.settle_steps):
+        ctl.record_plain(seconds)
+
+
+def test_the_steps_that_settle_after_a_draft_count_as_its_cost():
+    """A GPU runs the plain steps right after a verify batch slower: those steps are part of
+    what the draft cost, so they are judged with it and never lower plain's speed."""
+    ctl = DraftController(k_max=4)
+    for _ in range(3):
+        ctl.record_plain(0.01)  # 100 tok/s plain
+    ctl.record_spec(4, 4, 5, 0.02)
+    assert ctl.memory.spec_n == 0  # not judged yet
+    _settle(ctl, 0.05)
+    assert ctl.memory.spec_n == 1 and ctl.memory.plain_n == 3 and ctl.memory.plain_tps == pytest.approx(100)
+    settled = 5 + DRAFTING.settle_steps
+    assert ctl.memory.spec_tps == pytest.approx(settled / (0.02 + 0.05 * DRAFTING.settle_steps))
+    ctl.record_plain(0.01)
+    assert ctl.memory.plain_n == 4  # the steps after those are plain again
+
+
 def test_controller_backs_off_when_speculation_is_slower():
     ctl = DraftController(k_max=4)
     for _ in range(3):
         ctl.record_plain(0.01)  # 100 tok/s plain
     assert ctl.next_k() > 0
     ctl.record_spec(4, 0, 1, 0.05)  # 20 tok/s speculative: one losing step is not yet evidence
+    _settle(ctl)
     assert ctl.next_k() > 0
-    ctl.record_spec(4, 0, 1, 0.05)  # two are
+    ctl.record_spec(4, 0, 1, 0.05)  # two are, judged with the steps that settle after them
+    _settle(ctl)
     assert ctl.next_k() == 0 and ctl.cooldown == 16
     first = ctl.memory.backoff
     for _ in range(ctl.cooldown):
         ctl.record_plain(0.01)
     assert ctl.next_k() > 0  # probes again after the cool-down
     ctl.record_spec(4, 0, 1, 0.05)  # it has lost before: one losing probe pauses drafting again
+    _settle(ctl)
     assert ctl.next_k() == 0 and ctl.cooldown == first == 32  # the pause grew: 16, then 32 tokens
     assert ctl.memory.backoff == 2 * first  # and the next one will be longer still
 

@@ -100,12 +100,17 @@ class DraftController:
     accepted: float = field(init=False, default=0.0)
     _best_for: tuple | None = field(init=False, default=None, repr=False)  # best_k's last counts
     _best: int = field(init=False, default=0, repr=False)
+    # The last speculative step's [tokens, seconds], not yet judged: the plain steps that settle
+    # after its batch (DRAFTING.settle_steps) are added to it first, as part of its cost.
+    _pending: list | None = field(init=False, default=None, repr=False)
+    _settle_left: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.start_answer()
 
     def start_answer(self) -> None:
         """Forget the acceptance of earlier answers: start again from the prior."""
+        self._judge_spec()  # the last answer's last draft, with whatever steps followed it
         self.drafted = DRAFTING.prior_weight
         self.accepted = self.prior * DRAFTING.prior_weight
 
@@ -137,14 +142,24 @@ class DraftController:
         return k
 
     def record_plain(self, seconds: float) -> None:
-        self.memory.observe_plain(1, seconds)
         self.cooldown = max(0, self.cooldown - 1)
+        if self._pending is not None:  # still settling after a draft: part of that step's cost
+            self._pending[0] += 1
+            self._pending[1] += seconds
+            self._settle_left -= 1
+            if self._settle_left <= 0:
+                self._judge_spec()
+            return
+        self.memory.observe_plain(1, seconds)
 
     def record_spec(self, drafted: int, accepted: int, produced: int, seconds: float) -> None:
         """One speculative step: `seconds` is everything it cost (drafting, the drafter's
-        catch-up, the verify batch), so the back-off compares like with like."""
-        mem = self.memory
-        mem.observe_spec(produced, seconds)
+        catch-up, the verify batch), so the back-off compares like with like. The plain steps
+        that settle after its batch count with it: its speed is judged after them."""
+        self._judge_spec()
+        self._pending, self._settle_left = [produced, seconds], DRAFTING.settle_steps
+        if drafted == 0 or self._settle_left <= 0:  # no batch ran: nothing to settle
+            self._judge_spec()
         # The rate the cost curve's E(k, a) assumes is per judged token: the accepted ones and
         # the first rejected one. Tokens after a rejection were never in question; counting
         # them would read a good drafter's long drafts as a bad drafter (an n-gram drafter that
@@ -164,6 +179,16 @@ class DraftController:
         if not self.follow_speed:
             if self.curve is None:  # with a curve, low acceptance already turns drafting off
                 self._back_off_on_misses(accepted)
+
+    def _judge_spec(self) -> None:
+        """Count the pending speculative step's speed and, following the clock, compare it with
+        plain speed: losing pauses drafting."""
+        if self._pending is None:
+            return
+        (tokens, seconds), self._pending = self._pending, None
+        mem = self.memory
+        mem.observe_spec(tokens, seconds)
+        if not (self.adaptive and self.follow_speed):
             return
         # Two losing steps are evidence; one is enough once speculation has lost before on this pair.
         needed = 1 if mem.backoff > BACKOFF.first else 2

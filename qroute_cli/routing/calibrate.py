@@ -94,14 +94,19 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     # timed in rounds, each round some plain steps and then every verify batch size once: the
     # draft-length rule reads the ratios of these costs, and a busy spell then slows the sizes
     # it hits alike instead of bending the curve at one of them.
+    # Each round's first plain steps follow a batch (the last round's verify batches, the
+    # prefill before the first): they tell what settling after a batch costs (settle_s).
     backend.truncate(small)
     pos = small
     decode: list[float] = []
+    settling: list[list[float]] = []  # per round: its first DRAFTING.settle_steps plain steps
     batches: list[list[float]] = [[] for _ in range(DRAFTING.max_len)]
     rounds = max(plan.reps, 1)
     for r in range(rounds):
-        for _ in range(plan.decode_steps // rounds + (1 if r < plan.decode_steps % rounds else 0)):
-            decode.append(_timed(lambda: int(backend.eval([toks[pos]], logits="last")[-1].argmax()), clock))
+        settling.append([])
+        for i in range(plan.decode_steps // rounds + (1 if r < plan.decode_steps % rounds else 0)):
+            t = _timed(lambda: int(backend.eval([toks[pos]], logits="last")[-1].argmax()), clock)
+            (settling[-1] if i < DRAFTING.settle_steps else decode).append(t)
             pos += 1
             advance(1)
         for k in range(1, DRAFTING.max_len + 1):  # every draft length the engine may use
@@ -110,9 +115,14 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
                 _timed(lambda: backend.eval(toks[pos: pos + k + 1], logits="all").argmax(axis=1), clock))
             backend.truncate(start)
             advance(1)
+    if len(decode) < 3:  # too few steady steps (a quick plan): every plain step is a sample
+        decode += [t for steps in settling for t in steps]
     decode_s = statistics.median(decode)
     # A batch costs at least one token's step; a median below that is noise.
     verify = [max(statistics.median(times), decode_s) for times in batches]
+    # What a round's first steps cost beyond steady ones; below zero is noise.
+    settle_s = max(statistics.median(sum(steps) - len(steps) * decode_s for steps in settling if steps), 0.0) \
+        if any(settling) else 0.0
 
     draft = None
     if drafter:
@@ -127,7 +137,7 @@ def measure_model(backend: Backend, model: str, identity: str, plan: Plan, *,
     backend.truncate(0)
     return ModelProfile(
         model=model, identity=identity, prefill_base_s=base, prefill_tps=1.0 / slope,
-        decode_s=decode_s, verify_s=tuple(verify), draft_token_s=draft,
+        decode_s=decode_s, verify_s=tuple(verify), draft_token_s=draft, settle_s=settle_s,
         quick=plan is QUICK, measured_at=now_iso(),
     )
 

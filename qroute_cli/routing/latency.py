@@ -140,6 +140,9 @@ class ModelProfile:
     decode_s: float  # one plain decode step (one token, its logits)
     verify_s: tuple[float, ...]  # [k-1]: evaluate the pending token + k draft tokens, all logits
     draft_token_s: float | None = None  # one drafted token (decode + pick), for model drafters
+    # The plain steps right after a verify batch, beyond plain ones (DRAFTING.settle_steps of
+    # them; a GPU re-captures its decode graph): 0 in profiles measured before it was.
+    settle_s: float = 0.0
     quick: bool = False
     measured_at: str = ""
     # llama.cpp threads it was measured with, when fewer than the machine's (measured on first
@@ -159,6 +162,7 @@ class ModelProfile:
             self, prefill_base_s=self.prefill_base_s * factor, prefill_tps=self.prefill_tps / factor,
             decode_s=self.decode_s * factor, verify_s=tuple(v * factor for v in self.verify_s),
             draft_token_s=None if self.draft_token_s is None else self.draft_token_s * factor,
+            settle_s=self.settle_s * factor,
         )
 
 
@@ -248,6 +252,7 @@ class Profile:
             _seconds(mp.decode_s, f"{name}.decode_s")
             if mp.draft_token_s is not None:
                 _seconds(mp.draft_token_s, f"{name}.draft_token_s")
+            _seconds(mp.settle_s, f"{name}.settle_s", zero_ok=True)
             profiles[name] = mp
         ngram_s = _seconds(data.get("ngram_s", Profile.ngram_s), "ngram_s", zero_ok=True)
         return cls(machine, profiles, ngram_s)
@@ -394,10 +399,10 @@ def cost_curve(profile: Profile, pair: Pair) -> CostCurve | None:
     v = profile.models[pair.verifier]
     verify = (v.decode_s,) + tuple(v.verify_s)
     if pair.drafter == DRAFTER_NGRAM:
-        return CostCurve(verify, draft_s=profile.ngram_s)
+        return CostCurve(verify, draft_s=profile.ngram_s, settle_s=v.settle_s)
     d = profile.drafter(pair.drafter)
     draft = d.draft_token_s if d.draft_token_s is not None else d.decode_s
-    return CostCurve(verify, draft_s=draft, catchup_s=max(d.verify(1) - d.decode_s, 0.0))
+    return CostCurve(verify, draft_s=draft, catchup_s=max(d.verify(1) - d.decode_s, 0.0), settle_s=v.settle_s)
 
 
 def base_per_token(profile: Profile, pair: Pair, acceptance: float | None) -> tuple[float, int]:

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from qroute_cli.tuning import DRAFTING
+
 from qroute_cli.types import Message
 
 EOS = 256
@@ -58,6 +60,9 @@ class FakeBackend:
         alphabet: bytes = b"abcdefghij klmnop\n",
         step_ms: float = 1.0,  # simulated cost of one eval() batch
         token_ms: float = 0.2,  # and of each token in it
+        # and of each of the first DRAFTING.settle_steps single-token evals after a batch of
+        # several (a GPU re-capturing its decode graph; 0: a CPU)
+        settle_ms: float = 0.0,
     ) -> None:
         self.name = name
         self.n_vocab = 257
@@ -76,6 +81,8 @@ class FakeBackend:
         self.clock = CLOCK
         self.threads: int | None = None  # no threads: the pool leaves the count alone
         self.step_s, self.token_s = step_ms / 1000, token_ms / 1000
+        self.settle_s = settle_ms / 1000
+        self._unsettled = 0  # single-token evals left that pay settle_s
 
     @property
     def tokens(self) -> list[int]:
@@ -114,7 +121,12 @@ class FakeBackend:
                 rows.append(self._row(self._tokens))
         self.eval_calls += 1
         self.evaluated += len(tokens)
-        self.clock.advance(self.step_s + self.token_s * len(tokens))
+        extra = 0.0
+        if len(tokens) > 1:
+            self._unsettled = DRAFTING.settle_steps
+        elif self._unsettled > 0:
+            extra, self._unsettled = self.settle_s, self._unsettled - 1
+        self.clock.advance(self.step_s + self.token_s * len(tokens) + extra)
         if logits == "last":
             return self._row(self._tokens)[None, :]
         if logits == "none":
