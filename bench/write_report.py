@@ -579,16 +579,18 @@ def _one_provenance(rows: list[dict]) -> dict | None:
     return {**made[0], "commit": commit, "command": " ; ".join(commands)}
 
 
-def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None) -> list[str]:
+def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None, heading: str,
+                folder: str = "gpu") -> list[str]:
     """bench/gpu_run.sh on a GPU machine: the build, the cost curves, the engine and forced pairs."""
     m, b = run["machine"], run["build"]
-    out = ["## GPU: smollm2-135m on one " + m["gpu"].split(",")[0], "",
+    out = [heading, "", run["what"][0].upper() + run["what"][1:] + ".", "",
            f"Made by commit `{run['commit'][:12]}` (engine `{run['engine']}`) on {run['date']}, {m['gpu']}, "
            f"{m['cuda']}, {m['cpu']} with {m['cores']} cores: the commands of `bench/gpu_run.sh` "
-           f"(`bench/results/gpu/run.json`). Not measured: {run['not_measured']}.", "",
-           f"Build: llama-cpp-python from its sdist with the flags of scripts/setup.sh (`{b['cmake_args']}`): "
+           f"(`bench/results/{folder}/run.json`). Not measured: {run['not_measured']}.", "",
+           f"Build: {b['how']} (`{b['cmake_args']}`): "
            f"CUDA kernels for this GPU alone ({b['cuda_architectures']}), {b['seconds']} s on {b['parallel_jobs']} "
-           f"jobs. Tests: {run['tests']}.", "",
+           f"jobs" + (f"; it differs from setup's: {b['differs_from_setup']}" if b.get("differs_from_setup") else "")
+           + f". Tests: {run['tests']}.", "",
            "Cost curves (`qroute calibrate`, ms): one decode step, then the verifier's batch of n tokens.", "",
            "| setup | decode | n = 2 | n = 3 | n = 5 | n = 9 | prefill tokens/s | n-gram step |",
            "|---|---|---|---|---|---|---|---|"]
@@ -613,14 +615,6 @@ def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None) -> l
                 f"16-thread CPU, but a batch of two costs {gpu['verify_s'][0] / gpu['decode_s']:.1f}x a decode step "
                 f"there (the CPU: {cpu['verify_s'][0] / cpu['decode_s']:.1f}x), so a draft pays only at higher "
                 "acceptance: the cost-aware draft length reads this from the profile."]
-    idle = [(label, r) for label, eng in engines.items() for r in eng["rows"]
-            if "qroute ngram" in r["mode"] and r.get("best_draft_len") == 0 and r["ratio_vs_qroute_plain"] < 0.97]
-    if idle:
-        out += ["", "Where the curve says no draft pays (limit 1.00, k = 0), the n-gram mode still ran at "
-                + ", ".join(f"{r['ratio_vs_qroute_plain']:.2f}x ({label}, {r['prompt']})" for label, r in idle)
-                + ": the probes the controller still makes, and each step's lookup and draft-length choice (about "
-                "0.1 + 0.03 ms at this engine revision, a tenth of a GPU decode step). Engine revisions after commit 2e0a504 index the "
-                "history instead (about 4 us a step); that is measured on the CPU only, not yet on a GPU."]
     agree = [r["agreement_with_plain"] for eng in engines.values() for r in eng["rows"] if "qroute ngram" in r["mode"]]
     if agree:
         out += ["", f"Greedy speculative answers agreed with plain answers on {min(agree):.0%}–{max(agree):.0%} of "
@@ -745,14 +739,27 @@ def main() -> None:
         lines += cli_speed_section(cli_speed)
     if startup:
         lines += startup_section(startup)
-    gpu_run = _load("gpu/run.json")
-    if gpu_run:
-        profiles = {label: _load(f"gpu/profile_{name}.json") for label, name in
+    idle = {}  # per GPU run: n-gram on the write-code prompt, where the curve says no draft pays
+    for folder, heading in (("gpu", "## GPU: smollm2-135m on one NVIDIA H200"),
+                            ("gpu2", "### The same, after the n-gram drafter's index")):
+        gpu_run = _load(f"{folder}/run.json")
+        if not gpu_run:
+            continue
+        profiles = {label: _load(f"{folder}/profile_{name}.json") for label, name in
                     (("GPU, every layer", "gpu"), ("the same machine's CPU, 16 threads", "host_cpu"))}
-        engines = {label: _load(f"gpu/engine_{name}.json") for label, name in
+        engines = {label: _load(f"{folder}/engine_{name}.json") for label, name in
                    (("GPU", "gpu"), ("CPU", "host_cpu"))}
         lines += gpu_section(gpu_run, {k: v for k, v in profiles.items() if v},
-                             {k: v for k, v in engines.items() if v}, _load("gpu/cli_speed_gpu.json"))
+                             {k: v for k, v in engines.items() if v}, _load(f"{folder}/cli_speed_gpu.json"), heading, folder)
+        idle[folder] = [r for r in (engines.get("GPU") or {}).get("rows", [])
+                        if r["mode"] == "qroute ngram" and r.get("best_draft_len") == 0]
+    if idle.get("gpu") and idle.get("gpu2"):
+        a, b = idle["gpu"][0], idle["gpu2"][0]
+        lines += [f"Where the curve says no draft pays ({a['prompt']}, limit 1.00), the n-gram mode ran at "
+                  f"{a['ratio_vs_qroute_plain']:.2f}x plain before the index and {b['ratio_vs_qroute_plain']:.2f}x "
+                  "after it: the lookup's cost per step was not what cost it. What remains are the probes' verify "
+                  "batches and the slower plain steps after each batch, which later engine revisions price in "
+                  "(settle_s in the profile); that is tested on a simulated GPU, not yet measured on one.", ""]
     if speed:
         lines += ["## Decode speed per llama.cpp build and thread setting", ""] + made_by(_one_provenance(speed)) + [
                   "`bench/decode_speed.py` (128-token prompt, 64 generated tokens, median of 3); `hog` = another "

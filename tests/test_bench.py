@@ -972,7 +972,7 @@ def test_the_gpu_section_is_written_from_the_committed_gpu_run():
     run = load("run.json")
     profiles = {"GPU": load("profile_gpu.json"), "CPU": load("profile_host_cpu.json")}
     engines = {"GPU": load("engine_gpu.json"), "CPU": load("engine_host_cpu.json")}
-    text = "\n".join(write_report.gpu_section(run, profiles, engines, load("cli_speed_gpu.json")))
+    text = "\n".join(write_report.gpu_section(run, profiles, engines, load("cli_speed_gpu.json"), "## GPU"))
     assert run["commit"][:12] in text and "90-real" in text
     decode = profiles["GPU"]["models"]["smollm2-135m"]["decode_s"]
     assert f"| GPU | {decode * 1e3:.2f} |" in text
