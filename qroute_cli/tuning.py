@@ -59,9 +59,9 @@ class Drafting:
     # pay at the acceptance one standard deviation above the estimate: a prior that undersells
     # the drafter is corrected, and each miss narrows the bet until probing stops.
     probe_z: float = 1.0
-    # Plain steps after a verify batch that can run slower than steady decoding: a GPU build
-    # re-captures its decode graph after a batch of another shape (the first step runs
-    # without the graph, the second captures it). Calibration measures what these steps cost
+    # Plain steps after a verify batch that can run slower than steady decoding: llama.cpp's
+    # CUDA backend captures its decode graph again after a batch of another shape (its source:
+    # the first step runs without the graph, the second captures it). Calibration measures what these steps cost
     # beyond plain ones (the profile's settle_s), the draft-length rule adds it to every draft
     # step, and the engine's back-off charges these steps to speculation.
     settle_steps: int = 2
