@@ -17,7 +17,6 @@ from typing import Sequence
 import numpy as np
 
 from qroute_cli.tuning import DRAFTING
-
 from qroute_cli.types import Message
 
 EOS = 256
