@@ -40,29 +40,19 @@ def ngram_lookup(history: Sequence[int], k: int, n_max: int = DRAFTING.ngram_max
     """Prompt-lookup drafting: find the latest earlier occurrence of the history's last
     n tokens (longest n first) and propose the up-to-k tokens that followed it.
 
-    Pure function on plain sequences; returns [] when nothing matches.
+    Pure function on plain sequences; returns [] when nothing matches. One lookup of a fresh
+    `NgramDrafter`: a caller that grows the history step by step keeps the drafter instead.
     """
-    arr = np.asarray(history, dtype=np.int64)
-    size = len(arr)
-    for n in range(min(n_max, size - 1), n_min - 1, -1):
-        tail = arr[size - n:]
-        # Windows of length n that end before the tail itself starts.
-        windows = np.lib.stride_tricks.sliding_window_view(arr[: size - 1], n)
-        hits = np.nonzero((windows == tail).all(axis=1))[0]
-        hits = hits[hits + n < size]  # the match must have a continuation
-        if len(hits):
-            start = int(hits[-1]) + n
-            return arr[start: min(start + k, size)].tolist()
-    return []
+    return NgramDrafter(n_max, n_min).propose(history, k)[0]
 
 
 class NgramDrafter:
     """Drafts from repeated n-grams in the prompt and the answer so far; free to run.
 
-    Proposes exactly what `ngram_lookup` finds, from an index of every n-gram's latest start
-    that grows with the history: a step costs a few dictionary lookups instead of a scan of the
-    whole history (100-270 us for 100-1,000 tokens, about a tenth of a decode step of a small
-    model on a GPU, paid on every step the controller asks for a draft)."""
+    It keeps an index of every n-gram's latest start that grows with the history: a step costs
+    a few dictionary lookups instead of a scan of the whole history (100-270 us for 100-1,000
+    tokens, about a tenth of a decode step of a small model on a GPU, paid on every step the
+    controller asks for a draft)."""
 
     backend = None
     free = True
@@ -89,7 +79,7 @@ class NgramDrafter:
 
     def _extend(self, size: int) -> None:
         """Index the n-grams that now have a continuation (those starting at i <= size - 1 - n),
-        latest start last, as ngram_lookup searches them."""
+        the latest start of each kept: the tail itself never matches itself."""
         h = self._history
         for n in range(self.n_min, self.n_max + 1):
             table = self._latest[n]

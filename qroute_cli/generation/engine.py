@@ -448,15 +448,16 @@ def ngram_stats(prompt_tokens: Sequence[int], output_tokens: Sequence[int],
                 k: int = DRAFTING.max_len) -> tuple[float | None, float]:
     """(per-token acceptance, coverage) of n-gram drafting on this exact answer: coverage is
     the share of steps on which the lookup found a draft (the rest are plain steps)."""
-    from qroute_cli.generation.drafters import ngram_lookup
+    from qroute_cli.generation.drafters import NgramDrafter
 
     history = list(prompt_tokens)
+    drafter = NgramDrafter()  # the engine's drafter, over the same growing history
     judged = ok = steps = draft_steps = 0
     i = 0
     out = list(output_tokens)
     while i < len(out):
         steps += 1
-        draft = ngram_lookup(history, k)
+        draft, _ = drafter.propose(history, k)
         if not draft:
             history.append(out[i])
             i += 1
