@@ -100,8 +100,12 @@ class FakeBackend:
         text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
         return text, ()
 
+    def _key(self, context: Sequence[int]) -> tuple:
+        """What the next token depends on: the last two tokens."""
+        return (context[-2] if len(context) > 1 else 257, context[-1] if context else 258)
+
     def _row(self, context: Sequence[int]) -> np.ndarray:
-        key = (context[-2] if len(context) > 1 else 257, context[-1] if context else 258)
+        key = self._key(context)
         rng = np.random.default_rng(zlib.crc32(bytes(f"{self.seed}:{key}", "ascii")))
         row = rng.standard_normal(self.n_vocab).astype(np.float32) * self.sharpness
         if self.noise:
