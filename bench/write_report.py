@@ -361,6 +361,13 @@ def _named_rows(rows: list[dict], lead: str, name, tail: str = "") -> str:
     return f" ({lead}" + ", ".join(name(r) for r in rows) + f"{tail})" if rows else ""
 
 
+def _limit(row: dict) -> str:
+    """An engine row's limit and the draft length it takes: '1.77 (7)', or '–'."""
+    if row.get("limit_vs_plain") is None:
+        return "–"
+    return f"{row['limit_vs_plain']:.2f} ({row.get('best_draft_len')})"
+
+
 def engine_section(engine: dict) -> list[str]:
     """bench.engine: each mode's speed beside the limit its verifier's cost curve allows."""
     m = engine["meta"]
@@ -375,7 +382,7 @@ def engine_section(engine: dict) -> list[str]:
            "| prompt | mode | tokens/s | × qroute plain | limit (k) | share of limit | kept / per token "
            "| agreement with plain |", "|---|---|---|---|---|---|---|---|"]
     for r in engine["rows"]:
-        limit = "–" if r.get("limit_vs_plain") is None else f"{r['limit_vs_plain']:.2f} ({r.get('best_draft_len')})"
+        limit = _limit(r)
         acc = _f(r["acceptance"], "{:.0%}") + ("" if r.get("token_acceptance") is None
                                                  else f" / {r['token_acceptance']:.0%}")
         if str(r.get("acceptance_source") or "").startswith("teacher"):
@@ -579,6 +586,10 @@ def _one_provenance(rows: list[dict]) -> dict | None:
     return {**made[0], "commit": commit, "command": " ; ".join(commands)}
 
 
+# The calibration profiles of a GPU run, as the report labels them and as their files are named.
+GPU_PROFILES = (("GPU, every layer", "gpu"), ("the same machine's CPU, 16 threads", "host_cpu"))
+
+
 def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None, heading: str,
                 folder: str = "gpu") -> list[str]:
     """bench/gpu_run.sh on a GPU machine: the build, the cost curves, the engine and forced pairs."""
@@ -604,12 +615,13 @@ def gpu_section(run: dict, profiles: dict, engines: dict, cli: dict | None, head
             "|---|---|---|---|---|---|---|"]
     for label, eng in engines.items():
         for r in eng["rows"]:
-            limit = "–" if r.get("limit_vs_plain") is None else f"{r['limit_vs_plain']:.2f} ({r.get('best_draft_len')})"
+            limit = _limit(r)
             out.append(f"| {label} | {r['prompt']} | {r['mode']} | {r['tokens_per_s']:.1f} | "
                        f"{r['ratio_vs_qroute_plain']:.2f} | {limit} | {r['agreement_with_plain']:.0%} |")
     if cli:
         out += [""] + cli_speed_section(cli)[2:-1]
-    gpu, cpu = (profiles.get(k, {}).get("models", {}).get("smollm2-135m") for k in profiles)
+    by_place = {prof["machine"]["gpu_layers"] != 0: prof["models"].get("smollm2-135m") for prof in profiles.values()}
+    gpu, cpu = by_place.get(True), by_place.get(False)
     if gpu and cpu:
         out += ["", f"On the GPU a decode step is {cpu['decode_s'] / gpu['decode_s']:.1f}x faster than on the "
                 f"16-thread CPU, but a batch of two costs {gpu['verify_s'][0] / gpu['decode_s']:.1f}x a decode step "
@@ -745,8 +757,7 @@ def main() -> None:
         gpu_run = _load(f"{folder}/run.json")
         if not gpu_run:
             continue
-        profiles = {label: _load(f"{folder}/profile_{name}.json") for label, name in
-                    (("GPU, every layer", "gpu"), ("the same machine's CPU, 16 threads", "host_cpu"))}
+        profiles = {label: _load(f"{folder}/profile_{name}.json") for label, name in GPU_PROFILES}
         engines = {label: _load(f"{folder}/engine_{name}.json") for label, name in
                    (("GPU", "gpu"), ("CPU", "host_cpu"))}
         lines += gpu_section(gpu_run, {k: v for k, v in profiles.items() if v},

@@ -962,13 +962,9 @@ def test_native_rows_keep_the_run_of_median_speed():
 def test_the_gpu_section_is_written_from_the_committed_gpu_run():
     """bench/results/gpu: the run's machine and build, both cost curves, every engine row, and
     the forced pairs' verdict come out of the files, not out of prose."""
-    import json
-    from pathlib import Path
-
     from bench import write_report
 
-    gpu = Path(write_report.RESULTS) / "gpu"
-    load = lambda name: json.loads((gpu / name).read_text())  # noqa: E731
+    load = lambda name: write_report._load(f"gpu/{name}")  # noqa: E731
     run = load("run.json")
     profiles = {"GPU": load("profile_gpu.json"), "CPU": load("profile_host_cpu.json")}
     engines = {"GPU": load("engine_gpu.json"), "CPU": load("engine_host_cpu.json")}
