@@ -21,6 +21,7 @@ threads and command, go to bench/results/engine.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -153,19 +154,16 @@ def main() -> None:
             # Warm up every path once (page cache, graph allocation).
             for pair, curve in modes.values():
                 run_prompt(pool, pair, msgs, GenerationConfig(max_tokens=8), costs=curve)
-            _, _, lcp_plain = reference_completion(spec, path, toks, 8, llm=lcp_plain,
-                                                    n_gpu_layers=args.gpu_layers)
-            _, _, lcp_lookup = reference_completion(spec, path, toks, 8, prompt_lookup=10, llm=lcp_lookup,
-                                                     n_gpu_layers=args.gpu_layers)
+            # llama-cpp-python's own generation of this prompt (placed as qroute's models are).
+            reference = functools.partial(reference_completion, spec, path, toks, n_gpu_layers=args.gpu_layers)
+            _, _, lcp_plain = reference(8, llm=lcp_plain)
+            _, _, lcp_lookup = reference(8, prompt_lookup=10, llm=lcp_lookup)
             results: dict[str, list[dict]] = {}
             for rep in range(args.repeats):
-                out, secs, lcp_plain = reference_completion(spec, path, toks, args.max_tokens, llm=lcp_plain,
-                                                          n_gpu_layers=args.gpu_layers)
+                out, secs, lcp_plain = reference(args.max_tokens, llm=lcp_plain)
                 results.setdefault("llama-cpp-python plain", []).append(
                     {"tokens": out, "seconds": secs, "acceptance": None})
-                out, secs, lcp_lookup = reference_completion(spec, path, toks, args.max_tokens,
-                                                             prompt_lookup=10, llm=lcp_lookup,
-                                                         n_gpu_layers=args.gpu_layers)
+                out, secs, lcp_lookup = reference(args.max_tokens, prompt_lookup=10, llm=lcp_lookup)
                 results.setdefault("llama-cpp-python draft_model (prompt lookup)", []).append(
                     {"tokens": out, "seconds": secs, "acceptance": None})
                 for label, (pair, curve) in modes.items():
