@@ -14,7 +14,9 @@ Heads are a list of dense layers (W (in, out), b, activation); target scaling is
 into the last layer, so the graph's raw output is [quality | acceptance | log1p(length)].
 Per-task terms (`TaskTerms`) come first: linear difficulty models read the same features,
 and each task one-hot multiplies [some dense features | difficulty scores], so a linear head
-can give every task its own slope.
+can give every task its own slope. A per-task calibration (`Calibration`) comes last, on the
+quality outputs: it shrinks what the heads say within a task towards the task's mean by how
+well such predictions ranked held-out prompts of that task.
 """
 
 from __future__ import annotations
@@ -68,6 +70,23 @@ class TaskTerms:
 
 
 @dataclass
+class Calibration:
+    """Quality per task, recalibrated: for a prompt whose task one-hot is t,
+    quality = offset[t] + scale[t] * raw quality, per verifier. Training fits scale in [0, 1] on
+    held-out predictions of that task's prompts: near 1 where the heads rank them, 0 where
+    they cannot (the task's mean quality then stands for every prompt of it). A prompt with no
+    task column set keeps its raw value."""
+
+    task_cols: tuple[int, ...]  # the task-type one-hot columns of the input
+    scale: np.ndarray  # (len(task_cols), V)
+    offset: np.ndarray  # (len(task_cols), V)
+
+    def apply(self, x: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        t = x[:, list(self.task_cols)]
+        return quality * (1.0 + t @ (self.scale - 1.0)) + t @ self.offset
+
+
+@dataclass
 class Heads:
     """Multi-task heads: optional difficulty pre-layer or per-task terms, then dense layers to raw outputs."""
 
@@ -77,9 +96,11 @@ class Heads:
     pre: Dense | None = None  # a linear difficulty score appended to the input (clipped to [0, 1])
     meta: dict[str, Any] = field(default_factory=dict)
     terms: TaskTerms | None = None
+    calibration: Calibration | None = None
 
     def raw(self, x: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
         """The numpy forward pass the ONNX graph must reproduce (`scores`: see TaskTerms.expand)."""
+        given = x
         if self.pre is not None:
             x = np.concatenate([x, np.clip(x @ self.pre.w + self.pre.b, 0.0, 1.0)], axis=1)
         if self.terms is not None:
@@ -88,6 +109,8 @@ class Heads:
             x = x @ layer.w + layer.b
             if layer.act == "relu":
                 x = np.maximum(x, 0.0)
+        if self.calibration is not None:
+            x = np.concatenate([self.calibration.apply(given, x[:, :self.n_quality]), x[:, self.n_quality:]], axis=1)
         return x
 
     def outputs(self, x: np.ndarray, scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -121,6 +144,7 @@ def _head_nodes(heads: Heads, x: str, fp16: bool):
         return out
 
     zero, one = const(np.array(0.0, np.float32), "zero"), const(np.array(1.0, np.float32), "one")
+    given = x
     if heads.pre is not None:
         d = node("Clip", [node("Add", [node("MatMul", [x, const(heads.pre.w, "pw")]), const(heads.pre.b, "pb")]), zero, one])
         x = node("Concat", [x, d], axis=1)
@@ -145,7 +169,13 @@ def _head_nodes(heads: Heads, x: str, fp16: bool):
     total = heads.layers[-1].b.shape[0]
     sizes = const(np.array([v, a, total - v - a], np.int64), "split")
     nodes.append(helper.make_node("Split", [x, sizes], ["q_raw", "a_raw", "l_raw"], axis=1))
-    node("Clip", ["q_raw", zero, one], out="quality")
+    q = "q_raw"
+    if heads.calibration is not None:
+        c = heads.calibration
+        tasks = node("Gather", [given, const(np.array(c.task_cols, np.int64), "calt")], axis=1)
+        scale = node("Add", [one, node("MatMul", [tasks, const(c.scale - 1.0, "cals")])])
+        q = node("Add", [node("Mul", [q, scale]), node("MatMul", [tasks, const(c.offset, "calo")])])
+    node("Clip", [q, zero, one], out="quality")
     node("Clip", ["a_raw", zero, one], out="acceptance")
     node("Max", [node("Sub", [node("Exp", ["l_raw"]), one]), one], out="length")
     return nodes, inits
@@ -261,4 +291,7 @@ def linear_heads_from_onnx(path: Path) -> Heads:
         terms = TaskTerms(Dense(by_base["dw"][0], by_base["db"][0]), tuple(int(c) for c in by_base["cols"][0]),
                           tuple(int(c) for c in by_base["tasks"][0]), by_base["mask"][0][0], clip=float(hi))
         assert float(lo) == -float(hi)
-    return Heads(layers, v, a, terms=terms)
+    calibration = None
+    if "calt" in by_base:
+        calibration = Calibration(tuple(int(c) for c in by_base["calt"][0]), by_base["cals"][0] + 1.0, by_base["calo"][0])
+    return Heads(layers, v, a, terms=terms, calibration=calibration)

@@ -19,6 +19,11 @@ Architectures:
                      difficulty scores (task one-hot x feature), ridge; no n-grams
 - task-ridge         task-linear plus the hashed n-grams at a lower weight
 - task-ridge-nodiff  task-ridge without the difficulty scores (what they add)
+- task-linear-cal, task-ridge-cal
+                     the same, with each task's quality predictions shrunk towards that task's
+                     mean by how well they rank held-out prompts of it (`calibrate`): where a
+                     model cannot tell a task's prompts apart, per-prompt noise stops steering
+                     the router there
 Baselines: task-mean (per detected task type), length-only (pooled slope on prompt length),
 and, in routing only, the per-model priors of models.toml.
 
@@ -61,7 +66,11 @@ BUILD = HERE / "build"
 RESULTS = HERE / "results"
 SHIPPED = PREDICTOR_DIR / "predictor.onnx"
 DIFFICULTY_KEYS = HERE / "data" / "difficulty_questions.sha256.gz"
-ARCHS = ("hashed-ridge", "hashed-mlp", "task-linear", "task-ridge", "task-ridge-nodiff")
+ARCHS = ("hashed-ridge", "hashed-mlp", "task-linear", "task-ridge", "task-ridge-nodiff", "task-linear-cal",
+         "task-ridge-cal")
+CAL = "-cal"  # an architecture with this suffix is its base, calibrated per task (`calibrate`)
+CAL_FOLDS = 4  # the held-out predictions a calibration is fitted on
+CAL_MIN_PROMPTS = 20  # a task type with fewer training prompts keeps its raw predictions
 BASELINES = ("task-mean", "length-only")
 SEED = 0
 DEV_SALT = "qroute-predictor-dev-v1"
@@ -240,11 +249,53 @@ def task_terms(feat: Featurizer, diff: export.Dense | None) -> export.TaskTerms:
     return export.TaskTerms(diff, cols, tasks, mask)
 
 
+def base_arch(arch: str) -> str:
+    """The architecture a calibrated one calibrates (itself otherwise): within a task the
+    calibration keeps or ties its ranking, never reverses it, so rankings and lengths are the base's."""
+    return arch[:-len(CAL)] if arch.endswith(CAL) else arch
+
+
+def calibrate(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, y: np.ndarray, nv: int,
+              na: int, diff: export.Dense | None) -> export.Calibration:
+    """Per task type and verifier, quality ~ offset + scale * prediction, fitted on `arch`'s
+    predictions of these rows held out by CAL_FOLDS-fold cross-fitting (folds stratified by task
+    type): scale is the regression slope clipped to [0, 1], offset keeps the task's mean. A
+    slope near 0 says the predictions do not rank that task's prompts for that verifier."""
+    tcols = tuple(range(feat.task_start, feat.task_start + len(TASK_TYPES)))
+    group = np.argmax(x[:, list(tcols)], axis=1)  # every prompt has one task type
+    fold = np.zeros(len(x), int)
+    rng = np.random.default_rng(SEED)
+    for g in np.unique(group):
+        idx = np.flatnonzero(group == g)
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % CAL_FOLDS
+    take = lambda m: None if scores is None else scores[m]  # noqa: E731
+    held = np.zeros((len(x), nv))
+    for k in range(CAL_FOLDS):
+        tr, te = fold != k, fold == k
+        held[te] = fit_arch(arch, feat, x[tr], take(tr), y[tr], nv, na, diff).raw(x[te], take(te))[:, :nv]
+    scale, offset = np.ones((len(tcols), nv)), np.zeros((len(tcols), nv))
+    for g in range(len(tcols)):
+        rows = group == g
+        if rows.sum() < CAL_MIN_PROMPTS:
+            continue
+        for j in range(nv):
+            p, q = held[rows, j], y[rows, j]
+            var = p.var()
+            slope = float(np.mean((p - p.mean()) * (q - q.mean())) / var) if var > 1e-12 else 0.0
+            scale[g, j] = min(max(slope, 0.0), 1.0)
+            offset[g, j] = q.mean() - scale[g, j] * p.mean()
+    return export.Calibration(tcols, scale.astype(np.float32), offset.astype(np.float32))
+
+
 def fit_arch(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, y: np.ndarray, nv: int, na: int,
              diff: export.Dense | None, weight: np.ndarray | None = None) -> Fitted:
     """Fit one architecture or baseline on features x (n, n_features), cross-fitted difficulty
     `scores` (n, K) and targets y; `diff` is the difficulty layer the exported graph computes;
-    `weight` per row for the linear fits (the MLP ignores it)."""
+    `weight` per row for the linear fits (the MLP ignores it, and a calibration fits unweighted)."""
+    if arch.endswith(CAL):
+        f = fit_arch(base_arch(arch), feat, x, scores, y, nv, na, diff, weight)
+        f.heads.calibration = calibrate(base_arch(arch), feat, x, scores, y, nv, na, diff)
+        return Fitted(arch, f.heads, f.uses_scores)
     n_buckets = feat.config.n_buckets
     if arch == "hashed-ridge":
         scale = np.ones(x.shape[1])
@@ -688,8 +739,8 @@ def fit_lengths_with_user(f: Fitted, arch: str, feat: Featurizer, x, scores, y, 
     judged). Only single-layer fits can swap one head; others are returned as they are."""
     if len(f.heads.layers) != 1 or xu is None or not len(xu):
         return f
-    g = fit_arch(arch, feat, np.concatenate([x, xu]), _stack(scores, su), np.concatenate([y, yu]), nv, na, diff,
-                 weight)
+    g = fit_arch(base_arch(arch), feat, np.concatenate([x, xu]), _stack(scores, su), np.concatenate([y, yu]), nv, na,
+                 diff, weight)
     mine, theirs = f.heads.layers[0], g.heads.layers[0]
     mine.w[:, nv + na:] = theirs.w[:, nv + na:]
     mine.b[nv + na:] = theirs.b[nv + na:]
@@ -845,7 +896,8 @@ def _train(args) -> int:
     facts: dict = {}
     if not args.no_human:
         facts["diagnosis"] = diagnose(table, None)
-        facts["learning_curve"] = learning_curve(table, feat, x, scores, diff, ship if ship in ARCHS else "task-ridge")
+        facts["learning_curve"] = learning_curve(table, feat, x, scores, diff,
+                                                 base_arch(ship) if ship in ARCHS else "task-ridge")
         for j, m in enumerate(models):  # cross-fitted scores against our verifiers' quality, within task
             d = "gsm8k" if m.name == "gsm8k-steps" else "nq"
             idx = np.flatnonzero(table.datasets == d)
@@ -854,7 +906,7 @@ def _train(args) -> int:
         print(f"diagnosis and learning curve in {time.time() - t0:.0f}s", flush=True)
     if user.prompts:
         facts["user_lengths"] = user_length_check(table, user, feat, x, scores, xu, su, diff,
-                                                  ship if ship in ARCHS else "task-ridge")
+                                                  base_arch(ship) if ship in ARCHS else "task-ridge")
         print(f"user-phrased length check in {time.time() - t0:.0f}s", flush=True)
 
     # Fit every architecture on all rows, export, check ONNX against numpy.

@@ -276,6 +276,65 @@ def test_task_terms_export_matches_numpy(tmp_path):
     assert np.allclose(back.raw(x), heads.raw(x), atol=1e-5)
 
 
+def test_calibration_export_matches_numpy(tmp_path):
+    """The per-task calibration of the quality outputs in the graph equals the numpy forward
+    pass, reads back, and changes what an uncalibrated graph says."""
+    require_module("onnx")
+    from predictor import export
+    from qroute_cli.routing.features import Featurizer, FeaturizerConfig
+
+    feat = Featurizer(config=FeaturizerConfig(n_buckets=256))
+    rng = np.random.default_rng(2)
+    n_in, n_out = feat.n_features, 2 * 2 + 1
+    cal = export.Calibration(tuple(range(feat.task_start, feat.task_start + 4)),
+                             rng.uniform(0, 1, (4, 2)).astype(np.float32), rng.uniform(0, 0.5, (4, 2)).astype(np.float32))
+    layer = export.Dense(rng.normal(0, 0.1, (n_in, n_out)).astype(np.float32), np.full(n_out, 0.5, np.float32))
+    heads = export.Heads([layer], 2, 1, calibration=cal)
+    meta = {"name": "c", "inputs": "hashed", "featurizer": feat.config.to_json(), "tokenizer": "tokenizer.json",
+            "verifiers": ["a", "b"], "acceptance_keys": ["a+ngram"]}
+    path = tmp_path / "c.onnx"
+    export.save(export.build(heads, meta, n_features=n_in), path)
+    x = feat.hashed(PROMPTS)
+    assert export.check(path, {"features": x}, heads.outputs(x), atol=1e-4) < 1e-4
+    back = export.linear_heads_from_onnx(path)
+    assert np.allclose(back.raw(x), heads.raw(x), atol=1e-5)
+    plain = export.Heads([layer], 2, 1).outputs(x)
+    assert np.abs(plain["quality"] - heads.outputs(x)["quality"]).max() > 0.05
+    assert np.array_equal(plain["length"], heads.outputs(x)["length"])  # quality only
+
+
+def test_calibration_keeps_a_tasks_ranking_and_flattens_a_task_it_cannot_rank():
+    """Math quality follows question length, QA quality is noise: the calibrated fit keeps the
+    math ranking and predicts about the QA mean for every QA prompt, where the uncalibrated one
+    spreads QA predictions by chance."""
+    require_module("sklearn", extra="train")
+    from predictor import train
+    from qroute_cli.routing.features import TASK_TYPES, Featurizer
+
+    feat = Featurizer()
+    rng = np.random.default_rng(0)
+    prompts, quality = [], []
+    for i in range(60):
+        n = int(rng.integers(3, 40))
+        prompts.append("Tom has 3 apples. " + "He buys more apples at the shop. " * n + "How many apples in total?")
+        quality.append(0.9 - 0.02 * n)
+        prompts.append("who wrote the song number %d" % i + " and when" * int(rng.integers(0, 6)))
+        quality.append(float(rng.uniform(0, 0.4)))
+    x = feat.hashed(prompts)
+    y = np.column_stack([quality, np.log1p(np.full(len(prompts), 50.0))])
+    f = train.fit_arch("task-linear-cal", feat, x, None, y, 1, 0, None)
+    raw = train.fit_arch("task-linear", feat, x, None, y, 1, 0, None)
+    cal = f.heads.calibration
+    math, qa = TASK_TYPES.index("math"), TASK_TYPES.index("qa")
+    assert cal.scale[math, 0] > 0.8 and cal.scale[qa, 0] < 0.3
+    math_rows, qa_rows = np.arange(0, len(prompts), 2), np.arange(1, len(prompts), 2)
+    p = f.raw(x, None)[:, 0]
+    assert np.corrcoef(p[math_rows], np.array(quality)[math_rows])[0, 1] > 0.9
+    assert p[qa_rows].std() < 0.5 * raw.raw(x, None)[qa_rows, 0].std()
+    assert abs(p[qa_rows].mean() - np.mean(np.array(quality)[qa_rows])) < 0.03
+    assert np.allclose(f.raw(x, None)[:, 1], raw.raw(x, None)[:, 1])  # lengths are the base's
+
+
 def test_task_terms_learn_the_within_task_slope():
     """Longer math questions are answered worse, yet math prompts are longer and better answered
     than QA prompts: a pooled slope on length gets the within-math order backwards, per-task
