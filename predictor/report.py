@@ -83,7 +83,19 @@ def bench_lines(bench: dict | None) -> list[str]:
     return out
 
 
-def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None, bench: dict | None = None) -> str:
+def calibration_scales(path: Path, verifiers: list[str]) -> dict[str, dict[str, float]] | None:
+    """{task type: {verifier: scale}} of a calibrated predictor file (None: not calibrated)."""
+    from predictor import export
+    from qroute_cli.routing.features import TASK_TYPES
+
+    cal = export.linear_heads_from_onnx(path).calibration if path.exists() else None
+    if cal is None:
+        return None
+    return {t: {v: float(cal.scale[i, j]) for j, v in enumerate(verifiers)} for i, t in enumerate(TASK_TYPES)}
+
+
+def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None, bench: dict | None = None,
+           scales: dict[str, dict[str, float]] | None = None) -> str:
     res, vs, ship = cv["results"], cv["data"]["verifiers"], cv["shipped"]
     methods = [m for m in train.ARCHS + train.BASELINES if m in res]
     tasks = _tasks(cv)
@@ -99,7 +111,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         "## In short",
         "",
     ]
-    lines += summary_lines(cv, bench)
+    lines += summary_lines(cv, bench, scales)
     lines += [
         "",
         "## Data",
@@ -140,7 +152,11 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
         "Spearman ρ of predicted vs. actual quality and AUC against correct/incorrect (GSM8K: exact match; NQ: "
         "quality ≥ 0.5; code: pass; WritingPrompts: ROUGE-L above the set's median), per verifier, from "
         "out-of-fold predictions; brackets: 95% bootstrap interval over the task's prompts. 'task-mean' is one "
-        "value per task (ρ and AUC undefined within, –). A verifier that never or always succeeds has no AUC.",
+        "value per task (ρ and AUC undefined within, –). A verifier that never or always succeeds has no AUC. "
+        "A calibrated architecture (-cal) orders a task's prompts as its base does (its per-task slope in [0, 1] "
+        "keeps or ties the order), so its ρ and AUC are the base's (=); out of fold, where the slope is 0, its "
+        "predictions would differ only by fold. Its 'better of 2' (which verifier of two does better on a "
+        "prompt) is its own.",
     ]
     few = [d for d in tasks if d not in _tasks(cv, shown=True)]
     if few:
@@ -155,7 +171,8 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
             cells = []
             for v in vs:
                 q = r["quality"][v]
-                cells.append(f"{_ci(q['spearman'], q.get('spearman_ci'))} / {_ci(q['auc'], q.get('auc_ci'))}")
+                cells.append(f"= {train.base_arch(m)}" if m != train.base_arch(m) else
+                             f"{_ci(q['spearman'], q.get('spearman_ci'))} / {_ci(q['auc'], q.get('auc_ci'))}")
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {_f(r['better_of_two']['accuracy'])} |")
 
     lines += ["", "## On the bench", ""]
@@ -168,7 +185,7 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
               "| method | " + " | ".join(f"{k} MAE" for k in table.acc_keys) + " | "
               + " | ".join(f"{v} length MAE (median rel.)" for v in vs) + " |",
               "|---|" + "---|" * (len(table.acc_keys) + len(vs))]
-    for m in methods:
+    for m in [m for m in methods if m == train.base_arch(m)]:  # a calibration leaves these as they were
         r = res[m]["all"]
         acc = [_f(r["acceptance"].get(k, {}).get("mae"), "{:.3f}") for k in table.acc_keys]
         ln = [f"{r['length'][v]['mae_tokens']:.0f} ({r['length'][v]['median_rel_err']:.0%})" for v in vs]
@@ -197,23 +214,34 @@ def _q(cv: dict, arch: str, d: str, v: str = TARGET_VERIFIER) -> dict:
     return cv["results"].get(arch, {}).get(d, {}).get("quality", {}).get(v, {})
 
 
-def summary_lines(cv: dict, bench: dict | None = None) -> list[str]:
+def summary_lines(cv: dict, bench: dict | None = None, scales: dict[str, dict[str, float]] | None = None) -> list[str]:
     ship = cv["shipped"]
+    rank = train.base_arch(ship)  # a calibrated file orders a task's prompts as its base does
     out = []
-    g = _q(cv, ship, "gsm8k")
+    if rank != ship:
+        line = (f"- **Shipped**: {ship}, which is {rank} with each task's quality predictions shrunk towards the "
+                "task's mean by how well they ranked held-out prompts of that task (a slope in [0, 1] per task and "
+                f"verifier; the figures on ranking below are {rank}'s, which it keeps)")
+        if scales:
+            line += ("; for the 1.5B the slopes are "
+                     + ", ".join(f"{t} {s[TARGET_VERIFIER]:.2f}" for t, s in scales.items() if TARGET_VERIFIER in s)
+                     + ": where the slope is 0, every prompt of the task gets the task's mean, so chance differences "
+                     "between prompts no longer steer the router")
+        out.append(line + ".")
+    g = _q(cv, rank, "gsm8k")
     if g:
         out.append(f"- **GSM8K**: whether the 1.5B answers a question correctly is ranked with held-out AUC "
                    f"{_ci(g.get('auc'), g.get('auc_ci'))} (target ≥ 0.65; pooled hashed-ridge "
                    f"{_f(_q(cv, 'hashed-ridge', 'gsm8k').get('auc'))}, length-only {_f(_q(cv, 'length-only', 'gsm8k').get('auc'))}). "
                    "The signal is the predicted number of solution steps (a difficulty model trained on the 7,473 "
                    "GSM8K reference solutions) and the question's length, each with its own slope for math prompts.")
-    n = _q(cv, ship, "nq")
+    n = _q(cv, rank, "nq")
     if n:
         out.append(f"- **NQ**: quality of the 1.5B ranked at ρ {_ci(n.get('spearman'), n.get('spearman_ci'))} (target ≥ 0.3): "
                    "not reached. Which questions a model knows is barely visible in the question's words: the EVOUNA "
                    f"difficulty model predicts the human labels of held-out NQ questions at ρ "
                    f"{_f(cv['difficulty'].get('nq-evouna', {}).get('cv_spearman_nq_questions'))}.")
-    c = _q(cv, ship, "code")
+    c = _q(cv, rank, "code")
     if c and cv["data"]["per_dataset"].get("code", 0) < MIN_SHOWN:
         out.append(f"- **code**: {cv['data']['per_dataset'].get('code', 0)} HumanEval training problems have all four "
                    "answers so far: no within-task figure yet (target ρ ≥ 0.3 for pass@1 unmeasured), and the file "
@@ -222,7 +250,7 @@ def summary_lines(cv: dict, bench: dict | None = None) -> list[str]:
         out.append(f"- **code**: pass@1 of the 1.5B ranked at ρ {_ci(c.get('spearman'), c.get('spearman_ci'))} on "
                    f"{cv['data']['per_dataset'].get('code', 0)} HumanEval training problems, all there are (target "
                    "≥ 0.3): not reached; the learning curve below says what more problems of this kind could do.")
-    w = _q(cv, ship, "wp")
+    w = _q(cv, rank, "wp")
     if w:
         out.append(f"- **WritingPrompts**: ROUGE-L against one human story is not predictable from the prompt "
                    f"(1.5B ρ {_ci(w.get('spearman'), w.get('spearman_ci'))}); the predictor knows the task's level only.")
@@ -465,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.write_text(json.dumps(cv, indent=1))
     probe = json.loads(args.probe.read_text()) if args.probe.exists() else None
     bench = json.loads(args.bench.read_text()) if args.bench.exists() else None
-    args.out.write_text(render(cv, table, latency, probe, bench))
+    scales = calibration_scales(args.build_dir / f"{cv['shipped']}.onnx", cv["data"]["verifiers"])
+    args.out.write_text(render(cv, table, latency, probe, bench, scales))
     print(f"wrote {args.out}")
     return 0
 
