@@ -303,31 +303,44 @@ def test_calibration_export_matches_numpy(tmp_path):
     assert np.array_equal(plain["length"], heads.outputs(x)["length"])  # quality only
 
 
+def _math_and_qa(n: int, noisy_qa: bool):
+    """n math prompts whose quality falls with their length, alternating with n QA prompts of
+    quality 0.1 (or, `noisy_qa`, of random quality and length): (featurizer, quality, x, y with
+    a constant length column)."""
+    from qroute_cli.routing.features import Featurizer
+
+    feat = Featurizer()
+    rng = np.random.default_rng(0)
+    prompts, quality = [], []
+    for i in range(n):
+        k = int(rng.integers(3, 40))
+        prompts.append("Tom has 3 apples. " + "He buys more apples at the shop. " * k + "How many apples in total?")
+        quality.append(0.9 - 0.02 * k)
+        if noisy_qa:
+            prompts.append("who wrote the song number %d" % i + " and when" * int(rng.integers(0, 6)))
+            quality.append(float(rng.uniform(0, 0.4)))
+        else:
+            prompts.append("who wrote the song number %d" % i)
+            quality.append(0.1)
+    x = feat.hashed(prompts)
+    return feat, quality, x, np.column_stack([quality, np.log1p(np.full(len(prompts), 50.0))])
+
+
 def test_calibration_keeps_a_tasks_ranking_and_flattens_a_task_it_cannot_rank():
     """Math quality follows question length, QA quality is noise: the calibrated fit keeps the
     math ranking and predicts about the QA mean for every QA prompt, where the uncalibrated one
     spreads QA predictions by chance."""
     require_module("sklearn", extra="train")
     from predictor import train
-    from qroute_cli.routing.features import TASK_TYPES, Featurizer
+    from qroute_cli.routing.features import TASK_TYPES
 
-    feat = Featurizer()
-    rng = np.random.default_rng(0)
-    prompts, quality = [], []
-    for i in range(60):
-        n = int(rng.integers(3, 40))
-        prompts.append("Tom has 3 apples. " + "He buys more apples at the shop. " * n + "How many apples in total?")
-        quality.append(0.9 - 0.02 * n)
-        prompts.append("who wrote the song number %d" % i + " and when" * int(rng.integers(0, 6)))
-        quality.append(float(rng.uniform(0, 0.4)))
-    x = feat.hashed(prompts)
-    y = np.column_stack([quality, np.log1p(np.full(len(prompts), 50.0))])
+    feat, quality, x, y = _math_and_qa(60, noisy_qa=True)
     f = train.fit_arch("task-linear-cal", feat, x, None, y, 1, 0, None)
     raw = train.fit_arch("task-linear", feat, x, None, y, 1, 0, None)
     cal = f.heads.calibration
     math, qa = TASK_TYPES.index("math"), TASK_TYPES.index("qa")
     assert cal.scale[math, 0] > 0.8 and cal.scale[qa, 0] < 0.3
-    math_rows, qa_rows = np.arange(0, len(prompts), 2), np.arange(1, len(prompts), 2)
+    math_rows, qa_rows = np.arange(0, len(quality), 2), np.arange(1, len(quality), 2)
     p = f.raw(x, None)[:, 0]
     assert np.corrcoef(p[math_rows], np.array(quality)[math_rows])[0, 1] > 0.9
     assert p[qa_rows].std() < 0.5 * raw.raw(x, None)[qa_rows, 0].std()
@@ -341,20 +354,9 @@ def test_task_terms_learn_the_within_task_slope():
     terms get it right."""
     require_module("sklearn", extra="train")
     from predictor import train
-    from qroute_cli.routing.features import Featurizer
 
-    feat = Featurizer()
-    rng = np.random.default_rng(0)
-    prompts, quality = [], []
-    for i in range(40):
-        n = int(rng.integers(3, 40))
-        prompts.append("Tom has 3 apples. " + "He buys more apples at the shop. " * n + "How many apples in total?")
-        quality.append(0.9 - 0.02 * n)
-        prompts.append("who wrote the song number %d" % i)
-        quality.append(0.1)
-    x = feat.hashed(prompts)
-    y = np.column_stack([quality, np.log1p(np.full(len(prompts), 50.0))])
-    math_rows = np.arange(0, len(prompts), 2)
+    feat, quality, x, y = _math_and_qa(40, noisy_qa=False)
+    math_rows = np.arange(0, len(quality), 2)
     preds = {}
     for arch in ("length-only", "task-linear"):
         f = train.fit_arch(arch, feat, x, None, y, 1, 0, None)
