@@ -59,6 +59,12 @@ class Drafting:
     # pay at the acceptance one standard deviation above the estimate: a prior that undersells
     # the drafter is corrected, and each miss narrows the bet until probing stops.
     probe_z: float = 1.0
+    # What the prior is worth in that bet: a few tokens, not the prior_weight it has in the
+    # estimate, so the bet narrows with the answer's own checked drafts. Worth prior_weight,
+    # one early miss (one judged token) ended drafting for the rest of an answer whose later
+    # lookups were right 90% of the time (bench/engine.py, edit-code, on a CPU where a
+    # two-token verify costs 1.7 plain steps).
+    probe_prior_weight: float = 2.0
     # Plain steps after a verify batch that can run slower than steady decoding: llama.cpp's
     # CUDA backend captures its decode graph again after a batch of another shape (its source:
     # the first step runs without the graph, the second captures it). Calibration measures what these steps cost

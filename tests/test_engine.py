@@ -340,3 +340,25 @@ def test_the_service_drafts_by_the_cost_curve_it_is_handed(fake_pool):
     cheap = run_prompt(fake_pool, pair, msgs, cfg, costs=CostCurve((0.01,) * 9), acceptance=0.9)
     assert dear.tokens == cheap.tokens
     assert dear.stats.drafted <= 4 < cheap.stats.drafted
+
+
+def test_one_early_miss_does_not_end_drafting_for_the_answer():
+    """Where the prior says drafting does not pay, a probe bets on the acceptance the answer's
+    own checked drafts still allow: the first draft missing (one judged token) does not end
+    drafting for the answer, on a curve where a two-token verify costs 1.7 plain steps; misses
+    that keep coming do."""
+    from qroute_cli.speculation import CostCurve, best_draft_len
+
+    curve = CostCurve((0.032, 0.055, 0.073, 0.094, 0.113, 0.133, 0.152, 0.210, 0.223), draft_s=3e-6,
+                      settle_s=0.002)  # as calibrated on a 2-core EPYC (bench/engine.py)
+    assert best_draft_len(curve, DRAFTING.prior_ngram)[0] == 0
+    ctl = DraftController(k_max=8, curve=curve, prior=DRAFTING.prior_ngram, follow_speed=False)
+    k = ctl.next_k()
+    assert k > 0  # a probe
+    ctl.record_spec(k, 0, 1, curve.verify_s[k])
+    assert ctl.next_k() > 0  # one judged token rules nothing out
+    misses = 1
+    while ctl.next_k() > 0 and misses < 10:
+        ctl.record_spec(ctl.next_k(), 0, 1, 0.06)
+        misses += 1
+    assert 2 <= misses <= 4  # the bet narrows with each miss until probing stops

@@ -98,6 +98,9 @@ class DraftController:
     # DRAFTING.acceptance_memory: the acceptance of the passage being written.
     drafted: float = field(init=False, default=0.0)
     accepted: float = field(init=False, default=0.0)
+    # The answer's own checked draft tokens (the prior's excluded), fading alike: what the
+    # probe's bet narrows with (DRAFTING.probe_prior_weight).
+    judged: float = field(init=False, default=0.0)
     _best_for: tuple | None = field(init=False, default=None, repr=False)  # best_k's last counts
     _best: int = field(init=False, default=0, repr=False)
     # The last speculative step's [tokens, seconds], not yet judged: the plain steps that settle
@@ -113,6 +116,7 @@ class DraftController:
         self._judge_spec()  # the last answer's last draft, with whatever steps followed it
         self.drafted = DRAFTING.prior_weight
         self.accepted = self.prior * DRAFTING.prior_weight
+        self.judged = 0.0
 
     def next_k(self) -> int:
         if not self.adaptive:
@@ -131,12 +135,13 @@ class DraftController:
         """The draft length the cost curve favours (a function of the counts, never the clock).
         The counts change only when a draft is checked, so between drafts (an n-gram lookup that
         finds nothing, a plain step) the last answer stands: ~30 us less per step."""
-        key = (self.drafted, self.accepted, self.k_max, id(self.curve))
+        key = (self.drafted, self.accepted, self.judged, self.k_max, id(self.curve))
         if key == self._best_for:
             return self._best
         k, _ = best_draft_len(self.curve, self.acceptance(), self.k_max)
         if k == 0:
-            optimistic = optimistic_acceptance(self.acceptance(), self.drafted, DRAFTING.probe_z)
+            evidence = self.judged + DRAFTING.probe_prior_weight
+            optimistic = optimistic_acceptance(self.acceptance(), evidence, DRAFTING.probe_z)
             k, _ = best_draft_len(self.curve, optimistic, self.k_max)
         self._best_for, self._best = key, k
         return k
@@ -168,6 +173,7 @@ class DraftController:
         # and asked on every step it would cost it on every step.
         self.drafted = self.drafted * DRAFTING.acceptance_memory + checked_tokens(drafted, accepted)
         self.accepted = self.accepted * DRAFTING.acceptance_memory + accepted
+        self.judged = self.judged * DRAFTING.acceptance_memory + checked_tokens(drafted, accepted)
         if not self.adaptive:
             return
         if drafted == 0:
