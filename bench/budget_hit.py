@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 from qroute_cli.jsonl import parse_jsonl, read_jsonl
@@ -114,8 +113,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from qroute_cli import paths
-    from qroute_cli.evaluation.provenance import source_commit
-    from qroute_cli.routing.latency import cpu_model
+    from qroute_cli.evaluation import provenance
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", default="10s")
@@ -131,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("QROUTE_CONFIG", "QROUTE_LOG_PROMPTS")}
     env["QROUTE_MODELS"] = os.environ.get("QROUTE_MODELS") or str(paths.cache_dir())
     load_before = os.getloadavg()
+    command = " ".join(["python -m bench.budget_hit", *(sys.argv[1:] if argv is None else argv)])
     result: dict = {
-        "commit": source_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": cpu_model(), "cores": os.cpu_count(), "budget": args.budget, "max_tokens": args.max_tokens,
+        # threads: each answer picks its own (the rows, and threads_used below)
+        **provenance.record(command=command, threads="per answer, see threads_used"),
+        "budget": args.budget, "max_tokens": args.max_tokens,
         "prompt_file": str(args.prompts.relative_to(ROOT)) if args.prompts.is_relative_to(ROOT) else str(args.prompts),
         "load_average_before": [round(x, 2) for x in load_before], "modes": {}, "rows": {},
     }

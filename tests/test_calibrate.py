@@ -190,6 +190,33 @@ def test_one_profile_per_setup_and_switching_back_finds_it(fake_registry):
     assert set(load_profile(machine=setups[0]).models) == {"fake-big", "fake-small", "fake-other"}
 
 
+def test_a_profile_measured_on_one_gpu_is_not_used_on_another(monkeypatch, tmp_path):
+    """Two cloud machines can share a CPU model behind different GPUs: where layers are offloaded,
+    the GPU's model is part of the setup. A CPU-only profile is written as before, without it."""
+    from qroute_cli.routing import latency
+
+    for i, model in enumerate(["NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB"]):
+        info = tmp_path / "gpus" / f"0000:0{i}:00.0" / "information"
+        info.parent.mkdir(parents=True)
+        info.write_text(f"Model: \t\t {model}\nIRQ:   33\nBus Type:\t PCIe\n")
+    assert latency.gpu_model(tmp_path / "gpus") == "2x NVIDIA A100-SXM4-80GB, NVIDIA H200"
+    assert latency.gpu_model(tmp_path / "none") == ""
+
+    profiles = {}
+    for gpu in ("NVIDIA H200", "NVIDIA L4"):
+        monkeypatch.setattr(latency, "gpu_model", lambda gpu=gpu: gpu)
+        machine = latency.current_machine(2, gpu_layers=-1)
+        assert machine.gpu == gpu and gpu in machine.key
+        profiles[gpu] = latency.save_profile(_profile(machine, decode_s=0.004 if "H200" in gpu else 0.02))
+        assert latency.load_profile(machine=latency.current_machine(2, gpu_layers=-1)).machine.gpu == gpu
+        cpu = latency.current_machine(2)
+        assert cpu.gpu == "" and cpu == latency.current_machine(2)  # no offload: the GPU plays no part
+    assert len(set(profiles.values())) == 2
+    monkeypatch.setattr(latency, "gpu_model", lambda: "NVIDIA H200")
+    assert latency.load_profile(machine=latency.current_machine(2, gpu_layers=-1)).models["m"].decode_s == 0.004
+    assert "gpu" not in _profile(latency.current_machine(2)).to_json()["machine"]
+
+
 def test_a_profile_of_an_older_qroute_moves_to_its_setup():
     from qroute_cli import paths
     from qroute_cli.routing.latency import current_machine, load_profile

@@ -16,11 +16,13 @@ tokens = a + b x characters and the prefix the KV cache usually reuses (online.p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import platform
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,12 +53,15 @@ class Machine:
     llama_cpp: str
     gpu_layers: int = 0
     draft_gpu_layers: int | None = None  # a model drafter's layers; None: as gpu_layers
+    gpu: str = ""  # the GPU's model where layers are offloaded and it can be named, else ""
 
     @property
     def key(self) -> str:
         gpu = f" | {self.gpu_layers} GPU layers" if self.gpu_layers else ""
         if self.draft_gpu_layers is not None:
             gpu += f" | drafters {self.draft_gpu_layers} GPU layers"
+        if self.gpu:
+            gpu += f" on {self.gpu}"
         return f"{self.cpu} | {self.threads} threads{gpu} | llama-cpp-python {self.llama_cpp}"
 
 
@@ -70,6 +75,22 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def gpu_model(driver: Path = Path("/proc/driver/nvidia/gpus")) -> str:
+    """The NVIDIA GPUs' model names from the driver's /proc files (Linux), e.g. 'NVIDIA H200' or
+    '2x NVIDIA A100-SXM4-80GB'; "" where none can be named (no driver, macOS: there the GPU
+    comes with the chip that cpu_model names)."""
+    names: list[str] = []
+    for info in sorted(driver.glob("*/information")):
+        try:
+            with open(info, encoding="utf-8", errors="replace") as fh:
+                names += [line.split(":", 1)[1].strip() for line in fh if line.startswith("Model:")]
+        except OSError:
+            continue
+    counts = Counter(n for n in names if n)
+    return ", ".join(name if n == 1 else f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
 def llama_cpp_build() -> str:
@@ -124,9 +145,13 @@ def installed_version(name: str) -> str | None:
 
 
 def current_machine(threads: int | None = None, gpu_layers: int = 0, draft_gpu_layers: int | None = None) -> Machine:
-    """This setup; drafters placed as the verifiers are (draft_gpu_layers None or equal) share its key."""
+    """This setup; drafters placed as the verifiers are (draft_gpu_layers None or equal) share its key.
+    Where any layer is offloaded the GPU's model is part of it: a profile measured on one GPU is
+    not used on another behind the same CPU."""
     drafts = None if draft_gpu_layers == gpu_layers else draft_gpu_layers
-    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build(), gpu_layers, drafts)
+    offloads = bool(gpu_layers) or bool(drafts)
+    return Machine(cpu_model(), threads or os.cpu_count() or 1, llama_cpp_build(), gpu_layers, drafts,
+                   gpu_model() if offloads else "")
 
 
 @dataclass(frozen=True)
@@ -188,7 +213,8 @@ class Profile:
     def to_json(self) -> dict:
         return {
             "version": PROFILE_VERSION,
-            "machine": asdict(self.machine),
+            # without "gpu" where it is "" (no offload): a CPU profile reads as before, in older qroutes too
+            "machine": {k: v for k, v in asdict(self.machine).items() if k != "gpu" or v},
             "ngram_s": self.ngram_s,
             "models": {name: asdict(m) for name, m in self.models.items()},
         }
@@ -232,8 +258,9 @@ class Profile:
         if not (isinstance(machine.cpu, str) and isinstance(machine.llama_cpp, str)
                 and isinstance(machine.threads, int) and machine.threads >= 1
                 and isinstance(machine.gpu_layers, int)
-                and (machine.draft_gpu_layers is None or isinstance(machine.draft_gpu_layers, int))):
-            raise ValueError("machine: cpu, threads, llama_cpp, gpu_layers or draft_gpu_layers has the wrong type")
+                and (machine.draft_gpu_layers is None or isinstance(machine.draft_gpu_layers, int))
+                and isinstance(machine.gpu, str)):
+            raise ValueError("machine: cpu, threads, llama_cpp, gpu_layers, draft_gpu_layers or gpu has the wrong type")
         profiles = {}
         for name, m in models.items():
             if not isinstance(m, dict):
