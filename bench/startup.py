@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 from qroute_cli.evaluation.provenance import source_commit
-from qroute_cli.routing.latency import cpu_model
+from qroute_cli.routing.latency import cpu_detail, cpu_model
 from qroute_cli.tuning import ROUTING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def main() -> int:
         "bench": "startup",
         "commit": source_commit(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cpu_detail": cpu_detail(), "cores": os.cpu_count(), "python": platform.python_version()},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "threads": args.threads,
         "runs": args.runs,

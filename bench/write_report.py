@@ -646,8 +646,11 @@ def made_by(data) -> list[str]:
                 "re-run it with `bash bench/run_full.sh` before relying on it.", ""]
     threads = meta.get("threads", "?")
     machine = meta.get("cpu") or meta.get("machine", "?")
+    detail = meta.get("cpu_detail")
     if isinstance(machine, dict):
-        machine = machine.get("cpu", "?")
+        machine, detail = machine.get("cpu", "?"), machine.get("cpu_detail")
+    if detail:  # a model name like 'AMD EPYC' can name hosts of other speeds
+        machine = f"{machine} ({detail})"
     command = meta.get("command")
     if command is None and isinstance(meta.get("commands"), dict):  # bench.startup names each command it timed
         command = " ; ".join(" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in meta["commands"].values())

@@ -442,6 +442,12 @@ def test_report_sections_say_what_made_them_or_warn():
     line = made_by({"provenance": {"commit": "abc123", "threads": 2, "command": "qroute bench",
                                    "calibration_profile": "0123456789ab"}})[0]
     assert "threads 2, calibration profile `0123456789ab`: `qroute bench`" in line
+    # Two hosts that both call their CPU 'AMD EPYC' are told apart where the file can.
+    detail = "family 25 model 1 stepping 1, 512 KB cache"
+    for made in ({"provenance": {"commit": "abc", "machine": "AMD EPYC", "cpu_detail": detail}},
+                 {"commit": "abc", "machine": {"cpu": "AMD EPYC", "cpu_detail": detail}}):  # bench.startup's shape
+        assert f"AMD EPYC ({detail})," in made_by(made)[0]
+    assert "AMD EPYC, threads" in made_by({"commit": "abc", "machine": "AMD EPYC", "threads": 2})[0]
 
 
 def test_decode_speed_rows_vouch_for_one_run_only():
@@ -521,6 +527,12 @@ def test_a_cell_of_another_regime_is_run_again_and_the_same_regime_reuses_it(tmp
         assert get(2)[2] == {"run": 1}
     assert get(2)[2] == {"cache": 1}
     assert len(cache.read_text().splitlines()) == 4  # every run appended, the hit not
+    # Another host whose CPU has the same name but another family/model: another regime.
+    with monkeypatch.context() as patched:
+        from qroute_cli.routing import latency
+
+        patched.setattr(latency, "cpu_detail", lambda: "family 25 model 17 stepping 1, 1024 KB cache")
+        assert get(2)[2] == {"run": 1}
 
 
 def test_each_cell_records_how_busy_the_machine_was_and_busy_cells_can_run_again(tmp_path, fake_registry,

@@ -217,6 +217,21 @@ def test_a_profile_measured_on_one_gpu_is_not_used_on_another(monkeypatch, tmp_p
     assert "gpu" not in _profile(latency.current_machine(2)).to_json()["machine"]
 
 
+def test_cpu_detail_tells_apart_cpus_of_one_name(tmp_path):
+    from qroute_cli.routing.latency import cpu_detail
+
+    block = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+             "model name\t: AMD EPYC\nstepping\t: 1\ncache size\t: {cache} KB\n\n")
+    milan, genoa = tmp_path / "milan", tmp_path / "genoa"
+    milan.write_text(block.format(n=0, model=1, cache=512) + block.format(n=1, model=1, cache=512))
+    genoa.write_text(block.format(n=0, model=17, cache=1024))
+    assert cpu_detail(milan) == "family 25 model 1 stepping 1, 512 KB cache"
+    assert cpu_detail(genoa) == "family 25 model 17 stepping 1, 1024 KB cache"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nCPU implementer\t: 0x41\n\n")
+    assert cpu_detail(arm) == "" and cpu_detail(tmp_path / "missing") == ""
+
+
 def test_a_profile_of_an_older_qroute_moves_to_its_setup():
     from qroute_cli import paths
     from qroute_cli.routing.latency import current_machine, load_profile

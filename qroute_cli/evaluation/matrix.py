@@ -74,15 +74,17 @@ class Regime:
 
     engine: str  # provenance.engine_revision(): a hash of the generation code
     llama_cpp: str  # provenance.llama_cpp_identity(): version and native build
-    machine: str  # the CPU model
+    machine: str  # the CPU model, with its family, model and stepping where known (latency.cpu_detail)
     threads: int | None  # llama.cpp threads the cell runs with; None: models without threads (fakes)
 
 
 def current_regime(threads: int | None) -> Regime:
     from qroute_cli.evaluation.provenance import engine_revision, llama_cpp_identity
-    from qroute_cli.routing.latency import cpu_model
+    from qroute_cli.routing.latency import cpu_detail, cpu_model
 
-    return Regime(engine_revision(), llama_cpp_identity(), cpu_model(), threads)
+    detail = cpu_detail()
+    return Regime(engine_revision(), llama_cpp_identity(), f"{cpu_model()} ({detail})" if detail else cpu_model(),
+                  threads)
 
 
 @dataclass

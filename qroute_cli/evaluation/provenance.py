@@ -101,13 +101,14 @@ def profile_identity(profile) -> str:
 def record(command: str | None = None, threads: int | str | None = None) -> dict:
     """The provenance fields every results file carries."""
     from qroute_cli import __version__
-    from qroute_cli.routing.latency import cpu_model, llama_cpp_build
+    from qroute_cli.routing.latency import cpu_detail, cpu_model, llama_cpp_build
 
     return {
         "commit": source_commit(),
         "qroute": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": cpu_model(),
+        "cpu_detail": cpu_detail(),  # the model name alone can name two hosts of other speeds
         "cores": os.cpu_count(),
         "threads": threads,
         "llama_cpp": llama_cpp_build(),
