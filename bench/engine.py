@@ -4,7 +4,8 @@ For each prompt it runs, alternating and repeated, on the same verifier:
   - llama-cpp-python plain greedy generation (`Llama.generate`),
   - llama-cpp-python's own prompt-lookup `draft_model` path,
   - qroute plain decoding, qroute n-gram speculation, qroute model-draft speculation,
-and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain, the
+and prints tokens/s (median over repeats), acceptance, the ratio to qroute plain (qroute plain
+also runs a second time each repeat, "qroute plain again": its ratio is the run's own noise), the
 token agreement with plain output and, for speculative modes, the limit: the speed-up over
 plain decoding that the verifier's cost curve allows at the per-token acceptance of the answer
 (qroute_cli/speculation.py, the rule the engine drafts by). qroute's speculative modes draft
@@ -67,6 +68,9 @@ PROMPTS = {
         "    return merged\n"
     ),
 }
+
+
+AGAIN = "qroute plain again"
 
 
 def limit_inputs(label: str, runs: list[dict], prompt: list[int], plain: list[int],
@@ -145,6 +149,9 @@ def main() -> None:
             for label, pair in pairs.items():
                 if curves[label] is not None:
                     modes[f"{label} (acceptance rule)"] = (pair, None)
+        # Plain once more each repeat: how far apart two identical runs land, the yardstick for
+        # telling a slower mode from a noisy one.
+        modes[AGAIN] = (pairs["qroute plain"], None)
         verifier = pool.get(args.verifier)
         path = cache.require(spec)
         lcp_plain = lcp_lookup = None

@@ -397,6 +397,10 @@ def engine_section(engine: dict) -> list[str]:
                 + _named_rows(below, "", lambda r: f"{r['prompt']} {r['mode']} {r['share_of_limit']:.0%}", " do not")
                 + f"; {len(slow)} run below 0.95x qroute plain"
                 + _named_rows(slow, "", lambda r: f"{r['prompt']} {r['mode']} {r['ratio_vs_qroute_plain']:.2f}x") + "."]
+    again = [r for r in engine["rows"] if r["mode"] == "qroute plain again"]
+    if again:  # the same plain mode twice per repeat: how far apart two identical runs land here
+        out += ["", "qroute plain run a second time each repeat (the measurement's own noise): " + "; ".join(
+            f"{r['prompt']} {r['ratio_vs_qroute_plain']:.2f}x" for r in again) + "."]
     return out + [""]
 
 

@@ -814,6 +814,10 @@ def test_report_sections_for_speculation_startup_and_serving_are_derived_from_th
                         "token_acceptance": 0.7, "agreement_with_plain": 1.0}]}
     text = "\n".join(wr.engine_section(engine))
     assert "abc123" in text and "0 of 1 speculative rows reach 90%" in text and "1 run below 0.95x" in text
+    assert "own noise" not in text
+    engine["rows"].append({**engine["rows"][0], "mode": "qroute plain again", "ratio_vs_qroute_plain": 0.97})
+    text = "\n".join(wr.engine_section(engine))
+    assert "0 of 1 speculative rows" in text and "second time each repeat (the measurement's own noise): p 0.97x." in text
     cli = {"provenance": prov, "max_tokens": 8, "rounds": 3, "rows": [
         {"prompt": "p", "pair": "v", "decode_tokens_per_s": 10.0, "x_plain_decode": 1.0, "x_plain_decode_range": [1, 1],
          "x_plain_latency": 1.0, "acceptance": None, "same_text_as_plain": 1.0},
