@@ -98,7 +98,7 @@ def cpu_detail(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """What tells apart CPUs behind one model name: x86 family, model and stepping and the
     cache size from /proc/cpuinfo, e.g. 'family 25 model 1 stepping 1, 512 KB cache'; ""
     where they are not listed. A virtual machine may name its CPU only 'AMD EPYC', and two
-    such hosts measured here decoded the same model 1.6x apart."""
+    such hosts in qroute's own bench runs decoded the same model 1.6x apart."""
     fields: dict[str, str] = {}
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
