@@ -65,15 +65,27 @@ class Machine:
         return f"{self.cpu} | {self.threads} threads{gpu} | llama-cpp-python {self.llama_cpp}"
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+@functools.cache
+def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """/proc/cpuinfo's fields (Linux), keys lower-cased, each at its first occurrence and in
+    the order they first occur; {} where there is no such file."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
+                key, colon, value = line.partition(":")
+                if colon:
+                    fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    for key, value in _cpuinfo().items():
+        if key.startswith(("model name", "hardware", "cpu model")):
+            return value
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -93,22 +105,12 @@ def gpu_model(driver: Path = Path("/proc/driver/nvidia/gpus")) -> str:
     return ", ".join(name if n == 1 else f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
-@functools.cache
 def cpu_detail(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """What tells apart CPUs behind one model name: x86 family, model and stepping and the
     cache size from /proc/cpuinfo, e.g. 'family 25 model 1 stepping 1, 512 KB cache'; ""
     where they are not listed. A virtual machine may name its CPU only 'AMD EPYC', and two
     such hosts in qroute's own bench runs decoded the same model 1.6x apart."""
-    fields: dict[str, str] = {}
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip().lower(), value.strip())
-    except OSError:
-        return ""
+    fields = _cpuinfo(cpuinfo)
     parts = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if fields.get(k)]
     text = " ".join(p.removeprefix("cpu ") for p in parts)
     if fields.get("cache size"):
