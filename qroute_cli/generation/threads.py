@@ -9,9 +9,6 @@ bench/decode_speed.py on the 2-core machine (smollm2-135m, generation tokens/s):
     one core busy:      2 threads  2.5   1 thread 43.5
     (OMP_WAIT_POLICY=PASSIVE: 36.3 busy, but 24.4 quiet, so it is no fix)
 
-How much is lost varies by host: on a 2-core AMD EPYC (Zen 3) two threads with one core
-busy ran at 45.6 tokens/s against one thread's 86.0 (bench/REPORT.md, decode speed).
-
 So before each answer qroute looks at what other processes used since it last looked
 (/proc/stat minus its own time from /proc/self/stat) and leaves their cores to them. Only
 when the thread count is qroute's own choice: --threads fixes it. Linux only; elsewhere
