@@ -40,7 +40,7 @@ from qroute_cli.models import cache
 from qroute_cli.generation.pool import ModelPool
 from qroute_cli.generation.runner import prompt_tokens, run_prompt, user_messages
 from qroute_cli.routing.calibrate import calibrate
-from qroute_cli.evaluation.provenance import source_commit
+from qroute_cli.evaluation.provenance import engine_revision, source_commit
 from qroute_cli.routing.latency import cost_curve, cpu_detail, cpu_model, current_machine, load_profile, missing_models
 from qroute_cli.generation.engine import ngram_stats, teacher_forced_acceptance
 from qroute_cli.speculation import best_draft_len
@@ -239,7 +239,7 @@ def main() -> None:
     meta = {"verifier": args.verifier, "drafter": args.drafter, "max_tokens": args.max_tokens,
             "repeats": args.repeats, "gpu_layers": args.gpu_layers, "llama_cpp_python": llama_cpp_version(), "machine": platform.machine(),
             "cpu": cpu_model(), "cpu_detail": cpu_detail(), "cores": os.cpu_count(), "threads": threads or None,
-            "commit": source_commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
+            "commit": source_commit(), "engine": engine_revision(), "command": " ".join([Path(sys.executable).name, "-m", "bench.engine"] + sys.argv[1:]),
             "profile": profile_source,
             "cost_curves": {label: None if c is None else {"verify_s": [round(x, 5) for x in c.verify_s],
                                                           "draft_s": round(c.draft_s, 6),

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from qroute_cli.evaluation.bootstrap import shown
+from qroute_cli.evaluation.provenance import engine_revision
 from qroute_cli.jsonl import read_jsonl
 from qroute_cli.numeric import percentile
 
@@ -660,9 +661,14 @@ def made_by(data) -> list[str]:
         command = " ; ".join(" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in meta["commands"].values())
     dirty = "+dirty" in str(meta["commit"])
     profile = f", calibration profile `{meta['calibration_profile']}`" if meta.get("calibration_profile") else ""
-    return [f"Made by commit `{str(meta['commit'])[:12]}`{' (with uncommitted changes)' if dirty else ''} on "
-            f"{meta.get('date') or meta.get('time', '?')}, {machine}, "
-            f"threads {'as the load left them' if threads is None else threads}{profile}: `{command or '?'}`.", ""]
+    out = [f"Made by commit `{str(meta['commit'])[:12]}`{' (with uncommitted changes)' if dirty else ''} on "
+           f"{meta.get('date') or meta.get('time', '?')}, {machine}, "
+           f"threads {'as the load left them' if threads is None else threads}{profile}: `{command or '?'}`.", ""]
+    if meta.get("engine") and meta["engine"] != engine_revision():
+        out += [f"**Older engine code**: this section ran engine revision `{meta['engine']}`; the engine is now "
+                f"`{engine_revision()}` (a hash of qroute_cli/generation, speculation.py and tuning.py), so its "
+                "figures may not hold for the current code. Re-run it with `bash bench/run_full.sh`.", ""]
+    return out
 
 
 def main() -> None:

@@ -448,6 +448,11 @@ def test_report_sections_say_what_made_them_or_warn():
                  {"commit": "abc", "machine": {"cpu": "AMD EPYC", "cpu_detail": detail}}):  # bench.startup's shape
         assert f"AMD EPYC ({detail})," in made_by(made)[0]
     assert "AMD EPYC, threads" in made_by({"commit": "abc", "machine": "AMD EPYC", "threads": 2})[0]
+    # A section measured with other engine code says so; one of the current engine does not.
+    from qroute_cli.evaluation.provenance import engine_revision
+
+    assert "Older engine code" in "\n".join(made_by({"commit": "abc", "engine": "0123456789abcdef"}))
+    assert "Older engine code" not in "\n".join(made_by({"commit": "abc", "engine": engine_revision()}))
 
 
 def test_decode_speed_rows_vouch_for_one_run_only():
