@@ -1,8 +1,8 @@
 """Forced pairs through `qroute run`, side by side: does speculation ever run slower than plain?
 
-What a user sees when they force a pair: for each prompt, `qroute run --json --pair P` for the
-plain verifier and each of its speculative pairs, alternating, N rounds, each a fresh process
-(start-up, load, prefill, the answer), in the user's own data dir, so the runs draft by this
+What a user sees when they force a pair, on a short answer, prose, code and an edit (PROMPTS):
+for each prompt, `qroute run --json --pair P` for the plain verifier and each of its
+speculative pairs, alternating, N rounds, each a fresh process (start-up, load, prefill, the answer), in the user's own data dir, so the runs draft by this
 machine's calibration profile as routed runs would (calibrate first: `qroute calibrate`).
 It reports per pair the median decode speed (tokens after the first / time after the first),
 the median end-to-end latency, the ratio of each to plain's (per round, the median with a
@@ -32,6 +32,8 @@ from qroute_cli.evaluation import provenance
 ROOT = Path(__file__).resolve().parent.parent
 
 PROMPTS = {
+    "capital": "What is the capital of Australia? Answer in one sentence.",  # a short answer
+    "lighthouse": "Write a short story, about 150 words, about a lighthouse keeper who finds a message in a bottle.",
     "palindrome": "Write a Python function `is_palindrome(s)` that ignores case, spaces and punctuation. "
                   "Include a docstring and three doctest examples.",
     "type-hints": (

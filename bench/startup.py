@@ -14,11 +14,9 @@ end and alternating, N rounds of:
       replays at start, tuning.ROUTING.replay_runs), as a shell loop leaves it. They are copies
       of (e)'s own first run; the warm-up round folds them and keeps the estimates beside the
       store (routing/snapshot.py), so each timed run folds only the runs logged since.
-  (f) (d) with the model's n-gram pair (--drafting-pair, default PAIR+ngram): until a drafting
-      pair has drafted on the machine its draft lengths follow the predicted acceptance, so it
-      also loads the quality predictor (onnxruntime, the tokenizer), beside the model. On the
-      default prompt the pair never drafts (its cost curve pays only at high acceptance), so
-      every run does.
+  (f) (d) with the model's n-gram pair (--drafting-pair, default PAIR+ngram): it drafts by the
+      pair's mean acceptance for the prompt's task type (scoring.acceptance_priors), moved by
+      its logged runs, so like (d) it loads no quality predictor beside the model.
 
 and reports each one's median, the ratio to (b) with a bootstrap 95% interval, and the range
 of the per-round ratios. `--pair` needs no calibration (a forced pair is never

@@ -483,10 +483,9 @@ _STARTUP_VARIANTS = (
     ("qroute_run_calibrated", "With a calibration profile in the data dir, as after a user's first routed run"),
     ("qroute_run_history", "With {history_runs} runs in the learning store as well (a run folds in only the runs "
                            "logged since the estimates kept beside the store, runs.learned.json)"),
-    ("qroute_run_drafting", "The model's n-gram pair in the calibrated data dir (it drafts by the predicted "
-                            "acceptance until it has drafted on the machine; on this prompt it never drafts, its cost "
-                            "curve paying only at high acceptance, so every run still loads the quality predictor "
-                            "beside the model)"),
+    ("qroute_run_drafting", "The model's n-gram pair in the calibrated data dir (it drafts by the pair's mean "
+                            "acceptance for the prompt's task type, moved by its logged runs, without loading the "
+                            "quality predictor)"),
 )
 
 

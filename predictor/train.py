@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor import datagen, difficulty, export
+from predictor import datagen, difficulty, export, priors
 from qroute_cli.evaluation import provenance, splits
 from qroute_cli.evaluation.tasks import TASKS
 from qroute_cli.routing.predict import DATASET_TASKS
@@ -944,6 +944,9 @@ def _train(args) -> int:
     if not tok.exists():
         shutil.copyfile(PREDICTOR_DIR / TOKENIZER_FILE, tok)
     print(f"shipped {ship} -> {args.ship_to} ({args.ship_to.stat().st_size / 1e6:.2f} MB)")
+    # The acceptance a forced drafting pair drafts by before its drafts are logged: same rows.
+    priors.write(args.data, args.ship_to.parent / priors.OUT.name,
+                 " ".join(["python", "-m", "predictor.train", *args.argv]))
 
     args.results.parent.mkdir(parents=True, exist_ok=True)
     summary = {

@@ -469,3 +469,59 @@ def test_the_routing_value_weighs_every_task_alike_however_many_rows_it_has():
     assert plain.points(every)[0] == [(2.5, 0.25)]
     assert np.allclose(balanced.points(every)[0], [(2.0, 0.5)])
     assert balanced.points(np.array([1, 2]))[0] == [(3.0, 0.0)]  # within a task: plain means
+
+
+# -- the prior scorer's per-task acceptance (predictor/priors.py) ----------------------
+
+def test_prior_scorer_drafts_each_pair_by_its_tasks_mean_acceptance(real_registry):
+    from qroute_cli.routing.features import task_type
+    from qroute_cli.routing.scoring import PriorScorer, acceptance_priors
+
+    table = acceptance_priors()
+    code, question = PROMPTS[3], PROMPTS[1]
+    assert (task_type(code), task_type(question)) == ("code", "qa")
+    scorer = PriorScorer(real_registry)
+    on_code, on_question = scorer.predict(code).acceptance, scorer.predict(question).acceptance
+    drafting = [p for p in real_registry.pairs.values() if p.drafter != "none" and not p.remote]
+    assert drafting and set(on_code) >= {p.name for p in drafting}  # every built-in drafting pair has a rate
+    for p in drafting:
+        rates = table[f"{p.verifier}+{p.drafter}"]
+        assert on_code[p.name] == rates["code"] and on_question[p.name] == rates["qa"]
+        assert 0.0 < on_question[p.name] < on_code[p.name] < 1.0  # n-gram and model drafts both copy code best
+    assert not any(p.drafter == "none" for p in map(real_registry.pair, on_code))
+
+
+def test_the_packaged_acceptance_table_is_made_from_the_training_rows():
+    """The table ships beside the predictor: it must be the committed rows' means, as
+    `python -m predictor.priors` (and predictor.train) writes them."""
+    import json
+
+    from predictor import datagen, priors
+
+    packaged = json.loads(priors.OUT.read_text())
+    assert packaged["acceptance"] == priors.acceptance_table(datagen.read_rows(datagen.DEFAULT_OUT))["acceptance"]
+    assert packaged["provenance"]["command"].startswith("python -m predictor.")
+
+
+def test_without_the_table_the_drafter_kinds_prior_stands(real_registry, monkeypatch, tmp_path):
+    from qroute_cli.routing import features, scoring
+    from qroute_cli.routing.latency import PRIOR_ACCEPTANCE
+    from qroute_cli.routing.latency import Profile, current_machine
+    from qroute_cli.routing.online import OnlineEstimates, estimate
+    from conftest import model_profile
+
+    pair = real_registry.pair("smollm2-135m+ngram")
+    profile = Profile(current_machine(), {"smollm2-135m": model_profile(
+        "smollm2-135m", 0.01, identity=real_registry.models["smollm2-135m"].identity)}, ngram_s=1e-5)
+    with_table = scoring.PriorScorer(real_registry).predict(PROMPTS[3])
+    monkeypatch.setattr(features, "PREDICTOR_DIR", tmp_path)  # no acceptance.json there
+    scoring.acceptance_priors.cache_clear()
+    try:
+        without = scoring.PriorScorer(real_registry).predict(PROMPTS[3])
+    finally:
+        scoring.acceptance_priors.cache_clear()
+    assert without.acceptance == {}
+    est = lambda pred: estimate(profile, real_registry, OnlineEstimates(), pair.name, chars=60, task="code",  # noqa: E731
+                                prediction=pred, max_tokens=64).acceptance
+    assert est(without) == PRIOR_ACCEPTANCE["ngram"]
+    assert est(with_table) == with_table.acceptance[pair.name] != PRIOR_ACCEPTANCE["ngram"]

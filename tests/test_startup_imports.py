@@ -37,13 +37,14 @@ def test_forced_pair_without_profile_converts_options_and_answers_without_pydant
     assert _logged_scorers(qroute_home) == ["none"]
 
 
-@pytest.mark.parametrize("pair, extra, predicted", [
-    ("fake-big", (), False),  # nothing in a plain pair's run follows a prediction: the predictor stays unloaded
-    ("fake-big", ("--explain",), True),  # unless every candidate is shown
-    ("fake-big+ngram", (), True),  # a drafting pair drafts by the predicted acceptance
+@pytest.mark.parametrize("pair, extra, predicted, trained", [
+    ("fake-big", (), False, False),  # nothing in a plain pair's run follows a prediction: no estimate at all
+    ("fake-big", ("--explain",), True, True),  # unless every candidate is shown: then the predictor's
+    ("fake-big+ngram", (), True, False),  # a drafting pair drafts by the prior estimate, without the predictor
+    ("fake-big+ngram", ("--explain",), True, True),
 ])
-def test_forced_pair_with_a_profile_is_predicted_where_a_prediction_steers_or_shows(
-        tmp_path, qroute_home, fake_registry, pair, extra, predicted):
+def test_forced_pair_with_a_profile_loads_the_predictor_only_to_show_every_candidate(
+        tmp_path, qroute_home, fake_registry, pair, extra, predicted, trained):
     from qroute_cli.routing.latency import save_profile
 
     save_profile(fake_profile(fake_registry))
@@ -52,13 +53,20 @@ def test_forced_pair_with_a_profile_is_predicted_where_a_prediction_steers_or_sh
     assert proc.returncode == 0, proc.stderr
     route = json.loads(proc.stdout)["route"]
     assert route["chosen"] == pair and (route["predicted_latency_s"] is not None) == predicted
-    assert ("qroute_cli.routing.predict" in modules) == predicted
-    assert (_logged_scorers(qroute_home) == ["none"]) != predicted  # logged either way
+    assert ("qroute_cli.routing.predict" in modules) == trained
+    assert (loaded_among(modules, PREDICTOR) != []) == trained
+    # Logged either way, naming what predicted it: nothing, the priors, or the trained predictor.
+    scorer = _logged_scorers(qroute_home)[0]
+    if not predicted:
+        assert scorer == "none"
+    else:
+        assert (scorer == "prior") != trained
 
 
-def test_a_drafting_pair_that_has_drafted_here_drafts_by_what_it_learned(tmp_path, qroute_home, fake_registry):
-    """Its first one-shot run loads the predictor for the acceptance to draft by; once the
-    pair's drafts are logged, the next runs draft by the learned acceptance and skip it."""
+def test_a_drafting_pair_drafts_by_its_tasks_prior_then_by_what_it_learned(tmp_path, qroute_home, fake_registry):
+    """No one-shot run of a forced drafting pair loads the predictor: the first drafts by the
+    prior scorer's acceptance for the prompt's task type, and once the pair's drafts are
+    logged, the next runs draft by the learned acceptance, shrunk to that prior."""
     from qroute_cli.routing.latency import save_profile
 
     save_profile(fake_profile(fake_registry))
@@ -66,15 +74,19 @@ def test_a_drafting_pair_that_has_drafted_here_drafts_by_what_it_learned(tmp_pat
             "say the same words again: red green blue red green blue red green blue")
     first, modules = imported_modules(tmp_path, *args)
     assert first.returncode == 0, first.stderr
-    assert "qroute_cli.routing.predict" in modules
+    assert loaded_among(modules, PREDICTOR) == []
     with sqlite3.connect(qroute_home / "data" / "runs.db") as db:
-        assert db.execute("SELECT drafted FROM runs").fetchone()[0] > 0  # it drafted: there is a rate to learn
+        drafted, accepted, predicted = db.execute("SELECT drafted, accepted, predicted_acceptance FROM runs").fetchone()
+    assert drafted > 0 and predicted is not None  # it drafted, by an estimate: there is a rate to learn
     second, modules = imported_modules(tmp_path, *args)
     assert second.returncode == 0, second.stderr
     assert loaded_among(modules, PREDICTOR) == []
     route = json.loads(second.stdout)["route"]
     assert route["chosen"] == "fake-big+ngram" and route["predicted_latency_s"] is not None
-    assert _logged_scorers(qroute_home)[1] == "prior"  # predicted, by the runs, not the predictor
+    assert _logged_scorers(qroute_home) == ["prior", "prior"]  # predicted by the priors and the runs
+    with sqlite3.connect(qroute_home / "data" / "runs.db") as db:
+        again = db.execute("SELECT predicted_acceptance FROM runs ORDER BY rowid DESC").fetchone()[0]
+    assert again != predicted  # the second run's estimate moved with what the first taught
 
 
 def test_help_and_importing_the_cli_load_neither_pydantic_nor_the_predictor(tmp_path):

@@ -481,7 +481,8 @@ def estimate(
     """Predicted prefill, per-token time and length of one pair on one prompt.
 
     Acceptance and length come from a trained predictor when it covers the pair, else from
-    the running averages of this pair (or verifier) and task type, else from the priors.
+    the running averages of this pair (or verifier) and task type, shrunk to the priors (for
+    acceptance the prior scorer's rate for the task type, where it has one).
     """
     pair = registry.pairs[pair_name]
     trained = prediction.scorer != "prior"
@@ -492,10 +493,10 @@ def estimate(
     tokens = _length(pair, online, task, prediction)
     acceptance = None
     if pair.drafter_kind != DRAFTER_NONE:
-        prior_acc = PRIOR_ACCEPTANCE[pair.drafter_kind]
         if trained and pair.name in prediction.acceptance:
             acceptance = float(prediction.acceptance[pair.name])
-        else:
+        else:  # what the runs taught, shrunk to the prior scorer's per-task rate or the kind's
+            prior_acc = float(prediction.acceptance.get(pair.name, PRIOR_ACCEPTANCE[pair.drafter_kind]))
             acceptance = online.acceptance_for(pair.name, task, prior_acc)[0]
     per_token, k = base_per_token(profile, pair, acceptance)
     per_token *= online.decode.factor(pair.name)

@@ -265,8 +265,8 @@ class Router:
         return self.profile
 
     def _ensure_ready(self, pairs: Sequence[Pair], measure: bool, forced: Pair | None = None) -> None:
-        """Load profile, store and scorer once; measure models the profile lacks. A `forced`
-        local pair's models load while the scorer does (see _load_beside_scorer)."""
+        """Load profile, store and scorer once (the scorer only where `forced` needs it, see
+        _wants_prediction); measure models the profile lacks."""
         if not self._ready and not self._profile_given:
             self.profile = self._load_profile()
         if any(p.remote for p in pairs):
@@ -279,12 +279,8 @@ class Router:
         if not self._ready:
             self._fold()  # after measuring: the factors are relative to the profile
             self._ready = True
-        # After the fold: what the runs taught decides whether a forced pair needs the scorer.
         if self._scorer is None and self._predicts(pairs) and self._wants_prediction(forced):
-            if forced is not None and not forced.remote:
-                self._load_beside_scorer(forced)
-            else:
-                _ = self.scorer
+            _ = self.scorer
 
     def _fold(self) -> None:
         """Learn from this machine's logged runs: those after the kept estimates where they
@@ -315,56 +311,23 @@ class Router:
             snapshot.save(path, key, self.online, runs[-1][0], runs[-1][1].ts)
 
     def _wants_prediction(self, forced: Pair | None) -> bool:
-        """Whether the scorer predicts this decision. A routed one is predicted; a forced pair
-        only where the scorer's prediction steers or is shown: it drafts and has not drafted
-        here yet (its draft lengths follow the predicted acceptance; see _drafts_by_learned
-        after that), it runs on an endpoint, the caller explains every candidate (`explain`),
-        or the scorer is loaded already. A forced local pair that does not draft otherwise runs
-        as it does without a profile, so a one-shot `qroute run --pair` of a plain model never
-        loads the predictor; its run still teaches speed, acceptance and length."""
-        return (forced is None or forced.remote or self.explain or self._scorer is not None
-                or (forced.drafter != DRAFTER_NONE and not self._drafts_by_learned(forced)))
+        """Whether the trained scorer predicts this decision. A routed one is predicted; a
+        forced pair only where the scorer's prediction is shown or needed: it runs on an
+        endpoint, the caller explains every candidate (`explain`), or the scorer is loaded
+        already. A forced local pair otherwise never loads the predictor: a drafting one drafts
+        by its prior estimate (_drafts_by_prior), a plain one runs as it does without a
+        profile; either run still teaches speed, acceptance and length."""
+        return forced is None or forced.remote or self.explain or self._scorer is not None
 
-    def _drafts_by_learned(self, forced: Pair | None) -> bool:
-        """Whether the forced local pair `forced` drafts by the acceptance its logged runs
-        taught, not the predictor's (which then need not load): once it has drafted on this
-        machine. Per prompt the predictor tells its acceptance no better than the pair's mean
-        per task type does (predictor/REPORT.md, held-out acceptance), and the online rate is
-        that mean, learned here."""
+    def _drafts_by_prior(self, forced: Pair | None) -> bool:
+        """Whether the forced local pair `forced` drafts by the prior scorer's estimate, not
+        the trained predictor's (which then need not load): the acceptance its logged runs
+        taught, shrunk to the pair's mean acceptance for the prompt's task type in the
+        predictor's training data (scoring.acceptance_priors). Per prompt the predictor tells
+        acceptance no better than that mean does (predictor/REPORT.md, held-out acceptance),
+        and loading it would cost a one-shot run about 0.1 s."""
         return (forced is not None and not forced.remote and forced.drafter != DRAFTER_NONE and not self.explain
-                and self._scorer is None and self.online.acceptance_for(forced.name, "*", 0.0)[1])
-
-    def _load_beside_scorer(self, pair: Pair) -> None:
-        """Load the scorer on a second thread while this one loads `pair`'s models into the
-        pool. A forced pair is predicted before it runs (it drafts by the prediction), so a
-        one-shot `qroute run --pair` with a calibration profile needs both; llama.cpp reads a
-        model without holding Python's lock, so the run pays the longer of the two loads, not
-        their sum. The scorer's warnings are shown from this thread, after the join."""
-        if self.pool is None:
-            return
-        import threading
-
-        warnings: list[str] = []
-        loaded: list[Scorer] = []
-
-        def load() -> None:
-            try:
-                loaded.append(default_scorer(self.registry, warnings.append))
-            except Exception:  # noqa: BLE001 - the scorer property loads it again here and says why
-                pass
-
-        worker = threading.Thread(target=load, name="qroute-scorer", daemon=True)
-        worker.start()
-        try:
-            self.pool.get(pair.verifier)
-            if pair.drafter_kind == "model":
-                self.pool.get(pair.drafter, draft=True)
-        finally:
-            worker.join()
-            for text in warnings:
-                self._warn_once(text)
-        if loaded:
-            self._scorer = loaded[0]
+                and self._scorer is None)
 
     def _predicts(self, pairs: Sequence[Pair]) -> bool:
         """Whether any of `pairs` can get an estimate: without a profile, local pairs get none
@@ -448,9 +411,10 @@ class Router:
         task = task_type(text)
         predicts = self._predicts(pairs) and self._wants_prediction(forced)
         prediction = self.scorer.predict(text) if predicts else None
-        if not predicts and self._drafts_by_learned(forced):
-            # Its draft lengths follow the learned acceptance: an estimate of it alone, by the
-            # profile and what the runs taught (lengths too), with no trained predictor.
+        if not predicts and self._predicts(pairs) and self._drafts_by_prior(forced):
+            # Its draft lengths follow the estimated acceptance: an estimate of it alone, by the
+            # profile, the per-task priors and what the runs taught (lengths too), with no
+            # trained predictor.
             predicts, pairs, prediction = True, [forced], PriorScorer(self.registry).predict(text)
         # Predict at the thread count this answer will get, not the one the profile was measured at.
         threads = self.pool.next_threads() if self.pool is not None else None
@@ -536,7 +500,7 @@ class Router:
         chars = decision.prompt_chars if decision.prompt_chars is not None else sum(len(m.content) for m in messages)
         run = decision.predicted
         # A router that never loaded its scorer: "none" when nothing was predicted for the run,
-        # "prior" when a forced pair was predicted by what the runs taught (_drafts_by_learned).
+        # "prior" when a forced pair was predicted by the priors and the runs (_drafts_by_prior).
         if self._scorer is None:
             scorer = "none" if run is None else PriorScorer.name
         else:

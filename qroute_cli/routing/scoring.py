@@ -1,12 +1,15 @@
 """Scorers predict, per prompt, each verifier's quality, each drafter's acceptance and the
 answer length. The router only sees this protocol.
 
-`PriorScorer` uses the per-model `quality_prior` of models.toml; the trained ONNX predictor
-(qroute_cli/routing/predict.py) replaces it when its file is present.
+`PriorScorer` uses the per-model `quality_prior` of models.toml and each drafting pair's mean
+acceptance per task type (data/predictor/acceptance.json, predictor/priors.py); the trained ONNX
+predictor (qroute_cli/routing/predict.py) replaces it when its file is present.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -27,7 +30,7 @@ class Scorer(Protocol):
 
 
 class PriorScorer:
-    """Per-model constants: same answer for every prompt, never crashes."""
+    """Per-model constants, and per task type for acceptance: never crashes."""
 
     name = "prior"
     tasks = None  # one fixed length for every prompt, set by whoever builds the scorer
@@ -37,9 +40,30 @@ class PriorScorer:
         self.default_length = default_length
 
     def predict(self, prompt: str) -> Prediction:
+        from qroute_cli.routing.features import task_type
+
         quality = {m.name: m.quality_prior for m in self.registry.models.values()}
         length = {m.name: self.default_length for m in self.registry.models.values()}
-        return Prediction(quality=quality, acceptance={}, length=length, scorer=self.name)
+        task, table = task_type(prompt), acceptance_priors()
+        acceptance = {}
+        for p in self.registry.pairs.values():
+            rates = table.get(f"{p.verifier}+{p.drafter}")
+            if rates:
+                acceptance[p.name] = float(rates.get(task, rates["*"]))
+        return Prediction(quality=quality, acceptance=acceptance, length=length, scorer=self.name)
+
+
+@lru_cache(maxsize=1)
+def acceptance_priors() -> dict[str, dict[str, float]]:
+    """{"verifier+drafter": {task type or "*": mean acceptance}} of the packaged table; empty
+    where it is missing or unreadable (the drafter kinds' priors then stand)."""
+    from qroute_cli.routing.features import PREDICTOR_DIR
+
+    try:
+        table = json.loads((PREDICTOR_DIR / "acceptance.json").read_text())["acceptance"]
+        return {str(k): {str(t): float(v) for t, v in rates.items()} for k, rates in table.items() if "*" in rates}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def default_scorer(registry: Registry, warn: Callable[[str], None], path: Path | None = None) -> Scorer:
