@@ -608,6 +608,31 @@ def test_a_drafting_cell_drafts_by_the_profile_curve_as_a_forced_run_does(tmp_pa
     assert all(costs is None for name, costs, _ in seen if name == "fake-big")
 
 
+def test_every_cell_reads_its_prompt_afresh(tmp_path, fake_registry, monkeypatch):
+    """The pairs take each prompt in turn with their models kept loaded: a verifier must not
+    find the prompt already in its KV cache from the pair before (its prefill would be free)."""
+    from qroute_cli.evaluation import matrix
+    from qroute_cli.evaluation.tasks import load
+    from qroute_cli.generation import runner
+
+    item = load("gsm8k")[0]
+    cached, real_run = [], runner.run_prompt
+
+    def spy(pool, pair, messages, config, on_text=None, **kw):
+        before = len(pool.get(pair.verifier).tokens)
+        gen = real_run(pool, pair, messages, config, on_text, **kw)
+        cached.append((pair.name, before, gen.stats.prompt_cached))
+        return gen
+
+    monkeypatch.setattr(runner, "run_prompt", spy)
+    with _fake_pool(fake_registry, 2) as pool:
+        store = matrix.CellStore(pool, tmp_path / "cache.jsonl")
+        for name in ("fake-big", "fake-big+ngram", "fake-big+small", "fake-big"):
+            store.get(item, name)
+    # The last get is a cache hit: three runs, each starting from an empty KV cache.
+    assert cached == [("fake-big", 0, 0), ("fake-big+ngram", 0, 0), ("fake-big+small", 0, 0)]
+
+
 def test_the_engine_revision_is_the_engine_source_only(tmp_path):
     """A hash of the generation code, speculation.py and tuning.py: it names their content, so
     an unrelated commit keeps the cells and an engine edit (committed or not) does not."""
