@@ -16,7 +16,7 @@ from typing import Callable, Protocol, Sequence
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError
 from qroute_cli.tuning import ANSWER
-from qroute_cli.types import Message, Prediction
+from qroute_cli.types import Message, Pair, Prediction
 
 
 class Scorer(Protocol):
@@ -47,10 +47,15 @@ class PriorScorer:
         task, table = task_type(prompt), acceptance_priors()
         acceptance = {}
         for p in self.registry.pairs.values():
-            rates = table.get(f"{p.verifier}+{p.drafter}")
+            rates = table.get(acceptance_key(p))
             if rates:
                 acceptance[p.name] = float(rates.get(task, rates["*"]))
         return Prediction(quality=quality, acceptance=acceptance, length=length, scorer=self.name)
+
+
+def acceptance_key(pair: Pair) -> str:
+    """The name a pair's acceptance has in the predictor's files: "verifier+drafter"."""
+    return f"{pair.verifier}+{pair.drafter}"
 
 
 @lru_cache(maxsize=1)
