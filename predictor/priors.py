@@ -4,7 +4,7 @@
 
 `python -m predictor.train` writes the same file when it ships a predictor, so the two always
 come from the same rows. A forced drafting pair (`qroute run --pair P+ngram`) drafts by this
-table until its own drafts are logged on the machine, instead of loading the trained predictor
+table, moved towards what its own logged runs taught, instead of loading the trained predictor
 for one prompt: per prompt the predictor tells acceptance no better than the mean per task
 type does (predictor/REPORT.md, "Held-out acceptance": task-mean MAE within 0.006 of the
 shipped architecture's on every pair), and loading it costs a one-shot run about 0.1 s.
