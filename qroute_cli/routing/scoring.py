@@ -47,15 +47,10 @@ class PriorScorer:
         task, table = task_type(prompt), acceptance_priors()
         acceptance = {}
         for p in self.registry.pairs.values():
-            rates = table.get(acceptance_key(p))
+            rates = table.get(p.acceptance_key)
             if rates:
                 acceptance[p.name] = float(rates.get(task, rates["*"]))
         return Prediction(quality=quality, acceptance=acceptance, length=length, scorer=self.name)
-
-
-def acceptance_key(pair: Pair) -> str:
-    """The name a pair's acceptance has in the predictor's files: "verifier+drafter"."""
-    return f"{pair.verifier}+{pair.drafter}"
 
 
 @lru_cache(maxsize=1)
