@@ -16,7 +16,7 @@ from typing import Callable, Protocol, Sequence
 from qroute_cli.config import Registry
 from qroute_cli.errors import QrouteError
 from qroute_cli.tuning import ANSWER
-from qroute_cli.types import Message, Pair, Prediction
+from qroute_cli.types import Message, Prediction
 
 
 class Scorer(Protocol):
