@@ -75,6 +75,12 @@ BASELINES = ("task-mean", "length-only")
 SEED = 0
 DEV_SALT = "qroute-predictor-dev-v1"
 DEV_PARTS = 4  # routing value: each quarter routed by a model fitted on the other three
+# The shares of a task's per-prompt quality spread the router may be shown (1: as predicted, 0:
+# the task's mean for every prompt), one chosen per task type by routing value (`routing_keep`).
+KEEP_GRID = (1.0, 0.75, 0.5, 0.25, 0.0)
+# Shares whose hypervolume ratio is this close to the best one's are tied; the tie goes to the
+# larger share (the predictions as fitted), so a share is not chosen for a difference of noise.
+KEEP_TIE = 0.01
 # Dense features that get a slope per task (with the difficulty scores): prompt length and
 # how many numbers it carries are the two shape signals that differ most within a task.
 TERM_COLUMNS = ("log_tokens", "numbers")
@@ -255,14 +261,24 @@ def base_arch(arch: str) -> str:
     return arch[:-len(CAL)] if arch.endswith(CAL) else arch
 
 
+def task_columns(feat: Featurizer) -> tuple[int, ...]:
+    """The task-type one-hot columns of the features, in TASK_TYPES order."""
+    return tuple(range(feat.task_start, feat.task_start + len(TASK_TYPES)))
+
+
+def task_group(feat: Featurizer, x: np.ndarray) -> np.ndarray:
+    """Each prompt's task type, as an index into TASK_TYPES (every prompt has one)."""
+    return np.argmax(x[:, list(task_columns(feat))], axis=1)
+
+
 def calibrate(arch: str, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None, y: np.ndarray, nv: int,
               na: int, diff: export.Dense | None) -> export.Calibration:
     """Per task type and verifier, quality ~ offset + scale * prediction, fitted on `arch`'s
     predictions of these rows held out by CAL_FOLDS-fold cross-fitting (folds stratified by task
     type): scale is the regression slope clipped to [0, 1], offset keeps the task's mean. A
     slope near 0 says the predictions do not rank that task's prompts for that verifier."""
-    tcols = tuple(range(feat.task_start, feat.task_start + len(TASK_TYPES)))
-    group = np.argmax(x[:, list(tcols)], axis=1)  # every prompt has one task type
+    tcols = task_columns(feat)
+    group = task_group(feat, x)
     fold = np.zeros(len(x), int)
     rng = np.random.default_rng(SEED)
     for g in np.unique(group):
@@ -551,11 +567,12 @@ def sim_rows(t: Table, idx: np.ndarray, root: Path | None):
 
 
 def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, names: tuple[str, ...],
-                      profile_path: Path, root: Path | None) -> dict | None:
+                      profile_path: Path, root: Path | None) -> tuple[dict | None, "DevSim | None"]:
     """Routing value of every candidate: the training prompts fall into DEV_PARTS fixed-hash
     parts; each part is predicted by a fit on the other parts, and all prompts, each with its
     held-out prediction, are routed in the simulation (predictor/routing_value.py). Returns
-    each candidate's static-frontier gain; None when the rows cannot be simulated."""
+    each candidate's static-frontier gain, and the simulation (for `routing_keep`); (None, None)
+    when the rows cannot be simulated."""
     from predictor import routing_value as rv
     from qroute_cli.config import load_registry
     from qroute_cli.routing.latency import Profile
@@ -564,11 +581,11 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
 
     registry = rv.routing_registry(load_registry(None, include_user=False))
     if not set(t.verifiers) <= set(registry.models) or not profile_path.exists():
-        return None
+        return None, None
     profile = Profile.from_json(json.loads(profile_path.read_text(encoding="utf-8")))
     part = np.array([dev_part(p) for p in t.prompts])
     if min(np.bincount(part, minlength=DEV_PARTS)) < 4:
-        return None
+        return None, None
     every = np.arange(len(t.prompts))
     rows = sim_rows(t, every, root)
     m = rv.simulated_matrix(rows, registry, profile)
@@ -578,6 +595,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
     out = {"parts": DEV_PARTS, "prompts": counts, "profile": str(profile_path.name), "gains": {}}
     nv, na = len(t.verifiers), len(t.acc_keys)
     curves = {}
+    sim = DevSim(m, items, registry, profile, tasks, {}, {})
     for name in names:
         pred = {"quality": np.zeros((len(every), nv)), "acceptance": np.zeros((len(every), na)),
                 "length": np.zeros((len(every), nv))}
@@ -587,6 +605,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
                 pred[key][te] = v
         scorer = rv.TableScorer(name, registry, t.prompts, pred, t.verifiers, t.acc_keys, tasks)
         curves[name] = rv.route(m, items, registry, profile, scorer)
+        sim.preds[name], sim.curves[name] = pred, curves[name]
         out["gains"][name] = rv.summary(curves[name], items)
         print(f"  routing value {name}: static-frontier gain {out['gains'][name]['all']['gain_abs']:+.4f}", flush=True)
     curves["prior"] = rv.route(m, items, registry, profile, PriorScorer(registry))
@@ -595,7 +614,97 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
     out["best"] = best
     # How far each candidate is from the best, with the noise of a few hundred prompts.
     out["vs_best"] = {name: rv.paired_interval(curves[name], curves[best], items) for name in curves if name != best}
+    return out, sim
+
+
+@dataclass
+class DevSim:
+    """The dev-split routing simulation of `routing_selection`, kept for `routing_keep`."""
+
+    matrix: object  # qroute_cli.evaluation.matrix.Matrix
+    items: list
+    registry: object
+    profile: object
+    tasks: frozenset[str] | None
+    preds: dict[str, dict[str, np.ndarray]]  # per candidate: its held-out predictions of every prompt
+    curves: dict[str, object]  # per candidate: routing_value.Curves
+
+
+def keep_spread(q: np.ndarray, group: np.ndarray, keep: dict[int, float]) -> np.ndarray:
+    """Quality predictions `q` (prompts, verifiers) with each task group's spread around the
+    group's mean (per verifier) scaled by keep[group]; groups not in `keep` are left alone."""
+    out = q.copy()
+    for g, k in keep.items():
+        rows = group == g
+        if rows.any() and k != 1.0:
+            mu = q[rows].mean(axis=0)
+            out[rows] = mu + k * (q[rows] - mu)
     return out
+
+
+def routing_keep(t: Table, feat: Featurizer, x: np.ndarray, sim: DevSim, arch: str) -> dict:
+    """How much of `arch`'s per-prompt quality spread each task type keeps, chosen by routing
+    value on the dev split: where the predictions cannot tell which verifier does better on
+    which prompt of a task, their spread only sends prompts to a worse pair, and the task's
+    mean routes better. Each KEEP_GRID share is routed (the same share for every task type);
+    each task type takes the largest share whose hypervolume ratio against the static frontier
+    on its data set (the bench's per-task figure) is within KEEP_TIE of the best share's. The
+    chosen shares are routed together and compared with the full spread (paired 95% interval
+    of the static-frontier gain)."""
+    from predictor import routing_value as rv
+
+    group = task_group(feat, x)
+    pred = sim.preds[arch]
+    task_of = {d: TASK_TYPES.index(DATASET_TASKS.get(d, d)) for d in sorted(set(t.datasets))
+               if DATASET_TASKS.get(d, d) in TASK_TYPES}
+
+    def curves_with(keep: dict[int, float]):
+        q = keep_spread(pred["quality"], group, keep)
+        scorer = rv.TableScorer(arch, sim.registry, t.prompts, {**pred, "quality": q}, t.verifiers, t.acc_keys,
+                                sim.tasks)
+        return rv.route(sim.matrix, sim.items, sim.registry, sim.profile, scorer)
+
+    by_share = {}
+    for k in KEEP_GRID:
+        c = sim.curves[arch] if k == 1.0 else curves_with({g: k for g in range(len(TASK_TYPES))})
+        by_share[k] = rv.summary(c, sim.items)
+    chosen = {}
+    for d, g in task_of.items():
+        hv = {k: by_share[k][d]["hypervolume_ratio"] or 0.0 for k in KEEP_GRID}
+        chosen[TASK_TYPES[g]] = max(k for k in KEEP_GRID if hv[k] >= max(hv.values()) - KEEP_TIE)
+    keep = {TASK_TYPES.index(task): k for task, k in chosen.items()}
+    together = curves_with(keep)
+    out = {"grid": list(KEEP_GRID), "by_share": {str(k): v for k, v in by_share.items()}, "chosen": chosen,
+           "with_chosen": rv.summary(together, sim.items),
+           "vs_full_spread": rv.paired_interval(together, sim.curves[arch], sim.items)}
+    print("  spread kept per task type: " + ", ".join(f"{task} {k:g}" for task, k in chosen.items())
+          + f"; static-frontier gain {out['with_chosen']['all']['gain_abs']:+.4f} "
+          f"(full spread {by_share[1.0]['all']['gain_abs']:+.4f})", flush=True)
+    return out
+
+
+def with_keep(heads: export.Heads, feat: Featurizer, x: np.ndarray, scores: np.ndarray | None,
+              chosen: dict[str, float]) -> export.Heads:
+    """`heads` with each task type's quality spread scaled by chosen[task] around that task's
+    mean prediction on the training prompts `x`: a change of the calibration's scale and
+    offset, so the graph is the same size."""
+    from dataclasses import replace
+
+    nv = heads.n_quality
+    cols = task_columns(feat)
+    cal = heads.calibration or export.Calibration(cols, np.ones((len(cols), nv), np.float32),
+                                                  np.zeros((len(cols), nv), np.float32))
+    q = heads.raw(x, scores if heads.terms is not None else None)[:, :nv]  # calibrated, where heads are
+    group = task_group(feat, x)
+    scale, offset = cal.scale.copy(), cal.offset.copy()
+    for task, k in chosen.items():
+        g = TASK_TYPES.index(task)
+        if k == 1.0 or not (group == g).any():
+            continue
+        mu = q[group == g].mean(axis=0)
+        scale[g] = k * scale[g]
+        offset[g] = k * offset[g] + (1.0 - k) * mu
+    return replace(heads, calibration=export.Calibration(cols, scale.astype(np.float32), offset.astype(np.float32)))
 
 
 def choose(selection: dict | None, results: dict) -> str:
@@ -883,15 +992,19 @@ def _train(args) -> int:
     print(f"features ready in {time.time() - t0:.0f}s", flush=True)
     names = ARCHS + BASELINES
 
-    selection = None
+    selection = sim = None
     profile = args.profile or routing_value.DEFAULT_PROFILE
     if not args.no_human:
-        selection = routing_selection(table, feat, x, scores, diff, names, profile, None)
+        selection, sim = routing_selection(table, feat, x, scores, diff, names, profile, None)
     oof = cross_validate(table, feat, x, scores, diff, args.folds, names)
     results = {name: evaluate(table, pred, constant_within=name == "task-mean") for name, pred in oof.items()}
     print(f"cross-validated in {time.time() - t0:.0f}s", flush=True)
 
     ship = choose(selection, results) if args.ship == "auto" else args.ship
+    keep: dict[str, float] = {}
+    if sim is not None and ship in sim.preds:
+        selection["keep"] = routing_keep(table, feat, x, sim, ship)
+        keep = {task: k for task, k in selection["keep"]["chosen"].items() if k != 1.0}
 
     facts: dict = {}
     if not args.no_human:
@@ -937,9 +1050,26 @@ def _train(args) -> int:
         err = export.check(path, {"features": xc}, f.heads.outputs(xc), atol=1e-4)
         exported[arch] = {"path": path.name, "bytes": size, "max_abs_diff_vs_numpy": err}
         print(f"exported {arch}: {size / 1e6:.2f} MB, ONNX vs numpy max diff {err:.2e}")
+        if arch == ship:
+            shipped = (f, path)
 
+    # The shipped file is the chosen architecture with the spread each task type keeps
+    # (`routing_keep`); predictor/build keeps it as fitted, for the bench's ablation.
     args.ship_to.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.build_dir / f"{ship}.onnx", args.ship_to)
+    if keep:
+        f, _ = shipped
+        heads = with_keep(f.heads, feat, x, scores, keep)
+        meta = _meta(ship, table, cfg, commit, caps, models if f.uses_scores else [],
+                     user if len(heads.layers) == 1 else None)
+        meta["spread_kept"] = {task: keep.get(task, 1.0) for task in TASK_TYPES}
+        export.save(export.build(heads, meta, n_features=feat.n_features), args.ship_to)
+        err = export.check(args.ship_to, {"features": xc}, heads.outputs(xc), atol=1e-4)
+        exported["shipped"] = {"path": args.ship_to.name, "architecture": ship, "spread_kept": meta["spread_kept"],
+                               "bytes": args.ship_to.stat().st_size, "max_abs_diff_vs_numpy": err}
+        print(f"shipped {ship} keeping " + ", ".join(f"{t} {k:g}" for t, k in keep.items())
+              + f" of its spread; ONNX vs numpy max diff {err:.2e}")
+    else:
+        shutil.copyfile(shipped[1], args.ship_to)
     tok = args.ship_to.parent / TOKENIZER_FILE
     if not tok.exists():
         shutil.copyfile(PREDICTOR_DIR / TOKENIZER_FILE, tok)

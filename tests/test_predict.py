@@ -348,6 +348,44 @@ def test_calibration_keeps_a_tasks_ranking_and_flattens_a_task_it_cannot_rank():
     assert np.allclose(f.raw(x, None)[:, 1], raw.raw(x, None)[:, 1])  # lengths are the base's
 
 
+def test_a_task_keeps_the_chosen_share_of_its_spread_and_its_mean():
+    """keep_spread scales each task group's spread around its mean, per verifier, and leaves
+    other groups as they are."""
+    from predictor import train
+
+    q = np.array([[0.1, 0.5], [0.3, 0.7], [0.9, 0.2], [0.5, 0.4]])
+    group = np.array([0, 0, 1, 1])
+    out = train.keep_spread(q, group, {0: 0.0, 1: 0.5})
+    assert np.allclose(out[:2], [[0.2, 0.6], [0.2, 0.6]])  # the group's mean for every prompt
+    assert np.allclose(out[2:].mean(axis=0), q[2:].mean(axis=0))
+    assert np.allclose(out[2] - out[3], 0.5 * (q[2] - q[3]))
+    assert np.array_equal(train.keep_spread(q, group, {0: 0.0})[2:], q[2:])
+
+
+def test_the_shipped_spread_is_a_calibration_the_graph_computes(tmp_path):
+    """with_keep flattens the QA spread of a fitted model to its mean on the training prompts,
+    keeps the math ranking, and its exported graph says what numpy says."""
+    require_module("sklearn", extra="train")
+    require_module("onnx")
+    from predictor import export, train
+    from qroute_cli.routing.features import TASK_TYPES
+
+    feat, quality, x, y = _math_and_qa(40, noisy_qa=True)
+    for arch in ("task-linear", "task-linear-cal"):  # with and without a calibration to start from
+        f = train.fit_arch(arch, feat, x, None, y, 1, 0, None)
+        heads = train.with_keep(f.heads, feat, x, None, {"qa": 0.0, "math": 1.0})
+        math_rows, qa_rows = np.arange(0, len(quality), 2), np.arange(1, len(quality), 2)
+        before, after = f.raw(x, None)[:, 0], heads.raw(x)[:, 0]
+        assert np.ptp(after[qa_rows]) < 1e-5 and abs(after[qa_rows].mean() - before[qa_rows].mean()) < 1e-5
+        assert np.allclose(after[math_rows], before[math_rows], atol=1e-5)
+        assert heads.calibration.scale[TASK_TYPES.index("qa"), 0] == 0.0
+        meta = {"name": arch, "inputs": "hashed", "featurizer": feat.config.to_json(), "tokenizer": "tokenizer.json",
+                "verifiers": ["a"], "acceptance_keys": []}
+        path = tmp_path / f"{arch}.onnx"
+        export.save(export.build(heads, meta, n_features=feat.n_features), path)
+        assert export.check(path, {"features": x}, heads.outputs(x), atol=1e-4) < 1e-4
+
+
 def test_task_terms_learn_the_within_task_slope():
     """Longer math questions are answered worse, yet math prompts are longer and better answered
     than QA prompts: a pooled slope on length gets the within-math order backwards, per-task
