@@ -265,6 +265,15 @@ def summary_lines(cv: dict, bench: dict | None = None, scales: dict[str, dict[st
                    f"them, {ratio('both')} (1.0x is right; the worst mean |log error| of any task and verifier "
                    f"{worst('bench'):.2f} -> {worst('both'):.2f}).")
     sel = cv.get("selection")
+    kept = {t: k for t, k in ((sel or {}).get("keep") or {}).get("chosen", {}).items() if k != 1.0}
+    if kept:
+        w, full = sel["keep"]["with_chosen"], sel["keep"]["by_share"]["1.0"]
+        out.append("- **Spread kept for routing**: the shipped file gives every prompt of "
+                   + " and ".join(f"{t} its task's mean" if k == 0 else f"{t} {k:g} of its spread" for t, k in kept.items())
+                   + " (chosen by routing value on held-out training prompts: hypervolume ratio "
+                   + ", ".join(f"{d} {full[d]['hypervolume_ratio']:.3f} -> {w[d]['hypervolume_ratio']:.3f}"
+                               for d in ["all"] + list(sel["prompts"]) if full[d]['hypervolume_ratio'] != w[d]['hypervolume_ratio'])
+                   + "): there its per-prompt differences between verifiers sent prompts to worse pairs.")
     if sel:
         gains = sel["gains"]
         best = max(gains, key=lambda a: gains[a]["all"]["gain_abs"] or -1)
@@ -345,6 +354,34 @@ def selection_lines(cv: dict) -> list[str]:
         out.append(f"| {name}{mark} | {_f(g['all']['gain_abs'], '{:+.3f}')} | "
                    + " | ".join(_f(g.get(d, {}).get('gain_abs'), '{:+.3f}') for d in sel["prompts"])
                    + f" | {'best' if name == sel['best'] else _f(ci[0], '{:+.3f}') + ' to ' + _f(ci[1], '{:+.3f}') if ci else '–'} |")
+    return out + keep_lines(cv)
+
+
+def keep_lines(cv: dict) -> list[str]:
+    """The share of its per-prompt spread each task type keeps in the shipped file (train.routing_keep)."""
+    keep = (cv.get("selection") or {}).get("keep")
+    if not keep:
+        return []
+    tasks = list(cv["selection"]["prompts"])
+    hv = lambda r: _f(r.get("hypervolume_ratio"), "{:.3f}")  # noqa: E731
+    out = ["", f"**How much of its spread each task keeps.** The shipped architecture's held-out predictions are "
+           "routed again with each task's quality predictions pulled towards that task's mean, keeping a share of "
+           f"their spread ({', '.join(f'{k:g}' for k in keep['grid'])}; the same share for every task in one run). "
+           f"Each task type takes the largest share whose hypervolume ratio on its data set is within "
+           f"{train.KEEP_TIE:g} of the best share's, and the shipped file carries it in its per-task calibration "
+           f"(predictor/build/{cv['shipped']}.onnx keeps the fit as is). Hypervolume ratio against the static "
+           "frontier, then static-frontier gain:", "",
+           "| share kept | " + " | ".join(["all"] + tasks) + " |", "|---|" + "---|" * (len(tasks) + 1)]
+    for share, r in keep["by_share"].items():
+        out.append(f"| {float(share):g} | " + " | ".join(f"{hv(r[d])} / {_f(r[d]['gain_abs'], '{:+.3f}')}"
+                                                       for d in ["all"] + tasks) + " |")
+    w = keep["with_chosen"]
+    out.append("| **chosen** | " + " | ".join(f"{hv(w[d])} / {_f(w[d]['gain_abs'], '{:+.3f}')}"
+                                           for d in ["all"] + tasks) + " |")
+    ci = keep.get("vs_full_spread")
+    out += ["", "Chosen: " + ", ".join(f"{t} {k:g}" for t, k in keep["chosen"].items())
+            + (f". Gain against the full spread, paired 95% interval: {_f(ci[0], '{:+.3f}')} to {_f(ci[1], '{:+.3f}')}"
+               if ci else "") + "."]
     return out
 
 
