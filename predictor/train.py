@@ -642,6 +642,12 @@ def keep_spread(q: np.ndarray, group: np.ndarray, keep: dict[int, float]) -> np.
     return out
 
 
+def choose_share(hypervolume: dict[float, float]) -> float:
+    """The largest share kept whose hypervolume ratio is within KEEP_TIE of the best."""
+    best = max(hypervolume.values())
+    return max(k for k, hv in hypervolume.items() if hv >= best - KEEP_TIE)
+
+
 def routing_keep(t: Table, feat: Featurizer, x: np.ndarray, sim: DevSim, arch: str) -> dict:
     """How much of `arch`'s per-prompt quality spread each task type keeps, chosen by routing
     value on the dev split: where the predictions cannot tell which verifier does better on
@@ -670,8 +676,7 @@ def routing_keep(t: Table, feat: Featurizer, x: np.ndarray, sim: DevSim, arch: s
         by_share[k] = rv.summary(c, sim.items)
     chosen = {}
     for d, g in task_of.items():
-        hv = {k: by_share[k][d]["hypervolume_ratio"] or 0.0 for k in KEEP_GRID}
-        chosen[TASK_TYPES[g]] = max(k for k in KEEP_GRID if hv[k] >= max(hv.values()) - KEEP_TIE)
+        chosen[TASK_TYPES[g]] = choose_share({k: by_share[k][d]["hypervolume_ratio"] or 0.0 for k in KEEP_GRID})
     keep = {TASK_TYPES.index(task): k for task, k in chosen.items()}
     together = curves_with(keep)
     out = {"grid": list(KEEP_GRID), "by_share": {str(k): v for k, v in by_share.items()}, "chosen": chosen,

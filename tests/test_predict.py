@@ -362,6 +362,16 @@ def test_a_task_keeps_the_chosen_share_of_its_spread_and_its_mean():
     assert np.array_equal(train.keep_spread(q, group, {0: 0.0})[2:], q[2:])
 
 
+def test_a_smaller_share_is_kept_only_for_more_than_a_tie():
+    """The full spread stays unless a smaller share routes better by more than KEEP_TIE."""
+    from predictor import train
+
+    tie = train.KEEP_TIE
+    assert train.choose_share({1.0: 1.10, 0.5: 1.10 + tie / 2, 0.0: 1.10 + tie * 0.9}) == 1.0
+    assert train.choose_share({1.0: 0.92, 0.5: 0.92, 0.0: 1.00}) == 0.0
+    assert train.choose_share({1.0: 0.90, 0.5: 1.00, 0.0: 1.00 + tie / 2}) == 0.5
+
+
 def test_the_shipped_spread_is_a_calibration_the_graph_computes(tmp_path):
     """with_keep flattens the QA spread of a fitted model to its mean on the training prompts,
     keeps the math ranking, and its exported graph says what numpy says."""
