@@ -31,7 +31,12 @@ SCORERS=()
 [ -f predictor/build/length-only.onnx ] && SCORERS+=(--scorer length-only=predictor/build/length-only.onnx)
 [ -f predictor/build/task-mean.onnx ] && SCORERS+=(--scorer task-mean=predictor/build/task-mean.onnx)
 [ -f predictor/build/minilm-ridge.onnx ] && SCORERS+=(--scorer minilm=predictor/build/minilm-ridge.onnx)
+# The shipped architecture as fitted, before the share of its spread each task keeps (predictor.train).
+SHIP=$($PY -c "import json; print(json.load(open('predictor/results/cv.json'))['shipped'])")
+[ -f "predictor/build/$SHIP.onnx" ] && SCORERS+=(--scorer "as-fitted=predictor/build/$SHIP.onnx")
 .venv/bin/qroute bench --full --threads 2 --wait-quiet 0.1 --out bench/results "${SCORERS[@]}"
+# NQ on 200 prompts: 40 cannot tell its pairs apart (NQ answers are short: about an hour).
+.venv/bin/qroute bench --tasks nq --limit 200 --no-live --threads 2 --wait-quiet 0.1 --out bench/results/nq200 "${SCORERS[@]}"
 $PY -m bench.overhead
 $PY -m bench.latency_error
 $PY -m bench.chat_ttft

@@ -201,6 +201,43 @@ def frontier_section(path: Path) -> list[str]:
     return out
 
 
+WIDE_RUNS = ("nq200",)  # one-task runs with more prompts than the main run, each in results/NAME
+
+
+def wide_run_section(name: str) -> list[str]:
+    """A one-task bench on more of the task's test side (`qroute bench --tasks T --limit N --out
+    bench/results/NAME`): QualityRoute against the static frontier with 95% intervals, and each
+    pair's mean quality and latency, so a per-task figure can be read on more than 40 prompts."""
+    summary = _load(f"{name}/summary.json")
+    cells = _load(f"{name}/matrix.json") or []
+    if not summary:
+        return []
+    task = ", ".join(summary["tasks"])
+    figs = _all_tasks_intervals(summary, "headline")
+    hv, gain = summary.get("hypervolume_ratio_vs_static_frontier"), summary.get("quality_gain_vs_static_frontier_abs")
+    fig_hv, fig_gain = figs.get("hypervolume_ratio_vs_static_frontier"), figs.get("quality_gain_vs_static_frontier_abs")
+    out = [f"## {task} on {summary['n_prompts']} prompts", ""] + made_by(summary) + [
+        f"The main run has 40 prompts per task, too few to tell the pairs apart on {task}: here {summary['n_prompts']} "
+        "prompts of its test side (the main run's 40 among them), every pair on every prompt, strategies compared "
+        "on that matrix as in the main run.", "",
+        f"QualityRoute against the static frontier: hypervolume {_f(hv)}x{_interval(fig_hv, '{:.3f}')} "
+        f"({_verdict(fig_hv, hv, 1.0, '> 1.0x') if hv is not None else '–'}); quality at matched latency "
+        f"{_f(gain, '{:+.3f}')}{_interval(fig_gain, '{:+.3f}')} absolute.", "",
+        "| pair | mean quality | mean latency (s) |", "|---|---|---|"]
+    by_pair: dict[str, list[dict]] = {}
+    for c in cells:
+        by_pair.setdefault(c["pair"], []).append(c)
+    for pair, rows in sorted(by_pair.items(), key=lambda kv: sum(r["latency_s"] for r in kv[1]) / len(kv[1])):
+        out.append(f"| {pair} | {sum(r['quality'] for r in rows) / len(rows):.3f} | "
+                   f"{sum(r['latency_s'] for r in rows) / len(rows):.2f} |")
+    abl = summary.get("ablation", {})
+    if abl:
+        out += ["", "Other scorers on the same cells (hypervolume against the static frontier): "
+                + ", ".join(f"{k} {_f(v.get('hypervolume_ratio_vs_static_frontier'))}x" for k, v in abl.items()
+                            if v.get("hypervolume_ratio_vs_static_frontier") is not None) + "."]
+    return out + [""]
+
+
 def _verdict(fig: dict | None, estimate: float, target: float, label: str) -> str:
     """The target `label` met or missed by the point estimate, and whether the 95% interval agrees:
     a point estimate over the line with an interval reaching below it is not a shown result."""
@@ -759,6 +796,8 @@ def main() -> None:
                              + ", ".join(f"{k}: {v}" for k, v in r["choices"].items()) + " | "
                              + ", ".join(f"{k}: {v}" for k, v in r.get("why", {}).items()) + " |")
             lines.append("")
+    for name in WIDE_RUNS:
+        lines += wide_run_section(name)
     if engine:
         lines += engine_section(engine)
     if native:
