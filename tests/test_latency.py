@@ -249,6 +249,26 @@ def test_learning_survives_restart(fake_registry):
     fresh.close()
 
 
+def test_a_route_over_budget_is_warned_of_except_in_the_bench(fake_registry):
+    """A user whose budget no pair meets is told; the bench's sweep, which goes there on purpose,
+    is not (strategies.fresh_router turns it off)."""
+    from qroute_cli.evaluation import strategies
+
+    def warnings(make) -> str:
+        out = io.StringIO()
+        router = make(console=Console(file=out, width=200))
+        d = router.decide(user_messages("a question"), max_tokens=100)
+        assert not any(c.fits for c in d.candidates)  # 1 ms: nothing fits
+        router.close()
+        return out.getvalue()
+
+    kw = dict(budget_s=0.001, profile=fake_profile(fake_registry), scorer=PriorScorer(fake_registry, default_length=100))
+    assert "Warning" in warnings(lambda **c: Router(fake_registry, store=Store(None), **kw, **c))
+    with strategies.fresh_router(fake_registry, console=Console(file=io.StringIO()), **kw) as probe:
+        assert probe.warn_over_budget is False
+    assert "Warning" not in warnings(lambda **c: Router(fake_registry, store=Store(None), warn_over_budget=False, **kw, **c))
+
+
 def test_missing_profile_is_measured_with_notice(fake_registry):
     out = io.StringIO()
     router = Router(fake_registry, budget_s=5.0, console=Console(file=out, width=200))

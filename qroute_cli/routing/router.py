@@ -97,7 +97,8 @@ class Router:
 
     `pool` (optional) lends its loaded models to first-use calibration; `seed` makes the
     random strategy repeatable; `explain`: the caller shows every candidate, so a forced pair
-    is predicted too (see _wants_prediction). Store, profile and scorer default to the user
+    is predicted too (see _wants_prediction); `warn_over_budget`: say so when no pair fits the
+    budget (the bench, whose budget sweep means it, turns it off). Store, profile and scorer default to the user
     data dir.
     """
 
@@ -117,8 +118,10 @@ class Router:
         endpoints=None,
         remote_profiles: dict[str, remote.RemoteProfile] | None = None,
         explain: bool = False,
+        warn_over_budget: bool = True,
     ) -> None:
         self.registry = registry
+        self.warn_over_budget = warn_over_budget
         self.explain = explain  # every candidate is shown, a forced pair's too: always predict
         self.set_strategy(strategy or registry.defaults.strategy)
         if budget_s is None:
@@ -458,8 +461,8 @@ class Router:
             predicted=chosen.estimate.capped(result.max_tokens or max_tokens) if chosen else None,
             estimates=tuple(o.estimate for o in options),
         )
-        if options and not any(c.fits for c in result.candidates) and forced_pair is None \
-                and self.strategy in ("quality", "cost"):
+        if self.warn_over_budget and options and not any(c.fits for c in result.candidates) \
+                and forced_pair is None and self.strategy in ("quality", "cost"):
             self._say(f"Warning: {result.reason}")
         return result
 
