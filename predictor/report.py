@@ -95,7 +95,7 @@ def calibration_scales(path: Path, verifiers: list[str]) -> dict[str, dict[str, 
 
 
 def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None, bench: dict | None = None,
-           scales: dict[str, dict[str, float]] | None = None) -> str:
+           scales: dict[str, dict[str, float]] | None = None, head_swap: dict | None = None) -> str:
     res, vs, ship = cv["results"], cv["data"]["verifiers"], cv["shipped"]
     methods = [m for m in train.ARCHS + train.BASELINES if m in res]
     tasks = _tasks(cv)
@@ -196,6 +196,10 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
 
     lines += ["", "## Prompt probe (smollm2-135m perplexity of the prompt)", ""]
     lines += probe_lines(probe, vs, latency, ship)
+
+    if head_swap:
+        lines += ["", f"## Where length-only's edge on {head_swap['task']} comes from", ""]
+        lines += head_swap_lines(head_swap)
 
     lines += ["", "## Size, export check and scoring latency (this machine)", "",
               "| architecture | file | ONNX vs numpy max diff | p50 ms | p95 ms |", "|---|---|---|---|---|"]
@@ -456,6 +460,33 @@ def user_length_lines(cv: dict) -> list[str]:
     return out
 
 
+def head_swap_lines(hs: dict) -> list[str]:
+    """`python -m predictor.head_swap`: the dev split routed with one head of the shipped
+    architecture replaced, on one task, by the other scorer's."""
+    task, base, other = hs["task"], hs["base"], hs["other"]
+    out = [f"On the bench, {other} routes {task} better than the shipped architecture though it is far worse "
+           f"overall. The dev split ({hs['prompts']} {task} prompts among all the training prompts, held-out "
+           f"predictions), routed with {base}'s predictions and one head taken from {other} on {task}'s prompts "
+           "(hypervolume ratio against the static frontier):", "",
+           f"| predictions | all | {task} |", "|---|---|---|"]
+    for name, r in hs["routed"].items():
+        out.append(f"| {name} | {_f(r['all']['hypervolume_ratio'], '{:.3f}')} | {_f(r[task]['hypervolume_ratio'], '{:.3f}')} |")
+    out += ["", f"Each head's fit within {task}:", "",
+            "| predictions | Spearman, quality (per verifier) | Spearman, 1.5B-minus-0.5B gap | predicted / measured length (median, per verifier) |",
+            "|---|---|---|---|"]
+    for name, f in hs["fit"].items():
+        rho = ", ".join(f"{v} {_f(x, '{:+.2f}')}" for v, x in f["quality_spearman"].items())
+        ln = ", ".join(f"{v} {_f(x)}" for v, x in f["length_pred_over_measured_median"].items())
+        out.append(f"| {name} | {rho} | {_f(f['gap_spearman'], '{:+.2f}')} | {ln} |")
+    out += ["", f"So the edge is not within-task skill: it comes with the length head, which expects {task} answers "
+            "far shorter than they are, so a budget sends them to larger models sooner, and over it more often; the "
+            "quality head ranks the questions the wrong way."]
+    prov = hs.get("provenance", {})
+    if prov:
+        out += ["", f"Made by `{prov.get('command', '?')}` at commit {prov.get('commit', '?')} on {prov.get('date', '?')}."]
+    return out
+
+
 def probe_lines(probe: dict | None, vs: list[str], latency: dict | None = None, cv_shipped: str | None = None) -> list[str]:
     if not probe:
         return ["(not measured: run `python -m predictor.probe`)"]
@@ -511,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe", type=Path, default=train.RESULTS / "probe.json")
     ap.add_argument("--bench", type=Path, default=train.RESULTS / "bench_replay.json",
                     help="a `python -m bench.replay --out` file made with the shipped predictor")
+    ap.add_argument("--head-swap", type=Path, default=train.RESULTS / "head_swap.json",
+                    help="a `python -m predictor.head_swap` file")
     ap.add_argument("--build-dir", type=Path, default=train.BUILD)
     ap.add_argument("--data", type=Path, default=datagen.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
@@ -531,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = json.loads(args.probe.read_text()) if args.probe.exists() else None
     bench = json.loads(args.bench.read_text()) if args.bench.exists() else None
     scales = calibration_scales(args.build_dir / f"{cv['shipped']}.onnx", cv["data"]["verifiers"])
-    args.out.write_text(render(cv, table, latency, probe, bench, scales))
+    head_swap = json.loads(args.head_swap.read_text()) if args.head_swap.exists() else None
+    args.out.write_text(render(cv, table, latency, probe, bench, scales, head_swap))
     print(f"wrote {args.out}")
     return 0
 

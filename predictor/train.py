@@ -610,7 +610,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
         print(f"  routing value {name}: static-frontier gain {out['gains'][name]['all']['gain_abs']:+.4f}", flush=True)
     curves["prior"] = rv.route(m, items, registry, profile, PriorScorer(registry))
     out["gains"]["prior"] = rv.summary(curves["prior"], items)
-    best = max(ARCHS, key=lambda a: out["gains"][a]["all"]["gain_abs"] or -1.0)
+    best = max((a for a in ARCHS if a in out["gains"]), key=lambda a: out["gains"][a]["all"]["gain_abs"] or -1.0)
     out["best"] = best
     # How far each candidate is from the best, with the noise of a few hundred prompts.
     out["vs_best"] = {name: rv.paired_interval(curves[name], curves[best], items) for name in curves if name != best}

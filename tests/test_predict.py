@@ -372,6 +372,30 @@ def test_a_smaller_share_is_kept_only_for_more_than_a_tie():
     assert train.choose_share({1.0: 0.90, 0.5: 1.00, 0.0: 1.00 + tie / 2}) == 0.5
 
 
+def test_a_head_swap_replaces_one_head_on_the_tasks_rows_only():
+    """head_swap's swapped() takes one head from the other scorer on the given rows and leaves
+    the other heads, the other rows and its inputs untouched; head_fit reads the length ratio
+    against what was measured, skipping unmeasured lengths."""
+    from predictor import head_swap, train
+
+    base = {k: np.zeros((3, 2)) for k in head_swap.HEADS}
+    other = {k: np.ones((3, 2)) for k in head_swap.HEADS}
+    rows = np.array([True, False, True])
+    out = head_swap.swapped(base, other, rows, "length")
+    assert np.array_equal(out["length"], [[1, 1], [0, 0], [1, 1]])
+    assert not out["quality"].any() and not out["acceptance"].any() and not base["length"].any()
+
+    t = train.Table(prompts=["a", "b", "c"], datasets=np.array(["gsm8k"] * 3), ids=["1", "2", "3"],
+                    verifiers=[head_swap.STRONG, head_swap.WEAK], acc_keys=[],
+                    quality=np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), acceptance=np.zeros((3, 0)),
+                    length=np.array([[100.0, np.nan], [200.0, 50.0], [400.0, 50.0]]))
+    pred = {"quality": np.array([[0.9, 0.1], [0.1, 0.2], [0.8, 0.7]]), "acceptance": np.zeros((3, 0)),
+            "length": np.array([[50.0, 10.0], [100.0, 25.0], [200.0, 25.0]])}
+    fit = head_swap.head_fit(t, pred, np.ones(3, dtype=bool))
+    assert fit["length_pred_over_measured_median"] == {head_swap.STRONG: 0.5, head_swap.WEAK: 0.5}
+    assert fit["quality_spearman"][head_swap.STRONG] > 0.8
+
+
 def test_the_shipped_spread_is_a_calibration_the_graph_computes(tmp_path):
     """with_keep flattens the QA spread of a fitted model to its mean on the training prompts,
     keeps the math ranking, and its exported graph says what numpy says."""
