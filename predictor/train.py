@@ -736,7 +736,7 @@ def learning_curve(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, arch
     random draws of that many prompts per task to fit on, scored on the task's other prompts."""
     rng = np.random.default_rng(SEED)
     per_task = {d: np.flatnonzero(t.datasets == d) for d in sorted(set(t.datasets))}
-    sizes = [s for s in (10, 20, 30, 40, 60, 80, 120, 160, 240) if s <= max(len(v) for v in per_task.values()) - 10]
+    sizes = [s for s in (10, 20, 30, 40, 60, 80, 120, 160, 240, 360, 480) if s <= max(len(v) for v in per_task.values()) - 10]
     targets = {  # what the issue's targets name: 1.5B correct on GSM8K (AUROC), NQ / code quality (rho)
         "gsm8k": ("qwen2.5-coder-1.5b", "auc"), "nq": ("qwen2.5-coder-1.5b", "spearman"),
         "code": ("qwen2.5-coder-1.5b", "spearman"), "wp": ("qwen2.5-coder-1.5b", "spearman")}
