@@ -37,6 +37,7 @@ from qroute_cli.evaluation.matrix import CAPPED_FILE, CELL_FIELDS, Cell, Matrix
 from qroute_cli.evaluation.strategies import fresh_router
 from qroute_cli.evaluation.tasks import load
 from qroute_cli.routing.latency import Profile
+from qroute_cli.routing.predict import OnnxScorer, default_path
 from qroute_cli.routing.scoring import PriorScorer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,13 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples behind each 95%% interval (0: none)")
     ap.add_argument("--out", type=Path, help="also write the JSON, with what made it (commit, date, machine, inputs), here")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
+    ap.add_argument("--predictor", type=Path, default=None,
+                    help="route with this predictor file (.onnx) instead of the packaged one")
     args = ap.parse_args(argv)
     registry = load_registry(None)
     m = load_matrix(args.matrix)
     profile = Profile.from_json(json.loads(args.profile.read_text(encoding="utf-8")))
     cfg = BenchConfig(live=False)
     quiet = Console(file=io.StringIO())  # the router's "nothing fits" warnings are expected in a sweep
-    with fresh_router(registry, strategy="quality", profile=profile, seed=cfg.seed, console=quiet) as router:
+    scorer = {} if args.predictor is None else {"scorer": OnnxScorer(args.predictor, registry)}
+    with fresh_router(registry, strategy="quality", profile=profile, seed=cfg.seed, console=quiet, **scorer) as router:
         # Ablation, as `qroute bench` runs it: the same router with per-model constant qualities.
         outcomes = evaluate(m, m.items, cfg, registry, router, scorers={"prior": PriorScorer(registry)})
     summary = headline(outcomes, m.items)
@@ -114,6 +118,7 @@ def provenance(args, argv: list[str] | None) -> dict:
         "matrix": {"file": _relative(args.matrix), "sha256": _sha256(args.matrix)},
         "profile": {"file": str(args.profile), "sha256": _sha256(args.profile)},
         "bootstrap_resamples": args.bootstrap,
+        "predictor": {"file": _relative(args.predictor or default_path()), "sha256": _sha256(args.predictor or default_path())},
     }
 
 
@@ -168,7 +173,8 @@ def markdown(report: dict, prov: dict) -> str:
     out = ["# Routing figures against the static frontier, with 95% intervals\n",
            f"Replayed on the committed result matrix (`{prov['matrix']['file']}`, sha256 "
            f"`{prov['matrix']['sha256'][:16]}`) with the calibration profile `{prov['profile']['file']}` (sha256 "
-           f"`{prov['profile']['sha256'][:16]}`), commit `{(prov['commit'] or 'unknown')[:12]}`"
+           f"`{prov['profile']['sha256'][:16]}`) and the predictor `{prov['predictor']['file']}` (sha256 "
+           f"`{prov['predictor']['sha256'][:16]}`), commit `{(prov['commit'] or 'unknown')[:12]}`"
            f"{' with uncommitted changes' if prov['uncommitted_changes'] else ''}: `{prov['command']}`.",
            "Nothing was generated: every point is read off the matrix. " + simulated_sentence(report) + "\n"]
     if iv is not None:

@@ -30,12 +30,15 @@ OUT = PREDICTOR_DIR / "acceptance.json"
 MIN_PROMPTS = 20
 
 
-def acceptance_table(rows: list[dict]) -> dict:
+def acceptance_table(rows: list[dict], keys: set[str] | None = None) -> dict:
     """{pair: {task type: mean acceptance, "*": mean over every prompt}} and the prompt counts,
-    from the bench-phrased rows (those the acceptance heads are trained on)."""
+    from the bench-phrased rows (those the acceptance heads are trained on); with `keys`, only
+    the prompts ("dataset:id") they name."""
     by: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         if r.get("phrasing", "bench") != "bench":
+            continue
+        if keys is not None and f"{r['dataset']}:{r['id']}" not in keys:
             continue
         task = DATASET_TASKS.get(r["dataset"], r["dataset"])
         for pair, rate in (r.get("acceptance") or {}).items():
@@ -54,8 +57,8 @@ def acceptance_table(rows: list[dict]) -> dict:
     return {"acceptance": means, "prompts": counts}
 
 
-def write(data: Path, out: Path, command: str) -> dict:
-    table = acceptance_table(datagen.read_rows(data))
+def write(data: Path, out: Path, command: str, keys: set[str] | None = None) -> dict:
+    table = acceptance_table(datagen.read_rows(data), keys)
     doc = {
         "about": "Mean per-token acceptance of each drafting pair per task type (routing.task_type), "
                  "over the predictor's training rows; made by predictor/priors.py.",

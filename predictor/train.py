@@ -169,6 +169,11 @@ def load_table(path: Path, verifiers: list[str] | None = None, phrasing: str = "
     return t
 
 
+def only_prompts(t: Table, keys: set[str]) -> Table:
+    """The rows of `t` whose "dataset:id" is in `keys`, in their order."""
+    return t.subset(np.array([i for i, (d, k) in enumerate(zip(t.datasets, t.ids)) if f"{d}:{k}" in keys], dtype=int))
+
+
 def impute_censored(t: Table) -> np.ndarray:
     """Lengths at today's caps: a censored row's length is E[log1p L | L > its cap] under a normal
     fit of log1p(length) per (data set, verifier) that counts censored rows as 'above the cap'
@@ -952,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-dir", type=Path, default=BUILD, help="where every architecture's .onnx goes")
     ap.add_argument("--ship-to", type=Path, default=SHIPPED, help="the packaged predictor file")
     ap.add_argument("--results", type=Path, default=RESULTS / "cv.json")
+    ap.add_argument("--prompts-of", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="train only on the prompts an earlier run's results file lists (its data.keys), "
+                         "e.g. to remake a shipped file after the data has grown")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results file's provenance
     from threadpoolctl import threadpool_limits
@@ -966,6 +974,10 @@ def _train(args) -> int:
 
     t0 = time.time()
     table = load_table(args.data)
+    keys = None
+    if args.prompts_of is not None:
+        keys = set(json.loads(args.prompts_of.read_text())["data"]["keys"])
+        table = only_prompts(table, keys)
     if len(table.prompts) < 2 * args.folds:
         print(f"only {len(table.prompts)} complete prompts in {args.data}: generate more first", file=sys.stderr)
         return 1
@@ -1081,7 +1093,7 @@ def _train(args) -> int:
     print(f"shipped {ship} -> {args.ship_to} ({args.ship_to.stat().st_size / 1e6:.2f} MB)")
     # The acceptance a forced drafting pair drafts by before its drafts are logged: same rows.
     priors.write(args.data, args.ship_to.parent / priors.OUT.name,
-                 " ".join(["python", "-m", "predictor.train", *args.argv]))
+                 " ".join(["python", "-m", "predictor.train", *args.argv]), keys)
 
     args.results.parent.mkdir(parents=True, exist_ok=True)
     summary = {

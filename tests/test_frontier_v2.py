@@ -204,3 +204,25 @@ def test_the_replay_streams_the_prompts_in_the_bench_order(tmp_path):
     m = load_matrix(path)
     assert [it.task for it in m.items] == ["wp", "wp", "gsm8k", "gsm8k"]
     assert [it.id for it in m.items] == [r["item"] for r in rows]
+
+
+def test_a_replay_records_the_predictor_it_routed_with(tmp_path):
+    """bench.replay --predictor FILE routes with that file; the results file names it with its
+    SHA-256, and without the option names the packaged one."""
+    import argparse
+    import hashlib
+
+    from bench.replay import provenance
+    from qroute_cli.routing.predict import default_path
+
+    matrix, profile, other = tmp_path / "matrix.json", tmp_path / "profile.json", tmp_path / "other.onnx"
+    matrix.write_text("[]")
+    profile.write_text("{}")
+    other.write_bytes(b"not the packaged predictor")
+    args = argparse.Namespace(matrix=matrix, profile=profile, bootstrap=0, predictor=other)
+    got = provenance(args, ["--predictor", str(other)])["predictor"]
+    assert got == {"file": str(other), "sha256": hashlib.sha256(other.read_bytes()).hexdigest()}
+    args.predictor = None
+    got = provenance(args, [])["predictor"]
+    assert got["sha256"] == hashlib.sha256(default_path().read_bytes()).hexdigest()
+    assert got["sha256"] != hashlib.sha256(other.read_bytes()).hexdigest()

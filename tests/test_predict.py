@@ -564,15 +564,36 @@ def test_prior_scorer_drafts_each_pair_by_its_tasks_mean_acceptance(real_registr
 
 
 def test_the_packaged_acceptance_table_is_made_from_the_training_rows():
-    """The table ships beside the predictor: it must be the committed rows' means, as
-    `python -m predictor.priors` (and predictor.train) writes them."""
+    """The table ships beside the predictor: it must be the means of the committed rows the
+    shipped predictor was trained on (predictor/results/cv.json lists them), as
+    predictor.train writes them."""
     import json
 
-    from predictor import datagen, priors
+    from predictor import datagen, priors, train
 
     packaged = json.loads(priors.OUT.read_text())
-    assert packaged["acceptance"] == priors.acceptance_table(datagen.read_rows(datagen.DEFAULT_OUT))["acceptance"]
+    keys = set(json.loads((train.RESULTS / "cv.json").read_text())["data"]["keys"])
+    rows = datagen.read_rows(datagen.DEFAULT_OUT)
+    assert packaged["acceptance"] == priors.acceptance_table(rows, keys)["acceptance"]
     assert packaged["provenance"]["command"].startswith("python -m predictor.")
+
+
+def test_training_can_be_held_to_the_prompts_an_earlier_run_read():
+    """--prompts-of keeps the table's rows whose dataset:id an earlier results file lists, and
+    the acceptance table then reads only those prompts."""
+    from predictor import priors, train
+
+    t = train.Table(prompts=["a", "b", "c"], datasets=np.array(["nq", "nq", "gsm8k"]), ids=["1", "2", "1"],
+                    verifiers=["v"], acc_keys=["v+d"], quality=np.array([[0.1], [0.2], [0.3]]),
+                    acceptance=np.array([[0.5], [0.6], [0.7]]), length=np.array([[1.0], [2.0], [3.0]]))
+    kept = train.only_prompts(t, {"nq:2", "gsm8k:1"})
+    assert kept.prompts == ["b", "c"] and list(kept.datasets) == ["nq", "gsm8k"]
+    assert np.array_equal(kept.quality, [[0.2], [0.3]])
+    rows = [{"dataset": "nq", "id": str(i), "acceptance": {"v+d": 0.1 * i}} for i in range(1, 31)]
+    every = priors.acceptance_table(rows)["prompts"]["v+d"]["*"]
+    some = priors.acceptance_table(rows, {f"nq:{i}" for i in range(1, 21)})
+    assert (every, some["prompts"]["v+d"]["*"]) == (30, 20)
+    assert some["acceptance"]["v+d"]["qa"] == round(sum(0.1 * i for i in range(1, 21)) / 20, 4)
 
 
 def test_without_the_table_the_drafter_kinds_prior_stands(real_registry, monkeypatch, tmp_path):
