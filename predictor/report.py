@@ -95,7 +95,8 @@ def calibration_scales(path: Path, verifiers: list[str]) -> dict[str, dict[str, 
 
 
 def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict | None, bench: dict | None = None,
-           scales: dict[str, dict[str, float]] | None = None, head_swap: dict | None = None) -> str:
+           scales: dict[str, dict[str, float]] | None = None, head_swap: dict | None = None,
+           all_data: dict | None = None) -> str:
     res, vs, ship = cv["results"], cv["data"]["verifiers"], cv["shipped"]
     methods = [m for m in train.ARCHS + train.BASELINES if m in res]
     tasks = _tasks(cv)
@@ -200,6 +201,10 @@ def render(cv: dict, table: train.Table, latency: dict[str, dict], probe: dict |
     if head_swap:
         lines += ["", f"## Where length-only's edge on {head_swap['task']} comes from", ""]
         lines += head_swap_lines(head_swap)
+
+    if all_data:
+        lines += ["", "## Trained on every committed prompt (not shipped)", ""]
+        lines += all_data_lines(all_data["cv"], cv, all_data["replays"])
 
     lines += ["", "## Size, export check and scoring latency (this machine)", "",
               "| architecture | file | ONNX vs numpy max diff | p50 ms | p95 ms |", "|---|---|---|---|---|"]
@@ -460,6 +465,53 @@ def user_length_lines(cv: dict) -> list[str]:
     return out
 
 
+def all_data_lines(cv: dict, shipped: dict, replays: list[tuple[str, dict | None]]) -> list[str]:
+    """The same training on every committed prompt (`predictor/results/cv_all_data.json`), not
+    shipped: its data, its held-out within-task skill, its learning curve, its dev-split choice,
+    and the bench replays of its file beside the shipped one's."""
+    n, n0 = cv["data"]["per_dataset"], shipped["data"]["per_dataset"]
+    grown = {d: (n0.get(d, 0), k) for d, k in n.items() if k != n0.get(d, 0)}
+    prov = cv.get("provenance", {})
+    out = ["The committed data has grown since the shipped file was trained ("
+           + ", ".join(f"{d} {a} -> {b} prompts" for d, (a, b) in grown.items())
+           + f"). `{prov.get('command', 'python -m predictor.train')}` on all of it (commit {prov.get('commit', '?')}, "
+           f"{prov.get('date', '?')}) picks **{cv['shipped']}**, keeping "
+           + ", ".join(f"{t} {k:g}" for t, k in cv["selection"]["keep"]["chosen"].items())
+           + " of its spread; `--prompts-of predictor/results/cv.json` remakes the shipped one. Held out "
+           "(cross-validated), within each task, Spearman of its quality with the measured one:", "",
+           "| task | " + " | ".join(cv["data"]["verifiers"]) + " |", "|---|" + "---|" * len(cv["data"]["verifiers"])]
+    res = cv["results"][cv["shipped"]]
+    for d in [d for d in ("gsm8k", "nq", "wp", "code") if d in res]:
+        q = res[d]["quality"]
+        out.append(f"| {d} | " + " | ".join(_ci(q[v]["spearman"], q[v].get("spearman_ci"), "{:+.2f}")
+                                           for v in cv["data"]["verifiers"]) + " |")
+    out += ["", "Learning curve of the same data:", ""] + curve_lines(cv)
+    sel = cv["selection"]["keep"]["with_chosen"]
+    out += ["", f"Dev split, with the chosen shares: hypervolume ratio {sel['all']['hypervolume_ratio']:.3f} overall, "
+            + ", ".join(f"{d} {v['hypervolume_ratio']:.3f}" for d, v in sel.items() if d != "all") + ".", "",
+            "On the bench's test side (`bench.replay`, committed cells, 95% intervals), against the static frontier:", "",
+            "| matrix | predictor | all | code | gsm8k | nq | wp | all, with online learning (replayed) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for label, r in replays:
+        if not r:
+            continue
+        iv = r.get("intervals", {})
+
+        def cell(scope: dict, ivs: dict) -> str:
+            x = scope.get("hypervolume_ratio_vs_static_frontier")
+            ci = ivs.get("headline", {}).get("hypervolume_ratio_vs_static_frontier", {})
+            return "–" if x is None else f"{x:.3f}" + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "")
+        by = r.get("by_task", {})
+        tasks = [cell(by[t], iv.get("by_task", {}).get(t, {})) if t in by else "–" for t in ("code", "gsm8k", "nq", "wp")]
+        out.append(f"| {label} | {r['provenance'].get('predictor', {}).get('file', 'qroute_cli/data/predictor/predictor.onnx')} | "
+                   f"{cell(r['all'], iv.get('all', {}))} | " + " | ".join(tasks) + " | "
+                   + _f(r["all"].get("ablation", {}).get("quality+online", {}).get("hypervolume_ratio_vs_static_frontier"),
+                        "{:.3f}") + " |")
+    out += ["", "The shipped file stays the one the bench measured end to end (bench/REPORT.md); predictor/README.md "
+            "says why."]
+    return out
+
+
 def head_swap_lines(hs: dict) -> list[str]:
     """`python -m predictor.head_swap`: the dev split routed with one head of the shipped
     architecture replaced, on one task, by the other scorer's."""
@@ -544,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a `python -m bench.replay --out` file made with the shipped predictor")
     ap.add_argument("--head-swap", type=Path, default=train.RESULTS / "head_swap.json",
                     help="a `python -m predictor.head_swap` file")
+    ap.add_argument("--all-data", type=Path, default=train.RESULTS / "cv_all_data.json",
+                    help="a `python -m predictor.train` results file of a fit not shipped (all committed prompts)")
     ap.add_argument("--build-dir", type=Path, default=train.BUILD)
     ap.add_argument("--data", type=Path, default=datagen.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
@@ -565,7 +619,15 @@ def main(argv: list[str] | None = None) -> int:
     bench = json.loads(args.bench.read_text()) if args.bench.exists() else None
     scales = calibration_scales(args.build_dir / f"{cv['shipped']}.onnx", cv["data"]["verifiers"])
     head_swap = json.loads(args.head_swap.read_text()) if args.head_swap.exists() else None
-    args.out.write_text(render(cv, table, latency, probe, bench, scales, head_swap))
+    all_data = None
+    if args.all_data.exists():
+        def read(name: str) -> dict | None:
+            path = train.RESULTS / name
+            return json.loads(path.read_text()) if path.exists() else None
+        all_data = {"cv": json.loads(args.all_data.read_text()),
+                    "replays": [("bench (160 prompts)", bench), ("bench (160 prompts)", read("bench_replay_all_data.json")),
+                                ("nq200", read("bench_replay_nq200.json")), ("nq200", read("bench_replay_nq200_all_data.json"))]}
+    args.out.write_text(render(cv, table, latency, probe, bench, scales, head_swap, all_data))
     print(f"wrote {args.out}")
     return 0
 

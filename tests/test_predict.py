@@ -618,3 +618,33 @@ def test_without_the_table_the_drafter_kinds_prior_stands(real_registry, monkeyp
                                 prediction=pred, max_tokens=64).acceptance
     assert est(without) == PRIOR_ACCEPTANCE["ngram"]
     assert est(with_table) == with_table.acceptance[pair.name] != PRIOR_ACCEPTANCE["ngram"]
+
+
+def test_the_report_shows_a_fit_not_shipped_beside_the_shipped_one():
+    """predictor.report's section on the fit of all committed prompts names what grew, what the
+    dev split picked, and one row per bench replay with the predictor file it routed with."""
+    from predictor import report
+
+    verifiers = ["a", "b"]
+    q = {v: {"spearman": 0.2, "spearman_ci": [0.1, 0.3]} for v in verifiers}
+    fit = {"data": {"per_dataset": {"nq": 1000, "wp": 300}, "verifiers": verifiers},
+           "shipped": "task-ridge", "results": {"task-ridge": {"nq": {"quality": q}, "wp": {"quality": q}}},
+           "selection": {"keep": {"chosen": {"qa": 0.5}, "with_chosen": {"all": {"hypervolume_ratio": 1.2},
+                                                                        "nq": {"hypervolume_ratio": 1.0}}}},
+           "provenance": {"command": "python -m predictor.train", "commit": "abc", "date": "today"}}
+    shipped = {"data": {"per_dataset": {"nq": 300, "wp": 300}}}
+
+    def replay(ratio, predictor=None):
+        r = {"all": {"hypervolume_ratio_vs_static_frontier": ratio,
+                     "ablation": {"quality+online": {"hypervolume_ratio_vs_static_frontier": ratio - 0.1}}},
+             "by_task": {"nq": {"hypervolume_ratio_vs_static_frontier": ratio}}, "provenance": {}}
+        if predictor:
+            r["provenance"]["predictor"] = {"file": predictor}
+        return r
+
+    text = "\n".join(report.all_data_lines(fit, shipped, [("bench", replay(1.23)), ("bench", replay(1.21, "x.onnx")),
+                                                          ("nq200", None)]))
+    assert "nq 300 -> 1000 prompts" in text and "wp" not in text.split("prompts)")[0]
+    assert "**task-ridge**" in text and "qa 0.5" in text
+    rows = [line for line in text.splitlines() if line.startswith("| bench |")]
+    assert len(rows) == 2 and "x.onnx" in rows[1] and "1.230" in rows[0] and "1.110" in rows[1]
