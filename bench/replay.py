@@ -108,6 +108,7 @@ def _sha256(path: Path) -> str:
 def provenance(args, argv: list[str] | None) -> dict:
     """What made a results file: the code, the inputs (with their hashes), the machine, the command."""
     head, dirty = git_state()
+    predictor = args.predictor or default_path()
     return {
         "commit": head,
         "uncommitted_changes": dirty,
@@ -118,7 +119,8 @@ def provenance(args, argv: list[str] | None) -> dict:
         "matrix": {"file": _relative(args.matrix), "sha256": _sha256(args.matrix)},
         "profile": {"file": str(args.profile), "sha256": _sha256(args.profile)},
         "bootstrap_resamples": args.bootstrap,
-        "predictor": {"file": _relative(args.predictor or default_path()), "sha256": _sha256(args.predictor or default_path())},
+        "predictor": {"file": _relative(predictor), "sha256": _sha256(predictor)},
+        "threads": 1,  # the predictor scores on one thread (OnnxScorer's default); nothing is generated or timed
     }
 
 

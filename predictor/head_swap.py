@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = t.datasets == TASK
 
         def routed(name: str, pred: dict) -> dict:
-            scorer = routing_value.TableScorer(name, sim.registry, t.prompts, pred, t.verifiers, t.acc_keys, sim.tasks)
-            s = routing_value.summary(routing_value.route(sim.matrix, sim.items, sim.registry, sim.profile, scorer), sim.items)
+            s = routing_value.summary(sim.route(name, pred), sim.items)
             return {scope: {"hypervolume_ratio": r["hypervolume_ratio"], "gain_abs": r["gain_abs"]} for scope, r in s.items()}
 
         a, b = sim.preds[base], sim.preds[OTHER]

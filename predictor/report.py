@@ -56,16 +56,19 @@ def _tasks(cv: dict, shown: bool = False) -> list[str]:
     return [d for d in ("gsm8k", "nq", "wp", "code") if d in n and (not shown or n[d] >= MIN_SHOWN)]
 
 
+def _replay_cell(scope: dict, ivs: dict, key: str, fmt: str) -> str:
+    """A `bench.replay` figure of one scope with its 95% interval, e.g. '1.229 [1.094, 1.368]'."""
+    x, ci = scope.get(key), ivs.get("headline", {}).get(key, {})
+    return "–" if x is None else fmt.format(x) + (f" [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]" if ci else "")
+
+
 def bench_lines(bench: dict | None) -> list[str]:
     """The bench's own figures for the shipped predictor (`python -m bench.replay --out`), if given."""
     if not bench:
         return ["(no replay file: `python -m bench.replay --profile bench/results/replay_profile.json --out "
                 "predictor/results/bench_replay.json`)"]
     iv = bench.get("intervals", {})
-
-    def cell(scope: dict, ivs: dict, key: str, fmt: str) -> str:
-        x, ci = scope.get(key), ivs.get("headline", {}).get(key, {})
-        return "–" if x is None else fmt.format(x) + (f" [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]" if ci else "")
+    cell = _replay_cell
 
     out = ["QualityRoute with the shipped predictor on the committed bench matrix (the bench's test side, "
            f"{bench['all']['n_prompts']} prompts; `bench.replay`, 95% bootstrap intervals). Targets: ≥ 1.25x "
@@ -498,9 +501,7 @@ def all_data_lines(cv: dict, shipped: dict, replays: list[tuple[str, dict | None
         iv = r.get("intervals", {})
 
         def cell(scope: dict, ivs: dict) -> str:
-            x = scope.get("hypervolume_ratio_vs_static_frontier")
-            ci = ivs.get("headline", {}).get("hypervolume_ratio_vs_static_frontier", {})
-            return "–" if x is None else f"{x:.3f}" + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "")
+            return _replay_cell(scope, ivs, "hypervolume_ratio_vs_static_frontier", "{:.3f}")
         by = r.get("by_task", {})
         tasks = [cell(by[t], iv.get("by_task", {}).get(t, {})) if t in by else "–" for t in ("code", "gsm8k", "nq", "wp")]
         out.append(f"| {label} | {r['provenance'].get('predictor', {}).get('file', 'qroute_cli/data/predictor/predictor.onnx')} | "
@@ -588,6 +589,11 @@ def human_lines(cv: dict) -> list[str]:
     ]
 
 
+def _read_json(path: Path) -> dict | None:
+    """A results file's contents, None where it was not made."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m predictor.report")
     ap.add_argument("--results", type=Path, default=train.RESULTS / "cv.json")
@@ -606,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     table = train.load_table(args.data, cv["data"]["verifiers"])
     if "keys" in cv["data"]:  # the prompts training read (the data file may have grown since)
         used = set(cv["data"]["keys"])
-        table = table.subset(np.array([i for i, (d, k) in enumerate(zip(table.datasets, table.ids)) if f"{d}:{k}" in used]))
+        table = train.only_prompts(table, used)
     latency = {}
     for arch in cv["exported"]:
         path = args.build_dir / f"{arch}.onnx"
@@ -615,18 +621,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arch}: p50 {latency[arch]['p50_ms']:.3f} ms, p95 {latency[arch]['p95_ms']:.3f} ms")
     cv["latency"] = latency
     args.results.write_text(json.dumps(cv, indent=1))
-    probe = json.loads(args.probe.read_text()) if args.probe.exists() else None
-    bench = json.loads(args.bench.read_text()) if args.bench.exists() else None
+    probe, bench, head_swap = _read_json(args.probe), _read_json(args.bench), _read_json(args.head_swap)
     scales = calibration_scales(args.build_dir / f"{cv['shipped']}.onnx", cv["data"]["verifiers"])
-    head_swap = json.loads(args.head_swap.read_text()) if args.head_swap.exists() else None
     all_data = None
     if args.all_data.exists():
-        def read(name: str) -> dict | None:
-            path = train.RESULTS / name
-            return json.loads(path.read_text()) if path.exists() else None
-        all_data = {"cv": json.loads(args.all_data.read_text()),
-                    "replays": [("bench (160 prompts)", bench), ("bench (160 prompts)", read("bench_replay_all_data.json")),
-                                ("nq200", read("bench_replay_nq200.json")), ("nq200", read("bench_replay_nq200_all_data.json"))]}
+        replay = {name: _read_json(train.RESULTS / f"bench_replay_{name}.json") for name in ("all_data", "nq200", "nq200_all_data")}
+        all_data = {"cv": _read_json(args.all_data),
+                    "replays": [("bench (160 prompts)", bench), ("bench (160 prompts)", replay["all_data"]),
+                                ("nq200", replay["nq200"]), ("nq200", replay["nq200_all_data"])]}
     args.out.write_text(render(cv, table, latency, probe, bench, scales, head_swap, all_data))
     print(f"wrote {args.out}")
     return 0

@@ -600,7 +600,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
     out = {"parts": DEV_PARTS, "prompts": counts, "profile": str(profile_path.name), "gains": {}}
     nv, na = len(t.verifiers), len(t.acc_keys)
     curves = {}
-    sim = DevSim(m, items, registry, profile, tasks, {}, {})
+    sim = DevSim(t, m, items, registry, profile, tasks, {}, {})
     for name in names:
         pred = {"quality": np.zeros((len(every), nv)), "acceptance": np.zeros((len(every), na)),
                 "length": np.zeros((len(every), nv))}
@@ -608,8 +608,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
             tr, te = np.flatnonzero(part != k), np.flatnonzero(part == k)
             for key, v in fit_predict(name, feat, t, x, scores, tr, te, diff).items():
                 pred[key][te] = v
-        scorer = rv.TableScorer(name, registry, t.prompts, pred, t.verifiers, t.acc_keys, tasks)
-        curves[name] = rv.route(m, items, registry, profile, scorer)
+        curves[name] = sim.route(name, pred)
         sim.preds[name], sim.curves[name] = pred, curves[name]
         out["gains"][name] = rv.summary(curves[name], items)
         print(f"  routing value {name}: static-frontier gain {out['gains'][name]['all']['gain_abs']:+.4f}", flush=True)
@@ -626,6 +625,7 @@ def routing_selection(t: Table, feat: Featurizer, x: np.ndarray, scores, diff, n
 class DevSim:
     """The dev-split routing simulation of `routing_selection`, kept for `routing_keep`."""
 
+    table: Table
     matrix: object  # qroute_cli.evaluation.matrix.Matrix
     items: list
     registry: object
@@ -633,6 +633,15 @@ class DevSim:
     tasks: frozenset[str] | None
     preds: dict[str, dict[str, np.ndarray]]  # per candidate: its held-out predictions of every prompt
     curves: dict[str, object]  # per candidate: routing_value.Curves
+
+    def route(self, name: str, pred: dict[str, np.ndarray]):
+        """QualityRoute's budget sweep over the simulated matrix with predictions `pred` of
+        every prompt of the table (routing_value.Curves)."""
+        from predictor import routing_value as rv
+
+        t = self.table
+        scorer = rv.TableScorer(name, self.registry, t.prompts, pred, t.verifiers, t.acc_keys, self.tasks)
+        return rv.route(self.matrix, self.items, self.registry, self.profile, scorer)
 
 
 def keep_spread(q: np.ndarray, group: np.ndarray, keep: dict[int, float]) -> np.ndarray:
@@ -671,9 +680,7 @@ def routing_keep(t: Table, feat: Featurizer, x: np.ndarray, sim: DevSim, arch: s
 
     def curves_with(keep: dict[int, float]):
         q = keep_spread(pred["quality"], group, keep)
-        scorer = rv.TableScorer(arch, sim.registry, t.prompts, {**pred, "quality": q}, t.verifiers, t.acc_keys,
-                                sim.tasks)
-        return rv.route(sim.matrix, sim.items, sim.registry, sim.profile, scorer)
+        return sim.route(arch, {**pred, "quality": q})
 
     by_share = {}
     for k in KEEP_GRID:
