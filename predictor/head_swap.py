@@ -4,7 +4,8 @@
 
 On the bench, the length-only scorer routes GSM8K better than the shipped architecture
 (per-task hypervolume ratio), though it is far worse overall. This routes the dev split (the
-held-out predictions of predictor.train's routing selection) with the shipped architecture's
+held-out predictions of predictor.train's routing selection, on the prompts the shipped file
+was trained on, as predictor/results/cv.json lists them) with the shipped architecture's
 predictions, and with one of its heads (quality, length, acceptance) replaced on GSM8K's
 prompts by length-only's, and reports each head's within-GSM8K fit: Spearman of predicted
 against measured quality, of the predicted 1.5B-minus-0.5B quality gap against the measured
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     cv = json.loads((train.RESULTS / "cv.json").read_text())
     base = cv["shipped"]
     with threadpool_limits(1):
-        t = train.load_table(datagen.DEFAULT_OUT, cv["data"]["verifiers"])
+        # The prompts the shipped file was trained on (the data may have grown since).
+        t = train.only_prompts(train.load_table(datagen.DEFAULT_OUT, cv["data"]["verifiers"]), set(cv["data"]["keys"]))
         feat = Featurizer()
         x = feat.hashed(t.prompts)
         models, _ = difficulty.fit_all(feat)
