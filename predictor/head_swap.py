@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     cv = json.loads((train.RESULTS / "cv.json").read_text())
     base = cv["shipped"]
     with threadpool_limits(1):
-        # The prompts the shipped file was trained on (the data may have grown since).
-        t = train.only_prompts(train.load_table(datagen.DEFAULT_OUT, cv["data"]["verifiers"]), set(cv["data"]["keys"]))
+        t = train.table_of(cv, datagen.DEFAULT_OUT)
         feat = Featurizer()
         x = feat.hashed(t.prompts)
         models, _ = difficulty.fit_all(feat)

@@ -2,9 +2,10 @@
 
     nice -n 10 python -m predictor.probe      # writes predictor/results/probe.json
 
-For every complete training prompt, smollm2-135m (one llama.cpp thread) reads the prompt
-once with logits for every position; the probe features are the mean negative log-likelihood
-of the prompt's tokens and the entropy of the next-token distribution after the last one.
+For every prompt the shipped predictor was trained on (cv.json), smollm2-135m (one llama.cpp
+thread) reads the prompt once with logits for every position; the probe features are the mean
+negative log-likelihood of the prompt's tokens and the entropy of the next-token distribution
+after the last one.
 Reported: the prefill's cost in milliseconds (p50 / p95 on this machine, as loaded as it is),
 each feature's within-task Spearman with every verifier's quality, and the within-task skill
 the mean NLL adds to the shipped architecture's held-out predictions (a per-task linear blend
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import StratifiedKFold
 
     cv = json.loads((train.RESULTS / "cv.json").read_text())
-    table = train.load_table(datagen.DEFAULT_OUT, cv["data"]["verifiers"])
+    table = train.table_of(cv, datagen.DEFAULT_OUT)
     feats, ms = probe_features(table.prompts)
     out: dict = {"model": PROBE_MODEL, "prompts": len(table.prompts), "threads": 1,
                  "per_dataset": {d: int((table.datasets == d).sum()) for d in sorted(set(table.datasets))},

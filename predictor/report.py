@@ -609,10 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
     args = ap.parse_args(argv)
     cv = json.loads(args.results.read_text())
-    table = train.load_table(args.data, cv["data"]["verifiers"])
-    if "keys" in cv["data"]:  # the prompts training read (the data file may have grown since)
-        used = set(cv["data"]["keys"])
-        table = train.only_prompts(table, used)
+    table = train.table_of(cv, args.data)
     latency = {}
     for arch in cv["exported"]:
         path = args.build_dir / f"{arch}.onnx"

@@ -174,6 +174,13 @@ def only_prompts(t: Table, keys: set[str]) -> Table:
     return t.subset(np.array([i for i, (d, k) in enumerate(zip(t.datasets, t.ids)) if f"{d}:{k}" in keys], dtype=int))
 
 
+def table_of(results: dict, path: Path) -> Table:
+    """The rows of `path` a training run read, by its results file (cv.json): the data file may
+    have grown since. A results file from before the keys were kept gets every row."""
+    t = load_table(path, results["data"]["verifiers"])
+    return only_prompts(t, set(results["data"]["keys"])) if "keys" in results["data"] else t
+
+
 def impute_censored(t: Table) -> np.ndarray:
     """Lengths at today's caps: a censored row's length is E[log1p L | L > its cap] under a normal
     fit of log1p(length) per (data set, verifier) that counts censored rows as 'above the cap'

@@ -648,3 +648,20 @@ def test_the_report_shows_a_fit_not_shipped_beside_the_shipped_one():
     assert "**task-ridge**" in text and "qa 0.5" in text
     rows = [line for line in text.splitlines() if line.startswith("| bench |")]
     assert len(rows) == 2 and "x.onnx" in rows[1] and "1.230" in rows[0] and "1.110" in rows[1]
+
+
+def test_a_results_file_names_the_rows_its_training_read(tmp_path):
+    """table_of gives the rows a results file's training read, though the data file has grown
+    since; a results file without keys gets every row."""
+    import gzip
+    import json
+
+    from predictor import train
+
+    rows = [{"key": f"nq:{i}:v", "dataset": "nq", "id": str(i), "model": "v", "prompt": f"q{i}?", "text": "a",
+             "output_tokens": 3, "max_tokens": 48, "finish_reason": "stop", "acceptance": {},
+             "scores": {"quality": 0.5}} for i in range(4)]
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert train.table_of({"data": {"verifiers": ["v"], "keys": ["nq:1", "nq:3"]}}, path).ids == ["1", "3"]
+    assert len(train.table_of({"data": {"verifiers": ["v"]}}, path).ids) == 4
